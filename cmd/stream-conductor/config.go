@@ -1,0 +1,178 @@
+package main
+
+import (
+	"flag"
+	"fmt"
+	"io"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// config is every setting, each from a flag, else its environment
+// variable, else the default.
+type config struct {
+	DataDir           string
+	StreamConfigPath  string
+	NginxBin          string
+	NginxMode         string
+	StreamPrefix      string
+	PortRange         string
+	PortMin, PortMax  int
+	BindAddress       string
+	BindPort          int
+	StreamBindAddress string
+	ApplyTimeout      time.Duration
+	ResyncInterval    time.Duration
+	LogLevel          string
+	LogFormat         string
+	ShowVersion       bool
+}
+
+// setting is one flag with its environment variable and default.
+type setting struct {
+	flag, env, def, usage string
+}
+
+var settings = []setting{
+	{"data-dir", "DATA_DIR", "./data", "directory for the state database (state.db) and, in managed mode, nginx's files"},
+	{"stream-config-path", "STREAM_CONFIG_PATH", "", "directory of the per-stream nginx files (default: $DATA_DIR/stream.d in managed mode, /etc/nginx/streams.d in external mode)"},
+	{"nginx-bin", "NGINX_BIN", "", "nginx binary (default: nginx from PATH, else /usr/sbin/nginx)"},
+	{"nginx-mode", "NGINX_MODE", "managed", "managed: run nginx on a main config of our own; external: a system nginx that includes STREAM_CONFIG_PATH/*.conf inside stream {}"},
+	{"stream-prefix", "STREAM_PREFIX", "stream-", "file name prefix of the files stream-conductor owns in STREAM_CONFIG_PATH; others are never touched"},
+	{"port-range", "PORT_RANGE", "9000-9009", "inclusive range of ports streams may listen on"},
+	{"bind-address", "BIND_ADDRESS", "127.0.0.1", "address the HTTP API listens on"},
+	{"bind-port", "BIND_PORT", "8080", "port the HTTP API listens on (never given to a stream)"},
+	{"stream-bind-address", "STREAM_BIND_ADDRESS", "", "listen address of streams that name none (empty: every IPv4 address)"},
+	{"apply-timeout", "APPLY_TIMEOUT", "10s", "how long a write waits to be applied before it answers 503"},
+	{"resync-interval", "RESYNC_INTERVAL", "30s", "period of full reconcile passes, which also retry failed streams"},
+	{"log-level", "LOG_LEVEL", "info", "debug, info, warn or error"},
+	{"log-format", "LOG_FORMAT", "auto", "json, console, or auto (console on a terminal, json otherwise)"},
+}
+
+var prefixRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]*$`)
+
+// parseConfig reads flags from args and the environment from getenv.
+func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (config, error) {
+	fs := flag.NewFlagSet("stream-conductor", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	values := make(map[string]*string, len(settings))
+	for _, s := range settings {
+		def := s.def
+		if v := getenv(s.env); v != "" {
+			def = v
+		}
+		values[s.flag] = fs.String(s.flag, def, s.usage+" ["+s.env+"]")
+	}
+	var c config
+	fs.BoolVar(&c.ShowVersion, "version", false, "print the version and exit")
+	fs.Usage = func() { usage(fs, stderr) }
+	if err := fs.Parse(args); err != nil {
+		return c, err
+	}
+	if fs.NArg() > 0 {
+		return c, fmt.Errorf("unexpected argument %q (settings are flags such as -port-range or environment variables)", fs.Arg(0))
+	}
+	v := func(name string) string { return strings.TrimSpace(*values[name]) }
+	c.DataDir = v("data-dir")
+	c.StreamConfigPath = v("stream-config-path")
+	c.NginxBin = v("nginx-bin")
+	c.NginxMode = v("nginx-mode")
+	c.StreamPrefix = v("stream-prefix")
+	c.PortRange = v("port-range")
+	c.BindAddress = v("bind-address")
+	c.StreamBindAddress = v("stream-bind-address")
+	c.LogLevel = v("log-level")
+	c.LogFormat = v("log-format")
+
+	var err error
+	if c.NginxMode != "managed" && c.NginxMode != "external" {
+		return c, fmt.Errorf("NGINX_MODE must be managed or external, not %q", c.NginxMode)
+	}
+	if c.StreamConfigPath == "" {
+		c.StreamConfigPath = filepath.Join(c.DataDir, "stream.d")
+		if c.NginxMode == "external" {
+			c.StreamConfigPath = "/etc/nginx/streams.d"
+		}
+	}
+	if c.NginxBin == "" {
+		c.NginxBin = "nginx"
+		if _, err := exec.LookPath("nginx"); err != nil {
+			c.NginxBin = "/usr/sbin/nginx"
+		}
+	}
+	if !prefixRE.MatchString(c.StreamPrefix) {
+		return c, fmt.Errorf("STREAM_PREFIX %q must be letters, digits, '.', '_' or '-' (it starts file names)", c.StreamPrefix)
+	}
+	if c.PortMin, c.PortMax, err = parseRange(c.PortRange); err != nil {
+		return c, err
+	}
+	if c.BindPort, err = strconv.Atoi(v("bind-port")); err != nil || c.BindPort < 1 || c.BindPort > 65535 {
+		return c, fmt.Errorf("BIND_PORT must be a port 1-65535, not %q", v("bind-port"))
+	}
+	if _, err := netip.ParseAddr(strings.Trim(c.BindAddress, "[]")); err != nil && c.BindAddress != "localhost" {
+		return c, fmt.Errorf("BIND_ADDRESS must be an IP address, not %q", c.BindAddress)
+	}
+	if c.StreamBindAddress != "" {
+		a, err := netip.ParseAddr(strings.Trim(c.StreamBindAddress, "[]"))
+		if err != nil {
+			return c, fmt.Errorf("STREAM_BIND_ADDRESS must be an IP address, not %q", c.StreamBindAddress)
+		}
+		c.StreamBindAddress = a.String()
+	}
+	if c.ApplyTimeout, err = parseDuration("APPLY_TIMEOUT", v("apply-timeout")); err != nil {
+		return c, err
+	}
+	if c.ResyncInterval, err = parseDuration("RESYNC_INTERVAL", v("resync-interval")); err != nil {
+		return c, err
+	}
+	switch c.LogFormat {
+	case "json", "console", "auto":
+	default:
+		return c, fmt.Errorf("LOG_FORMAT must be json, console or auto, not %q", c.LogFormat)
+	}
+	return c, nil
+}
+
+func parseRange(r string) (lo, hi int, err error) {
+	a, b, ok := strings.Cut(r, "-")
+	lo, err1 := strconv.Atoi(strings.TrimSpace(a))
+	hi, err2 := strconv.Atoi(strings.TrimSpace(b))
+	if !ok || err1 != nil || err2 != nil || lo < 1 || hi > 65535 || lo > hi {
+		return 0, 0, fmt.Errorf("PORT_RANGE must be FIRST-LAST with 1 <= FIRST <= LAST <= 65535, e.g. 9000-9009, not %q", r)
+	}
+	return lo, hi, nil
+}
+
+func parseDuration(name, v string) (time.Duration, error) {
+	d, err := time.ParseDuration(v)
+	if err != nil || d <= 0 {
+		return 0, fmt.Errorf("%s must be a positive duration such as 10s, not %q", name, v)
+	}
+	return d, nil
+}
+
+func usage(fs *flag.FlagSet, w io.Writer) {
+	fmt.Fprintf(w, `stream-conductor: forward TCP/UDP ports of this host to backends through nginx.
+
+Usage: stream-conductor [flags]
+
+Every flag can also be set by the environment variable in brackets; a flag
+wins over its variable. Flags:
+
+`)
+	fs.PrintDefaults()
+}
+
+// ensureDir creates dir (and parents) if it is missing.
+func ensureDir(dir string) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return fmt.Errorf("create directory %s: %w", dir, err)
+	}
+	return nil
+}

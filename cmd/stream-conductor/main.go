@@ -1,0 +1,165 @@
+// Command stream-conductor is the daemon: it serves the HTTP API, keeps the
+// desired state in bbolt and drives nginx to match it.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strconv"
+	"syscall"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/streamconductor/stream-conductor/httpapi"
+	"github.com/streamconductor/stream-conductor/nginxconf"
+	"github.com/streamconductor/stream-conductor/reconcile"
+	"github.com/streamconductor/stream-conductor/store"
+)
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = "dev"
+
+func main() {
+	cfg, err := parseConfig(os.Args[1:], os.Getenv, os.Stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		os.Exit(0)
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "stream-conductor:", err)
+		os.Exit(2)
+	}
+	if cfg.ShowVersion {
+		fmt.Println("stream-conductor", version)
+		return
+	}
+	log := newLogger(cfg)
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, cfg, log); err != nil {
+		log.Error().Err(err).Msg("stream-conductor stopped")
+		os.Exit(1)
+	}
+}
+
+func newLogger(cfg config) zerolog.Logger {
+	level, err := zerolog.ParseLevel(cfg.LogLevel)
+	if err != nil || cfg.LogLevel == "" {
+		level = zerolog.InfoLevel
+	}
+	zerolog.TimeFieldFormat = time.RFC3339Nano
+	var w = zerolog.ConsoleWriter{Out: os.Stderr, TimeFormat: "15:04:05.000"}
+	format := cfg.LogFormat
+	if format == "auto" {
+		format = "json"
+		if fi, err := os.Stderr.Stat(); err == nil && fi.Mode()&os.ModeCharDevice != 0 {
+			format = "console"
+		}
+	}
+	if format == "console" {
+		return zerolog.New(w).Level(level).With().Timestamp().Logger()
+	}
+	return zerolog.New(os.Stderr).Level(level).With().Timestamp().Logger()
+}
+
+func run(ctx context.Context, cfg config, log zerolog.Logger) error {
+	if err := ensureDir(cfg.DataDir); err != nil {
+		return err
+	}
+	dbPath := filepath.Join(cfg.DataDir, "state.db")
+	st, err := store.Open(dbPath, store.Options{})
+	if errors.Is(err, store.ErrLocked) {
+		return fmt.Errorf("%s is in use by another stream-conductor; stop it or give this one another -data-dir", dbPath)
+	}
+	if err != nil {
+		return fmt.Errorf("%w; if the file is damaged, move it aside and restore a backup into %s", err, dbPath)
+	}
+	defer st.Close()
+	if err := ensureDir(cfg.StreamConfigPath); err != nil {
+		return err
+	}
+
+	var ngx reconcile.Nginx
+	stateFile := filepath.Join(cfg.DataDir, "applied")
+	if cfg.NginxMode == "managed" {
+		m, err := reconcile.NewManaged(ctx, reconcile.ManagedConfig{
+			Bin:          cfg.NginxBin,
+			Dir:          filepath.Join(cfg.DataDir, "nginx"),
+			IncludeDir:   cfg.StreamConfigPath,
+			ApplyTimeout: cfg.ApplyTimeout,
+			Log:          log.With().Str("component", "nginx").Logger(),
+		})
+		if err != nil {
+			return fmt.Errorf("managed nginx: %w", err)
+		}
+		if pid := m.PID(); pid != 0 {
+			log.Info().Int("pid", pid).Msg("adopting the running nginx master")
+		}
+		ngx = m
+		log.Info().Str("nginx", cfg.NginxBin).Str("version", m.Version()).Msg("managed nginx")
+	} else {
+		ngx = &reconcile.External{Bin: cfg.NginxBin}
+	}
+
+	rec := reconcile.New(reconcile.Config{
+		Dir:            cfg.StreamConfigPath,
+		Render:         nginxconf.RenderOptions{Prefix: cfg.StreamPrefix, DefaultBind: cfg.StreamBindAddress},
+		StateFile:      stateFile,
+		ResyncInterval: cfg.ResyncInterval,
+		VerifyTimeout:  cfg.ApplyTimeout / 2,
+		Log:            log,
+	}, st, ngx)
+
+	addr := net.JoinHostPort(cfg.BindAddress, strconv.Itoa(cfg.BindPort))
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("API listen on %s: %w (set BIND_ADDRESS/BIND_PORT)", addr, err)
+	}
+	api := httpapi.New(httpapi.Config{
+		PortMin: cfg.PortMin, PortMax: cfg.PortMax, APIPort: cfg.BindPort,
+		ApplyTimeout: cfg.ApplyTimeout, Version: version, NginxMode: cfg.NginxMode, Log: log,
+	}, st, rec)
+	srv := &http.Server{
+		Handler:           api,
+		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		WriteTimeout:      cfg.ApplyTimeout + 30*time.Second,
+		IdleTimeout:       2 * time.Minute,
+	}
+
+	recCtx, stopRec := context.WithCancel(context.Background())
+	recDone := make(chan struct{})
+	go func() {
+		defer close(recDone)
+		rec.Run(recCtx)
+	}()
+	srvErr := make(chan error, 1)
+	go func() { srvErr <- srv.Serve(ln) }()
+	log.Info().Str("api", "http://"+addr).Str("port_range", cfg.PortRange).Str("nginx_mode", cfg.NginxMode).
+		Str("data_dir", cfg.DataDir).Str("stream_config_path", cfg.StreamConfigPath).Str("version", version).
+		Msg("stream-conductor started; no API token, so the API listens on " + cfg.BindAddress + " only")
+
+	select {
+	case <-ctx.Done():
+		log.Info().Msg("shutting down; nginx keeps forwarding")
+	case err := <-srvErr:
+		stopRec()
+		<-recDone
+		return fmt.Errorf("API server: %w", err)
+	}
+	shutdownCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := srv.Shutdown(shutdownCtx); err != nil {
+		log.Warn().Err(err).Msg("API shutdown")
+	}
+	stopRec()
+	<-recDone
+	return nil
+}

@@ -1,0 +1,131 @@
+package httpapi
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"mime"
+	"net/http"
+	"strings"
+
+	"github.com/streamconductor/stream-conductor/stream"
+)
+
+// MaxBodyBytes bounds every request body.
+const MaxBodyBytes = 64 << 10
+
+// specRequest is the JSON body of PUT and POST /v1/streams.
+type specRequest struct {
+	Protocol       *string  `json:"protocol"`
+	Listen         *int     `json:"listen"`
+	Bind           string   `json:"bind"`
+	Backend        string   `json:"backend"`
+	Backends       []string `json:"backends"`
+	Balance        string   `json:"balance"`
+	MaxFails       *int     `json:"max_fails"`
+	FailTimeout    string   `json:"fail_timeout"`
+	ProxyProtocol  bool     `json:"proxy_protocol"`
+	ConnectTimeout string   `json:"connect_timeout"`
+	IdleTimeout    string   `json:"idle_timeout"`
+	Allow          []string `json:"allow"`
+	Description    string   `json:"description"`
+}
+
+// decodeJSON reads exactly one JSON object into v: the body must be JSON
+// (by Content-Type), at most MaxBodyBytes, with no unknown fields and
+// nothing after the object.
+func decodeJSON(w http.ResponseWriter, r *http.Request, v any) error {
+	if ct := r.Header.Get("Content-Type"); ct != "" {
+		mt, _, err := mime.ParseMediaType(ct)
+		if err != nil || (mt != "application/json" && !strings.HasSuffix(mt, "+json")) {
+			return &Error{Status: http.StatusUnsupportedMediaType, Code: CodeMediaType,
+				Message: fmt.Sprintf("the body must be JSON, not %q: send Content-Type: application/json (curl --json)", ct)}
+		}
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxBodyBytes))
+	if err != nil {
+		var tooBig *http.MaxBytesError
+		if errors.As(err, &tooBig) {
+			return &Error{Status: http.StatusRequestEntityTooLarge, Code: CodeTooLarge, Message: fmt.Sprintf("the body is larger than %d bytes", MaxBodyBytes)}
+		}
+		return &Error{Status: http.StatusBadRequest, Code: CodeMalformed, Message: "could not read the body", Cause: err}
+	}
+	if len(bytes.TrimSpace(body)) == 0 {
+		return &Error{Status: http.StatusBadRequest, Code: CodeMalformed, Message: "the body is empty; send a JSON object"}
+	}
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return jsonError(err)
+	}
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+		return &Error{Status: http.StatusBadRequest, Code: CodeMalformed, Message: "unexpected data after the JSON object"}
+	}
+	return nil
+}
+
+// jsonError explains a decoding failure, naming the field when it can.
+func jsonError(err error) *Error {
+	var syn *json.SyntaxError
+	var typ *json.UnmarshalTypeError
+	switch {
+	case errors.As(err, &syn):
+		return &Error{Status: http.StatusBadRequest, Code: CodeMalformed, Message: fmt.Sprintf("malformed JSON at byte %d: %v", syn.Offset, syn)}
+	case errors.As(err, &typ):
+		if typ.Field == "" {
+			return &Error{Status: http.StatusBadRequest, Code: CodeMalformed, Message: fmt.Sprintf("the body must be a JSON object, not %s", typ.Value)}
+		}
+		return errInvalid(typ.Field, "must be %s, not %s", jsonKind(typ.Type.Kind().String()), typ.Value)
+	case errors.Is(err, io.ErrUnexpectedEOF):
+		return &Error{Status: http.StatusBadRequest, Code: CodeMalformed, Message: "malformed JSON: the body ends too early"}
+	}
+	if f, ok := strings.CutPrefix(err.Error(), "json: unknown field "); ok {
+		f = strings.Trim(f, `"`)
+		return errInvalid(f, "unknown field %q", f)
+	}
+	return &Error{Status: http.StatusBadRequest, Code: CodeMalformed, Message: "malformed JSON: " + err.Error()}
+}
+
+func jsonKind(k string) string {
+	switch k {
+	case "int", "int64", "uint64":
+		return "an integer"
+	case "slice":
+		return "an array"
+	case "ptr":
+		return "a value of another type"
+	}
+	return "a " + k
+}
+
+// toSpec turns a request body into a spec for protocol p and port (0 when
+// the port is to be allocated), checking that the body agrees with the URL.
+func (q specRequest) toSpec(p stream.Protocol, port int) (stream.Spec, error) {
+	if q.Protocol != nil && !strings.EqualFold(*q.Protocol, string(p)) && p != "" {
+		return stream.Spec{}, errInvalid("protocol", "the body says %q but the URL says %q", *q.Protocol, p)
+	}
+	if q.Protocol != nil && p == "" {
+		p = stream.Protocol(strings.ToLower(*q.Protocol))
+	}
+	if q.Listen != nil && *q.Listen != port {
+		if port == 0 {
+			return stream.Spec{}, errInvalid("listen", "POST allocates the port; to choose one use PUT /v1/streams/{protocol}/{port}")
+		}
+		return stream.Spec{}, errInvalid("listen", "the body says %d but the URL says %d", *q.Listen, port)
+	}
+	backends := q.Backends
+	if q.Backend != "" {
+		if len(q.Backends) > 0 {
+			return stream.Spec{}, errInvalid("backend", "give backend or backends, not both")
+		}
+		backends = []string{q.Backend}
+	}
+	return stream.Spec{
+		Protocol: p, Listen: port, Bind: q.Bind, Backends: backends, Balance: q.Balance,
+		MaxFails: q.MaxFails, FailTimeout: q.FailTimeout, ProxyProtocol: q.ProxyProtocol,
+		ConnectTimeout: q.ConnectTimeout, IdleTimeout: q.IdleTimeout, Allow: q.Allow,
+		Description: q.Description,
+	}, nil
+}

@@ -1,0 +1,146 @@
+package httpapi
+
+import (
+	"errors"
+	"net/http"
+
+	"github.com/gorilla/mux"
+
+	"github.com/streamconductor/stream-conductor/store"
+	"github.com/streamconductor/stream-conductor/stream"
+)
+
+// The routes of the original Flask service, with its JSON shapes, for TCP
+// streams. They share the v1 validation, store and reconciler; the
+// original's bugs are fixed (removestream works, PORT_RANGE is inclusive,
+// failures carry a real HTTP status).
+
+// seedResult is the original's answer shape.
+type seedResult struct {
+	Result string   `json:"result"`
+	Errors []string `json:"errors,omitempty"`
+	Port   int      `json:"port,omitempty"`
+}
+
+func writeSeedError(w http.ResponseWriter, e *Error) {
+	msg := e.Message
+	if e.Field != "" {
+		msg = e.Field + ": " + msg
+	}
+	writeJSON(w, e.Status, seedResult{Result: "error", Errors: []string{msg}})
+}
+
+// seedStatus: {"version": "...", "available_ports": N}, N the number of
+// ports of PORT_RANGE that have no TCP stream.
+func (s *Server) seedStatus(w http.ResponseWriter, r *http.Request) error {
+	writeJSON(w, http.StatusOK, map[string]any{"version": s.cfg.Version, "available_ports": len(s.freePorts())})
+	return nil
+}
+
+// freePorts lists the ports of the range with no TCP stream, leaving out
+// the API's own port and ports other processes hold.
+func (s *Server) freePorts() []int {
+	var free []int
+	for port := s.cfg.PortMin; port <= s.cfg.PortMax && s.cfg.PortMax > 0; port++ {
+		if port == s.cfg.APIPort {
+			continue
+		}
+		if _, err := s.store.Get(stream.MakeID(stream.TCP, port)); err == nil {
+			continue
+		}
+		if s.applier.PortBusy(stream.Spec{Protocol: stream.TCP, Listen: port}) != nil {
+			continue
+		}
+		free = append(free, port)
+	}
+	return free
+}
+
+// seedGetStreams: [{"listen": 9000, "proxy_pass": "host:port"}] for every
+// TCP stream (its first backend).
+func (s *Server) seedGetStreams(w http.ResponseWriter, r *http.Request) error {
+	specs, _ := s.store.List()
+	type entry struct {
+		Listen    int    `json:"listen"`
+		ProxyPass string `json:"proxy_pass"`
+	}
+	out := []entry{}
+	for _, sp := range specs {
+		if sp.Protocol == stream.TCP && len(sp.Backends) > 0 {
+			out = append(out, entry{Listen: sp.Listen, ProxyPass: sp.Backends[0]})
+		}
+	}
+	writeJSON(w, http.StatusOK, out)
+	return nil
+}
+
+// seedCreate: GET /createstream/{port}/{backend} creates or replaces the
+// TCP stream on port and answers {"result": "ok", "errors": []} once it
+// is applied.
+func (s *Server) seedCreate(w http.ResponseWriter, r *http.Request) error {
+	port, err := parsePort(mux.Vars(r)["port"])
+	if err != nil {
+		return err
+	}
+	sp := stream.Spec{Protocol: stream.TCP, Listen: port, Backends: []string{mux.Vars(r)["backend"]}}
+	out, err := s.write(r, sp, store.Match{})
+	if err != nil {
+		return err
+	}
+	code := http.StatusOK
+	if out.accepted {
+		code = http.StatusAccepted
+	}
+	writeJSON(w, code, map[string]any{"result": "ok", "errors": []string{}})
+	return nil
+}
+
+// seedRemove: GET /removestream/{port} removes the TCP stream on port.
+func (s *Server) seedRemove(w http.ResponseWriter, r *http.Request) error {
+	port, err := parsePort(mux.Vars(r)["port"])
+	if err != nil {
+		return err
+	}
+	id := stream.MakeID(stream.TCP, port)
+	_, rev, err := s.store.Delete(id, store.Match{})
+	if err != nil {
+		return storeError(err, id)
+	}
+	if !noWait(r) {
+		if err := s.waitApplied(r, rev); err != nil {
+			return err
+		}
+	}
+	writeJSON(w, http.StatusOK, seedResult{Result: "ok"})
+	return nil
+}
+
+// seedHas: GET /hasstream/{port} answers {"result": "true"} or "false".
+func (s *Server) seedHas(w http.ResponseWriter, r *http.Request) error {
+	port, err := parsePort(mux.Vars(r)["port"])
+	if err != nil {
+		return err
+	}
+	_, err = s.store.Get(stream.MakeID(stream.TCP, port))
+	switch {
+	case err == nil:
+		writeJSON(w, http.StatusOK, seedResult{Result: "true"})
+	case errors.Is(err, store.ErrNotFound):
+		writeJSON(w, http.StatusOK, seedResult{Result: "false"})
+	default:
+		return err
+	}
+	return nil
+}
+
+// seedFreePort: GET /getfreeport answers {"result": "ok", "port": N}, the
+// first free port of the range. Nothing is reserved: two clients may get
+// the same answer. POST /v1/streams allocates atomically.
+func (s *Server) seedFreePort(w http.ResponseWriter, r *http.Request) error {
+	free := s.freePorts()
+	if len(free) == 0 {
+		return &Error{Status: http.StatusConflict, Code: CodeNoFreePort, Message: "no free port in PORT_RANGE"}
+	}
+	writeJSON(w, http.StatusOK, seedResult{Result: "ok", Port: free[0]})
+	return nil
+}

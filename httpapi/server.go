@@ -1,0 +1,164 @@
+// Package httpapi serves stream-conductor's HTTP API: the v1 JSON API, the
+// routes of the original Flask service, health and status. It validates
+// every input, writes desired state to the store, and waits for the
+// reconciler to apply it; it never writes files or runs nginx.
+package httpapi
+
+import (
+	"context"
+	"net/http"
+	"strconv"
+	"sync/atomic"
+	"time"
+
+	"github.com/gorilla/mux"
+	"github.com/rs/zerolog"
+
+	"github.com/streamconductor/stream-conductor/reconcile"
+	"github.com/streamconductor/stream-conductor/store"
+	"github.com/streamconductor/stream-conductor/stream"
+)
+
+// Store is the desired state as the API uses it.
+type Store interface {
+	Get(id string) (stream.Spec, error)
+	List() ([]stream.Spec, uint64)
+	Put(sp stream.Spec, m store.Match) (stream.Spec, *stream.Spec, error)
+	Delete(id string, m store.Match) (stream.Spec, uint64, error)
+	Allocate(sp stream.Spec, lo, hi int, busy func(port int) bool) (stream.Spec, error)
+}
+
+// Applier is the reconciler as the API uses it.
+type Applier interface {
+	WaitApplied(ctx context.Context, rev uint64) error
+	Status(id string, rev uint64) stream.Status
+	PortBusy(s stream.Spec) error
+	Health() reconcile.Health
+}
+
+// Config is what the API needs to know about the node.
+type Config struct {
+	PortMin, PortMax int
+	// APIPort is never given to a stream.
+	APIPort int
+	// ApplyTimeout bounds how long a write waits to be applied.
+	ApplyTimeout time.Duration
+	Version      string
+	NginxMode    string
+	Log          zerolog.Logger
+}
+
+// Server is the HTTP API.
+type Server struct {
+	cfg     Config
+	store   Store
+	applier Applier
+	log     zerolog.Logger
+	router  *mux.Router
+	reqID   atomic.Uint64
+}
+
+// New returns the API's handler.
+func New(cfg Config, st Store, ap Applier) *Server {
+	if cfg.ApplyTimeout <= 0 {
+		cfg.ApplyTimeout = 10 * time.Second
+	}
+	s := &Server{cfg: cfg, store: st, applier: ap, log: cfg.Log.With().Str("component", "httpapi").Logger()}
+	r := mux.NewRouter()
+	r.NotFoundHandler = s.handle("not_found", func(w http.ResponseWriter, r *http.Request) error {
+		return errNotFound("no route for %s %s", r.Method, r.URL.Path)
+	})
+	r.MethodNotAllowedHandler = s.handle("method_not_allowed", func(w http.ResponseWriter, r *http.Request) error {
+		return &Error{Status: http.StatusMethodNotAllowed, Code: CodeMethodNotAllowed, Message: r.Method + " is not allowed on " + r.URL.Path}
+	})
+	route := func(method, path string, h handlerFunc) {
+		r.Handle(path, s.handle(path, h)).Methods(method)
+	}
+	seedRoute := func(path string, h handlerFunc) {
+		r.Handle(path, s.handleWith(path, h, writeSeedError)).Methods(http.MethodGet)
+	}
+	route(http.MethodGet, "/healthz", s.healthz)
+	route(http.MethodGet, "/readyz", s.readyz)
+	route(http.MethodGet, "/v1/status", s.status)
+	route(http.MethodGet, "/v1/streams", s.listStreams)
+	route(http.MethodPost, "/v1/streams", s.createStream)
+	route(http.MethodGet, "/v1/streams/{protocol}/{port}", s.getStream)
+	route(http.MethodPut, "/v1/streams/{protocol}/{port}", s.putStream)
+	route(http.MethodDelete, "/v1/streams/{protocol}/{port}", s.deleteStream)
+	// The routes of the original service.
+	seedRoute("/status", s.seedStatus)
+	seedRoute("/getstreams", s.seedGetStreams)
+	seedRoute("/createstream/{port}/{backend}", s.seedCreate)
+	seedRoute("/removestream/{port}", s.seedRemove)
+	seedRoute("/hasstream/{port}", s.seedHas)
+	seedRoute("/getfreeport", s.seedFreePort)
+	s.router = r
+	return s
+}
+
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.router.ServeHTTP(w, r) }
+
+// handlerFunc is a handler that reports failure by returning an error.
+type handlerFunc func(w http.ResponseWriter, r *http.Request) error
+
+// handle adapts h: errors become JSON bodies, panics become a 500 that
+// shows no internals, and every request is logged once with an id.
+func (s *Server) handle(route string, h handlerFunc) http.Handler {
+	return s.handleWith(route, h, writeError)
+}
+
+// handleWith is handle with errors written by writeErr.
+func (s *Server) handleWith(route string, h handlerFunc, writeErr func(http.ResponseWriter, *Error)) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		id := strconv.FormatUint(s.reqID.Add(1), 10)
+		rw := &statusWriter{ResponseWriter: w}
+		rw.Header().Set("X-Request-Id", id)
+		var err error
+		func() {
+			defer func() {
+				if p := recover(); p != nil {
+					s.log.Error().Str("request_id", id).Interface("panic", p).Msg("handler panicked")
+					err = &Error{Status: http.StatusInternalServerError, Code: CodeInternal, Message: "internal error; see the daemon's log"}
+				}
+			}()
+			err = h(rw, r)
+		}()
+		ev := s.log.Debug()
+		if err != nil {
+			e := asAPIError(err)
+			if !rw.wrote {
+				writeErr(rw, e)
+			}
+			ev = s.log.Info()
+			if e.Status >= 500 {
+				ev = s.log.Error().AnErr("cause", e.Cause)
+			}
+			ev = ev.Str("error", e.Message)
+		} else if r.Method != http.MethodGet {
+			ev = s.log.Info()
+		}
+		ev.Str("request_id", id).Str("method", r.Method).Str("path", r.URL.Path).Str("route", route).
+			Int("status", rw.status).Dur("took", time.Since(start)).Str("remote", r.RemoteAddr).Msg("request")
+	})
+}
+
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+	wrote  bool
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	if !w.wrote {
+		w.status, w.wrote = code, true
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *statusWriter) Write(b []byte) (int, error) {
+	if !w.wrote {
+		w.status, w.wrote = http.StatusOK, true
+	}
+	return w.ResponseWriter.Write(b)
+}

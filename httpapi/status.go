@@ -1,0 +1,60 @@
+package httpapi
+
+import (
+	"net/http"
+
+	"github.com/streamconductor/stream-conductor/stream"
+)
+
+// healthz says the process is up; it checks nothing else.
+func (s *Server) healthz(w http.ResponseWriter, r *http.Request) error {
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	return nil
+}
+
+// readyz says whether the node does its job: the store is open (it is, or
+// the process would not serve), nginx runs, and the last pass succeeded.
+func (s *Server) readyz(w http.ResponseWriter, r *http.Request) error {
+	h := s.applier.Health()
+	var reasons []string
+	if h.Counters.Passes == 0 {
+		reasons = append(reasons, "no reconcile pass has finished yet")
+	}
+	if !h.NginxRunning {
+		reasons = append(reasons, "nginx is not running")
+	}
+	if h.LastError != "" {
+		reasons = append(reasons, "last pass failed: "+h.LastError)
+	}
+	if len(reasons) > 0 {
+		writeJSON(w, http.StatusServiceUnavailable, map[string]any{"ready": false, "reasons": reasons})
+		return nil
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"ready": true})
+	return nil
+}
+
+// status reports the node: versions, nginx, the reconciler and how many
+// streams are in each state.
+func (s *Server) status(w http.ResponseWriter, r *http.Request) error {
+	specs, rev := s.store.List()
+	counts := map[stream.State]int{stream.Active: 0, stream.Pending: 0, stream.Failed: 0}
+	var failed []map[string]string
+	for _, sp := range specs {
+		st := s.applier.Status(sp.ID(), sp.Revision)
+		counts[st.State]++
+		if st.State == stream.Failed {
+			failed = append(failed, map[string]string{"id": sp.ID(), "error": st.Error})
+		}
+	}
+	h := s.applier.Health()
+	writeJSON(w, http.StatusOK, map[string]any{
+		"version":        s.cfg.Version,
+		"nginx_mode":     s.cfg.NginxMode,
+		"port_range":     map[string]int{"min": s.cfg.PortMin, "max": s.cfg.PortMax},
+		"store_revision": rev,
+		"streams":        map[string]any{"total": len(specs), "by_state": counts, "failed": failed},
+		"reconciler":     h,
+	})
+	return nil
+}

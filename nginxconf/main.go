@@ -1,0 +1,89 @@
+package nginxconf
+
+import (
+	"bytes"
+	"fmt"
+	"regexp"
+	"strings"
+)
+
+// StreamModule says how an nginx binary carries the stream module.
+type StreamModule int
+
+// The ways nginx can be built with (or without) the stream module.
+const (
+	StreamMissing StreamModule = iota
+	StreamStatic
+	StreamDynamic
+)
+
+// BuildInfo is what `nginx -V` says about a binary.
+type BuildInfo struct {
+	Version     string
+	Stream      StreamModule
+	ModulesPath string
+}
+
+var versionRE = regexp.MustCompile(`nginx version: nginx/(\S+)`)
+
+// ParseBuildInfo reads the output of `nginx -V`.
+func ParseBuildInfo(out string) BuildInfo {
+	var bi BuildInfo
+	if m := versionRE.FindStringSubmatch(out); m != nil {
+		bi.Version = m[1]
+	}
+	for _, f := range strings.Fields(out) {
+		switch {
+		case f == "--with-stream":
+			bi.Stream = StreamStatic
+		case f == "--with-stream=dynamic":
+			bi.Stream = StreamDynamic
+		case strings.HasPrefix(f, "--modules-path="):
+			bi.ModulesPath = strings.TrimPrefix(f, "--modules-path=")
+		}
+	}
+	return bi
+}
+
+// MainOptions shape the nginx.conf that managed mode writes.
+type MainOptions struct {
+	// StreamModule is the path of ngx_stream_module.so to load; empty when
+	// nginx has the module built in.
+	StreamModule string
+	PIDFile      string
+	ErrorLog     string
+	// IncludeDir is STREAM_CONFIG_PATH; every *.conf in it is included
+	// inside stream {}.
+	IncludeDir string
+	// WorkerShutdownTimeout bounds how long old workers keep serving open
+	// connections after a reload, in nginx time syntax ("" = nginx default).
+	WorkerShutdownTimeout string
+}
+
+// RenderMain returns the main nginx.conf for managed mode. The error log is
+// kept at level notice: the reconciler reads the master's "reconfiguring"
+// and "start worker processes" lines to verify every reload.
+func RenderMain(o MainOptions) []byte {
+	var b bytes.Buffer
+	b.WriteString(headerMarker + ": the main configuration of managed mode.\n")
+	if o.StreamModule != "" {
+		fmt.Fprintf(&b, "load_module %s;\n", quote(o.StreamModule))
+	}
+	fmt.Fprintf(&b, "pid %s;\n", quote(o.PIDFile))
+	fmt.Fprintf(&b, "error_log %s notice;\n", quote(o.ErrorLog))
+	b.WriteString("worker_processes auto;\n")
+	if o.WorkerShutdownTimeout != "" {
+		fmt.Fprintf(&b, "worker_shutdown_timeout %s;\n", o.WorkerShutdownTimeout)
+	}
+	b.WriteString("events {\n    worker_connections 4096;\n}\n")
+	b.WriteString("stream {\n")
+	fmt.Fprintf(&b, "    include %s;\n", quote(strings.TrimSuffix(o.IncludeDir, "/")+"/*.conf"))
+	b.WriteString("}\n")
+	return b.Bytes()
+}
+
+// quote makes a path safe as one nginx token.
+func quote(s string) string {
+	r := strings.NewReplacer(`\`, `\\`, `"`, `\"`)
+	return `"` + r.Replace(s) + `"`
+}

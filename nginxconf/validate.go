@@ -1,0 +1,288 @@
+// Package nginxconf turns stream specs into nginx configuration and nginx's
+// messages back into facts. Everything here is pure: no disk, no processes.
+package nginxconf
+
+import (
+	"fmt"
+	"net"
+	"net/netip"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/streamconductor/stream-conductor/stream"
+)
+
+// FieldError is a validation failure of one field of a spec.
+type FieldError struct {
+	Field   string
+	Message string
+}
+
+func (e *FieldError) Error() string { return e.Field + ": " + e.Message }
+
+func fieldErr(field, format string, args ...any) *FieldError {
+	return &FieldError{Field: field, Message: fmt.Sprintf(format, args...)}
+}
+
+// Rules are the node-specific limits a spec must respect.
+type Rules struct {
+	// PortMin and PortMax bound the listen port, inclusive.
+	PortMin, PortMax int
+	// Reserved ports may never be listened on (the API's own port).
+	Reserved []int
+}
+
+// Limits on the free-form and list fields.
+const (
+	MaxBackends       = 64
+	MaxAllow          = 256
+	MaxDescription    = 1024
+	MaxHostLength     = 253
+	maxLabelLength    = 63
+	maxMaxFails       = 1000
+	minTimeout        = time.Second
+	maxConnectTimeout = time.Hour
+	maxIdleTimeout    = 7 * 24 * time.Hour
+	maxFailTimeout    = time.Hour
+)
+
+// Validate checks s against the data model and r, and returns it in
+// canonical form (lower-case protocol and host names, bind without brackets,
+// masked CIDRs, normalised durations). Only a spec that passed Validate may
+// be rendered. The error is a *FieldError naming the first bad field.
+func Validate(s stream.Spec, r Rules) (stream.Spec, error) {
+	s = s.Clone()
+	switch strings.ToLower(string(s.Protocol)) {
+	case "", "tcp":
+		s.Protocol = stream.TCP
+	case "udp":
+		s.Protocol = stream.UDP
+	default:
+		return s, fieldErr("protocol", "must be tcp or udp, not %q", s.Protocol)
+	}
+	if err := validatePort(s.Listen, r); err != nil {
+		return s, err
+	}
+	if s.Bind != "" {
+		b, err := canonicalBind(s.Bind)
+		if err != nil {
+			return s, err
+		}
+		s.Bind = b
+	}
+	if len(s.Backends) == 0 {
+		return s, fieldErr("backends", "at least one backend host:port is required")
+	}
+	if len(s.Backends) > MaxBackends {
+		return s, fieldErr("backends", "at most %d backends", MaxBackends)
+	}
+	for i, b := range s.Backends {
+		c, err := CanonicalBackend(b)
+		if err != nil {
+			return s, fieldErr("backends", "%q: %v", truncate(b), err)
+		}
+		s.Backends[i] = c
+	}
+	if dup := firstDuplicate(s.Backends); dup != "" {
+		return s, fieldErr("backends", "%q is listed twice", dup)
+	}
+	switch s.Balance {
+	case "":
+		if len(s.Backends) > 1 {
+			s.Balance = stream.RoundRobin
+		}
+	case stream.RoundRobin, stream.LeastConn, stream.HashClientIP:
+	default:
+		return s, fieldErr("balance", "must be round_robin, least_conn or hash_client_ip, not %q", truncate(s.Balance))
+	}
+	if s.MaxFails != nil && (*s.MaxFails < 0 || *s.MaxFails > maxMaxFails) {
+		return s, fieldErr("max_fails", "must be 0-%d", maxMaxFails)
+	}
+	var err error
+	if s.FailTimeout, err = canonicalDuration("fail_timeout", s.FailTimeout, maxFailTimeout); err != nil {
+		return s, err
+	}
+	if s.ConnectTimeout, err = canonicalDuration("connect_timeout", s.ConnectTimeout, maxConnectTimeout); err != nil {
+		return s, err
+	}
+	if s.IdleTimeout, err = canonicalDuration("idle_timeout", s.IdleTimeout, maxIdleTimeout); err != nil {
+		return s, err
+	}
+	if s.ProxyProtocol && s.Protocol == stream.UDP {
+		return s, fieldErr("proxy_protocol", "is supported for tcp streams only")
+	}
+	if len(s.Allow) > MaxAllow {
+		return s, fieldErr("allow", "at most %d entries", MaxAllow)
+	}
+	for i, a := range s.Allow {
+		p, err := canonicalCIDR(a)
+		if err != nil {
+			return s, fieldErr("allow", "%q is not a CIDR or IP address", truncate(a))
+		}
+		s.Allow[i] = p
+	}
+	if dup := firstDuplicate(s.Allow); dup != "" {
+		return s, fieldErr("allow", "%q is listed twice", dup)
+	}
+	if len(s.Description) > MaxDescription {
+		return s, fieldErr("description", "at most %d bytes", MaxDescription)
+	}
+	if !utf8.ValidString(s.Description) || strings.ContainsFunc(s.Description, isControl) {
+		return s, fieldErr("description", "must be UTF-8 text without control characters")
+	}
+	return s, nil
+}
+
+func validatePort(port int, r Rules) error {
+	if port < 1 || port > 65535 {
+		return fieldErr("listen", "port must be 1-65535, not %d", port)
+	}
+	if slices.Contains(r.Reserved, port) {
+		return fieldErr("listen", "port %d is reserved for the API", port)
+	}
+	if r.PortMax > 0 && (port < r.PortMin || port > r.PortMax) {
+		return fieldErr("listen", "port %d is outside PORT_RANGE %d-%d", port, r.PortMin, r.PortMax)
+	}
+	return nil
+}
+
+func canonicalBind(b string) (string, error) {
+	s := strings.TrimSuffix(strings.TrimPrefix(b, "["), "]")
+	a, err := netip.ParseAddr(s)
+	if err != nil || a.Zone() != "" {
+		return "", fieldErr("bind", "%q is not an IPv4 or IPv6 address", truncate(b))
+	}
+	return a.Unmap().String(), nil
+}
+
+// CanonicalBackend checks one backend "host:port" and returns it in
+// canonical form: a lower-case RFC 1123 name or an IP literal (IPv6 in
+// brackets), and a decimal port 1-65535.
+func CanonicalBackend(b string) (string, error) {
+	if b == "" {
+		return "", fmt.Errorf("empty backend")
+	}
+	if len(b) > MaxHostLength+8 {
+		return "", fmt.Errorf("longer than %d characters", MaxHostLength+8)
+	}
+	for _, c := range b {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || strings.ContainsRune(".-:[]", c)) {
+			return "", fmt.Errorf("character %q is not allowed (letters, digits, '.', '-', ':' and [] only)", c)
+		}
+	}
+	host, port, err := net.SplitHostPort(b)
+	if err != nil {
+		return "", fmt.Errorf("want host:port (IPv6 as [addr]:port)")
+	}
+	n, err := strconv.Atoi(port)
+	if err != nil || n < 1 || n > 65535 || strconv.Itoa(n) != port {
+		return "", fmt.Errorf("port must be 1-65535")
+	}
+	if strings.HasPrefix(b, "[") {
+		a, err := netip.ParseAddr(host)
+		if err != nil || !a.Is6() || a.Is4In6() {
+			return "", fmt.Errorf("%q is not an IPv6 address", host)
+		}
+		return "[" + a.String() + "]:" + port, nil
+	}
+	if a, err := netip.ParseAddr(host); err == nil {
+		if !a.Is4() {
+			return "", fmt.Errorf("IPv6 addresses need brackets: [%s]:%s", host, port)
+		}
+		return a.String() + ":" + port, nil
+	}
+	if err := checkHostName(host); err != nil {
+		return "", err
+	}
+	return strings.ToLower(host) + ":" + port, nil
+}
+
+// checkHostName enforces RFC 1123 host names.
+func checkHostName(h string) error {
+	if h == "" {
+		return fmt.Errorf("empty host")
+	}
+	if len(h) > MaxHostLength {
+		return fmt.Errorf("host name longer than %d characters", MaxHostLength)
+	}
+	labels := strings.Split(strings.TrimSuffix(h, "."), ".")
+	for _, l := range labels {
+		if l == "" || len(l) > maxLabelLength {
+			return fmt.Errorf("host name label %q must be 1-%d characters", truncate(l), maxLabelLength)
+		}
+		if l[0] == '-' || l[len(l)-1] == '-' {
+			return fmt.Errorf("host name label %q may not start or end with '-'", l)
+		}
+		if strings.ContainsAny(l, ":[]") {
+			return fmt.Errorf("%q is not a host name or IP address", truncate(h))
+		}
+	}
+	// An all-numeric name would be read as a (bad) IPv4 address.
+	if strings.Trim(labels[len(labels)-1], "0123456789") == "" {
+		return fmt.Errorf("%q is not a valid IPv4 address or host name", truncate(h))
+	}
+	return nil
+}
+
+func canonicalCIDR(a string) (string, error) {
+	if p, err := netip.ParsePrefix(a); err == nil && p.Addr().Zone() == "" {
+		return p.Masked().String(), nil
+	}
+	ip, err := netip.ParseAddr(a)
+	if err != nil || ip.Zone() != "" {
+		return "", fmt.Errorf("bad CIDR")
+	}
+	ip = ip.Unmap()
+	return netip.PrefixFrom(ip, ip.BitLen()).String(), nil
+}
+
+func canonicalDuration(field, v string, max time.Duration) (string, error) {
+	if v == "" {
+		return "", nil
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil {
+		return "", fieldErr(field, "%q is not a duration like 5s or 10m", truncate(v))
+	}
+	if d < minTimeout || d > max {
+		return "", fieldErr(field, "must be between %v and %v", minTimeout, max)
+	}
+	if d%time.Millisecond != 0 {
+		return "", fieldErr(field, "must be a whole number of milliseconds")
+	}
+	return d.String(), nil
+}
+
+// NginxTime renders a canonical Go duration in nginx's time syntax.
+func NginxTime(v string) string {
+	d, _ := time.ParseDuration(v)
+	if d%time.Second == 0 {
+		return strconv.FormatInt(int64(d/time.Second), 10) + "s"
+	}
+	return strconv.FormatInt(int64(d/time.Millisecond), 10) + "ms"
+}
+
+func firstDuplicate(xs []string) string {
+	seen := make(map[string]bool, len(xs))
+	for _, x := range xs {
+		if seen[x] {
+			return x
+		}
+		seen[x] = true
+	}
+	return ""
+}
+
+func isControl(r rune) bool { return r < 0x20 && r != '\t' || r == 0x7f }
+
+// truncate keeps error messages short when a client sends something huge.
+func truncate(s string) string {
+	const max = 80
+	if len(s) <= max {
+		return s
+	}
+	return s[:max] + "..."
+}

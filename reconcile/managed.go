@@ -1,0 +1,258 @@
+package reconcile
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/streamconductor/stream-conductor/nginxconf"
+)
+
+// ManagedConfig places managed mode's files.
+type ManagedConfig struct {
+	Bin string
+	// Dir holds nginx.conf, nginx.pid, error.log (DATA_DIR/nginx).
+	Dir string
+	// IncludeDir is STREAM_CONFIG_PATH.
+	IncludeDir string
+	// WorkerShutdownTimeout, in nginx time syntax ("" = nginx's default).
+	WorkerShutdownTimeout string
+	// ApplyTimeout bounds how long Start and Reload wait for nginx.
+	ApplyTimeout time.Duration
+	Log          zerolog.Logger
+}
+
+// Managed runs nginx itself with -p/-c on a main configuration it writes.
+// nginx daemonizes, so it outlives stream-conductor; the next start adopts
+// the master from its pid file.
+type Managed struct {
+	cfg      ManagedConfig
+	conf     string
+	pidFile  string
+	errorLog string
+	main     []byte
+	build    nginxconf.BuildInfo
+}
+
+// NewManaged inspects the nginx binary (`nginx -V`), finds the stream
+// module, and writes the main configuration if it differs from the one on
+// disk.
+func NewManaged(ctx context.Context, cfg ManagedConfig) (*Managed, error) {
+	if cfg.ApplyTimeout == 0 {
+		cfg.ApplyTimeout = 10 * time.Second
+	}
+	dir, err := filepath.Abs(cfg.Dir)
+	if err != nil {
+		return nil, err
+	}
+	include, err := filepath.Abs(cfg.IncludeDir)
+	if err != nil {
+		return nil, err
+	}
+	m := &Managed{
+		cfg:      cfg,
+		conf:     filepath.Join(dir, "nginx.conf"),
+		pidFile:  filepath.Join(dir, "nginx.pid"),
+		errorLog: filepath.Join(dir, "error.log"),
+	}
+	out, err := run(ctx, cfg.Bin, "-V")
+	if err != nil {
+		return nil, fmt.Errorf("run %s -V: %w (is nginx installed? set NGINX_BIN)", cfg.Bin, err)
+	}
+	m.build = nginxconf.ParseBuildInfo(out)
+	module := ""
+	switch m.build.Stream {
+	case nginxconf.StreamMissing:
+		return nil, fmt.Errorf("%s was built without the stream module", cfg.Bin)
+	case nginxconf.StreamDynamic:
+		module = filepath.Join(m.build.ModulesPath, "ngx_stream_module.so")
+		if _, err := os.Stat(module); err != nil {
+			return nil, fmt.Errorf("nginx loads the stream module dynamically but %s is missing: install libnginx-mod-stream", module)
+		}
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, err
+	}
+	m.main = nginxconf.RenderMain(nginxconf.MainOptions{
+		StreamModule:          module,
+		PIDFile:               m.pidFile,
+		ErrorLog:              m.errorLog,
+		IncludeDir:            include,
+		WorkerShutdownTimeout: cfg.WorkerShutdownTimeout,
+	})
+	if cur, err := os.ReadFile(m.conf); err != nil || !bytes.Equal(cur, m.main) {
+		if err := writeAtomic(dir, "nginx.conf", m.main); err != nil {
+			return nil, fmt.Errorf("write %s: %w", m.conf, err)
+		}
+		if err := syncDir(dir); err != nil {
+			return nil, err
+		}
+	}
+	return m, nil
+}
+
+// Version is the nginx version `nginx -V` reported.
+func (m *Managed) Version() string { return m.build.Version }
+
+// PIDFile is where the master's pid is kept.
+func (m *Managed) PIDFile() string { return m.pidFile }
+
+// MainConfig returns the main nginx.conf.
+func (m *Managed) MainConfig() []byte { return m.main }
+
+func (m *Managed) args(extra ...string) []string {
+	return append([]string{"-p", filepath.Dir(m.conf), "-c", m.conf, "-e", m.errorLog}, extra...)
+}
+
+// PID returns the master's pid if a live nginx master serving our
+// configuration has it, and 0 otherwise. A stale pid file, or one whose pid
+// now belongs to another process, is not trusted.
+func (m *Managed) PID() int {
+	b, err := os.ReadFile(m.pidFile)
+	if err != nil {
+		return 0
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil || pid <= 0 {
+		return 0
+	}
+	if !isNginxMaster(pid) {
+		return 0
+	}
+	return pid
+}
+
+// isNginxMaster reports whether pid is a live (not zombie) nginx master.
+func isNginxMaster(pid int) bool {
+	stat, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return false
+	}
+	// The state follows the parenthesised command name.
+	if i := bytes.LastIndexByte(stat, ')'); i < 0 || i+2 >= len(stat) || stat[i+2] == 'Z' {
+		return false
+	}
+	cmdline, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/cmdline")
+	if err != nil {
+		return false
+	}
+	return bytes.HasPrefix(cmdline, []byte("nginx: master process"))
+}
+
+// Running reports whether our nginx master is alive.
+func (m *Managed) Running() bool { return m.PID() != 0 }
+
+// Start starts nginx. nginx binds every listen socket before it
+// daemonizes, so a zero exit means the ports accept connections.
+func (m *Managed) Start(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, m.cfg.ApplyTimeout)
+	defer cancel()
+	os.Remove(m.pidFile) // a stale one would be mistaken for the new master
+	out, err := run(ctx, m.cfg.Bin, m.args()...)
+	if err != nil {
+		return &Error{Op: "start", Output: out + err.Error(), Diags: nginxconf.ParseDiagnostics(out)}
+	}
+	// The daemonized child writes the pid file after the parent exits.
+	for m.PID() == 0 {
+		if ctx.Err() != nil {
+			return &Error{Op: "start", Output: "nginx started but wrote no pid file to " + m.pidFile}
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+	m.cfg.Log.Info().Int("pid", m.PID()).Msg("nginx started")
+	return nil
+}
+
+// Test runs `nginx -t` on our configuration.
+func (m *Managed) Test(ctx context.Context) error {
+	out, err := run(ctx, m.cfg.Bin, m.args("-t", "-q")...)
+	if err != nil {
+		return &Error{Op: "test", Output: out + err.Error(), Diags: nginxconf.ParseDiagnostics(out)}
+	}
+	return nil
+}
+
+// Reload signals the master (what `nginx -s reload` does) and follows its
+// error log until it has either started workers on the new configuration
+// or logged why it kept the old one, e.g. a failed bind(): `nginx -s
+// reload` alone exits 0 in both cases.
+func (m *Managed) Reload(ctx context.Context) error {
+	pid := m.PID()
+	if pid == 0 {
+		return &Error{Op: "reload", Output: "nginx is not running"}
+	}
+	ctx, cancel := context.WithTimeout(ctx, m.cfg.ApplyTimeout)
+	defer cancel()
+	log, err := os.Open(m.errorLog)
+	if err != nil {
+		return fmt.Errorf("open nginx error log: %w", err)
+	}
+	defer log.Close()
+	if _, err := log.Seek(0, io.SeekEnd); err != nil {
+		return err
+	}
+	if err := syscall.Kill(pid, syscall.SIGHUP); err != nil {
+		return fmt.Errorf("signal nginx master %d: %w", pid, err)
+	}
+	var (
+		pending  []byte
+		seen     bytes.Buffer
+		diags    []nginxconf.Diagnostic
+		reconfig bool
+		buf      = make([]byte, 64<<10)
+	)
+	for {
+		n, err := log.Read(buf)
+		if n > 0 {
+			pending = append(pending, buf[:n]...)
+			for {
+				i := bytes.IndexByte(pending, '\n')
+				if i < 0 {
+					break
+				}
+				line := string(pending[:i])
+				pending = pending[i+1:]
+				ds := nginxconf.ParseDiagnostics(line)
+				if len(ds) == 0 || ds[0].PID != pid {
+					continue
+				}
+				d := ds[0]
+				seen.WriteString(line + "\n")
+				switch {
+				case strings.HasSuffix(d.Message, "reconfiguring"):
+					reconfig = true
+				case !reconfig:
+				case d.Message == "start worker processes":
+					return nil
+				case d.IsFatal():
+					diags = append(diags, d)
+					if _, isBind := d.BindFailure(); !isBind {
+						return &Error{Op: "reload", Output: seen.String(), Diags: diags}
+					}
+				}
+			}
+		}
+		if err != nil && !errors.Is(err, io.EOF) {
+			return fmt.Errorf("read nginx error log: %w", err)
+		}
+		if n == 0 {
+			if ctx.Err() != nil {
+				return &Error{Op: "reload", Output: "nginx did not finish reloading within " + m.cfg.ApplyTimeout.String() + "\n" + seen.String(), Diags: diags}
+			}
+			if m.PID() != pid {
+				return &Error{Op: "reload", Output: "nginx master exited during reload\n" + seen.String(), Diags: diags}
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}
+}

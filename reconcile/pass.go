@@ -1,0 +1,407 @@
+package reconcile
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/streamconductor/stream-conductor/nginxconf"
+	"github.com/streamconductor/stream-conductor/stream"
+)
+
+// file is one desired stream file.
+type file struct {
+	spec stream.Spec
+	body []byte
+}
+
+// pass brings nginx to the desired state once and returns the store
+// revision it applied.
+func (r *Reconciler) pass(ctx context.Context, log zerolog.Logger) (uint64, error) {
+	specs, rev := r.store.List()
+	r.dropStaleQuarantine(specs)
+	running := r.nginx.Running()
+
+	onDisk, err := readOurs(r.cfg.Dir, r.cfg.Render.Prefix)
+	if err != nil {
+		return 0, fmt.Errorf("%w: %w", ErrNotApplied, err)
+	}
+	// Ports our nginx already holds are not probed: it would find them busy.
+	owned := map[string]bool{}
+	if running {
+		owned = idsOf(r.cfg.Render.Prefix, onDisk)
+	}
+	for _, s := range specs {
+		if _, q := r.quarantine[s.ID()]; q || owned[s.ID()] {
+			continue
+		}
+		if err := probeBind(s, r.cfg.Render.DefaultBind); err != nil {
+			r.quarantineStream(log, s, err.Error(), onDisk)
+		}
+	}
+
+	desired := r.desiredFiles(specs)
+	onNow := make(map[string][]byte, len(onDisk))
+	for name, b := range onDisk {
+		onNow[name] = b
+	}
+	if _, err := r.sync(log, bodies(desired), onNow); err != nil {
+		return 0, fmt.Errorf("%w: %w", ErrNotApplied, err)
+	}
+
+	for attempt := 0; ; attempt++ {
+		if attempt > 2*len(specs)+2 {
+			return 0, fmt.Errorf("%w: nginx keeps rejecting the configuration", ErrNotApplied)
+		}
+		// What nginx must pick up: files that differ from those it was
+		// given last (all of them when it starts).
+		fp := r.fingerprint(desired)
+		changed := diffNames(onDisk, onNow)
+		if running && fp == r.applied && len(changed) == 0 {
+			break
+		}
+		r.count(func(c *Counters) { c.Tests++ })
+		if err := r.nginx.Test(ctx); err != nil {
+			if r.quarantineNamed(log, err, specs, onDisk, nil) == 0 {
+				// Not ours to fix: put the last good files back.
+				if _, rerr := r.sync(log, onDisk, onNow); rerr != nil {
+					log.Error().Err(rerr).Msg("restore last good files")
+				}
+				return 0, fmt.Errorf("%w: %w", ErrNotApplied, err)
+			}
+			desired = r.desiredFiles(specs)
+			if _, err := r.sync(log, bodies(desired), onNow); err != nil {
+				return 0, fmt.Errorf("%w: %w", ErrNotApplied, err)
+			}
+			continue
+		}
+		op := "reload"
+		if running {
+			err = r.nginx.Reload(ctx)
+		} else {
+			op = "start"
+			err = r.nginx.Start(ctx)
+			changed = diffNames(nil, onNow)
+		}
+		r.count(func(c *Counters) {
+			if running {
+				c.Reloads++
+			} else {
+				c.Starts++
+			}
+		})
+		if err != nil {
+			if r.quarantineNamed(log, err, specs, onDisk, owned) == 0 {
+				return 0, fmt.Errorf("%w: %w", ErrNotApplied, err)
+			}
+			desired = r.desiredFiles(specs)
+			if _, err := r.sync(log, bodies(desired), onNow); err != nil {
+				return 0, fmt.Errorf("%w: %w", ErrNotApplied, err)
+			}
+			continue
+		}
+		running = true
+		log.Info().Str("op", op).Int("files_changed", len(changed)).Int("streams", len(desired)).Msg("nginx applied the configuration")
+		if r.verify(ctx, log, specs, desired, changed, onDisk) > 0 {
+			desired = r.desiredFiles(specs)
+			if _, err := r.sync(log, bodies(desired), onNow); err != nil {
+				return 0, fmt.Errorf("%w: %w", ErrNotApplied, err)
+			}
+			continue
+		}
+		r.applied = fp
+		if err := r.writeState(fp); err != nil {
+			log.Warn().Err(err).Msg("record applied configuration")
+		}
+		break
+	}
+	r.finish(specs, desired)
+	return rev, nil
+}
+
+// diffNames returns the names whose contents differ between a and b,
+// sorted.
+func diffNames(a, b map[string][]byte) []string {
+	var names []string
+	for name, x := range a {
+		if y, ok := b[name]; !ok || !bytes.Equal(x, y) {
+			names = append(names, name)
+		}
+	}
+	for name := range b {
+		if _, ok := a[name]; !ok {
+			names = append(names, name)
+		}
+	}
+	slices.Sort(names)
+	return names
+}
+
+// bodies returns the contents of each desired file by name.
+func bodies(desired map[string]file) map[string][]byte {
+	b := make(map[string][]byte, len(desired))
+	for name, f := range desired {
+		b[name] = f.body
+	}
+	return b
+}
+
+// desiredFiles renders every spec that is not quarantined; a quarantined
+// stream keeps its last good file, if it has one.
+func (r *Reconciler) desiredFiles(specs []stream.Spec) map[string]file {
+	files := make(map[string]file, len(specs))
+	for _, s := range specs {
+		if q, ok := r.quarantine[s.ID()]; ok {
+			if q.keep != nil {
+				files[nginxconf.FileName(r.cfg.Render.Prefix, s.Protocol, s.Listen)] = file{spec: s, body: q.keep}
+			}
+			continue
+		}
+		name, body := nginxconf.Render(s, r.cfg.Render)
+		files[name] = file{spec: s, body: body}
+	}
+	return files
+}
+
+// sync makes the directory hold exactly target among our files; onNow is
+// what it holds now and is updated. It returns the names it changed.
+func (r *Reconciler) sync(log zerolog.Logger, target, onNow map[string][]byte) ([]string, error) {
+	var changed []string
+	for name, body := range target {
+		if cur, ok := onNow[name]; ok && bytes.Equal(cur, body) {
+			continue
+		}
+		if err := writeAtomic(r.cfg.Dir, name, body); err != nil {
+			return changed, fmt.Errorf("write %s: %w", name, err)
+		}
+		onNow[name] = body
+		changed = append(changed, name)
+		r.count(func(c *Counters) { c.FilesWritten++ })
+	}
+	for name := range onNow {
+		if _, ok := target[name]; ok {
+			continue
+		}
+		if err := os.Remove(filepath.Join(r.cfg.Dir, name)); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return changed, fmt.Errorf("remove %s: %w", name, err)
+		}
+		delete(onNow, name)
+		changed = append(changed, name)
+		r.count(func(c *Counters) { c.FilesRemoved++ })
+	}
+	if len(changed) == 0 {
+		return nil, nil
+	}
+	slices.Sort(changed)
+	log.Info().Strs("files", changed).Msg("config files changed")
+	return changed, syncDir(r.cfg.Dir)
+}
+
+// quarantineNamed quarantines the streams an nginx failure names: the
+// files `nginx -t` points at, or the streams whose port a start or reload
+// could not bind (skipping the ports in owned, which nginx holds already).
+// It returns how many it quarantined; 0 means the failure is not ours.
+func (r *Reconciler) quarantineNamed(log zerolog.Logger, err error, specs []stream.Spec, onDisk map[string][]byte, owned map[string]bool) int {
+	var ne *Error
+	if !errors.As(err, &ne) {
+		return 0
+	}
+	byID := make(map[string]stream.Spec, len(specs))
+	for _, s := range specs {
+		byID[s.ID()] = s
+	}
+	n := 0
+	for _, d := range ne.Diags {
+		if !d.IsFatal() {
+			continue
+		}
+		if d.File != "" && filepath.Dir(d.File) == filepath.Clean(absDir(r.cfg.Dir)) {
+			id, ok := nginxconf.ParseFileName(r.cfg.Render.Prefix, filepath.Base(d.File))
+			if s, known := byID[id]; ok && known {
+				r.quarantineStream(log, s, d.Message, onDisk)
+				n++
+			}
+			continue
+		}
+		addr, ok := d.BindFailure()
+		if !ok {
+			continue
+		}
+		for _, s := range specs {
+			if _, q := r.quarantine[s.ID()]; q || owned[s.ID()] || !hasPort(addr, s.Listen) {
+				continue
+			}
+			r.quarantineStream(log, s, d.Message, onDisk)
+			n++
+		}
+	}
+	return n
+}
+
+// quarantineStream leaves s out of the configuration at its revision. If
+// its file on disk before this pass differs from what s renders to, that
+// last good file stays (an update nginx rejects does not take the old
+// version down); otherwise the file goes.
+func (r *Reconciler) quarantineStream(log zerolog.Logger, s stream.Spec, reason string, onDisk map[string][]byte) {
+	q := quarantined{revision: s.Revision, reason: reason}
+	name, body := nginxconf.Render(s, r.cfg.Render)
+	prev, again := r.quarantine[s.ID()]
+	// When the kept file is the one rejected now, nothing is kept.
+	if old, ok := onDisk[name]; ok && !bytes.Equal(old, body) && !(again && prev.keep != nil) {
+		q.keep = old
+	}
+	r.quarantine[s.ID()] = q
+	r.count(func(c *Counters) { c.Quarantined++ })
+	log.Warn().Str("stream", s.ID()).Uint64("revision", s.Revision).Str("reason", reason).
+		Bool("kept_previous", q.keep != nil).Msg("stream failed; left out of the configuration")
+}
+
+// dropStaleQuarantine forgets quarantines of specs that changed or went.
+func (r *Reconciler) dropStaleQuarantine(specs []stream.Spec) {
+	if len(r.quarantine) == 0 {
+		return
+	}
+	revs := make(map[string]uint64, len(specs))
+	for _, s := range specs {
+		revs[s.ID()] = s.Revision
+	}
+	for id, q := range r.quarantine {
+		if revs[id] != q.revision {
+			delete(r.quarantine, id)
+		}
+	}
+}
+
+// verify checks the kernel's socket table until every changed file's port
+// is listening if the file is desired and closed if it went. nginx's own
+// answer has already said the configuration loaded; this catches an nginx
+// that said yes and did not (external mode, where reload is asynchronous).
+// Streams whose port never opened are quarantined; it returns how many.
+func (r *Reconciler) verify(ctx context.Context, log zerolog.Logger, specs []stream.Spec, desired map[string]file, changed []string, onDisk map[string][]byte) int {
+	if len(changed) == 0 {
+		return 0
+	}
+	want := map[stream.Protocol]map[int]bool{stream.TCP: {}, stream.UDP: {}}
+	for _, name := range changed {
+		id, _ := nginxconf.ParseFileName(r.cfg.Render.Prefix, name)
+		p, port, err := stream.ParseID(id)
+		if err != nil {
+			continue
+		}
+		_, open := desired[name]
+		want[p][port] = open
+	}
+	deadline := time.Now().Add(r.cfg.VerifyTimeout)
+	for {
+		var notOpen, notClosed []string
+		for p, ports := range want {
+			if len(ports) == 0 {
+				continue
+			}
+			up, err := listening(p)
+			if err != nil {
+				return 0 // nothing to verify against on this platform
+			}
+			for port, open := range ports {
+				switch {
+				case open && !up[port]:
+					notOpen = append(notOpen, stream.MakeID(p, port))
+				case !open && up[port]:
+					notClosed = append(notClosed, stream.MakeID(p, port))
+				}
+			}
+		}
+		if len(notOpen)+len(notClosed) == 0 {
+			return 0
+		}
+		if time.Now().Before(deadline) && ctx.Err() == nil {
+			time.Sleep(5 * time.Millisecond)
+			continue
+		}
+		if len(notClosed) > 0 {
+			log.Warn().Strs("streams", notClosed).Msg("ports of removed streams are still open after the reload")
+		}
+		n := 0
+		for _, s := range specs {
+			if slices.Contains(notOpen, s.ID()) {
+				r.quarantineStream(log, s, "nginx reported success but did not open the port within "+r.cfg.VerifyTimeout.String(), onDisk)
+				n++
+			}
+		}
+		return n
+	}
+}
+
+// finish records the outcome of a successful pass: every spec is active,
+// or failed if quarantined.
+func (r *Reconciler) finish(specs []stream.Spec, desired map[string]file) {
+	now := time.Now().UTC()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	status := make(map[string]stream.Status, len(specs))
+	for _, s := range specs {
+		st := stream.Status{State: stream.Active, Revision: s.Revision, Since: now}
+		if q, ok := r.quarantine[s.ID()]; ok {
+			st.State, st.Error = stream.Failed, q.reason
+		}
+		if old, ok := r.status[s.ID()]; ok && old.State == st.State && old.Error == st.Error {
+			st.Since = old.Since
+		}
+		status[s.ID()] = st
+	}
+	r.status = status
+	owned := make(map[string]bool, len(desired))
+	for _, f := range desired {
+		owned[f.spec.ID()] = true
+	}
+	r.ownedIDs = owned
+}
+
+// fingerprint identifies a whole configuration: the main file and every
+// stream file.
+func (r *Reconciler) fingerprint(desired map[string]file) string {
+	names := make([]string, 0, len(desired))
+	for name := range desired {
+		names = append(names, name)
+	}
+	slices.Sort(names)
+	h := sha256.New()
+	h.Write(r.nginx.MainConfig())
+	for _, name := range names {
+		h.Write([]byte{0})
+		h.Write([]byte(name))
+		h.Write([]byte{0})
+		h.Write(desired[name].body)
+	}
+	return hex.EncodeToString(h.Sum(nil))
+}
+
+func (r *Reconciler) count(f func(*Counters)) {
+	r.mu.Lock()
+	f(&r.health.Counters)
+	r.mu.Unlock()
+}
+
+func absDir(d string) string {
+	a, err := filepath.Abs(d)
+	if err != nil {
+		return d
+	}
+	return a
+}
+
+// hasPort reports whether an nginx socket address ends in port.
+func hasPort(addr string, port int) bool {
+	return strings.HasSuffix(addr, ":"+strconv.Itoa(port))
+}

@@ -1,0 +1,115 @@
+package reconcile
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"strconv"
+	"strings"
+	"syscall"
+
+	"github.com/streamconductor/stream-conductor/nginxconf"
+	"github.com/streamconductor/stream-conductor/stream"
+)
+
+// bindAddr is the socket address nginx binds for s, as nginx prints it in
+// its messages: "0.0.0.0:9000", "127.0.0.1:9000", "[::1]:9000".
+func bindAddr(s stream.Spec, defaultBind string) (network, addr string) {
+	bind := s.Bind
+	if bind == "" {
+		bind = defaultBind
+	}
+	if bind == "" {
+		bind = "0.0.0.0"
+	}
+	a, _ := netip.ParseAddr(bind)
+	family := "4"
+	if a.Is6() {
+		family = "6"
+	}
+	return string(s.Protocol) + family, net.JoinHostPort(bind, strconv.Itoa(s.Listen))
+}
+
+// probeBind tries to bind the address nginx would bind for s. It returns
+// nil when the address is free, and otherwise an error worded like nginx's
+// own bind() message, so that a stream's status reads the same whichever
+// caught the conflict first.
+func probeBind(s stream.Spec, defaultBind string) error {
+	network, addr := bindAddr(s, defaultBind)
+	var err error
+	if s.Protocol == stream.UDP {
+		var c net.PacketConn
+		if c, err = net.ListenPacket(network, addr); err == nil {
+			c.Close()
+		}
+	} else {
+		var l net.Listener
+		if l, err = net.Listen(network, addr); err == nil {
+			l.Close()
+		}
+	}
+	if err == nil {
+		return nil
+	}
+	var errno syscall.Errno
+	if errors.As(err, &errno) {
+		msg := errno.Error()
+		return fmt.Errorf("bind() to %s failed (%d: %s%s)", addr, int(errno), strings.ToUpper(msg[:1]), msg[1:])
+	}
+	return fmt.Errorf("bind() to %s failed (%v)", addr, err)
+}
+
+// listening returns the ports that have a listening TCP socket or a bound
+// UDP socket, from /proc/net. Verifying a reload by the kernel's socket
+// table, rather than by connecting, opens no session to any backend.
+func listening(p stream.Protocol) (map[int]bool, error) {
+	ports := make(map[int]bool)
+	files := []string{"/proc/net/tcp", "/proc/net/tcp6"}
+	state := "0A" // TCP_LISTEN
+	if p == stream.UDP {
+		files = []string{"/proc/net/udp", "/proc/net/udp6"}
+		state = "07" // TCP_CLOSE: an unconnected, bound UDP socket
+	}
+	found := false
+	for _, name := range files {
+		f, err := os.Open(name)
+		if err != nil {
+			continue // no IPv6 on this host
+		}
+		found = true
+		sc := bufio.NewScanner(f)
+		sc.Scan() // header
+		for sc.Scan() {
+			fields := strings.Fields(sc.Text())
+			if len(fields) < 4 || fields[3] != state {
+				continue
+			}
+			_, hexPort, ok := strings.Cut(fields[1], ":")
+			if !ok {
+				continue
+			}
+			if port, err := strconv.ParseUint(hexPort, 16, 16); err == nil {
+				ports[int(port)] = true
+			}
+		}
+		f.Close()
+	}
+	if !found {
+		return nil, fmt.Errorf("read /proc/net: not available")
+	}
+	return ports, nil
+}
+
+// idsOf returns the stream ids of our file names.
+func idsOf(prefix string, files map[string][]byte) map[string]bool {
+	ids := make(map[string]bool, len(files))
+	for name := range files {
+		if id, ok := nginxconf.ParseFileName(prefix, name); ok {
+			ids[id] = true
+		}
+	}
+	return ids
+}

@@ -1,0 +1,276 @@
+// Package reconcile keeps nginx's stream configuration equal to the desired
+// state in the store. One goroutine (Run) does every pass: it renders the
+// full desired file set, changes only the files that differ, tests the
+// result with `nginx -t`, leaves out exactly the streams nginx rejects,
+// reloads, and verifies that nginx really listens before it calls a stream
+// active.
+package reconcile
+
+import (
+	"context"
+	"errors"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/streamconductor/stream-conductor/nginxconf"
+	"github.com/streamconductor/stream-conductor/stream"
+)
+
+// Store is the desired state as the reconciler reads it.
+type Store interface {
+	// List returns every spec and the store revision they reflect.
+	List() ([]stream.Spec, uint64)
+	// Changes delivers a value after writes.
+	Changes() <-chan struct{}
+}
+
+// Config tunes a Reconciler.
+type Config struct {
+	// Dir is STREAM_CONFIG_PATH, where the stream files live.
+	Dir    string
+	Render nginxconf.RenderOptions
+	// StateFile records the fingerprint of the configuration nginx last
+	// applied, so that a restart reloads nothing when nothing changed.
+	StateFile string
+	// ResyncInterval is the period of full passes that retry quarantined
+	// streams and catch what no event reported (default 30s).
+	ResyncInterval time.Duration
+	// WatchInterval is how often a managed nginx's liveness is checked
+	// (default 1s).
+	WatchInterval time.Duration
+	// VerifyTimeout bounds the wait for nginx to open or close ports after
+	// a reload (default 3s).
+	VerifyTimeout time.Duration
+	Log           zerolog.Logger
+}
+
+// Reconciler drives nginx toward the store. Create it with New and start
+// it with Run; the other methods are safe from any goroutine.
+type Reconciler struct {
+	cfg   Config
+	store Store
+	nginx Nginx
+	log   zerolog.Logger
+
+	trigger chan struct{}
+
+	// Owned by the Run goroutine.
+	quarantine map[string]quarantined
+	applied    string // fingerprint of what nginx runs
+	backoff    time.Duration
+	passID     uint64
+
+	mu         sync.Mutex
+	status     map[string]stream.Status
+	appliedRev uint64        // every write up to this revision is applied
+	passDone   chan struct{} // closed and replaced after every pass
+	ownedIDs   map[string]bool
+	health     Health
+}
+
+// quarantined is a stream that nginx rejected at one revision. It stays
+// out of the configuration until its spec changes or the next resync;
+// keep, when set, is its last good file, left in place meanwhile.
+type quarantined struct {
+	revision uint64
+	reason   string
+	keep     []byte
+}
+
+// Health is what the reconciler knows about itself and nginx.
+type Health struct {
+	NginxRunning    bool      `json:"nginx_running"`
+	LastPass        time.Time `json:"last_pass"`
+	LastError       string    `json:"last_error,omitempty"`
+	AppliedRevision uint64    `json:"applied_revision"`
+	Counters        Counters  `json:"counters"`
+}
+
+// Counters count what the reconciler did since the process started.
+type Counters struct {
+	Passes       uint64 `json:"passes"`
+	FailedPasses uint64 `json:"failed_passes"`
+	Tests        uint64 `json:"nginx_tests"`
+	Reloads      uint64 `json:"nginx_reloads"`
+	Starts       uint64 `json:"nginx_starts"`
+	FilesWritten uint64 `json:"files_written"`
+	FilesRemoved uint64 `json:"files_removed"`
+	Quarantined  uint64 `json:"quarantined"`
+}
+
+// New returns a Reconciler for st and nginx.
+func New(cfg Config, st Store, ngx Nginx) *Reconciler {
+	if cfg.ResyncInterval <= 0 {
+		cfg.ResyncInterval = 30 * time.Second
+	}
+	if cfg.WatchInterval <= 0 {
+		cfg.WatchInterval = time.Second
+	}
+	if cfg.VerifyTimeout <= 0 {
+		cfg.VerifyTimeout = 3 * time.Second
+	}
+	r := &Reconciler{
+		cfg:        cfg,
+		store:      st,
+		nginx:      ngx,
+		log:        cfg.Log.With().Str("component", "reconcile").Logger(),
+		trigger:    make(chan struct{}, 1),
+		quarantine: make(map[string]quarantined),
+		status:     make(map[string]stream.Status),
+		passDone:   make(chan struct{}),
+		ownedIDs:   make(map[string]bool),
+	}
+	if b, err := os.ReadFile(cfg.StateFile); err == nil {
+		r.applied = strings.TrimSpace(string(b))
+	}
+	return r
+}
+
+// Trigger asks for a pass soon. It never blocks; triggers that arrive
+// while one is pending are folded into it.
+func (r *Reconciler) Trigger() {
+	select {
+	case r.trigger <- struct{}{}:
+	default:
+	}
+}
+
+// Run does passes until ctx ends: one at once, then one for every burst of
+// store changes or triggers, one every ResyncInterval, and retries with
+// jittered exponential backoff after a failed pass.
+func (r *Reconciler) Run(ctx context.Context) error {
+	resync := time.NewTicker(r.cfg.ResyncInterval)
+	defer resync.Stop()
+	watch := time.NewTicker(r.cfg.WatchInterval)
+	defer watch.Stop()
+	retry := time.NewTimer(0) // the first pass
+	defer retry.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-r.store.Changes():
+		case <-r.trigger:
+		case <-retry.C:
+		case <-resync.C:
+			clear(r.quarantine) // retry what failed, e.g. on a name that now resolves
+		case <-watch.C:
+			if _, managed := r.nginx.(*Managed); !managed || r.nginx.Running() {
+				continue
+			}
+			r.log.Warn().Msg("nginx master is not running; starting it")
+		}
+		if err := r.runPass(ctx); err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			retry.Reset(r.nextBackoff())
+			continue
+		}
+		r.backoff = 0
+	}
+}
+
+func (r *Reconciler) nextBackoff() time.Duration {
+	const lo, hi = 100 * time.Millisecond, 30 * time.Second
+	r.backoff = min(hi, max(lo, 2*r.backoff))
+	jitter := time.Duration(rand.Int64N(int64(r.backoff / 5)))
+	return r.backoff - r.backoff/10 + jitter
+}
+
+// WaitApplied blocks until every write up to store revision rev has been
+// applied (each stream is active or failed) or ctx ends.
+func (r *Reconciler) WaitApplied(ctx context.Context, rev uint64) error {
+	for {
+		r.mu.Lock()
+		done, ch := r.appliedRev >= rev, r.passDone
+		r.mu.Unlock()
+		if done {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-ch:
+		}
+	}
+}
+
+// Status returns the status of stream id at revision rev: pending until a
+// pass has applied that revision.
+func (r *Reconciler) Status(id string, rev uint64) stream.Status {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	st, ok := r.status[id]
+	if !ok || st.Revision != rev {
+		return stream.Status{State: stream.Pending, Revision: rev}
+	}
+	return st
+}
+
+// Health returns a copy of the reconciler's health.
+func (r *Reconciler) Health() Health {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	h := r.health
+	h.AppliedRevision = r.appliedRev
+	return h
+}
+
+// PortBusy reports whether another process holds the address s would
+// listen on. Ports that our nginx already serves are not busy.
+func (r *Reconciler) PortBusy(s stream.Spec) error {
+	r.mu.Lock()
+	owned := r.ownedIDs[s.ID()]
+	r.mu.Unlock()
+	if owned {
+		return nil
+	}
+	return probeBind(s, r.cfg.Render.DefaultBind)
+}
+
+// ErrNotApplied is returned by a pass that could not bring nginx to the
+// desired state; the pass is retried.
+var ErrNotApplied = errors.New("configuration not applied")
+
+func (r *Reconciler) runPass(ctx context.Context) error {
+	r.passID++
+	log := r.log.With().Uint64("pass", r.passID).Logger()
+	start := time.Now()
+	rev, err := r.pass(ctx, log)
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.health.Counters.Passes++
+	r.health.LastPass = time.Now()
+	r.health.NginxRunning = r.nginx.Running()
+	close(r.passDone)
+	r.passDone = make(chan struct{})
+	if err != nil {
+		r.health.Counters.FailedPasses++
+		r.health.LastError = err.Error()
+		log.Error().Err(err).Dur("took", time.Since(start)).Msg("pass failed")
+		return err
+	}
+	r.health.LastError = ""
+	r.appliedRev = rev
+	log.Debug().Uint64("revision", rev).Dur("took", time.Since(start)).Msg("pass done")
+	return nil
+}
+
+// writeState records the applied fingerprint.
+func (r *Reconciler) writeState(fp string) error {
+	if r.cfg.StateFile == "" {
+		return nil
+	}
+	dir := filepath.Dir(r.cfg.StateFile)
+	if err := writeAtomic(dir, filepath.Base(r.cfg.StateFile), []byte(fp+"\n")); err != nil {
+		return err
+	}
+	return syncDir(dir)
+}

@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Installs what stream-conductor needs to run and to test on a Debian-like
+# machine: nginx with the stream module. Does nothing when it is there.
+set -euo pipefail
+
+have_stream() {
+	local bin
+	bin=$(command -v nginx || true)
+	[ -n "$bin" ] || { [ -x /usr/sbin/nginx ] && bin=/usr/sbin/nginx; } || return 1
+	local v
+	v=$("$bin" -V 2>&1) || return 1
+	case "$v" in
+	*--with-stream=dynamic*)
+		local dir
+		dir=$(printf '%s\n' "$v" | tr ' ' '\n' | sed -n 's/^--modules-path=//p')
+		[ -e "${dir:-/usr/lib/nginx/modules}/ngx_stream_module.so" ] ;;
+	*--with-stream*) return 0 ;;
+	*) return 1 ;;
+	esac
+}
+
+if ! command -v go >/dev/null 2>&1; then
+	echo "install-deps: Go is not installed; install Go 1.26 or newer (https://go.dev/doc/install)" >&2
+	exit 1
+fi
+
+if have_stream; then
+	exit 0
+fi
+
+sudo=""
+if [ "$(id -u)" != 0 ]; then
+	command -v sudo >/dev/null 2>&1 || { echo "install-deps: nginx with the stream module is missing; run as root: apt-get install nginx libnginx-mod-stream" >&2; exit 1; }
+	sudo=sudo
+fi
+if ! command -v apt-get >/dev/null 2>&1; then
+	echo "install-deps: no apt-get here; install nginx with the stream module with your package manager" >&2
+	exit 1
+fi
+echo "install-deps: installing nginx and libnginx-mod-stream with apt-get" >&2
+$sudo apt-get update -qq
+DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends nginx libnginx-mod-stream >/dev/null
+have_stream || { echo "install-deps: nginx still lacks the stream module" >&2; exit 1; }

@@ -1,0 +1,360 @@
+// Package store keeps the desired state, every stream's spec, in a bbolt
+// file. It is the source of truth: every acknowledged write is fsynced
+// before it returns. Reads are served from an in-memory copy that is
+// replaced after each commit, so they never wait on the disk.
+package store
+
+import (
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+	bolterrors "go.etcd.io/bbolt/errors"
+
+	"github.com/streamconductor/stream-conductor/stream"
+)
+
+var (
+	// ErrNotFound: no stream has the id.
+	ErrNotFound = errors.New("stream not found")
+	// ErrExists: a create-only write found a stream with the id.
+	ErrExists = errors.New("stream already exists")
+	// ErrRevisionMismatch: the stream's revision is not the one the write
+	// expected (optimistic concurrency).
+	ErrRevisionMismatch = errors.New("revision mismatch")
+	// ErrNoFreePort: Allocate found no free port in the range.
+	ErrNoFreePort = errors.New("no free port in range")
+	// ErrLocked: another process holds the database file.
+	ErrLocked = errors.New("database is locked by another process")
+	// ErrSchema: the file was written by an incompatible version.
+	ErrSchema = errors.New("unsupported schema version")
+)
+
+// SchemaVersion is the layout of the buckets this code reads and writes.
+const SchemaVersion = 1
+
+var (
+	bucketMeta    = []byte("meta")
+	bucketStreams = []byte("streams")
+	keySchema     = []byte("schema_version")
+	keyRevision   = []byte("revision")
+)
+
+// Options tune Open.
+type Options struct {
+	// LockTimeout bounds the wait for another process's file lock
+	// (default 1s).
+	LockTimeout time.Duration
+	// Now stamps created_at/updated_at (default time.Now).
+	Now func() time.Time
+}
+
+// Store is the bbolt-backed desired state. It is safe for concurrent use.
+type Store struct {
+	db      *bolt.DB
+	now     func() time.Time
+	changes chan struct{}
+
+	writeMu sync.Mutex // orders commits with cache replacement
+
+	mu        sync.RWMutex
+	specs     map[string]stream.Spec
+	list      []stream.Spec // sorted by protocol, then port; never mutated
+	listValid bool
+	rev       uint64
+}
+
+// Open opens (creating if needed) the database at path, creates its
+// buckets, checks the schema version and loads the specs into memory.
+func Open(path string, o Options) (*Store, error) {
+	if o.LockTimeout == 0 {
+		o.LockTimeout = time.Second
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: o.LockTimeout})
+	if errors.Is(err, bolterrors.ErrTimeout) {
+		return nil, fmt.Errorf("open %s: %w", path, ErrLocked)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("open %s: %w", path, err)
+	}
+	s := &Store{db: db, now: o.Now, changes: make(chan struct{}, 1), specs: map[string]stream.Spec{}}
+	if err := s.init(); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("open %s: %w", path, err)
+	}
+	return s, nil
+}
+
+func (s *Store) init() error {
+	return s.db.Update(func(tx *bolt.Tx) error {
+		meta, err := tx.CreateBucketIfNotExists(bucketMeta)
+		if err != nil {
+			return err
+		}
+		streams, err := tx.CreateBucketIfNotExists(bucketStreams)
+		if err != nil {
+			return err
+		}
+		switch v := meta.Get(keySchema); {
+		case v == nil:
+			if err := meta.Put(keySchema, u64(SchemaVersion)); err != nil {
+				return err
+			}
+		case len(v) != 8 || binary.BigEndian.Uint64(v) != SchemaVersion:
+			return fmt.Errorf("%w %x (this build reads %d)", ErrSchema, v, SchemaVersion)
+		}
+		s.rev = revision(meta)
+		return streams.ForEach(func(k, v []byte) error {
+			var sp stream.Spec
+			if err := json.Unmarshal(v, &sp); err != nil {
+				return fmt.Errorf("decode stream %q: %w", k, err)
+			}
+			s.specs[string(k)] = sp
+			return nil
+		})
+	})
+}
+
+// Close releases the database file.
+func (s *Store) Close() error { return s.db.Close() }
+
+// Path is the database file's path.
+func (s *Store) Path() string { return s.db.Path() }
+
+// Changes delivers a value after writes commit. Sends never block and
+// coalesce: one receive may stand for many writes. It has one consumer.
+func (s *Store) Changes() <-chan struct{} { return s.changes }
+
+// Get returns the stream with id.
+func (s *Store) Get(id string) (stream.Spec, error) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	sp, ok := s.specs[id]
+	if !ok {
+		return stream.Spec{}, ErrNotFound
+	}
+	return sp.Clone(), nil
+}
+
+// List returns every stream sorted by protocol and port, and the store
+// revision they reflect. The slice is shared: callers must not modify it or
+// the specs' slices.
+func (s *Store) List() ([]stream.Spec, uint64) {
+	s.mu.RLock()
+	if s.listValid {
+		defer s.mu.RUnlock()
+		return s.list, s.rev
+	}
+	s.mu.RUnlock()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !s.listValid {
+		s.rebuildList()
+	}
+	return s.list, s.rev
+}
+
+// Revision is the store's current revision: it grows by one with every
+// write and delete.
+func (s *Store) Revision() uint64 {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.rev
+}
+
+// Match is a precondition on a write. The zero value matches anything.
+type Match struct {
+	// Absent requires that no stream has the id (create only).
+	Absent bool
+	// Present requires that a stream has the id (If-Match: *).
+	Present bool
+	// Revision, when not zero, requires the stream to be at it.
+	Revision uint64
+}
+
+func (m Match) check(cur *stream.Spec) error {
+	switch {
+	case m.Absent && cur != nil:
+		return ErrExists
+	case m.Present && cur == nil:
+		return ErrNotFound
+	case m.Revision != 0 && cur == nil:
+		return ErrNotFound
+	case m.Revision != 0 && cur.Revision != m.Revision:
+		return ErrRevisionMismatch
+	}
+	return nil
+}
+
+// Put creates or replaces sp (keyed by its id) if m holds, and returns the
+// stored spec and the one it replaced (nil on create).
+func (s *Store) Put(sp stream.Spec, m Match) (stored stream.Spec, prev *stream.Spec, err error) {
+	id := sp.ID()
+	err = s.update(func(tx *bolt.Tx, rev uint64) error {
+		cur, err := get(tx, id)
+		if err != nil {
+			return err
+		}
+		if err := m.check(cur); err != nil {
+			return err
+		}
+		stored = s.stamp(sp, cur, rev)
+		prev = cur
+		return put(tx, stored)
+	}, func() {
+		s.specs[id] = stored.Clone()
+	})
+	if err != nil {
+		return stream.Spec{}, nil, fmt.Errorf("put %s: %w", id, err)
+	}
+	return stored, prev, nil
+}
+
+// Delete removes the stream with id if m holds, and returns it with the
+// store revision of the delete.
+func (s *Store) Delete(id string, m Match) (prev stream.Spec, rev uint64, err error) {
+	err = s.update(func(tx *bolt.Tx, r uint64) error {
+		cur, err := get(tx, id)
+		if err != nil {
+			return err
+		}
+		if cur == nil {
+			return ErrNotFound
+		}
+		if err := m.check(cur); err != nil {
+			return err
+		}
+		prev, rev = *cur, r
+		return tx.Bucket(bucketStreams).Delete([]byte(id))
+	}, func() {
+		delete(s.specs, id)
+	})
+	if err != nil {
+		return stream.Spec{}, 0, fmt.Errorf("delete %s: %w", id, err)
+	}
+	return prev, rev, nil
+}
+
+// Allocate stores sp on the first port in [lo, hi] that has no stream of
+// sp's protocol and for which busy returns false, all in one transaction,
+// so that two concurrent calls never get the same port.
+func (s *Store) Allocate(sp stream.Spec, lo, hi int, busy func(port int) bool) (stream.Spec, error) {
+	var stored stream.Spec
+	err := s.update(func(tx *bolt.Tx, rev uint64) error {
+		for port := lo; port <= hi; port++ {
+			sp.Listen = port
+			cur, err := get(tx, sp.ID())
+			if err != nil {
+				return err
+			}
+			if cur != nil || (busy != nil && busy(port)) {
+				continue
+			}
+			stored = s.stamp(sp, nil, rev)
+			return put(tx, stored)
+		}
+		return ErrNoFreePort
+	}, func() {
+		s.specs[stored.ID()] = stored.Clone()
+	})
+	if err != nil {
+		return stream.Spec{}, fmt.Errorf("allocate %s port in %d-%d: %w", sp.Protocol, lo, hi, err)
+	}
+	return stored, nil
+}
+
+// update runs fn in a write transaction with the next revision, stores that
+// revision, commits (fsync), then applies the change to memory with apply
+// and notifies Changes. Nothing is applied when fn or the commit fails.
+func (s *Store) update(fn func(tx *bolt.Tx, rev uint64) error, apply func()) error {
+	s.writeMu.Lock()
+	defer s.writeMu.Unlock()
+	var rev uint64
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		meta := tx.Bucket(bucketMeta)
+		rev = revision(meta) + 1
+		if err := fn(tx, rev); err != nil {
+			return err
+		}
+		return meta.Put(keyRevision, u64(rev))
+	})
+	if err != nil {
+		return err
+	}
+	s.mu.Lock()
+	apply()
+	s.rev = rev
+	s.listValid = false
+	s.mu.Unlock()
+	select {
+	case s.changes <- struct{}{}:
+	default:
+	}
+	return nil
+}
+
+func (s *Store) stamp(sp stream.Spec, cur *stream.Spec, rev uint64) stream.Spec {
+	sp = sp.Clone()
+	now := s.now().UTC()
+	sp.Revision, sp.UpdatedAt, sp.CreatedAt = rev, now, now
+	if cur != nil {
+		sp.CreatedAt = cur.CreatedAt
+	}
+	return sp
+}
+
+// rebuildList refreshes the sorted list; callers hold s.mu for writing.
+func (s *Store) rebuildList() {
+	l := make([]stream.Spec, 0, len(s.specs))
+	for _, sp := range s.specs {
+		l = append(l, sp)
+	}
+	slices.SortFunc(l, func(a, b stream.Spec) int {
+		if a.Protocol != b.Protocol {
+			if a.Protocol < b.Protocol {
+				return -1
+			}
+			return 1
+		}
+		return a.Listen - b.Listen
+	})
+	s.list, s.listValid = l, true
+}
+
+func get(tx *bolt.Tx, id string) (*stream.Spec, error) {
+	v := tx.Bucket(bucketStreams).Get([]byte(id))
+	if v == nil {
+		return nil, nil
+	}
+	var sp stream.Spec
+	if err := json.Unmarshal(v, &sp); err != nil {
+		return nil, fmt.Errorf("decode stream %q: %w", id, err)
+	}
+	return &sp, nil
+}
+
+func put(tx *bolt.Tx, sp stream.Spec) error {
+	v, err := json.Marshal(sp)
+	if err != nil {
+		return err
+	}
+	return tx.Bucket(bucketStreams).Put([]byte(sp.ID()), v)
+}
+
+func revision(meta *bolt.Bucket) uint64 {
+	v := meta.Get(keyRevision)
+	if len(v) != 8 {
+		return 0
+	}
+	return binary.BigEndian.Uint64(v)
+}
+
+func u64(v uint64) []byte { return binary.BigEndian.AppendUint64(nil, v) }

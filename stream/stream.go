@@ -1,0 +1,127 @@
+// Package stream holds the domain types shared by the store, the renderer,
+// the reconciler and the API: a stream's desired specification, its id and
+// its observed status. It has no behaviour beyond naming and comparing them.
+package stream
+
+import (
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Protocol is the transport a stream forwards.
+type Protocol string
+
+// The protocols nginx's stream module can forward.
+const (
+	TCP Protocol = "tcp"
+	UDP Protocol = "udp"
+)
+
+// Balance methods for streams with several backends.
+const (
+	RoundRobin   = "round_robin"
+	LeastConn    = "least_conn"
+	HashClientIP = "hash_client_ip"
+)
+
+// Spec is the desired state of one stream: a listen port on the edge host
+// forwarded to one or more backends. The store keeps it; nginxconf renders it.
+type Spec struct {
+	Protocol       Protocol `json:"protocol"`
+	Listen         int      `json:"listen"`
+	Bind           string   `json:"bind,omitempty"`
+	Backends       []string `json:"backends"`
+	Balance        string   `json:"balance,omitempty"`
+	MaxFails       *int     `json:"max_fails,omitempty"`
+	FailTimeout    string   `json:"fail_timeout,omitempty"`
+	ProxyProtocol  bool     `json:"proxy_protocol,omitempty"`
+	ConnectTimeout string   `json:"connect_timeout,omitempty"`
+	IdleTimeout    string   `json:"idle_timeout,omitempty"`
+	Allow          []string `json:"allow,omitempty"`
+	Description    string   `json:"description,omitempty"`
+
+	// Set by the store on every write.
+	Revision  uint64    `json:"revision"`
+	CreatedAt time.Time `json:"created_at"`
+	UpdatedAt time.Time `json:"updated_at"`
+}
+
+// ID is the stream's canonical key, "tcp/9000" or "udp/53".
+func (s Spec) ID() string { return MakeID(s.Protocol, s.Listen) }
+
+// SameDesired reports whether s and o ask for the same forwarding, ignoring
+// the fields the store sets (revision and timestamps).
+func (s Spec) SameDesired(o Spec) bool {
+	return s.Protocol == o.Protocol && s.Listen == o.Listen && s.Bind == o.Bind &&
+		slices.Equal(s.Backends, o.Backends) && s.Balance == o.Balance &&
+		equalIntPtr(s.MaxFails, o.MaxFails) && s.FailTimeout == o.FailTimeout &&
+		s.ProxyProtocol == o.ProxyProtocol && s.ConnectTimeout == o.ConnectTimeout &&
+		s.IdleTimeout == o.IdleTimeout && slices.Equal(s.Allow, o.Allow) &&
+		s.Description == o.Description
+}
+
+// Clone returns a deep copy of s, so that callers may change slices freely.
+func (s Spec) Clone() Spec {
+	c := s
+	c.Backends = slices.Clone(s.Backends)
+	c.Allow = slices.Clone(s.Allow)
+	if s.MaxFails != nil {
+		v := *s.MaxFails
+		c.MaxFails = &v
+	}
+	return c
+}
+
+func equalIntPtr(a, b *int) bool {
+	if a == nil || b == nil {
+		return a == b
+	}
+	return *a == *b
+}
+
+// MakeID returns the canonical id of the stream on protocol p and port.
+func MakeID(p Protocol, port int) string { return string(p) + "/" + strconv.Itoa(port) }
+
+// ParseID splits a canonical id into its protocol and port. It accepts only
+// the canonical form: lower-case protocol, decimal port without sign or
+// leading zeros.
+func ParseID(id string) (Protocol, int, error) {
+	p, port, ok := strings.Cut(id, "/")
+	if !ok {
+		return "", 0, fmt.Errorf("stream id %q: want protocol/port", id)
+	}
+	n, err := strconv.Atoi(port)
+	if err != nil || strconv.Itoa(n) != port || n < 1 || n > 65535 {
+		return "", 0, fmt.Errorf("stream id %q: port must be 1-65535", id)
+	}
+	switch Protocol(p) {
+	case TCP, UDP:
+		return Protocol(p), n, nil
+	}
+	return "", 0, fmt.Errorf("stream id %q: protocol must be tcp or udp", id)
+}
+
+// State is where a stream stands between desired and applied.
+type State string
+
+// The states of a stream, owned by the reconciler.
+const (
+	// Pending: the desired revision is not applied yet.
+	Pending State = "pending"
+	// Active: applied, and nginx listens on its port.
+	Active State = "active"
+	// Failed: nginx rejected the stream or could not bind its port; the
+	// status error says why in nginx's own words.
+	Failed State = "failed"
+)
+
+// Status is the observed state of one stream at one revision.
+type Status struct {
+	State    State     `json:"state"`
+	Revision uint64    `json:"revision"`
+	Error    string    `json:"error,omitempty"`
+	Since    time.Time `json:"since"`
+}
