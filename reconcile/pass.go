@@ -46,7 +46,7 @@ func (r *Reconciler) pass(ctx context.Context, log zerolog.Logger) (uint64, erro
 		if _, q := r.quarantine[s.ID()]; q || owned[s.ID()] {
 			continue
 		}
-		if err := probeBind(s, r.cfg.Render.DefaultBind); err != nil {
+		if err := r.cfg.Ports.Busy(s, r.cfg.Render.DefaultBind); err != nil {
 			r.quarantineStream(log, s, err.Error(), onDisk)
 		}
 	}
@@ -309,7 +309,7 @@ func (r *Reconciler) verify(ctx context.Context, log zerolog.Logger, specs []str
 			if len(ports) == 0 {
 				continue
 			}
-			up, err := listening(p)
+			up, err := r.cfg.Ports.Listening(p)
 			if err != nil {
 				return 0 // nothing to verify against on this platform
 			}

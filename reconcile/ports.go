@@ -15,6 +15,26 @@ import (
 	"github.com/streamconductor/stream-conductor/stream"
 )
 
+// Ports is how the reconciler looks at the host's sockets: whether a
+// stream's address is free, and which ports have listeners. The default,
+// HostPorts, asks the kernel; tests substitute their own.
+type Ports interface {
+	// Busy returns nil when nginx could bind s's address, or an error
+	// worded like nginx's bind() message.
+	Busy(s stream.Spec, defaultBind string) error
+	// Listening returns the ports with a listening socket for p.
+	Listening(p stream.Protocol) (map[int]bool, error)
+}
+
+// HostPorts is Ports on this host's network stack.
+type HostPorts struct{}
+
+// Busy probes the address by binding it.
+func (HostPorts) Busy(s stream.Spec, defaultBind string) error { return probeBind(s, defaultBind) }
+
+// Listening reads /proc/net.
+func (HostPorts) Listening(p stream.Protocol) (map[int]bool, error) { return listening(p) }
+
 // bindAddr is the socket address nginx binds for s, as nginx prints it in
 // its messages: "0.0.0.0:9000", "127.0.0.1:9000", "[::1]:9000".
 func bindAddr(s stream.Spec, defaultBind string) (network, addr string) {

@@ -47,7 +47,9 @@ type Config struct {
 	// VerifyTimeout bounds the wait for nginx to open or close ports after
 	// a reload (default 3s).
 	VerifyTimeout time.Duration
-	Log           zerolog.Logger
+	// Ports looks at the host's sockets (default HostPorts).
+	Ports Ports
+	Log   zerolog.Logger
 }
 
 // Reconciler drives nginx toward the store. Create it with New and start
@@ -114,6 +116,9 @@ func New(cfg Config, st Store, ngx Nginx) *Reconciler {
 	}
 	if cfg.VerifyTimeout <= 0 {
 		cfg.VerifyTimeout = 3 * time.Second
+	}
+	if cfg.Ports == nil {
+		cfg.Ports = HostPorts{}
 	}
 	r := &Reconciler{
 		cfg:        cfg,
@@ -232,7 +237,7 @@ func (r *Reconciler) PortBusy(s stream.Spec) error {
 	if owned {
 		return nil
 	}
-	return probeBind(s, r.cfg.Render.DefaultBind)
+	return r.cfg.Ports.Busy(s, r.cfg.Render.DefaultBind)
 }
 
 // ErrNotApplied is returned by a pass that could not bring nginx to the

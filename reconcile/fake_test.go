@@ -1,0 +1,140 @@
+package reconcile
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+
+	"github.com/streamconductor/stream-conductor/nginxconf"
+	"github.com/streamconductor/stream-conductor/stream"
+)
+
+// fakeNginx records what the reconciler asks of nginx and answers like
+// nginx would for the files in dir: `nginx -t` names the first file that
+// has rejectHost in it, a reload fails to bind ports in bindFails, and the
+// ports of the loaded files "listen" except those in deaf.
+type fakeNginx struct {
+	mu         sync.Mutex
+	dir        string
+	prefix     string
+	running    bool
+	actions    []string
+	rejectHost string
+	foreign    string // a foreign file's error, failing every test
+	bindFails  map[int]bool
+	deaf       map[int]bool
+	live       map[stream.Protocol]map[int]bool
+}
+
+func newFakeNginx(dir string) *fakeNginx {
+	return &fakeNginx{dir: dir, prefix: "stream-", bindFails: map[int]bool{}, deaf: map[int]bool{},
+		live: map[stream.Protocol]map[int]bool{stream.TCP: {}, stream.UDP: {}}}
+}
+
+func (f *fakeNginx) record(a string) {
+	f.actions = append(f.actions, a)
+}
+
+// takeActions returns and clears the recorded actions.
+func (f *fakeNginx) takeActions() []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	a := f.actions
+	f.actions = nil
+	return a
+}
+
+func (f *fakeNginx) Running() bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.running
+}
+
+func (f *fakeNginx) files() []string {
+	names, _ := filepath.Glob(filepath.Join(f.dir, "*.conf"))
+	slices.Sort(names)
+	return names
+}
+
+func (f *fakeNginx) Test(ctx context.Context) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.record("test")
+	if f.foreign != "" {
+		return &Error{Op: "test", Diags: []nginxconf.Diagnostic{{Level: "emerg", Message: f.foreign, File: filepath.Join(f.dir, "foreign.conf"), Line: 1}}}
+	}
+	for _, name := range f.files() {
+		b, _ := os.ReadFile(name)
+		if f.rejectHost != "" && strings.Contains(string(b), f.rejectHost) {
+			return &Error{Op: "test", Diags: []nginxconf.Diagnostic{{Level: "emerg",
+				Message: fmt.Sprintf("host not found in upstream %q", f.rejectHost), File: name, Line: 3}}}
+		}
+	}
+	return nil
+}
+
+func (f *fakeNginx) load(op string) error {
+	live := map[stream.Protocol]map[int]bool{stream.TCP: {}, stream.UDP: {}}
+	for _, name := range f.files() {
+		id, ok := nginxconf.ParseFileName(f.prefix, filepath.Base(name))
+		if !ok {
+			continue
+		}
+		p, port, _ := stream.ParseID(id)
+		if f.bindFails[port] {
+			return &Error{Op: op, Diags: []nginxconf.Diagnostic{
+				{Level: "emerg", PID: 1, Message: fmt.Sprintf("bind() to 0.0.0.0:%d failed (98: Address already in use)", port)},
+				{Level: "emerg", PID: 1, Message: "still could not bind()"},
+			}}
+		}
+		if !f.deaf[port] {
+			live[p][port] = true
+		}
+	}
+	f.live = live
+	f.running = true
+	return nil
+}
+
+func (f *fakeNginx) Start(ctx context.Context) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.record("start")
+	return f.load("start")
+}
+
+func (f *fakeNginx) Reload(ctx context.Context) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.record("reload")
+	return f.load("reload")
+}
+
+func (f *fakeNginx) MainConfig() []byte { return []byte("main") }
+
+// fakePorts answers from the fake nginx's listeners and a set of ports
+// that other processes hold.
+type fakePorts struct {
+	nginx *fakeNginx
+	mu    sync.Mutex
+	busy  map[int]bool
+}
+
+func (p *fakePorts) Busy(s stream.Spec, defaultBind string) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.busy[s.Listen] {
+		return fmt.Errorf("bind() to 0.0.0.0:%d failed (98: Address already in use)", s.Listen)
+	}
+	return nil
+}
+
+func (p *fakePorts) Listening(proto stream.Protocol) (map[int]bool, error) {
+	p.nginx.mu.Lock()
+	defer p.nginx.mu.Unlock()
+	return p.nginx.live[proto], nil
+}
