@@ -64,7 +64,7 @@ func New(cfg Config, st Store, ap Applier) *Server {
 		cfg.ApplyTimeout = 10 * time.Second
 	}
 	s := &Server{cfg: cfg, store: st, applier: ap, log: cfg.Log.With().Str("component", "httpapi").Logger()}
-	r := mux.NewRouter()
+	r := mux.NewRouter().SkipClean(true) // no redirects: odd paths get a JSON 404
 	r.NotFoundHandler = s.handle("not_found", func(w http.ResponseWriter, r *http.Request) error {
 		return errNotFound("no route for %s %s", r.Method, r.URL.Path)
 	})
