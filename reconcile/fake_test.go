@@ -107,7 +107,7 @@ func (f *fakeNginx) Start(ctx context.Context) error {
 	return f.load("start")
 }
 
-func (f *fakeNginx) Reload(ctx context.Context) error {
+func (f *fakeNginx) Reload(ctx context.Context, retire bool) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.record("reload")

@@ -186,10 +186,14 @@ func (m *Managed) Test(ctx context.Context) error {
 // error log until it has either started workers on the new configuration
 // or logged why it kept the old one, e.g. a failed bind(): `nginx -s
 // reload` alone exits 0 in both cases.
-func (m *Managed) Reload(ctx context.Context) error {
+func (m *Managed) Reload(ctx context.Context, retire bool) error {
 	pid := m.PID()
 	if pid == 0 {
 		return &Error{Op: "reload", Output: "nginx is not running"}
+	}
+	var old []int
+	if retire {
+		old = children(pid)
 	}
 	ctx, cancel := context.WithTimeout(ctx, m.cfg.ApplyTimeout)
 	defer cancel()
@@ -233,7 +237,7 @@ func (m *Managed) Reload(ctx context.Context) error {
 					reconfig = true
 				case !reconfig:
 				case d.Message == "start worker processes":
-					return nil
+					return m.retire(ctx, old)
 				case d.IsFatal():
 					diags = append(diags, d)
 					if _, isBind := d.BindFailure(); !isBind {
@@ -255,4 +259,55 @@ func (m *Managed) Reload(ctx context.Context) error {
 			time.Sleep(time.Millisecond)
 		}
 	}
+}
+
+// retire waits until each old worker has exited or stopped accepting: the
+// master tells them to only ~100 ms after it started the new ones, and
+// until then they still serve new connections with the old configuration.
+// A worker renames itself "worker process is shutting down" just before it
+// closes its listening sockets.
+func (m *Managed) retire(ctx context.Context, old []int) error {
+	for _, pid := range old {
+		for {
+			cmdline, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/cmdline")
+			if err != nil || bytes.Contains(cmdline, []byte("shutting down")) || !bytes.HasPrefix(cmdline, []byte("nginx: worker")) {
+				break
+			}
+			if ctx.Err() != nil {
+				return &Error{Op: "reload", Output: fmt.Sprintf("old nginx worker %d did not stop accepting within %v", pid, m.cfg.ApplyTimeout)}
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}
+	// Give the worker the moment between its rename and the close.
+	time.Sleep(time.Millisecond)
+	return nil
+}
+
+// children returns the pids whose parent is pid.
+func children(pid int) []int {
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		return nil
+	}
+	var kids []int
+	for _, e := range entries {
+		n, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		stat, err := os.ReadFile("/proc/" + e.Name() + "/stat")
+		if err != nil {
+			continue
+		}
+		i := bytes.LastIndexByte(stat, ')')
+		if i < 0 {
+			continue
+		}
+		fields := strings.Fields(string(stat[i+1:]))
+		if len(fields) > 1 && fields[1] == strconv.Itoa(pid) {
+			kids = append(kids, n)
+		}
+	}
+	return kids
 }

@@ -22,8 +22,10 @@ type Nginx interface {
 	// *Error with nginx's diagnostics.
 	Test(ctx context.Context) error
 	// Reload makes nginx load the files on disk and returns once nginx has
-	// applied them, or an *Error saying why it did not.
-	Reload(ctx context.Context) error
+	// applied them, or an *Error saying why it did not. With retire it also
+	// waits until the old workers stopped accepting connections, which a
+	// stream changed in place or removed needs before it is applied.
+	Reload(ctx context.Context, retire bool) error
 	// MainConfig is the main configuration stream-conductor owns (nil in
 	// external mode); it is part of what counts as applied.
 	MainConfig() []byte
@@ -87,7 +89,7 @@ func (x *External) Test(ctx context.Context) error {
 
 // Reload runs `nginx -s reload`. nginx reports only that the signal was
 // sent; the reconciler's connect probes verify the result.
-func (x *External) Reload(ctx context.Context) error {
+func (x *External) Reload(ctx context.Context, retire bool) error {
 	out, err := run(ctx, x.Bin, "-s", "reload")
 	if err != nil {
 		return &Error{Op: "reload", Output: out + err.Error(), Diags: nginxconf.ParseDiagnostics(out)}

@@ -88,7 +88,7 @@ func (r *Reconciler) pass(ctx context.Context, log zerolog.Logger) (uint64, erro
 		}
 		op := "reload"
 		if running {
-			err = r.nginx.Reload(ctx)
+			err = r.nginx.Reload(ctx, replacesOrRemoves(changed, onDisk))
 		} else {
 			op = "start"
 			err = r.nginx.Start(ctx)
@@ -128,6 +128,17 @@ func (r *Reconciler) pass(ctx context.Context, log zerolog.Logger) (uint64, erro
 	}
 	r.finish(specs, desired)
 	return rev, nil
+}
+
+// replacesOrRemoves reports whether any changed file existed before: then
+// nginx's old workers must stop accepting before the change is applied.
+func replacesOrRemoves(changed []string, before map[string][]byte) bool {
+	for _, name := range changed {
+		if _, ok := before[name]; ok {
+			return true
+		}
+	}
+	return false
 }
 
 // diffNames returns the names whose contents differ between a and b,
