@@ -19,6 +19,7 @@ deps:
 
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/stream-conductor
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '-s -w' -o bin/sc-echo ./cmd/sc-echo
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \

@@ -1,0 +1,72 @@
+package main
+
+import (
+	"io"
+	"strings"
+	"testing"
+	"time"
+)
+
+func env(m map[string]string) func(string) string { return func(k string) string { return m[k] } }
+
+func TestConfigDefaults(t *testing.T) {
+	c, err := parseConfig(nil, env(nil), io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.DataDir != "./data" || c.StreamConfigPath != "data/stream.d" || c.NginxMode != "managed" ||
+		c.PortMin != 9000 || c.PortMax != 9009 || c.BindAddress != "127.0.0.1" || c.BindPort != 8080 ||
+		c.ApplyTimeout != 10*time.Second || c.StreamPrefix != "stream-" || c.StreamBindAddress != "" {
+		t.Fatalf("defaults: %+v", c)
+	}
+}
+
+func TestConfigFlagBeatsEnvBeatsDefault(t *testing.T) {
+	e := env(map[string]string{"PORT_RANGE": "10000-10010", "DATA_DIR": "/var/lib/sc", "BIND_PORT": "7000", "NGINX_MODE": "external"})
+	c, err := parseConfig([]string{"-port-range", "11000-11000"}, e, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.PortMin != 11000 || c.PortMax != 11000 {
+		t.Errorf("flag did not win: %d-%d", c.PortMin, c.PortMax)
+	}
+	if c.DataDir != "/var/lib/sc" || c.BindPort != 7000 {
+		t.Errorf("env not used: %+v", c)
+	}
+	if c.StreamConfigPath != "/etc/nginx/streams.d" {
+		t.Errorf("external mode config path %q", c.StreamConfigPath)
+	}
+}
+
+func TestConfigErrorsSayWhatToFix(t *testing.T) {
+	for _, tc := range []struct {
+		env  map[string]string
+		want string
+	}{
+		{map[string]string{"PORT_RANGE": "9010-9000"}, "PORT_RANGE"},
+		{map[string]string{"PORT_RANGE": "9000"}, "PORT_RANGE"},
+		{map[string]string{"PORT_RANGE": "0-10"}, "PORT_RANGE"},
+		{map[string]string{"BIND_PORT": "http"}, "BIND_PORT"},
+		{map[string]string{"BIND_ADDRESS": "example.com"}, "BIND_ADDRESS"},
+		{map[string]string{"NGINX_MODE": "docker"}, "NGINX_MODE"},
+		{map[string]string{"STREAM_PREFIX": "../x"}, "STREAM_PREFIX"},
+		{map[string]string{"APPLY_TIMEOUT": "soon"}, "APPLY_TIMEOUT"},
+		{map[string]string{"STREAM_BIND_ADDRESS": "eth0"}, "STREAM_BIND_ADDRESS"},
+		{map[string]string{"LOG_FORMAT": "xml"}, "LOG_FORMAT"},
+	} {
+		_, err := parseConfig(nil, env(tc.env), io.Discard)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%v: error %v, want one naming %s", tc.env, err, tc.want)
+		}
+	}
+}
+
+func TestHelpListsEveryVariable(t *testing.T) {
+	var out strings.Builder
+	parseConfig([]string{"-h"}, env(nil), &out)
+	for _, s := range settings {
+		if !strings.Contains(out.String(), "["+s.env+"]") || !strings.Contains(out.String(), "-"+s.flag) {
+			t.Errorf("-h does not document %s / -%s", s.env, s.flag)
+		}
+	}
+}
