@@ -3,9 +3,13 @@ package integration
 import (
 	"fmt"
 	"net"
+	"os"
+	"os/exec"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 )
 
 // SIGTERM and start again on the same data dir: the same streams, no file
@@ -184,4 +188,55 @@ func TestInvalidInputIsRefused(t *testing.T) {
 		t.Fatalf("nginx -t: %v", err)
 	}
 	mustEcho(t, d.portMin, "A:")
+}
+
+// The nginx master dies: the daemon starts a new one and traffic flows.
+func TestKilledNginxIsRestarted(t *testing.T) {
+	t.Parallel()
+	d := startDaemon(t, 2)
+	be := startEcho(t, "A:")
+	d.mustPut("tcp", d.portMin, `{"backend":"`+be.addr()+`"}`)
+	old := d.nginxPID()
+	if err := syscall.Kill(old, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "a new nginx master", 10*time.Second, func() bool {
+		pid := d.nginxPID()
+		return pid != 0 && pid != old
+	})
+	eventually(t, "traffic through the restarted nginx", 10*time.Second, func() bool {
+		got, err := echo(t, d.portMin, "again\n")
+		return err == nil && got == "A:again\n"
+	})
+	if c := d.counters(); c["nginx_starts"] < 1 {
+		t.Fatalf("counters do not show the restart: %v", c)
+	}
+}
+
+// A second daemon on the same data dir fails fast and says why.
+func TestSecondDaemonOnSameDataDirFailsFast(t *testing.T) {
+	t.Parallel()
+	d := startDaemon(t, 1)
+	cmd := exec.Command(binary)
+	cmd.Env = append(os.Environ(), "DATA_DIR="+d.dataDir, "NGINX_BIN="+nginxBin, "BIND_PORT="+strconv.Itoa(reservePorts(t, 1)),
+		fmt.Sprintf("PORT_RANGE=%d-%d", d.portMin, d.portMax), "LOG_FORMAT=json")
+	done := make(chan struct{})
+	var out []byte
+	var err error
+	go func() {
+		out, err = cmd.CombinedOutput()
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-time.After(15 * time.Second):
+		cmd.Process.Kill()
+		t.Fatal("the second daemon hung")
+	}
+	if err == nil || !strings.Contains(string(out), "in use by another stream-conductor") {
+		t.Fatalf("second daemon: %v\n%s", err, out)
+	}
+	if code, _ := d.api("GET", "/readyz", ""); code != 200 {
+		t.Fatalf("the first daemon is not ready any more: %d", code)
+	}
 }
