@@ -190,12 +190,22 @@ func TestInvalidInputIsRefused(t *testing.T) {
 	mustEcho(t, d.portMin, "A:")
 }
 
-// The nginx master dies: the daemon starts a new one and traffic flows.
+// The nginx master dies (kill -9): its orphaned workers are retired
+// gracefully, a new master serves every stream, and a connection opened
+// before the crash keeps flowing.
 func TestKilledNginxIsRestarted(t *testing.T) {
 	t.Parallel()
 	d := startDaemon(t, 2)
 	be := startEcho(t, "A:")
 	d.mustPut("tcp", d.portMin, `{"backend":"`+be.addr()+`"}`)
+	live, err := net.Dial("tcp", "127.0.0.1:"+strconv.Itoa(d.portMin))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer live.Close()
+	if got, err := roundTrip(live, "before\n"); err != nil || got != "A:before\n" {
+		t.Fatalf("before the crash: %q %v", got, err)
+	}
 	old := d.nginxPID()
 	if err := syscall.Kill(old, syscall.SIGKILL); err != nil {
 		t.Fatal(err)
@@ -204,12 +214,20 @@ func TestKilledNginxIsRestarted(t *testing.T) {
 		pid := d.nginxPID()
 		return pid != 0 && pid != old
 	})
-	eventually(t, "traffic through the restarted nginx", 10*time.Second, func() bool {
-		got, err := echo(t, d.portMin, "again\n")
-		return err == nil && got == "A:again\n"
+	eventually(t, "the stream active again", 10*time.Second, func() bool {
+		_, m := d.api("GET", fmt.Sprintf("/v1/streams/tcp/%d", d.portMin), "")
+		return m["status"].(map[string]any)["state"] == "active"
 	})
+	if got, err := roundTrip(live, "after\n"); err != nil || got != "A:after\n" {
+		t.Fatalf("connection opened before the crash: %q %v", got, err)
+	}
+	mustEcho(t, d.portMin, "A:")
+	// "active" means the new master bound the port: the orphans let go of it.
 	if c := d.counters(); c["nginx_starts"] < 1 {
 		t.Fatalf("counters do not show the restart: %v", c)
+	}
+	if !strings.Contains(d.logs.String(), "its workers were told to finish their connections and stop") {
+		t.Fatal("the orphaned workers were not retired")
 	}
 }
 

@@ -261,38 +261,71 @@ func (m *Managed) Reload(ctx context.Context, retire bool) error {
 	}
 }
 
-// retire waits until each old worker has exited or stopped accepting: the
-// master tells them to only ~100 ms after it started the new ones, and
-// until then they still serve new connections with the old configuration.
-// A worker renames itself "worker process is shutting down" just before it
-// closes its listening sockets.
+// retire waits until each old worker has exited or closed its listening
+// sockets: the master tells them to stop only ~100 ms after it started the
+// new ones, and until then they still accept new connections with the old
+// configuration. Open connections are left to finish.
 func (m *Managed) retire(ctx context.Context, old []int) error {
-	for _, pid := range old {
-		for {
-			cmdline, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/cmdline")
-			if err != nil || bytes.Contains(cmdline, []byte("shutting down")) || !bytes.HasPrefix(cmdline, []byte("nginx: worker")) {
-				break
+	for {
+		listeners := listenInodes()
+		var left []int
+		for _, pid := range old {
+			if holdsAny(pid, listeners) {
+				left = append(left, pid)
 			}
-			if ctx.Err() != nil {
-				return &Error{Op: "reload", Output: fmt.Sprintf("old nginx worker %d did not stop accepting within %v", pid, m.cfg.ApplyTimeout)}
-			}
-			time.Sleep(time.Millisecond)
+		}
+		if len(left) == 0 {
+			return nil
+		}
+		if ctx.Err() != nil {
+			return &Error{Op: "reload", Output: fmt.Sprintf("old nginx workers %v still accept connections after %v", left, m.cfg.ApplyTimeout)}
+		}
+		old = left
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// holdsAny reports whether process pid has one of the sockets in inodes
+// open.
+func holdsAny(pid int, inodes map[string]bool) bool {
+	dir := "/proc/" + strconv.Itoa(pid) + "/fd"
+	fds, err := os.ReadDir(dir)
+	if err != nil {
+		return false // gone
+	}
+	for _, fd := range fds {
+		target, err := os.Readlink(dir + "/" + fd.Name())
+		if err != nil {
+			continue
+		}
+		if inode, ok := strings.CutPrefix(target, "socket:["); ok && inodes[strings.TrimSuffix(inode, "]")] {
+			return true
 		}
 	}
-	// Give the worker the moment between its rename and the close.
-	time.Sleep(time.Millisecond)
-	return nil
+	return false
 }
 
 // children returns the pids whose parent is pid.
 func children(pid int) []int {
+	return scanProcs(func(st procStat, _ []byte) bool { return st.ppid == pid })
+}
+
+// procStat is what scanProcs reads of /proc/<pid>/stat.
+type procStat struct {
+	pid, ppid, session int
+	state              byte
+}
+
+// scanProcs returns the pids of the processes for which keep is true,
+// given their stat and command line.
+func scanProcs(keep func(st procStat, cmdline []byte) bool) []int {
 	entries, err := os.ReadDir("/proc")
 	if err != nil {
 		return nil
 	}
-	var kids []int
+	var pids []int
 	for _, e := range entries {
-		n, err := strconv.Atoi(e.Name())
+		pid, err := strconv.Atoi(e.Name())
 		if err != nil {
 			continue
 		}
@@ -304,10 +337,48 @@ func children(pid int) []int {
 		if i < 0 {
 			continue
 		}
-		fields := strings.Fields(string(stat[i+1:]))
-		if len(fields) > 1 && fields[1] == strconv.Itoa(pid) {
-			kids = append(kids, n)
+		// After the command name: state ppid pgrp session ...
+		f := strings.Fields(string(stat[i+1:]))
+		if len(f) < 4 {
+			continue
+		}
+		st := procStat{pid: pid, state: f[0][0]}
+		st.ppid, _ = strconv.Atoi(f[1])
+		st.session, _ = strconv.Atoi(f[3])
+		cmdline, _ := os.ReadFile("/proc/" + e.Name() + "/cmdline")
+		if keep(st, cmdline) {
+			pids = append(pids, pid)
 		}
 	}
-	return kids
+	return pids
+}
+
+// Recover retires the workers of a master that died without stopping
+// them (kill -9): they keep our ports open and would keep serving the old
+// configuration beside a new master. They are told to stop gracefully, so
+// their open connections finish; Recover returns once they no longer
+// accept. They are found by their session: the daemonized master is a
+// session leader, and its workers share its session id.
+func (m *Managed) Recover(ctx context.Context) error {
+	b, err := os.ReadFile(m.pidFile)
+	if err != nil {
+		return nil
+	}
+	dead, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil || dead <= 0 || isNginxMaster(dead) {
+		return nil
+	}
+	orphans := scanProcs(func(st procStat, cmdline []byte) bool {
+		return st.session == dead && st.pid != dead && st.state != 'Z' && bytes.HasPrefix(cmdline, []byte("nginx: "))
+	})
+	if len(orphans) == 0 {
+		return nil
+	}
+	for _, pid := range orphans {
+		syscall.Kill(pid, syscall.SIGQUIT)
+	}
+	m.cfg.Log.Warn().Int("dead_master", dead).Ints("workers", orphans).Msg("nginx master died; its workers were told to finish their connections and stop")
+	ctx, cancel := context.WithTimeout(ctx, m.cfg.ApplyTimeout)
+	defer cancel()
+	return m.retire(ctx, orphans)
 }

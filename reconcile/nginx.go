@@ -15,6 +15,9 @@ import (
 type Nginx interface {
 	// Running reports whether an nginx master serves our configuration.
 	Running() bool
+	// Recover clears what a dead nginx left behind before it is started
+	// again.
+	Recover(ctx context.Context) error
 	// Start starts nginx on the files on disk and returns once it listens,
 	// or an *Error saying why it could not.
 	Start(ctx context.Context) error
@@ -72,6 +75,9 @@ type External struct {
 // Running is always true: a system nginx is not ours to start. A reload of
 // an nginx that is not running fails and says so.
 func (x *External) Running() bool { return true }
+
+// Recover does nothing: a system nginx is not ours to clean up.
+func (x *External) Recover(ctx context.Context) error { return nil }
 
 // Start is not possible in external mode.
 func (x *External) Start(ctx context.Context) error {

@@ -32,6 +32,11 @@ func (r *Reconciler) pass(ctx context.Context, log zerolog.Logger) (uint64, erro
 	specs, rev := r.store.List()
 	r.dropStaleQuarantine(specs)
 	running := r.nginx.Running()
+	if !running {
+		if err := r.nginx.Recover(ctx); err != nil {
+			return 0, fmt.Errorf("%w: %w", ErrNotApplied, err)
+		}
+	}
 
 	onDisk, err := readOurs(r.cfg.Dir, r.cfg.Render.Prefix)
 	if err != nil {

@@ -82,19 +82,22 @@ func probeBind(s stream.Spec, defaultBind string) error {
 	return fmt.Errorf("bind() to %s failed (%v)", addr, err)
 }
 
-// listening returns the ports that have a listening TCP socket or a bound
-// UDP socket, from /proc/net. Verifying a reload by the kernel's socket
-// table, rather than by connecting, opens no session to any backend.
-func listening(p stream.Protocol) (map[int]bool, error) {
-	ports := make(map[int]bool)
-	files := []string{"/proc/net/tcp", "/proc/net/tcp6"}
-	state := "0A" // TCP_LISTEN
-	if p == stream.UDP {
-		files = []string{"/proc/net/udp", "/proc/net/udp6"}
-		state = "07" // TCP_CLOSE: an unconnected, bound UDP socket
-	}
+// socketTables are the kernel's socket tables and the state that means
+// "accepting": LISTEN for TCP, bound and unconnected (TCP_CLOSE) for UDP.
+var socketTables = map[stream.Protocol]struct {
+	files []string
+	state string
+}{
+	stream.TCP: {[]string{"/proc/net/tcp", "/proc/net/tcp6"}, "0A"},
+	stream.UDP: {[]string{"/proc/net/udp", "/proc/net/udp6"}, "07"},
+}
+
+// scanSockets calls fn with the port and inode of every accepting socket
+// of protocol p. It fails only when no table could be read.
+func scanSockets(p stream.Protocol, fn func(port int, inode string)) error {
+	t := socketTables[p]
 	found := false
-	for _, name := range files {
+	for _, name := range t.files {
 		f, err := os.Open(name)
 		if err != nil {
 			continue // no IPv6 on this host
@@ -104,7 +107,7 @@ func listening(p stream.Protocol) (map[int]bool, error) {
 		sc.Scan() // header
 		for sc.Scan() {
 			fields := strings.Fields(sc.Text())
-			if len(fields) < 4 || fields[3] != state {
+			if len(fields) < 10 || fields[3] != t.state {
 				continue
 			}
 			_, hexPort, ok := strings.Cut(fields[1], ":")
@@ -112,15 +115,33 @@ func listening(p stream.Protocol) (map[int]bool, error) {
 				continue
 			}
 			if port, err := strconv.ParseUint(hexPort, 16, 16); err == nil {
-				ports[int(port)] = true
+				fn(int(port), fields[9])
 			}
 		}
 		f.Close()
 	}
 	if !found {
-		return nil, fmt.Errorf("read /proc/net: not available")
+		return fmt.Errorf("read /proc/net: not available")
 	}
-	return ports, nil
+	return nil
+}
+
+// listening returns the ports that have an accepting socket of protocol
+// p. Verifying a reload by the kernel's socket table, rather than by
+// connecting, opens no session to any backend.
+func listening(p stream.Protocol) (map[int]bool, error) {
+	ports := make(map[int]bool)
+	err := scanSockets(p, func(port int, _ string) { ports[port] = true })
+	return ports, err
+}
+
+// listenInodes returns the inodes of every accepting TCP and UDP socket.
+func listenInodes() map[string]bool {
+	inodes := make(map[string]bool)
+	for _, p := range []stream.Protocol{stream.TCP, stream.UDP} {
+		scanSockets(p, func(_ int, inode string) { inodes[inode] = true })
+	}
+	return inodes
 }
 
 // idsOf returns the stream ids of our file names.
