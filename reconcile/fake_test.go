@@ -100,6 +100,8 @@ func (f *fakeNginx) load(op string) error {
 	return nil
 }
 
+func (f *fakeNginx) Prepare(ctx context.Context) error { return nil }
+
 func (f *fakeNginx) Recover(ctx context.Context) error { return nil }
 
 func (f *fakeNginx) Start(ctx context.Context) error {

@@ -44,10 +44,10 @@ type Managed struct {
 	build    nginxconf.BuildInfo
 }
 
-// NewManaged inspects the nginx binary (`nginx -V`), finds the stream
-// module, and writes the main configuration if it differs from the one on
-// disk.
-func NewManaged(ctx context.Context, cfg ManagedConfig) (*Managed, error) {
+// NewManaged places managed mode's files under cfg.Dir. It runs nothing:
+// the nginx binary is checked by Prepare, at every pass until it passes, so
+// that a missing or broken nginx leaves the API up and /readyz saying why.
+func NewManaged(cfg ManagedConfig) (*Managed, error) {
 	if cfg.ApplyTimeout == 0 {
 		cfg.ApplyTimeout = 10 * time.Second
 	}
@@ -59,46 +59,57 @@ func NewManaged(ctx context.Context, cfg ManagedConfig) (*Managed, error) {
 	if err != nil {
 		return nil, err
 	}
-	m := &Managed{
+	cfg.Dir, cfg.IncludeDir = dir, include
+	return &Managed{
 		cfg:      cfg,
 		conf:     filepath.Join(dir, "nginx.conf"),
 		pidFile:  filepath.Join(dir, "nginx.pid"),
 		errorLog: filepath.Join(dir, "error.log"),
+	}, nil
+}
+
+// Prepare inspects the nginx binary (`nginx -V`), finds the stream module,
+// and writes the main configuration if it differs from the one on disk.
+func (m *Managed) Prepare(ctx context.Context) error {
+	if m.main != nil {
+		return nil
 	}
-	out, err := run(ctx, cfg.Bin, "-V")
+	out, err := run(ctx, m.cfg.Bin, "-V")
 	if err != nil {
-		return nil, fmt.Errorf("run %s -V: %w (is nginx installed? set NGINX_BIN)", cfg.Bin, err)
+		return fmt.Errorf("run %s -V: %w (is nginx installed? set NGINX_BIN)", m.cfg.Bin, err)
 	}
-	m.build = nginxconf.ParseBuildInfo(out)
+	build := nginxconf.ParseBuildInfo(out)
 	module := ""
-	switch m.build.Stream {
+	switch build.Stream {
 	case nginxconf.StreamMissing:
-		return nil, fmt.Errorf("%s was built without the stream module", cfg.Bin)
+		return fmt.Errorf("%s was built without the stream module", m.cfg.Bin)
 	case nginxconf.StreamDynamic:
-		module = filepath.Join(m.build.ModulesPath, "ngx_stream_module.so")
+		module = filepath.Join(build.ModulesPath, "ngx_stream_module.so")
 		if _, err := os.Stat(module); err != nil {
-			return nil, fmt.Errorf("nginx loads the stream module dynamically but %s is missing: install libnginx-mod-stream", module)
+			return fmt.Errorf("nginx loads the stream module dynamically but %s is missing: install libnginx-mod-stream", module)
 		}
 	}
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return nil, err
+	if err := os.MkdirAll(m.cfg.Dir, 0o755); err != nil {
+		return err
 	}
-	m.main = nginxconf.RenderMain(nginxconf.MainOptions{
+	main := nginxconf.RenderMain(nginxconf.MainOptions{
 		StreamModule:          module,
 		PIDFile:               m.pidFile,
 		ErrorLog:              m.errorLog,
-		IncludeDir:            include,
-		WorkerShutdownTimeout: cfg.WorkerShutdownTimeout,
+		IncludeDir:            m.cfg.IncludeDir,
+		WorkerShutdownTimeout: m.cfg.WorkerShutdownTimeout,
 	})
-	if cur, err := os.ReadFile(m.conf); err != nil || !bytes.Equal(cur, m.main) {
-		if err := writeAtomic(dir, "nginx.conf", m.main); err != nil {
-			return nil, fmt.Errorf("write %s: %w", m.conf, err)
+	if cur, err := os.ReadFile(m.conf); err != nil || !bytes.Equal(cur, main) {
+		if err := writeAtomic(m.cfg.Dir, "nginx.conf", main); err != nil {
+			return fmt.Errorf("write %s: %w", m.conf, err)
 		}
-		if err := syncDir(dir); err != nil {
-			return nil, err
+		if err := syncDir(m.cfg.Dir); err != nil {
+			return err
 		}
 	}
-	return m, nil
+	m.build, m.main = build, main
+	m.cfg.Log.Info().Str("nginx", m.cfg.Bin).Str("version", build.Version).Msg("managed nginx")
+	return nil
 }
 
 // Version is the nginx version `nginx -V` reported.
@@ -126,14 +137,17 @@ func (m *Managed) PID() int {
 	if err != nil || pid <= 0 {
 		return 0
 	}
-	if !isNginxMaster(pid) {
+	if !isNginxMaster(pid, m.conf) {
 		return 0
 	}
 	return pid
 }
 
-// isNginxMaster reports whether pid is a live (not zombie) nginx master.
-func isNginxMaster(pid int) bool {
+// isNginxMaster reports whether pid is a live (not zombie) nginx master
+// running on the configuration file conf: a pid file may name a process
+// that exited, or whose pid now belongs to another program or to another
+// nginx.
+func isNginxMaster(pid int, conf string) bool {
 	stat, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
 	if err != nil {
 		return false
@@ -146,7 +160,7 @@ func isNginxMaster(pid int) bool {
 	if err != nil {
 		return false
 	}
-	return bytes.HasPrefix(cmdline, []byte("nginx: master process"))
+	return bytes.HasPrefix(cmdline, []byte("nginx: master process")) && bytes.Contains(cmdline, []byte(" -c "+conf))
 }
 
 // Running reports whether our nginx master is alive.
@@ -365,7 +379,7 @@ func (m *Managed) Recover(ctx context.Context) error {
 		return nil
 	}
 	dead, err := strconv.Atoi(strings.TrimSpace(string(b)))
-	if err != nil || dead <= 0 || isNginxMaster(dead) {
+	if err != nil || dead <= 0 || isNginxMaster(dead, m.conf) {
 		return nil
 	}
 	orphans := scanProcs(func(st procStat, cmdline []byte) bool {

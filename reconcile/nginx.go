@@ -13,6 +13,10 @@ import (
 // Nginx is the data plane as the reconciler drives it. The real
 // implementations are Managed and External; tests use a fake.
 type Nginx interface {
+	// Prepare checks the nginx binary and writes what must exist before
+	// nginx can run; it is called at the start of every pass and is cheap
+	// once it has succeeded.
+	Prepare(ctx context.Context) error
 	// Running reports whether an nginx master serves our configuration.
 	Running() bool
 	// Recover clears what a dead nginx left behind before it is started
@@ -75,6 +79,9 @@ type External struct {
 // Running is always true: a system nginx is not ours to start. A reload of
 // an nginx that is not running fails and says so.
 func (x *External) Running() bool { return true }
+
+// Prepare does nothing: the system nginx is the operator's.
+func (x *External) Prepare(ctx context.Context) error { return nil }
 
 // Recover does nothing: a system nginx is not ours to clean up.
 func (x *External) Recover(ctx context.Context) error { return nil }

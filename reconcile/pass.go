@@ -31,6 +31,9 @@ type file struct {
 func (r *Reconciler) pass(ctx context.Context, log zerolog.Logger) (uint64, error) {
 	specs, rev := r.store.List()
 	r.dropStaleQuarantine(specs)
+	if err := r.nginx.Prepare(ctx); err != nil {
+		return 0, fmt.Errorf("%w: %w", ErrNotApplied, err)
+	}
 	running := r.nginx.Running()
 	if !running {
 		if err := r.nginx.Recover(ctx); err != nil {
@@ -38,14 +41,24 @@ func (r *Reconciler) pass(ctx context.Context, log zerolog.Logger) (uint64, erro
 		}
 	}
 
+	// The directory may have been removed; nginx's include glob then
+	// matches nothing, so recreating it is always safe.
+	if err := os.MkdirAll(r.cfg.Dir, 0o755); err != nil {
+		return 0, fmt.Errorf("%w: %w", ErrNotApplied, err)
+	}
 	onDisk, err := readOurs(r.cfg.Dir, r.cfg.Render.Prefix)
 	if err != nil {
 		return 0, fmt.Errorf("%w: %w", ErrNotApplied, err)
 	}
-	// Ports our nginx already holds are not probed: it would find them busy.
+	// Ports our nginx already holds are not probed: they would be busy.
+	// Those are the ones of the files it last loaded; before the first
+	// apply of this process, the files on disk are the best guess.
 	owned := map[string]bool{}
 	if running {
 		owned = idsOf(r.cfg.Render.Prefix, onDisk)
+		for id := range idsOf(r.cfg.Render.Prefix, r.appliedFiles) {
+			owned[id] = true
+		}
 	}
 	for _, s := range specs {
 		if _, q := r.quarantine[s.ID()]; q || owned[s.ID()] {
@@ -57,10 +70,13 @@ func (r *Reconciler) pass(ctx context.Context, log zerolog.Logger) (uint64, erro
 	}
 
 	desired := r.desiredFiles(specs)
+	r.handleDrift(log, specs, desired, onDisk)
+	desired = r.withoutHeld(desired)
 	onNow := make(map[string][]byte, len(onDisk))
 	for name, b := range onDisk {
 		onNow[name] = b
 	}
+	defer r.remember(onNow)
 	if _, err := r.sync(log, bodies(desired), onNow); err != nil {
 		return 0, fmt.Errorf("%w: %w", ErrNotApplied, err)
 	}
@@ -85,7 +101,7 @@ func (r *Reconciler) pass(ctx context.Context, log zerolog.Logger) (uint64, erro
 				}
 				return 0, fmt.Errorf("%w: %w", ErrNotApplied, err)
 			}
-			desired = r.desiredFiles(specs)
+			desired = r.withoutHeld(r.desiredFiles(specs))
 			if _, err := r.sync(log, bodies(desired), onNow); err != nil {
 				return 0, fmt.Errorf("%w: %w", ErrNotApplied, err)
 			}
@@ -110,7 +126,7 @@ func (r *Reconciler) pass(ctx context.Context, log zerolog.Logger) (uint64, erro
 			if r.quarantineNamed(log, err, specs, onDisk, owned) == 0 {
 				return 0, fmt.Errorf("%w: %w", ErrNotApplied, err)
 			}
-			desired = r.desiredFiles(specs)
+			desired = r.withoutHeld(r.desiredFiles(specs))
 			if _, err := r.sync(log, bodies(desired), onNow); err != nil {
 				return 0, fmt.Errorf("%w: %w", ErrNotApplied, err)
 			}
@@ -119,7 +135,7 @@ func (r *Reconciler) pass(ctx context.Context, log zerolog.Logger) (uint64, erro
 		running = true
 		log.Info().Str("op", op).Int("files_changed", len(changed)).Int("streams", len(desired)).Msg("nginx applied the configuration")
 		if r.verify(ctx, log, specs, desired, changed, onDisk) > 0 {
-			desired = r.desiredFiles(specs)
+			desired = r.withoutHeld(r.desiredFiles(specs))
 			if _, err := r.sync(log, bodies(desired), onNow); err != nil {
 				return 0, fmt.Errorf("%w: %w", ErrNotApplied, err)
 			}
@@ -131,8 +147,29 @@ func (r *Reconciler) pass(ctx context.Context, log zerolog.Logger) (uint64, erro
 		}
 		break
 	}
+	applied := bodies(desired)
+	for name := range r.held {
+		if b, ok := r.appliedFiles[name]; ok {
+			applied[name] = b
+		}
+	}
+	r.appliedFiles = applied
 	r.finish(specs, desired)
 	return rev, nil
+}
+
+// remember records what the pass left in the directory, held files
+// included, for the next pass's drift check.
+func (r *Reconciler) remember(onNow map[string][]byte) {
+	r.lastWritten = make(map[string][]byte, len(onNow)+len(r.held))
+	for name, b := range onNow {
+		r.lastWritten[name] = b
+	}
+	for name, h := range r.held {
+		if h.body != nil {
+			r.lastWritten[name] = h.body
+		}
+	}
 }
 
 // replacesOrRemoves reports whether any changed file existed before: then
@@ -188,6 +225,15 @@ func (r *Reconciler) desiredFiles(specs []stream.Spec) map[string]file {
 		files[name] = file{spec: s, body: body}
 	}
 	return files
+}
+
+// withoutHeld drops held (drifted) files from desired: the pass keeps its
+// hands off them.
+func (r *Reconciler) withoutHeld(desired map[string]file) map[string]file {
+	for name := range r.held {
+		delete(desired, name)
+	}
+	return desired
 }
 
 // sync makes the directory hold exactly target among our files; onNow is
@@ -385,10 +431,17 @@ func (r *Reconciler) finish(specs []stream.Spec, desired map[string]file) {
 }
 
 // fingerprint identifies a whole configuration: the main file and every
-// stream file.
+// stream file. Held (drifted) files count as nginx last loaded them, so
+// that drift alone never asks for a reload.
 func (r *Reconciler) fingerprint(desired map[string]file) string {
-	names := make([]string, 0, len(desired))
-	for name := range desired {
+	files := bodies(desired)
+	for name := range r.held {
+		if b, ok := r.appliedFiles[name]; ok {
+			files[name] = b
+		}
+	}
+	names := make([]string, 0, len(files))
+	for name := range files {
 		names = append(names, name)
 	}
 	slices.Sort(names)
@@ -398,9 +451,14 @@ func (r *Reconciler) fingerprint(desired map[string]file) string {
 		h.Write([]byte{0})
 		h.Write([]byte(name))
 		h.Write([]byte{0})
-		h.Write(desired[name].body)
+		h.Write(files[name])
 	}
 	return hex.EncodeToString(h.Sum(nil))
+}
+
+func sortStrings(s []string) []string {
+	slices.Sort(s)
+	return s
 }
 
 func (r *Reconciler) count(f func(*Counters)) {

@@ -49,6 +49,9 @@ type Config struct {
 	VerifyTimeout time.Duration
 	// Ports looks at the host's sockets (default HostPorts).
 	Ports Ports
+	// DriftPolicy says what to do with files of ours changed by someone
+	// else (default DriftRepair).
+	DriftPolicy DriftPolicy
 	Log   zerolog.Logger
 }
 
@@ -64,9 +67,13 @@ type Reconciler struct {
 
 	// Owned by the Run goroutine.
 	quarantine map[string]quarantined
-	applied    string // fingerprint of what nginx runs
-	backoff    time.Duration
-	passID     uint64
+	applied      string            // fingerprint of what nginx runs
+	appliedFiles map[string][]byte // the stream files nginx last loaded
+	lastWritten  map[string][]byte // what the last pass left on disk
+	held         map[string]held   // drifted files left alone
+	repairs      *limiter
+	backoff      time.Duration
+	passID       uint64
 
 	mu         sync.Mutex
 	status     map[string]stream.Status
@@ -91,7 +98,10 @@ type Health struct {
 	LastPass        time.Time `json:"last_pass"`
 	LastError       string    `json:"last_error,omitempty"`
 	AppliedRevision uint64    `json:"applied_revision"`
-	Counters        Counters  `json:"counters"`
+	// Drifted lists our files that someone else changed and that are left
+	// as they are (DRIFT_POLICY=alert, or repairs rate-limited).
+	Drifted  []string `json:"drifted"`
+	Counters Counters `json:"counters"`
 }
 
 // Counters count what the reconciler did since the process started.
@@ -104,6 +114,10 @@ type Counters struct {
 	FilesWritten uint64 `json:"files_written"`
 	FilesRemoved uint64 `json:"files_removed"`
 	Quarantined  uint64 `json:"quarantined"`
+	// DriftDetected counts files found changed by someone else;
+	// DriftRepairs counts the passes that repaired drift.
+	DriftDetected uint64 `json:"drift_detected"`
+	DriftRepairs  uint64 `json:"drift_repairs"`
 }
 
 // New returns a Reconciler for st and nginx.
@@ -120,6 +134,9 @@ func New(cfg Config, st Store, ngx Nginx) *Reconciler {
 	if cfg.Ports == nil {
 		cfg.Ports = HostPorts{}
 	}
+	if cfg.DriftPolicy == "" {
+		cfg.DriftPolicy = DriftRepair
+	}
 	r := &Reconciler{
 		cfg:        cfg,
 		store:      st,
@@ -130,6 +147,8 @@ func New(cfg Config, st Store, ngx Nginx) *Reconciler {
 		status:     make(map[string]stream.Status),
 		passDone:   make(chan struct{}),
 		ownedIDs:   make(map[string]bool),
+		held:       make(map[string]held),
+		repairs:    newLimiter(time.Now),
 	}
 	if b, err := os.ReadFile(cfg.StateFile); err == nil {
 		r.applied = strings.TrimSpace(string(b))
@@ -150,6 +169,7 @@ func (r *Reconciler) Trigger() {
 // store changes or triggers, one every ResyncInterval, and retries with
 // jittered exponential backoff after a failed pass.
 func (r *Reconciler) Run(ctx context.Context) error {
+	go r.watch(ctx)
 	resync := time.NewTicker(r.cfg.ResyncInterval)
 	defer resync.Stop()
 	watch := time.NewTicker(r.cfg.WatchInterval)
@@ -254,6 +274,7 @@ func (r *Reconciler) runPass(ctx context.Context) error {
 	r.health.Counters.Passes++
 	r.health.LastPass = time.Now()
 	r.health.NginxRunning = r.nginx.Running()
+	r.health.Drifted = r.heldNames()
 	close(r.passDone)
 	r.passDone = make(chan struct{})
 	if err != nil {

@@ -29,6 +29,9 @@ type config struct {
 	StreamBindAddress string
 	ApplyTimeout      time.Duration
 	ResyncInterval    time.Duration
+	DriftPolicy       string
+	// WorkerShutdownTimeout in nginx time syntax, "" for none.
+	WorkerShutdownTimeout string
 	LogLevel          string
 	LogFormat         string
 	ShowVersion       bool
@@ -51,6 +54,8 @@ var settings = []setting{
 	{"stream-bind-address", "STREAM_BIND_ADDRESS", "", "listen address of streams that name none (empty: every IPv4 address)"},
 	{"apply-timeout", "APPLY_TIMEOUT", "10s", "how long a write waits to be applied before it answers 503"},
 	{"resync-interval", "RESYNC_INTERVAL", "30s", "period of full reconcile passes, which also retry failed streams"},
+	{"drift-policy", "DRIFT_POLICY", "repair", "what to do with files of ours that someone else changed: repair (rewrite them from the store) or alert (log, count, show in /v1/status, leave them)"},
+	{"nginx-worker-shutdown-timeout", "NGINX_WORKER_SHUTDOWN_TIMEOUT", "10m", "managed mode: how long old nginx workers may keep serving open connections after a reload (0 = until they close)"},
 	{"log-level", "LOG_LEVEL", "info", "debug, info, warn or error"},
 	{"log-format", "LOG_FORMAT", "auto", "json, console, or auto (console on a terminal, json otherwise)"},
 }
@@ -130,6 +135,17 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 	}
 	if c.ResyncInterval, err = parseDuration("RESYNC_INTERVAL", v("resync-interval")); err != nil {
 		return c, err
+	}
+	c.DriftPolicy = v("drift-policy")
+	if c.DriftPolicy != "repair" && c.DriftPolicy != "alert" {
+		return c, fmt.Errorf("DRIFT_POLICY must be repair or alert, not %q", c.DriftPolicy)
+	}
+	wst, err := time.ParseDuration(v("nginx-worker-shutdown-timeout"))
+	if err != nil || wst < 0 || (wst > 0 && wst < time.Second) {
+		return c, fmt.Errorf("NGINX_WORKER_SHUTDOWN_TIMEOUT must be 0 or a duration of at least 1s such as 10m, not %q", v("nginx-worker-shutdown-timeout"))
+	}
+	if wst > 0 {
+		c.WorkerShutdownTimeout = strconv.FormatInt(int64(wst/time.Second), 10) + "s"
 	}
 	switch c.LogFormat {
 	case "json", "console", "auto":

@@ -89,12 +89,13 @@ func run(ctx context.Context, cfg config, log zerolog.Logger) error {
 	var ngx reconcile.Nginx
 	stateFile := filepath.Join(cfg.DataDir, "applied")
 	if cfg.NginxMode == "managed" {
-		m, err := reconcile.NewManaged(ctx, reconcile.ManagedConfig{
-			Bin:          cfg.NginxBin,
-			Dir:          filepath.Join(cfg.DataDir, "nginx"),
-			IncludeDir:   cfg.StreamConfigPath,
-			ApplyTimeout: cfg.ApplyTimeout,
-			Log:          log.With().Str("component", "nginx").Logger(),
+		m, err := reconcile.NewManaged(reconcile.ManagedConfig{
+			Bin:                   cfg.NginxBin,
+			Dir:                   filepath.Join(cfg.DataDir, "nginx"),
+			IncludeDir:            cfg.StreamConfigPath,
+			WorkerShutdownTimeout: cfg.WorkerShutdownTimeout,
+			ApplyTimeout:          cfg.ApplyTimeout,
+			Log:                   log.With().Str("component", "nginx").Logger(),
 		})
 		if err != nil {
 			return fmt.Errorf("managed nginx: %w", err)
@@ -103,7 +104,6 @@ func run(ctx context.Context, cfg config, log zerolog.Logger) error {
 			log.Info().Int("pid", pid).Msg("adopting the running nginx master")
 		}
 		ngx = m
-		log.Info().Str("nginx", cfg.NginxBin).Str("version", m.Version()).Msg("managed nginx")
 	} else {
 		ngx = &reconcile.External{Bin: cfg.NginxBin}
 	}
@@ -113,6 +113,7 @@ func run(ctx context.Context, cfg config, log zerolog.Logger) error {
 		Render:         nginxconf.RenderOptions{Prefix: cfg.StreamPrefix, DefaultBind: cfg.StreamBindAddress},
 		StateFile:      stateFile,
 		ResyncInterval: cfg.ResyncInterval,
+		DriftPolicy:    reconcile.DriftPolicy(cfg.DriftPolicy),
 		VerifyTimeout:  cfg.ApplyTimeout / 2,
 		Log:            log,
 	}, st, ngx)

@@ -1,0 +1,70 @@
+package reconcile
+
+import (
+	"context"
+	"path/filepath"
+	"time"
+
+	"github.com/fsnotify/fsnotify"
+
+	"github.com/streamconductor/stream-conductor/nginxconf"
+)
+
+// watchSettle is how long the watcher waits for a burst of file events to
+// end before it asks for a pass, so that a tool writing a file in several
+// steps is seen once, finished.
+const watchSettle = 100 * time.Millisecond
+
+// watch asks for a pass whenever a file of ours in the config directory is
+// written, created, removed or renamed, and when the directory itself is
+// removed or created: it watches the parent directory too, so that a
+// directory removed and recreated is watched again. Events carry no
+// meaning beyond "look again": the pass compares everything. The periodic
+// resync catches whatever fsnotify misses.
+func (r *Reconciler) watch(ctx context.Context) {
+	w, err := fsnotify.NewWatcher()
+	if err != nil {
+		r.log.Warn().Err(err).Msg("cannot watch the config directory; drift is found by the periodic resync only")
+		return
+	}
+	defer w.Close()
+	dir := absDir(r.cfg.Dir)
+	if err := w.Add(filepath.Dir(dir)); err != nil {
+		r.log.Warn().Err(err).Str("dir", filepath.Dir(dir)).Msg("cannot watch the parent of the config directory")
+	}
+	w.Add(dir) // fails while the directory is missing; its Create re-adds it
+
+	settle := time.NewTimer(time.Hour)
+	settle.Stop()
+	defer settle.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case ev, ok := <-w.Events:
+			if !ok {
+				return
+			}
+			switch {
+			case ev.Name == dir:
+				if ev.Has(fsnotify.Create) {
+					w.Add(dir)
+				}
+			case filepath.Dir(ev.Name) == dir:
+				if _, ours := nginxconf.ParseFileName(r.cfg.Render.Prefix, filepath.Base(ev.Name)); !ours {
+					continue
+				}
+			default:
+				continue
+			}
+			settle.Reset(watchSettle)
+		case <-settle.C:
+			r.Trigger()
+		case err, ok := <-w.Errors:
+			if !ok {
+				return
+			}
+			r.log.Warn().Err(err).Msg("config directory watch")
+		}
+	}
+}
