@@ -52,7 +52,7 @@ type Config struct {
 	// DriftPolicy says what to do with files of ours changed by someone
 	// else (default DriftRepair).
 	DriftPolicy DriftPolicy
-	Log   zerolog.Logger
+	Log         zerolog.Logger
 }
 
 // Reconciler drives nginx toward the store. Create it with New and start
@@ -66,7 +66,7 @@ type Reconciler struct {
 	trigger chan struct{}
 
 	// Owned by the Run goroutine.
-	quarantine map[string]quarantined
+	quarantine   map[string]quarantined
 	applied      string            // fingerprint of what nginx runs
 	appliedFiles map[string][]byte // the stream files nginx last loaded
 	lastWritten  map[string][]byte // what the last pass left on disk

@@ -32,9 +32,9 @@ type config struct {
 	DriftPolicy       string
 	// WorkerShutdownTimeout in nginx time syntax, "" for none.
 	WorkerShutdownTimeout string
-	LogLevel          string
-	LogFormat         string
-	ShowVersion       bool
+	LogLevel              string
+	LogFormat             string
+	ShowVersion           bool
 }
 
 // setting is one flag with its environment variable and default.
