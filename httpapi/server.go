@@ -6,6 +6,7 @@ package httpapi
 
 import (
 	"context"
+	"io"
 	"net/http"
 	"strconv"
 	"sync/atomic"
@@ -26,6 +27,10 @@ type Store interface {
 	Put(sp stream.Spec, m store.Match) (stream.Spec, *stream.Spec, error)
 	Delete(id string, m store.Match) (stream.Spec, uint64, error)
 	Allocate(sp stream.Spec, lo, hi int, busy func(port int) bool) (stream.Spec, error)
+	PlanImport(specs []stream.Spec, prune bool) store.ImportResult
+	Import(specs []stream.Spec, prune bool) (store.ImportResult, error)
+	Backup(w io.Writer) (int64, error)
+	BackupSize() int64
 }
 
 // Applier is the reconciler as the API uses it.
@@ -85,6 +90,9 @@ func New(cfg Config, st Store, ap Applier) *Server {
 	route(http.MethodGet, "/v1/streams/{protocol}/{port}", s.getStream)
 	route(http.MethodPut, "/v1/streams/{protocol}/{port}", s.putStream)
 	route(http.MethodDelete, "/v1/streams/{protocol}/{port}", s.deleteStream)
+	route(http.MethodGet, "/v1/backup", s.backup)
+	route(http.MethodGet, "/v1/export", s.export)
+	route(http.MethodPost, "/v1/import", s.importStreams)
 	// The routes of the original service.
 	seedRoute("/status", s.seedStatus)
 	seedRoute("/getstreams", s.seedGetStreams)

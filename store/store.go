@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"slices"
 	"sync"
 	"time"
@@ -33,6 +34,9 @@ var (
 	ErrLocked = errors.New("database is locked by another process")
 	// ErrSchema: the file was written by an incompatible version.
 	ErrSchema = errors.New("unsupported schema version")
+	// ErrCorrupt: the file is damaged (truncated, overwritten, or its
+	// pages fail bbolt's consistency check).
+	ErrCorrupt = errors.New("database file is corrupted")
 )
 
 // SchemaVersion is the layout of the buckets this code reads and writes.
@@ -78,12 +82,12 @@ func Open(path string, o Options) (*Store, error) {
 	if o.Now == nil {
 		o.Now = time.Now
 	}
-	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: o.LockTimeout})
+	db, err := openBolt(path, o.LockTimeout)
 	if errors.Is(err, bolterrors.ErrTimeout) {
 		return nil, fmt.Errorf("open %s: %w", path, ErrLocked)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("open %s: %w", path, err)
+		return nil, fmt.Errorf("open %s: %w: %w", path, ErrCorrupt, err)
 	}
 	s := &Store{db: db, now: o.Now, changes: make(chan struct{}, 1), specs: map[string]stream.Spec{}}
 	if err := s.init(); err != nil {
@@ -93,8 +97,29 @@ func Open(path string, o Options) (*Store, error) {
 	return s, nil
 }
 
-func (s *Store) init() error {
+// openBolt opens the file, turning the panics bbolt raises on some damaged
+// files into errors.
+func openBolt(path string, timeout time.Duration) (db *bolt.DB, err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			db, err = nil, fmt.Errorf("%v", p)
+		}
+	}()
+	return bolt.Open(path, 0o600, &bolt.Options{Timeout: timeout})
+}
+
+// init creates the buckets, checks the schema and the file's consistency,
+// and loads every spec. A damaged file is an error, never an empty state.
+func (s *Store) init() (err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			err = fmt.Errorf("%w: %v", ErrCorrupt, p)
+		}
+	}()
 	return s.db.Update(func(tx *bolt.Tx) error {
+		for cerr := range tx.Check() {
+			return fmt.Errorf("%w: %w", ErrCorrupt, cerr)
+		}
 		meta, err := tx.CreateBucketIfNotExists(bucketMeta)
 		if err != nil {
 			return err
@@ -121,6 +146,28 @@ func (s *Store) init() error {
 			return nil
 		})
 	})
+}
+
+// Backup writes a consistent snapshot of the whole database file to w (a
+// read transaction's view, taken while writes go on) and returns its size.
+func (s *Store) Backup(w io.Writer) (int64, error) {
+	var n int64
+	err := s.db.View(func(tx *bolt.Tx) error {
+		var err error
+		n, err = tx.WriteTo(w)
+		return err
+	})
+	return n, err
+}
+
+// BackupSize is the size Backup will write.
+func (s *Store) BackupSize() int64 {
+	var n int64
+	s.db.View(func(tx *bolt.Tx) error {
+		n = tx.Size()
+		return nil
+	})
+	return n
 }
 
 // Close releases the database file.

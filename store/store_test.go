@@ -4,6 +4,8 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -262,5 +264,120 @@ func TestChangesNotifiesWithoutBlocking(t *testing.T) {
 	case <-s.Changes():
 		t.Fatal("a failed write notified")
 	default:
+	}
+}
+
+func TestDamagedFilesAreRefused(t *testing.T) {
+	good := filepath.Join(t.TempDir(), "state.db")
+	s, err := Open(good, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for port := 9000; port < 9100; port++ {
+		s.Put(spec(stream.TCP, port, "backend.example:2000"), Match{})
+	}
+	s.Close()
+	orig, err := os.ReadFile(good)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name   string
+		damage func([]byte) []byte
+	}{
+		{"truncated to three pages", func(b []byte) []byte { return b[:3*4096] }},
+		{"truncated to 100 bytes", func(b []byte) []byte { return b[:100] }},
+		{"meta pages overwritten", func(b []byte) []byte {
+			c := append([]byte(nil), b...)
+			for i := 0; i < 2*4096 && i < len(c); i++ {
+				c[i] = 0xAB
+			}
+			return c
+		}},
+		{"data pages overwritten", func(b []byte) []byte {
+			c := append([]byte(nil), b...)
+			for i := 2 * 4096; i < len(c); i++ {
+				c[i] = byte(i * 7)
+			}
+			return c
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "state.db")
+			if err := os.WriteFile(path, tc.damage(orig), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			st, err := Open(path, Options{LockTimeout: 100 * time.Millisecond})
+			if err == nil {
+				list, _ := st.List()
+				st.Close()
+				t.Fatalf("opened a damaged file with %d streams", len(list))
+			}
+			if !strings.Contains(err.Error(), path) {
+				t.Fatalf("error does not name the file: %v", err)
+			}
+		})
+	}
+}
+
+func TestBackupIsAConsistentCopy(t *testing.T) {
+	s, _ := openTest(t)
+	for port := 9000; port < 9010; port++ {
+		s.Put(spec(stream.TCP, port, "b:1"), Match{})
+	}
+	path := filepath.Join(t.TempDir(), "backup.db")
+	f, err := os.Create(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, err := s.Backup(f)
+	f.Close()
+	if err != nil || n != s.BackupSize() {
+		t.Fatalf("Backup: %d bytes (size %d), %v", n, s.BackupSize(), err)
+	}
+	restored, err := Open(path, Options{})
+	if err != nil {
+		t.Fatalf("the backup does not open: %v", err)
+	}
+	defer restored.Close()
+	list, rev := restored.List()
+	if len(list) != 10 || rev != s.Revision() {
+		t.Fatalf("backup has %d streams at revision %d", len(list), rev)
+	}
+}
+
+func TestImportIsAllOrNothingAndPrunes(t *testing.T) {
+	s, _ := openTest(t)
+	s.Put(spec(stream.TCP, 9000, "keep:1"), Match{})
+	s.Put(spec(stream.TCP, 9001, "old:1"), Match{})
+	s.Put(spec(stream.UDP, 9002, "gone:1"), Match{})
+	in := []stream.Spec{spec(stream.TCP, 9000, "keep:1"), spec(stream.TCP, 9001, "new:1"), spec(stream.TCP, 9003, "fresh:1")}
+	p := s.PlanImport(in, true)
+	if !slices.Equal(p.Create, []string{"tcp/9003"}) || !slices.Equal(p.Update, []string{"tcp/9001"}) ||
+		!slices.Equal(p.Delete, []string{"udp/9002"}) || !slices.Equal(p.Unchanged, []string{"tcp/9000"}) {
+		t.Fatalf("plan %+v", p)
+	}
+	if _, err := s.Import(append(in, spec(stream.TCP, 9003, "twice:1")), true); err == nil {
+		t.Fatal("an import naming a stream twice was accepted")
+	}
+	if list, _ := s.List(); len(list) != 3 {
+		t.Fatal("a refused import changed the store")
+	}
+	res, err := s.Import(in, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Revision != 4 || !slices.Equal(res.Delete, []string{"udp/9002"}) {
+		t.Fatalf("import %+v", res)
+	}
+	list, rev := s.List()
+	if len(list) != 3 || rev != 4 {
+		t.Fatalf("after import: %d streams at %d", len(list), rev)
+	}
+	if got, _ := s.Get("tcp/9001"); got.Backends[0] != "new:1" || got.Revision != 4 {
+		t.Fatalf("tcp/9001 %+v", got)
+	}
+	if got, _ := s.Get("tcp/9000"); got.Revision != 1 {
+		t.Fatal("an unchanged stream was rewritten")
 	}
 }

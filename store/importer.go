@@ -1,0 +1,103 @@
+package store
+
+import (
+	"fmt"
+	"slices"
+
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/streamconductor/stream-conductor/stream"
+)
+
+// ImportResult says what an import changed, by stream id.
+type ImportResult struct {
+	Create    []string `json:"create"`
+	Update    []string `json:"update"`
+	Delete    []string `json:"delete"`
+	Unchanged []string `json:"unchanged"`
+	// Revision is the store revision after the import (0 for a plan).
+	Revision uint64 `json:"revision"`
+}
+
+// PlanImport says what Import(specs, prune) would do now.
+func (s *Store) PlanImport(specs []stream.Spec, prune bool) ImportResult {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return plan(s.specs, specs, prune)
+}
+
+// Import creates or replaces every spec in specs and, with prune, deletes
+// the streams specs does not name, all in one transaction: either all of
+// it is stored or none. Specs equal to what is stored are left as they are.
+func (s *Store) Import(specs []stream.Spec, prune bool) (ImportResult, error) {
+	var res ImportResult
+	byID := make(map[string]stream.Spec, len(specs))
+	for _, sp := range specs {
+		if _, dup := byID[sp.ID()]; dup {
+			return res, fmt.Errorf("import: stream %s is listed twice", sp.ID())
+		}
+		byID[sp.ID()] = sp
+	}
+	stored := make(map[string]stream.Spec, len(specs))
+	err := s.update(func(tx *bolt.Tx, rev uint64) error {
+		s.mu.RLock()
+		res = plan(s.specs, specs, prune)
+		s.mu.RUnlock()
+		for _, id := range slices.Concat(res.Create, res.Update) {
+			cur, err := get(tx, id)
+			if err != nil {
+				return err
+			}
+			stored[id] = s.stamp(byID[id], cur, rev)
+			if err := put(tx, stored[id]); err != nil {
+				return err
+			}
+		}
+		for _, id := range res.Delete {
+			if err := tx.Bucket(bucketStreams).Delete([]byte(id)); err != nil {
+				return err
+			}
+		}
+		return nil
+	}, func() {
+		for id, sp := range stored {
+			s.specs[id] = sp
+		}
+		for _, id := range res.Delete {
+			delete(s.specs, id)
+		}
+	})
+	if err != nil {
+		return ImportResult{}, fmt.Errorf("import: %w", err)
+	}
+	res.Revision = s.Revision()
+	return res, nil
+}
+
+func plan(cur map[string]stream.Spec, specs []stream.Spec, prune bool) ImportResult {
+	res := ImportResult{Create: []string{}, Update: []string{}, Delete: []string{}, Unchanged: []string{}}
+	named := make(map[string]bool, len(specs))
+	for _, sp := range specs {
+		id := sp.ID()
+		named[id] = true
+		switch old, ok := cur[id]; {
+		case !ok:
+			res.Create = append(res.Create, id)
+		case old.SameDesired(sp):
+			res.Unchanged = append(res.Unchanged, id)
+		default:
+			res.Update = append(res.Update, id)
+		}
+	}
+	if prune {
+		for id := range cur {
+			if !named[id] {
+				res.Delete = append(res.Delete, id)
+			}
+		}
+	}
+	for _, l := range [][]string{res.Create, res.Update, res.Delete, res.Unchanged} {
+		slices.Sort(l)
+	}
+	return res
+}
