@@ -11,12 +11,16 @@ import (
 	"testing"
 )
 
-// External mode: a "system" nginx the test runs itself, whose own config
-// includes STREAM_CONFIG_PATH/*.conf; the daemon only writes files, runs
-// NGINX_BIN -t and NGINX_BIN -s reload. NGINX_BIN is a wrapper that points
-// nginx at the test's config, as /etc/nginx/nginx.conf would be.
-func TestExternalNginxMode(t *testing.T) {
-	t.Parallel()
+// systemNginx is an nginx the test runs itself, as a system nginx whose
+// own config includes streams/*.conf inside stream {}. wrapper is an
+// NGINX_BIN that points nginx at that config, as /etc/nginx/nginx.conf
+// would be.
+type systemNginx struct {
+	dir, streams, wrapper string
+}
+
+func startSystemNginx(t *testing.T) *systemNginx {
+	t.Helper()
 	sys := t.TempDir()
 	streams := filepath.Join(sys, "streams.d")
 	if err := os.Mkdir(streams, 0o755); err != nil {
@@ -50,13 +54,26 @@ func TestExternalNginxMode(t *testing.T) {
 			syscall.Kill(pid, syscall.SIGTERM)
 		}
 	})
+	return &systemNginx{dir: sys, streams: streams, wrapper: wrapper}
+}
+
+func (n *systemNginx) daemon(t *testing.T, ports int, env ...string) *daemon {
+	return newDaemon(t, ports, append([]string{"NGINX_MODE=external", "NGINX_BIN=" + n.wrapper, "STREAM_CONFIG_PATH=" + n.streams}, env...)...)
+}
+
+// External mode: the daemon only writes files, runs NGINX_BIN -t and
+// NGINX_BIN -s reload.
+func TestExternalNginxMode(t *testing.T) {
+	t.Parallel()
+	sn := startSystemNginx(t)
+	streams := sn.streams
 	// A file that is not ours must survive every pass.
 	foreign := filepath.Join(streams, "operator.conf")
 	if err := os.WriteFile(foreign, []byte("# the operator's own stream config\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
 
-	d := newDaemon(t, 2, "NGINX_MODE=external", "NGINX_BIN="+wrapper, "STREAM_CONFIG_PATH="+streams)
+	d := sn.daemon(t, 2)
 	d.start()
 	be := startEcho(t, "X:")
 	d.mustPut("tcp", d.portMin, `{"backend":"`+be.addr()+`"}`)
@@ -75,7 +92,7 @@ func TestExternalNginxMode(t *testing.T) {
 	if b, err := os.ReadFile(foreign); err != nil || string(b) != "# the operator's own stream config\n" {
 		t.Fatalf("the operator's file was touched: %q %v", b, err)
 	}
-	if _, err := os.Stat(filepath.Join(sys, "nginx.pid")); err != nil {
+	if _, err := os.Stat(filepath.Join(sn.dir, "nginx.pid")); err != nil {
 		t.Fatal("the system nginx is gone")
 	}
 }

@@ -51,6 +51,8 @@ func runTests(m *testing.M) int {
 		return 1
 	}
 	defer os.RemoveAll(dir)
+	// Readable by all: some tests run the daemon as another user.
+	os.Chmod(dir, 0o755)
 	binary = filepath.Join(dir, "stream-conductor")
 	build := exec.Command("go", "build", "-o", binary, "../cmd/stream-conductor")
 	build.Stdout, build.Stderr = os.Stderr, os.Stderr
@@ -119,6 +121,12 @@ type daemon struct {
 	logs     *syncBuffer
 	client   *http.Client
 	extraEnv []string
+	// wrap runs the daemon through another command (unshare, setpriv...):
+	// wrap[0] ... then the binary, exec'd so that the pid stays the same.
+	wrap []string
+	// credential, when set, runs the daemon as another user.
+	credential *syscall.Credential
+	readyPath  string
 }
 
 type syncBuffer struct {
@@ -180,6 +188,12 @@ func (d *daemon) url(path string) string {
 func (d *daemon) start() {
 	d.t.Helper()
 	cmd := exec.Command(binary)
+	if len(d.wrap) > 0 {
+		cmd = exec.Command(d.wrap[0], append(d.wrap[1:], binary)...)
+	}
+	if d.credential != nil {
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: d.credential}
+	}
 	cmd.Env = append(os.Environ(),
 		"DATA_DIR="+d.dataDir,
 		"NGINX_BIN="+nginxBin,
@@ -205,6 +219,24 @@ func (d *daemon) start() {
 	d.waitReady()
 }
 
+// startUnready starts the daemon and waits only for /healthz: for daemons
+// that cannot be ready (no nginx, say).
+func (d *daemon) startUnready() {
+	d.t.Helper()
+	saved := d.readyPath
+	d.readyPath = "/healthz"
+	defer func() { d.readyPath = saved }()
+	d.start()
+}
+
+// kill9 kills the daemon with SIGKILL, as a crash or power cut would.
+func (d *daemon) kill9() {
+	d.t.Helper()
+	d.cmd.Process.Kill()
+	<-d.exited
+	d.cmd = nil
+}
+
 func (d *daemon) waitReady() {
 	d.t.Helper()
 	deadline := time.Now().Add(20 * time.Second)
@@ -214,7 +246,11 @@ func (d *daemon) waitReady() {
 			d.t.Fatalf("daemon exited during start-up:\n%s", d.logs.String())
 		default:
 		}
-		if resp, err := d.client.Get(d.url("/readyz")); err == nil {
+		path := d.readyPath
+		if path == "" {
+			path = "/readyz"
+		}
+		if resp, err := d.client.Get(d.url(path)); err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == 200 {
 				return
@@ -495,4 +531,17 @@ func eventually(t *testing.T, what string, timeout time.Duration, cond func() bo
 		case <-time.After(20 * time.Millisecond):
 		}
 	}
+}
+
+// newRequest builds a request with an optional JSON body.
+func newRequest(method, url, body string) (*http.Request, error) {
+	var rd io.Reader
+	if body != "" {
+		rd = strings.NewReader(body)
+	}
+	req, err := http.NewRequest(method, url, rd)
+	if err == nil && body != "" {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	return req, err
 }

@@ -23,14 +23,20 @@ const (
 	DriftAlert DriftPolicy = "alert"
 )
 
-// Repairs are rate-limited so that a configuration-management tool
-// fighting us cannot drive a reload storm: RepairBurst repair passes at
-// once, then one every RepairEvery. Drift found beyond that is held (left
-// alone) and repaired by the first pass after a token is back.
-const (
-	RepairBurst = 6
-	RepairEvery = 10 * time.Second
-)
+// RepairRate limits drift repairs so that a configuration-management tool
+// fighting us cannot drive a reload storm: Burst repair passes at once,
+// then Burst per Per. Drift found beyond that is held (left alone) and
+// repaired once a repair is allowed again.
+type RepairRate struct {
+	Burst int
+	Per   time.Duration
+}
+
+// DefaultRepairRate allows 6 repair passes a minute.
+var DefaultRepairRate = RepairRate{Burst: 6, Per: time.Minute}
+
+// every is the time one repair token takes to come back.
+func (r RepairRate) every() time.Duration { return r.Per / time.Duration(r.Burst) }
 
 // held is a drifted file the reconciler keeps its hands off.
 type held struct {
@@ -41,19 +47,20 @@ type held struct {
 
 // limiter is a token bucket.
 type limiter struct {
+	rate   RepairRate
 	tokens float64
 	last   time.Time
 	now    func() time.Time
 }
 
-func newLimiter(now func() time.Time) *limiter {
-	return &limiter{tokens: RepairBurst, last: now(), now: now}
+func newLimiter(rate RepairRate, now func() time.Time) *limiter {
+	return &limiter{rate: rate, tokens: float64(rate.Burst), last: now(), now: now}
 }
 
 // allow takes a token if there is one.
 func (l *limiter) allow() bool {
 	t := l.now()
-	l.tokens = min(RepairBurst, l.tokens+t.Sub(l.last).Seconds()/RepairEvery.Seconds())
+	l.tokens = min(float64(l.rate.Burst), l.tokens+t.Sub(l.last).Seconds()/l.rate.every().Seconds())
 	l.last = t
 	if l.tokens < 1 {
 		return false
@@ -137,6 +144,16 @@ func (r *Reconciler) hideHeld(onDisk map[string][]byte) {
 	for name := range r.held {
 		delete(onDisk, name)
 	}
+}
+
+// waitingForRepair reports whether some drift waits for the rate limit.
+func (r *Reconciler) waitingForRepair() bool {
+	for _, h := range r.held {
+		if h.reason == "rate-limited" {
+			return true
+		}
+	}
+	return false
 }
 
 // heldNames returns the held files, sorted, for status.

@@ -80,10 +80,10 @@ func TestDriftAlertLeavesFilesAndDoesNotReload(t *testing.T) {
 func TestDriftRepairsAreRateLimited(t *testing.T) {
 	h := newHarness(t)
 	now := time.Unix(1000, 0)
-	h.rec.repairs = newLimiter(func() time.Time { return now })
+	h.rec.repairs = newLimiter(DefaultRepairRate, func() time.Time { return now })
 	h.put(9000, "a:1")
 	h.mustPass("test", "start")
-	for i := 0; i < RepairBurst; i++ {
+	for i := 0; i < DefaultRepairRate.Burst; i++ {
 		h.write("stream-tcp-9000.conf", "# fight\n")
 		h.mustPass("test", "reload")
 	}
@@ -95,7 +95,7 @@ func TestDriftRepairsAreRateLimited(t *testing.T) {
 	if d := h.rec.Health().Drifted; len(d) != 1 {
 		t.Fatalf("a rate-limited file is not shown as drifted: %v", d)
 	}
-	now = now.Add(RepairEvery)
+	now = now.Add(DefaultRepairRate.every())
 	h.mustPass("test", "reload")
 	if got := h.files()["stream-tcp-9000.conf"]; !strings.Contains(got, "server a:1;") {
 		t.Fatalf("not repaired once a token came back: %q", got)

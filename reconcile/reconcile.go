@@ -52,6 +52,8 @@ type Config struct {
 	// DriftPolicy says what to do with files of ours changed by someone
 	// else (default DriftRepair).
 	DriftPolicy DriftPolicy
+	// RepairRate limits drift repairs (default DefaultRepairRate).
+	RepairRate RepairRate
 	Log         zerolog.Logger
 }
 
@@ -137,6 +139,9 @@ func New(cfg Config, st Store, ngx Nginx) *Reconciler {
 	if cfg.DriftPolicy == "" {
 		cfg.DriftPolicy = DriftRepair
 	}
+	if cfg.RepairRate.Burst <= 0 || cfg.RepairRate.Per <= 0 {
+		cfg.RepairRate = DefaultRepairRate
+	}
 	r := &Reconciler{
 		cfg:        cfg,
 		store:      st,
@@ -148,7 +153,7 @@ func New(cfg Config, st Store, ngx Nginx) *Reconciler {
 		passDone:   make(chan struct{}),
 		ownedIDs:   make(map[string]bool),
 		held:       make(map[string]held),
-		repairs:    newLimiter(time.Now),
+		repairs:    newLimiter(cfg.RepairRate, time.Now),
 	}
 	if b, err := os.ReadFile(cfg.StateFile); err == nil {
 		r.applied = strings.TrimSpace(string(b))
@@ -199,6 +204,9 @@ func (r *Reconciler) Run(ctx context.Context) error {
 			continue
 		}
 		r.backoff = 0
+		if r.waitingForRepair() {
+			retry.Reset(r.cfg.RepairRate.every())
+		}
 	}
 }
 

@@ -30,6 +30,9 @@ type config struct {
 	ApplyTimeout      time.Duration
 	ResyncInterval    time.Duration
 	DriftPolicy       string
+	// RepairBurst repairs per RepairPer, from DRIFT_REPAIR_RATE.
+	RepairBurst int
+	RepairPer   time.Duration
 	// WorkerShutdownTimeout in nginx time syntax, "" for none.
 	WorkerShutdownTimeout string
 	LogLevel              string
@@ -55,6 +58,7 @@ var settings = []setting{
 	{"apply-timeout", "APPLY_TIMEOUT", "10s", "how long a write waits to be applied before it answers 503"},
 	{"resync-interval", "RESYNC_INTERVAL", "30s", "period of full reconcile passes, which also retry failed streams"},
 	{"drift-policy", "DRIFT_POLICY", "repair", "what to do with files of ours that someone else changed: repair (rewrite them from the store) or alert (log, count, show in /v1/status, leave them)"},
+	{"drift-repair-rate", "DRIFT_REPAIR_RATE", "6/1m", "at most N drift repairs per duration (N/duration), so that a tool fighting us cannot cause a reload storm; drift beyond it waits"},
 	{"nginx-worker-shutdown-timeout", "NGINX_WORKER_SHUTDOWN_TIMEOUT", "10m", "managed mode: how long old nginx workers may keep serving open connections after a reload (0 = until they close)"},
 	{"log-level", "LOG_LEVEL", "info", "debug, info, warn or error"},
 	{"log-format", "LOG_FORMAT", "auto", "json, console, or auto (console on a terminal, json otherwise)"},
@@ -139,6 +143,11 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 	c.DriftPolicy = v("drift-policy")
 	if c.DriftPolicy != "repair" && c.DriftPolicy != "alert" {
 		return c, fmt.Errorf("DRIFT_POLICY must be repair or alert, not %q", c.DriftPolicy)
+	}
+	n, per, ok := strings.Cut(v("drift-repair-rate"), "/")
+	c.RepairBurst, err = strconv.Atoi(n)
+	if c.RepairPer, _ = time.ParseDuration(per); !ok || err != nil || c.RepairBurst < 1 || c.RepairPer <= 0 {
+		return c, fmt.Errorf("DRIFT_REPAIR_RATE must be N/duration such as 6/1m, not %q", v("drift-repair-rate"))
 	}
 	wst, err := time.ParseDuration(v("nginx-worker-shutdown-timeout"))
 	if err != nil || wst < 0 || (wst > 0 && wst < time.Second) {

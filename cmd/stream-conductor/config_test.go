@@ -53,6 +53,10 @@ func TestConfigErrorsSayWhatToFix(t *testing.T) {
 		{map[string]string{"APPLY_TIMEOUT": "soon"}, "APPLY_TIMEOUT"},
 		{map[string]string{"STREAM_BIND_ADDRESS": "eth0"}, "STREAM_BIND_ADDRESS"},
 		{map[string]string{"LOG_FORMAT": "xml"}, "LOG_FORMAT"},
+		{map[string]string{"DRIFT_REPAIR_RATE": "6"}, "DRIFT_REPAIR_RATE"},
+		{map[string]string{"DRIFT_REPAIR_RATE": "0/1m"}, "DRIFT_REPAIR_RATE"},
+		{map[string]string{"DRIFT_POLICY": "ignore"}, "DRIFT_POLICY"},
+		{map[string]string{"NGINX_WORKER_SHUTDOWN_TIMEOUT": "500ms"}, "NGINX_WORKER_SHUTDOWN_TIMEOUT"},
 	} {
 		_, err := parseConfig(nil, env(tc.env), io.Discard)
 		if err == nil || !strings.Contains(err.Error(), tc.want) {

@@ -117,6 +117,7 @@ func run(ctx context.Context, cfg config, log zerolog.Logger) error {
 		StateFile:      stateFile,
 		ResyncInterval: cfg.ResyncInterval,
 		DriftPolicy:    reconcile.DriftPolicy(cfg.DriftPolicy),
+		RepairRate:     reconcile.RepairRate{Burst: cfg.RepairBurst, Per: cfg.RepairPer},
 		VerifyTimeout:  cfg.ApplyTimeout / 2,
 		Log:            log,
 	}, st, ngx)
