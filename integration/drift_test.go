@@ -56,8 +56,8 @@ func (f *driftFixture) waitRepaired(t *testing.T) {
 // hup makes nginx load whatever is on disk, as an operator's reload would.
 func (f *driftFixture) hup(t *testing.T) {
 	t.Helper()
-	if err := syscall.Kill(f.d.nginxPID(), syscall.SIGHUP); err != nil {
-		t.Fatal(err)
+	if !f.d.signalNginx(syscall.SIGHUP) {
+		t.Fatal("no nginx master to reload")
 	}
 }
 

@@ -207,8 +207,8 @@ func TestKilledNginxIsRestarted(t *testing.T) {
 		t.Fatalf("before the crash: %q %v", got, err)
 	}
 	old := d.nginxPID()
-	if err := syscall.Kill(old, syscall.SIGKILL); err != nil {
-		t.Fatal(err)
+	if !d.signalNginx(syscall.SIGKILL) {
+		t.Fatal("no nginx master to kill")
 	}
 	eventually(t, "a new nginx master", 10*time.Second, func() bool {
 		pid := d.nginxPID()

@@ -127,6 +127,9 @@ type daemon struct {
 	// credential, when set, runs the daemon as another user.
 	credential *syscall.Credential
 	readyPath  string
+	// masters are the nginx masters the test signalled: at cleanup, their
+	// orphaned workers are stopped too.
+	masters []int
 }
 
 type syncBuffer struct {
@@ -291,12 +294,25 @@ func (d *daemon) nginxPID() int {
 	return pid
 }
 
+// signalNginx sends sig to this daemon's nginx master, if there is one. It
+// never signals pid 0, which would mean the whole process group.
+func (d *daemon) signalNginx(sig syscall.Signal) bool {
+	pid := d.nginxPID()
+	if pid <= 0 {
+		return false
+	}
+	d.masters = append(d.masters, pid)
+	return syscall.Kill(pid, sig) == nil
+}
+
 // stopNginx stops the nginx master this test's daemon started, by its pid.
 func (d *daemon) stopNginx() {
+	defer d.stopOrphans()
 	pid := d.nginxPID()
-	if pid == 0 {
+	if pid <= 0 {
 		return
 	}
+	d.masters = append(d.masters, pid)
 	syscall.Kill(pid, syscall.SIGTERM)
 	deadline := time.Now().Add(10 * time.Second)
 	for time.Now().Before(deadline) {
@@ -306,6 +322,31 @@ func (d *daemon) stopNginx() {
 		time.Sleep(10 * time.Millisecond)
 	}
 	syscall.Kill(pid, syscall.SIGKILL)
+}
+
+// stopOrphans kills the workers of nginx masters this test signalled or
+// stopped: a master killed with SIGKILL leaves them running. They are
+// found by their session, which is their master's pid.
+func (d *daemon) stopOrphans() {
+	for _, master := range d.masters {
+		entries, _ := os.ReadDir("/proc")
+		for _, e := range entries {
+			pid, err := strconv.Atoi(e.Name())
+			if err != nil || pid == master {
+				continue
+			}
+			stat, err := os.ReadFile("/proc/" + e.Name() + "/stat")
+			if err != nil {
+				continue
+			}
+			i := bytes.LastIndexByte(stat, ')')
+			f := strings.Fields(string(stat[i+1:]))
+			cmdline, _ := os.ReadFile("/proc/" + e.Name() + "/cmdline")
+			if len(f) >= 4 && f[3] == strconv.Itoa(master) && bytes.HasPrefix(cmdline, []byte("nginx: ")) {
+				syscall.Kill(pid, syscall.SIGKILL)
+			}
+		}
+	}
 }
 
 // api sends a request with an optional JSON body and decodes a JSON reply.

@@ -61,6 +61,7 @@ func TestRandomisedModel(t *testing.T) {
 	}
 
 	ops, faults, acked := 0, 0, 0
+	var history []string // what the steps did, for the failure message
 	for step := 0; step < steps; step++ {
 		var what string
 		if rng.IntN(4) == 0 {
@@ -107,8 +108,9 @@ func TestRandomisedModel(t *testing.T) {
 				what = fmt.Sprintf("POST -> %v", m["listen"])
 			}
 		}
+		history = append(history, fmt.Sprintf("%d: %s", step, what))
 		if err := settle(t, d, model, echos); err != nil {
-			t.Fatalf("seed %d step %d (%s): %v", seed, step, what, err)
+			t.Fatalf("seed %d step %d (%s): %v\nlast steps:\n%s", seed, step, what, err, strings.Join(history[max(0, len(history)-10):], "\n"))
 		}
 	}
 	t.Logf("model test: seed %d, %d steps, %d operations, %d faults injected, %d acked writes, lost = 0", seed, steps, ops, faults, acked)
@@ -128,7 +130,7 @@ func injectFault(t *testing.T, d *daemon, rng *rand.Rand, dir string, fileOf fun
 		edited := strings.ReplaceAll(strings.ReplaceAll(string(b), echos["A:"].addr(), "X"), echos["B:"].addr(), echos["A:"].addr())
 		edited = strings.ReplaceAll(edited, "X", echos["B:"].addr())
 		os.WriteFile(fileOf(port), []byte(edited), 0o644)
-		syscall.Kill(d.nginxPID(), syscall.SIGHUP)
+		d.signalNginx(syscall.SIGHUP)
 		return fmt.Sprintf("fault: edit %d", port)
 	case 1:
 		port, ok := randomStream()
@@ -157,7 +159,7 @@ func injectFault(t *testing.T, d *daemon, rng *rand.Rand, dir string, fileOf fun
 		os.Mkdir(dir, 0o755)
 		return "fault: directory removed and recreated"
 	case 5:
-		syscall.Kill(d.nginxPID(), syscall.SIGKILL)
+		d.signalNginx(syscall.SIGKILL)
 		return "fault: nginx master kill -9"
 	case 6:
 		d.kill9()

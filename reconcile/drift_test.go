@@ -117,3 +117,27 @@ func TestRemovedDirectoryIsRecreated(t *testing.T) {
 		t.Fatal("file not restored in the recreated directory")
 	}
 }
+
+// A file edited while the pass applies it makes nginx fail on someone
+// else's content: no stream is blamed, and the next pass repairs it.
+func TestEditDuringPassBlamesNoStream(t *testing.T) {
+	h := newHarness(t)
+	h.nginx.rejectHost = "bad.invalid"
+	h.put(9000, "a:1")
+	h.mustPass("test", "start")
+	h.put(9000, "b:1")
+	h.nginx.duringTest = func() {
+		h.nginx.duringTest = nil
+		h.write("stream-tcp-9000.conf", "server { proxy_pass bad.invalid:1; }\n")
+	}
+	if _, err := h.pass(); err == nil {
+		t.Fatal("the pass succeeded though nginx tested someone else's file")
+	}
+	if st := h.state_("tcp/9000"); st.State == stream.Failed {
+		t.Fatalf("the stream was blamed: %+v", st)
+	}
+	h.mustPass("test", "reload")
+	if st := h.state_("tcp/9000"); st.State != stream.Active {
+		t.Fatalf("after the repair: %+v", st)
+	}
+}

@@ -27,6 +27,9 @@ type fakeNginx struct {
 	foreign    string // a foreign file's error, failing every test
 	bindFails  map[int]bool
 	deaf       map[int]bool
+	// duringTest runs inside Test, before it looks at the files: a
+	// stand-in for someone editing our files while a pass applies them.
+	duringTest func()
 	live       map[stream.Protocol]map[int]bool
 }
 
@@ -64,6 +67,9 @@ func (f *fakeNginx) Test(ctx context.Context) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.record("test")
+	if f.duringTest != nil {
+		f.duringTest()
+	}
 	if f.foreign != "" {
 		return &Error{Op: "test", Diags: []nginxconf.Diagnostic{{Level: "emerg", Message: f.foreign, File: filepath.Join(f.dir, "foreign.conf"), Line: 1}}}
 	}

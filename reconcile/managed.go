@@ -251,7 +251,7 @@ func (m *Managed) Reload(ctx context.Context, retire bool) error {
 					reconfig = true
 				case !reconfig:
 				case d.Message == "start worker processes":
-					return m.retire(ctx, old)
+					return m.retire(ctx, old, pid)
 				case d.IsFatal():
 					diags = append(diags, d)
 					if _, isBind := d.BindFailure(); !isBind {
@@ -278,8 +278,10 @@ func (m *Managed) Reload(ctx context.Context, retire bool) error {
 // retire waits until each old worker has exited or closed its listening
 // sockets: the master tells them to stop only ~100 ms after it started the
 // new ones, and until then they still accept new connections with the old
-// configuration. Open connections are left to finish.
-func (m *Managed) retire(ctx context.Context, old []int) error {
+// configuration. Open connections are left to finish. When master is not
+// 0 and dies meanwhile, it gives up at once: a dead master never tells its
+// workers to stop, and the next pass recovers.
+func (m *Managed) retire(ctx context.Context, old []int, master int) error {
 	for {
 		listeners := listenInodes()
 		var left []int
@@ -290,6 +292,9 @@ func (m *Managed) retire(ctx context.Context, old []int) error {
 		}
 		if len(left) == 0 {
 			return nil
+		}
+		if master != 0 && !isNginxMaster(master, m.conf) {
+			return &Error{Op: "reload", Output: "nginx master exited during reload"}
 		}
 		if ctx.Err() != nil {
 			return &Error{Op: "reload", Output: fmt.Sprintf("old nginx workers %v still accept connections after %v", left, m.cfg.ApplyTimeout)}
@@ -394,5 +399,5 @@ func (m *Managed) Recover(ctx context.Context) error {
 	m.cfg.Log.Warn().Int("dead_master", dead).Ints("workers", orphans).Msg("nginx master died; its workers were told to finish their connections and stop")
 	ctx, cancel := context.WithTimeout(ctx, m.cfg.ApplyTimeout)
 	defer cancel()
-	return m.retire(ctx, orphans)
+	return m.retire(ctx, orphans, 0)
 }

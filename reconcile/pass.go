@@ -94,6 +94,9 @@ func (r *Reconciler) pass(ctx context.Context, log zerolog.Logger) (uint64, erro
 		}
 		r.count(func(c *Counters) { c.Tests++ })
 		if err := r.nginx.Test(ctx); err != nil {
+			if err := r.checkIntact(onNow); err != nil {
+				return 0, err
+			}
 			if r.quarantineNamed(log, err, specs, onDisk, nil) == 0 {
 				// Not ours to fix: put the last good files back.
 				if _, rerr := r.sync(log, onDisk, onNow); rerr != nil {
@@ -134,7 +137,11 @@ func (r *Reconciler) pass(ctx context.Context, log zerolog.Logger) (uint64, erro
 		}
 		running = true
 		log.Info().Str("op", op).Int("files_changed", len(changed)).Int("streams", len(desired)).Msg("nginx applied the configuration")
-		if r.verify(ctx, log, specs, desired, changed, onDisk) > 0 {
+		n, err := r.verify(ctx, log, specs, desired, changed, onDisk, onNow)
+		if err != nil {
+			return 0, fmt.Errorf("%w: %w", ErrNotApplied, err)
+		}
+		if n > 0 {
 			desired = r.withoutHeld(r.desiredFiles(specs))
 			if _, err := r.sync(log, bodies(desired), onNow); err != nil {
 				return 0, fmt.Errorf("%w: %w", ErrNotApplied, err)
@@ -156,6 +163,25 @@ func (r *Reconciler) pass(ctx context.Context, log zerolog.Logger) (uint64, erro
 	r.appliedFiles = applied
 	r.finish(specs, desired)
 	return rev, nil
+}
+
+// errChangedDuringPass means someone changed our files while a pass was
+// applying them: what nginx said is about their files, not about our
+// streams, so nothing is blamed on a stream and the pass runs again.
+var errChangedDuringPass = errors.New("config files changed during the pass")
+
+// checkIntact returns errChangedDuringPass unless our files on disk are
+// still exactly those the pass wrote (onNow).
+func (r *Reconciler) checkIntact(onNow map[string][]byte) error {
+	now, err := readOurs(r.cfg.Dir, r.cfg.Render.Prefix)
+	if err != nil {
+		return fmt.Errorf("%w: %w", ErrNotApplied, err)
+	}
+	r.hideHeld(now)
+	if len(diffNames(now, onNow)) > 0 {
+		return fmt.Errorf("%w: %w", ErrNotApplied, errChangedDuringPass)
+	}
+	return nil
 }
 
 // remember records what the pass left in the directory, held files
@@ -350,9 +376,11 @@ func (r *Reconciler) dropStaleQuarantine(specs []stream.Spec) {
 // answer has already said the configuration loaded; this catches an nginx
 // that said yes and did not (external mode, where reload is asynchronous).
 // Streams whose port never opened are quarantined; it returns how many.
-func (r *Reconciler) verify(ctx context.Context, log zerolog.Logger, specs []stream.Spec, desired map[string]file, changed []string, onDisk map[string][]byte) int {
+// If nginx dies meanwhile it returns an error instead: the ports are shut
+// because nginx is gone, not because of the streams.
+func (r *Reconciler) verify(ctx context.Context, log zerolog.Logger, specs []stream.Spec, desired map[string]file, changed []string, onDisk, onNow map[string][]byte) (int, error) {
 	if len(changed) == 0 {
-		return 0
+		return 0, nil
 	}
 	want := map[stream.Protocol]map[int]bool{stream.TCP: {}, stream.UDP: {}}
 	for _, name := range changed {
@@ -373,7 +401,7 @@ func (r *Reconciler) verify(ctx context.Context, log zerolog.Logger, specs []str
 			}
 			up, err := r.cfg.Ports.Listening(p)
 			if err != nil {
-				return 0 // nothing to verify against on this platform
+				return 0, nil // nothing to verify against on this platform
 			}
 			for port, open := range ports {
 				switch {
@@ -385,11 +413,17 @@ func (r *Reconciler) verify(ctx context.Context, log zerolog.Logger, specs []str
 			}
 		}
 		if len(notOpen)+len(notClosed) == 0 {
-			return 0
+			return 0, nil
+		}
+		if !r.nginx.Running() {
+			return 0, errors.New("nginx exited while its ports were being verified")
 		}
 		if time.Now().Before(deadline) && ctx.Err() == nil {
 			time.Sleep(5 * time.Millisecond)
 			continue
+		}
+		if err := r.checkIntact(onNow); err != nil {
+			return 0, err // nginx loaded someone else's files, not ours
 		}
 		if len(notClosed) > 0 {
 			log.Warn().Strs("streams", notClosed).Msg("ports of removed streams are still open after the reload")
@@ -401,7 +435,7 @@ func (r *Reconciler) verify(ctx context.Context, log zerolog.Logger, specs []str
 				n++
 			}
 		}
-		return n
+		return n, nil
 	}
 }
 

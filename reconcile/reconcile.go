@@ -54,7 +54,7 @@ type Config struct {
 	DriftPolicy DriftPolicy
 	// RepairRate limits drift repairs (default DefaultRepairRate).
 	RepairRate RepairRate
-	Log         zerolog.Logger
+	Log        zerolog.Logger
 }
 
 // Reconciler drives nginx toward the store. Create it with New and start
