@@ -127,9 +127,6 @@ type daemon struct {
 	// credential, when set, runs the daemon as another user.
 	credential *syscall.Credential
 	readyPath  string
-	// masters are the nginx masters the test signalled: at cleanup, their
-	// orphaned workers are stopped too.
-	masters []int
 }
 
 type syncBuffer struct {
@@ -301,7 +298,6 @@ func (d *daemon) signalNginx(sig syscall.Signal) bool {
 	if pid <= 0 {
 		return false
 	}
-	d.masters = append(d.masters, pid)
 	return syscall.Kill(pid, sig) == nil
 }
 
@@ -312,7 +308,6 @@ func (d *daemon) stopNginx() {
 	if pid <= 0 {
 		return
 	}
-	d.masters = append(d.masters, pid)
 	syscall.Kill(pid, syscall.SIGTERM)
 	deadline := time.Now().Add(10 * time.Second)
 	for time.Now().Before(deadline) {
@@ -324,26 +319,25 @@ func (d *daemon) stopNginx() {
 	syscall.Kill(pid, syscall.SIGKILL)
 }
 
-// stopOrphans kills the workers of nginx masters this test signalled or
-// stopped: a master killed with SIGKILL leaves them running. They are
-// found by their session, which is their master's pid.
+// stopOrphans kills every nginx process that still has a file of this
+// test's data dir open (its error log): the workers a master killed with
+// SIGKILL leaves behind.
 func (d *daemon) stopOrphans() {
-	for _, master := range d.masters {
-		entries, _ := os.ReadDir("/proc")
-		for _, e := range entries {
-			pid, err := strconv.Atoi(e.Name())
-			if err != nil || pid == master {
-				continue
-			}
-			stat, err := os.ReadFile("/proc/" + e.Name() + "/stat")
-			if err != nil {
-				continue
-			}
-			i := bytes.LastIndexByte(stat, ')')
-			f := strings.Fields(string(stat[i+1:]))
-			cmdline, _ := os.ReadFile("/proc/" + e.Name() + "/cmdline")
-			if len(f) >= 4 && f[3] == strconv.Itoa(master) && bytes.HasPrefix(cmdline, []byte("nginx: ")) {
+	entries, _ := os.ReadDir("/proc")
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		cmdline, _ := os.ReadFile("/proc/" + e.Name() + "/cmdline")
+		if !bytes.HasPrefix(cmdline, []byte("nginx: ")) {
+			continue
+		}
+		fds, _ := os.ReadDir("/proc/" + e.Name() + "/fd")
+		for _, fd := range fds {
+			if target, err := os.Readlink("/proc/" + e.Name() + "/fd/" + fd.Name()); err == nil && strings.HasPrefix(target, d.dataDir+"/") {
 				syscall.Kill(pid, syscall.SIGKILL)
+				break
 			}
 		}
 	}

@@ -331,8 +331,8 @@ func children(pid int) []int {
 
 // procStat is what scanProcs reads of /proc/<pid>/stat.
 type procStat struct {
-	pid, ppid, session int
-	state              byte
+	pid, ppid int
+	state     byte
 }
 
 // scanProcs returns the pids of the processes for which keep is true,
@@ -356,14 +356,13 @@ func scanProcs(keep func(st procStat, cmdline []byte) bool) []int {
 		if i < 0 {
 			continue
 		}
-		// After the command name: state ppid pgrp session ...
+		// After the command name: state ppid ...
 		f := strings.Fields(string(stat[i+1:]))
-		if len(f) < 4 {
+		if len(f) < 2 {
 			continue
 		}
 		st := procStat{pid: pid, state: f[0][0]}
 		st.ppid, _ = strconv.Atoi(f[1])
-		st.session, _ = strconv.Atoi(f[3])
 		cmdline, _ := os.ReadFile("/proc/" + e.Name() + "/cmdline")
 		if keep(st, cmdline) {
 			pids = append(pids, pid)
@@ -376,19 +375,19 @@ func scanProcs(keep func(st procStat, cmdline []byte) bool) []int {
 // them (kill -9): they keep our ports open and would keep serving the old
 // configuration beside a new master. They are told to stop gracefully, so
 // their open connections finish; Recover returns once they no longer
-// accept. They are found by their session: the daemonized master is a
-// session leader, and its workers share its session id.
+// accept. They are found by what they have open: every nginx process holds
+// our error log, and any that is not the live master or its child is an
+// orphan of ours, whatever the pid file says.
 func (m *Managed) Recover(ctx context.Context) error {
-	b, err := os.ReadFile(m.pidFile)
-	if err != nil {
-		return nil
-	}
-	dead, err := strconv.Atoi(strings.TrimSpace(string(b)))
-	if err != nil || dead <= 0 || isNginxMaster(dead, m.conf) {
-		return nil
-	}
+	live := m.PID()
 	orphans := scanProcs(func(st procStat, cmdline []byte) bool {
-		return st.session == dead && st.pid != dead && st.state != 'Z' && bytes.HasPrefix(cmdline, []byte("nginx: "))
+		if st.state == 'Z' || !bytes.HasPrefix(cmdline, []byte("nginx: ")) {
+			return false
+		}
+		if live != 0 && (st.pid == live || st.ppid == live) {
+			return false
+		}
+		return holdsFile(st.pid, m.errorLog)
 	})
 	if len(orphans) == 0 {
 		return nil
@@ -396,8 +395,23 @@ func (m *Managed) Recover(ctx context.Context) error {
 	for _, pid := range orphans {
 		syscall.Kill(pid, syscall.SIGQUIT)
 	}
-	m.cfg.Log.Warn().Int("dead_master", dead).Ints("workers", orphans).Msg("nginx master died; its workers were told to finish their connections and stop")
+	m.cfg.Log.Warn().Ints("processes", orphans).Msg("nginx master died; its workers were told to finish their connections and stop")
 	ctx, cancel := context.WithTimeout(ctx, m.cfg.ApplyTimeout)
 	defer cancel()
 	return m.retire(ctx, orphans, 0)
+}
+
+// holdsFile reports whether process pid has the file at path open.
+func holdsFile(pid int, path string) bool {
+	dir := "/proc/" + strconv.Itoa(pid) + "/fd"
+	fds, err := os.ReadDir(dir)
+	if err != nil {
+		return false
+	}
+	for _, fd := range fds {
+		if target, err := os.Readlink(dir + "/" + fd.Name()); err == nil && target == path {
+			return true
+		}
+	}
+	return false
 }
