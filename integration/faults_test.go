@@ -399,3 +399,51 @@ func runtimeWorkers() int {
 	}
 	return n
 }
+
+// A full STREAM_CONFIG_PATH: like a read-only one, nothing is lost and it
+// recovers once there is room. The daemon runs in a private mount
+// namespace on a 64 KiB tmpfs; the test fills it through /proc/PID/root.
+func TestFullConfigDirThenRoomAgain(t *testing.T) {
+	t.Parallel()
+	requireTool(t, "unshare")
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to mount a tmpfs")
+	}
+	d := newDaemon(t, 2, "APPLY_TIMEOUT=2s")
+	dir := filepath.Join(d.dataDir, "stream.d")
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	d.wrap = []string{"unshare", "-m", "sh", "-c", `mount -t tmpfs -o size=64k tmpfs "$0" && exec "$1"`, dir}
+	d.start()
+	be := startEcho(t, "A:")
+	d.mustPut("tcp", d.portMin, `{"backend":"`+be.addr()+`"}`)
+
+	filler := fmt.Sprintf("/proc/%d/root%s/filler", d.cmd.Process.Pid, dir)
+	f, err := os.Create(filler)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 64 {
+		if _, err := f.Write(make([]byte, 4096)); err != nil {
+			break // full
+		}
+	}
+	f.Close()
+	code, m := d.api("PUT", fmt.Sprintf("/v1/streams/tcp/%d", d.portMax), `{"backend":"`+be.addr()+`"}`)
+	if code != 503 {
+		t.Fatalf("write to a full config dir: %d %v", code, m)
+	}
+	if code, m := d.api("GET", "/readyz", ""); code != 503 || !strings.Contains(fmt.Sprint(m["reasons"]), "no space left on device") {
+		t.Fatalf("/readyz: %d %v", code, m)
+	}
+	mustEcho(t, d.portMin, "A:")
+	if err := os.Remove(filler); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the pending stream applied once there is room", 40*time.Second, func() bool {
+		_, m := d.api("GET", fmt.Sprintf("/v1/streams/tcp/%d", d.portMax), "")
+		return m["status"].(map[string]any)["state"] == "active"
+	})
+	mustEcho(t, d.portMax, "A:")
+}
