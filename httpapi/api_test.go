@@ -353,7 +353,7 @@ func TestHealthStatusAndPanics(t *testing.T) {
 			t.Errorf("%s: %d %s", path, rec.Code, rec.Body)
 		}
 	}
-	h := srv.handle("/panic", func(w http.ResponseWriter, r *http.Request) error { panic("secret internals") })
+	h := srv.handle("/panic", Open, func(w http.ResponseWriter, r *http.Request) error { panic("secret internals") })
 	rec, body := do(t, h, call{method: "GET", path: "/panic"})
 	if code, _ := errorOf(body); rec.Code != 500 || code != CodeInternal || strings.Contains(rec.Body.String(), "secret") {
 		t.Fatalf("panic: %d %s", rec.Code, rec.Body)

@@ -67,6 +67,9 @@ func (s *Server) importStreams(w http.ResponseWriter, r *http.Request) error {
 		if err != nil {
 			return prefixField(validationError(err), field)
 		}
+		if err := s.cfg.Backends.Check(r.Context(), sp.Backends); err != nil {
+			return prefixField(err, field)
+		}
 		if seen[sp.ID()] {
 			return errInvalid(field, "stream %s is listed twice", sp.ID())
 		}
@@ -82,6 +85,7 @@ func (s *Server) importStreams(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
+	noteChange(r, fmt.Sprintf("import: %d created, %d updated, %d deleted", len(res.Create), len(res.Update), len(res.Delete)), nil, nil)
 	out := map[string]any{"dry_run": false, "changes": res}
 	if noWait(r) {
 		writeJSON(w, http.StatusAccepted, out)

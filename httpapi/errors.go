@@ -33,6 +33,8 @@ func (e *Error) Unwrap() error { return e.Cause }
 const (
 	CodeInvalid          = "invalid"            // 400: a field is wrong
 	CodeMalformed        = "malformed_request"  // 400: the body is not the JSON we take
+	CodeUnauthorized     = "unauthorized"       // 401: no or a bad token
+	CodeForbidden        = "forbidden"          // 403: not allowed (read-only token, refused backend, host)
 	CodeNotFound         = "not_found"          // 404
 	CodeMethodNotAllowed = "method_not_allowed" // 405
 	CodePortInUse        = "port_in_use"        // 409: another process holds the port

@@ -102,10 +102,11 @@ func (s *Server) seedRemove(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	id := stream.MakeID(stream.TCP, port)
-	_, rev, err := s.store.Delete(id, store.Match{})
+	prev, rev, err := s.store.Delete(id, store.Match{})
 	if err != nil {
 		return storeError(err, id)
 	}
+	noteChange(r, id, &prev, nil)
 	if !noWait(r) {
 		if err := s.waitApplied(r, rev); err != nil {
 			return err

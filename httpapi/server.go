@@ -27,6 +27,8 @@ type Store interface {
 	Put(sp stream.Spec, m store.Match) (stream.Spec, *stream.Spec, error)
 	Delete(id string, m store.Match) (stream.Spec, uint64, error)
 	Allocate(sp stream.Spec, lo, hi int, busy func(port int) bool) (stream.Spec, error)
+	AppendAudit(e store.AuditEntry) error
+	Audit(before uint64, limit int) ([]store.AuditEntry, error)
 	PlanImport(specs []stream.Spec, prune bool) store.ImportResult
 	Import(specs []stream.Spec, prune bool) (store.ImportResult, error)
 	Backup(w io.Writer) (int64, error)
@@ -50,7 +52,14 @@ type Config struct {
 	ApplyTimeout time.Duration
 	Version      string
 	NginxMode    string
-	Log          zerolog.Logger
+	// Tokens, when they hold a write token, guard every route but /healthz.
+	Tokens *TokenSource
+	// LoopbackOnly: the API listens on loopback, so requests must name a
+	// loopback host (DNS rebinding defence).
+	LoopbackOnly bool
+	// Backends limits where streams may point.
+	Backends *BackendPolicy
+	Log      zerolog.Logger
 }
 
 // Server is the HTTP API.
@@ -68,38 +77,46 @@ func New(cfg Config, st Store, ap Applier) *Server {
 	if cfg.ApplyTimeout <= 0 {
 		cfg.ApplyTimeout = 10 * time.Second
 	}
+	if cfg.Tokens == nil {
+		cfg.Tokens = &TokenSource{}
+	}
+	if cfg.Backends == nil {
+		cfg.Backends = &BackendPolicy{}
+	}
 	s := &Server{cfg: cfg, store: st, applier: ap, log: cfg.Log.With().Str("component", "httpapi").Logger()}
 	r := mux.NewRouter().SkipClean(true) // no redirects: odd paths get a JSON 404
-	r.NotFoundHandler = s.handle("not_found", func(w http.ResponseWriter, r *http.Request) error {
+	r.NotFoundHandler = s.handle("not_found", Read, func(w http.ResponseWriter, r *http.Request) error {
 		return errNotFound("no route for %s %s", r.Method, r.URL.Path)
 	})
-	r.MethodNotAllowedHandler = s.handle("method_not_allowed", func(w http.ResponseWriter, r *http.Request) error {
+	r.MethodNotAllowedHandler = s.handle("method_not_allowed", Read, func(w http.ResponseWriter, r *http.Request) error {
 		return &Error{Status: http.StatusMethodNotAllowed, Code: CodeMethodNotAllowed, Message: r.Method + " is not allowed on " + r.URL.Path}
 	})
-	route := func(method, path string, h handlerFunc) {
-		r.Handle(path, s.handle(path, h)).Methods(method)
+	route := func(method, path string, need Access, h handlerFunc) {
+		r.Handle(path, s.handle(path, need, h)).Methods(method)
 	}
-	seedRoute := func(path string, h handlerFunc) {
-		r.Handle(path, s.handleWith(path, h, writeSeedError)).Methods(http.MethodGet)
+	seedRoute := func(path string, need Access, h handlerFunc) {
+		r.Handle(path, s.handleWith(path, need, h, writeSeedError)).Methods(http.MethodGet)
 	}
-	route(http.MethodGet, "/healthz", s.healthz)
-	route(http.MethodGet, "/readyz", s.readyz)
-	route(http.MethodGet, "/v1/status", s.status)
-	route(http.MethodGet, "/v1/streams", s.listStreams)
-	route(http.MethodPost, "/v1/streams", s.createStream)
-	route(http.MethodGet, "/v1/streams/{protocol}/{port}", s.getStream)
-	route(http.MethodPut, "/v1/streams/{protocol}/{port}", s.putStream)
-	route(http.MethodDelete, "/v1/streams/{protocol}/{port}", s.deleteStream)
-	route(http.MethodGet, "/v1/backup", s.backup)
-	route(http.MethodGet, "/v1/export", s.export)
-	route(http.MethodPost, "/v1/import", s.importStreams)
-	// The routes of the original service.
-	seedRoute("/status", s.seedStatus)
-	seedRoute("/getstreams", s.seedGetStreams)
-	seedRoute("/createstream/{port}/{backend}", s.seedCreate)
-	seedRoute("/removestream/{port}", s.seedRemove)
-	seedRoute("/hasstream/{port}", s.seedHas)
-	seedRoute("/getfreeport", s.seedFreePort)
+	route(http.MethodGet, "/healthz", Open, s.healthz)
+	route(http.MethodGet, "/readyz", Read, s.readyz)
+	route(http.MethodGet, "/v1/status", Read, s.status)
+	route(http.MethodGet, "/v1/streams", Read, s.listStreams)
+	route(http.MethodPost, "/v1/streams", Write, s.createStream)
+	route(http.MethodGet, "/v1/streams/{protocol}/{port}", Read, s.getStream)
+	route(http.MethodPut, "/v1/streams/{protocol}/{port}", Write, s.putStream)
+	route(http.MethodDelete, "/v1/streams/{protocol}/{port}", Write, s.deleteStream)
+	route(http.MethodGet, "/v1/backup", Read, s.backup)
+	route(http.MethodGet, "/v1/export", Read, s.export)
+	route(http.MethodPost, "/v1/import", Write, s.importStreams)
+	route(http.MethodGet, "/v1/audit", Read, s.audit)
+	// The routes of the original service; the ones that change state are
+	// authorised like writes, though they are GETs.
+	seedRoute("/status", Read, s.seedStatus)
+	seedRoute("/getstreams", Read, s.seedGetStreams)
+	seedRoute("/createstream/{port}/{backend}", Write, s.seedCreate)
+	seedRoute("/removestream/{port}", Write, s.seedRemove)
+	seedRoute("/hasstream/{port}", Read, s.seedHas)
+	seedRoute("/getfreeport", Read, s.seedFreePort)
 	s.router = r
 	return s
 }
@@ -109,35 +126,37 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.router.Se
 // handlerFunc is a handler that reports failure by returning an error.
 type handlerFunc func(w http.ResponseWriter, r *http.Request) error
 
-// handle adapts h: errors become JSON bodies, panics become a 500 that
-// shows no internals, and every request is logged once with an id.
-func (s *Server) handle(route string, h handlerFunc) http.Handler {
-	return s.handleWith(route, h, writeError)
+// handle adapts h: the caller is authorised for need, errors become JSON
+// bodies, panics become a 500 that shows no internals, every request is
+// logged once with an id, and every write is recorded in the audit log.
+func (s *Server) handle(route string, need Access, h handlerFunc) http.Handler {
+	return s.handleWith(route, need, h, writeError)
 }
 
 // handleWith is handle with errors written by writeErr.
-func (s *Server) handleWith(route string, h handlerFunc, writeErr func(http.ResponseWriter, *Error)) http.Handler {
+func (s *Server) handleWith(route string, need Access, h handlerFunc, writeErr func(http.ResponseWriter, *Error)) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
 		id := strconv.FormatUint(s.reqID.Add(1), 10)
 		rw := &statusWriter{ResponseWriter: w}
 		rw.Header().Set("X-Request-Id", id)
-		var err error
-		func() {
-			defer func() {
-				if p := recover(); p != nil {
-					s.log.Error().Str("request_id", id).Interface("panic", p).Msg("handler panicked")
-					err = &Error{Status: http.StatusInternalServerError, Code: CodeInternal, Message: "internal error; see the daemon's log"}
-				}
-			}()
-			err = h(rw, r)
-		}()
+		rec := &change{}
+		r = r.WithContext(context.WithValue(r.Context(), changeKey{}, rec))
+		token, err := s.admit(r, need)
+		if err == nil {
+			err = s.call(h, rw, r, id)
+		}
 		ev := s.log.Debug()
+		result := "ok"
 		if err != nil {
 			e := asAPIError(err)
+			if e.Status == http.StatusUnauthorized {
+				rw.Header().Set("WWW-Authenticate", `Bearer realm="stream-conductor"`)
+			}
 			if !rw.wrote {
 				writeErr(rw, e)
 			}
+			result = e.Code
 			ev = s.log.Info()
 			if e.Status >= 500 {
 				ev = s.log.Error().AnErr("cause", e.Cause)
@@ -147,8 +166,32 @@ func (s *Server) handleWith(route string, h handlerFunc, writeErr func(http.Resp
 			ev = s.log.Info()
 		}
 		ev.Str("request_id", id).Str("method", r.Method).Str("path", r.URL.Path).Str("route", route).
-			Int("status", rw.status).Dur("took", time.Since(start)).Str("remote", r.RemoteAddr).Msg("request")
+			Str("token", token).Int("status", rw.status).Dur("took", time.Since(start)).Str("remote", r.RemoteAddr).Msg("request")
+		if need == Write && token != "" {
+			s.recordAudit(r, rec, id, token, route, rw.status, result)
+		}
 	})
+}
+
+// admit checks the Host header (on loopback) and the token.
+func (s *Server) admit(r *http.Request, need Access) (string, error) {
+	if s.cfg.LoopbackOnly {
+		if err := checkHost(r); err != nil {
+			return "", err
+		}
+	}
+	return s.cfg.Tokens.authorize(r, need)
+}
+
+// call runs h, turning a panic into a 500.
+func (s *Server) call(h handlerFunc, w http.ResponseWriter, r *http.Request, id string) (err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			s.log.Error().Str("request_id", id).Interface("panic", p).Msg("handler panicked")
+			err = &Error{Status: http.StatusInternalServerError, Code: CodeInternal, Message: "internal error; see the daemon's log"}
+		}
+	}()
+	return h(w, r)
 }
 
 type statusWriter struct {

@@ -188,6 +188,9 @@ func (s *Server) write(r *http.Request, sp stream.Spec, m store.Match) (outcome,
 	if err != nil {
 		return outcome{}, validationError(err)
 	}
+	if err := s.cfg.Backends.Check(r.Context(), sp.Backends); err != nil {
+		return outcome{}, err
+	}
 	id := sp.ID()
 	cur, err := s.store.Get(id)
 	exists := err == nil
@@ -208,6 +211,7 @@ func (s *Server) write(r *http.Request, sp stream.Spec, m store.Match) (outcome,
 		}
 		return outcome{}, storeError(err, id)
 	}
+	noteChange(r, id, prev, &stored)
 	return s.settle(r, stored, prev, prev == nil, true)
 }
 
@@ -229,6 +233,9 @@ func (s *Server) createStream(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return validationError(err)
 	}
+	if err := s.cfg.Backends.Check(r.Context(), sp.Backends); err != nil {
+		return err
+	}
 	stored, err := s.store.Allocate(sp, s.cfg.PortMin, s.cfg.PortMax, func(port int) bool {
 		probe := sp
 		probe.Listen = port
@@ -237,6 +244,7 @@ func (s *Server) createStream(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return storeError(err, "")
 	}
+	noteChange(r, stored.ID(), nil, &stored)
 	out, err := s.settle(r, stored, nil, true, true)
 	if err != nil {
 		return err
@@ -255,10 +263,11 @@ func (s *Server) deleteStream(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	id := stream.MakeID(p, port)
-	_, rev, err := s.store.Delete(id, m)
+	prev, rev, err := s.store.Delete(id, m)
 	if err != nil {
 		return storeError(err, id)
 	}
+	noteChange(r, id, &prev, nil)
 	if err := s.waitApplied(r, rev); err != nil {
 		return err
 	}
@@ -309,6 +318,7 @@ func (s *Server) settle(r *http.Request, stored stream.Spec, prev *stream.Spec, 
 	if st.State == stream.Failed {
 		if wrote {
 			s.rollback(stored, prev)
+			noteChange(r, stored.ID(), prev, prev) // undone
 		}
 		return out, &Error{Status: http.StatusUnprocessableEntity, Code: CodeNginxRejected, Message: st.Error}
 	}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"os"
 	"os/exec"
 	"strings"
 
@@ -65,9 +66,23 @@ func location(d nginxconf.Diagnostic) string {
 func run(ctx context.Context, bin string, args ...string) (string, error) {
 	var out bytes.Buffer
 	cmd := exec.CommandContext(ctx, bin, args...)
+	cmd.Env = childEnv()
 	cmd.Stdout, cmd.Stderr = &out, &out
 	err := cmd.Run()
 	return out.String(), err
+}
+
+// childEnv is our environment without the API tokens, so that nginx (which
+// outlives us) never holds them.
+func childEnv() []string {
+	var env []string
+	for _, kv := range os.Environ() {
+		if strings.HasPrefix(kv, "API_TOKEN=") || strings.HasPrefix(kv, "API_READ_TOKEN=") {
+			continue
+		}
+		env = append(env, kv)
+	}
+	return env
 }
 
 // External drives a system nginx whose configuration already includes

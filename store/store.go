@@ -56,13 +56,17 @@ type Options struct {
 	LockTimeout time.Duration
 	// Now stamps created_at/updated_at (default time.Now).
 	Now func() time.Time
+	// AuditRetention is how many audit entries are kept (default
+	// DefaultAuditRetention).
+	AuditRetention int
 }
 
 // Store is the bbolt-backed desired state. It is safe for concurrent use.
 type Store struct {
-	db      *bolt.DB
-	now     func() time.Time
-	changes chan struct{}
+	db             *bolt.DB
+	now            func() time.Time
+	changes        chan struct{}
+	auditRetention int
 
 	writeMu sync.Mutex // orders commits with cache replacement
 
@@ -82,6 +86,9 @@ func Open(path string, o Options) (*Store, error) {
 	if o.Now == nil {
 		o.Now = time.Now
 	}
+	if o.AuditRetention <= 0 {
+		o.AuditRetention = DefaultAuditRetention
+	}
 	db, err := openBolt(path, o.LockTimeout)
 	if errors.Is(err, bolterrors.ErrTimeout) {
 		return nil, fmt.Errorf("open %s: %w", path, ErrLocked)
@@ -89,7 +96,7 @@ func Open(path string, o Options) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open %s: %w: %w", path, ErrCorrupt, err)
 	}
-	s := &Store{db: db, now: o.Now, changes: make(chan struct{}, 1), specs: map[string]stream.Spec{}}
+	s := &Store{db: db, now: o.Now, changes: make(chan struct{}, 1), specs: map[string]stream.Spec{}, auditRetention: o.AuditRetention}
 	if err := s.init(); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("open %s: %w", path, err)

@@ -35,6 +35,13 @@ type config struct {
 	RepairPer   time.Duration
 	// WorkerShutdownTimeout in nginx time syntax, "" for none.
 	WorkerShutdownTimeout string
+	APIToken              string
+	APITokenFile          string
+	ReadToken             string
+	ReadTokenFile         string
+	AllowInsecure         bool
+	BackendAllow          string
+	AuditRetention        int
 	LogLevel              string
 	LogFormat             string
 	ShowVersion           bool
@@ -60,6 +67,13 @@ var settings = []setting{
 	{"drift-policy", "DRIFT_POLICY", "repair", "what to do with files of ours that someone else changed: repair (rewrite them from the store) or alert (log, count, show in /v1/status, leave them)"},
 	{"drift-repair-rate", "DRIFT_REPAIR_RATE", "6/1m", "at most N drift repairs per duration (N/duration), so that a tool fighting us cannot cause a reload storm; drift beyond it waits"},
 	{"nginx-worker-shutdown-timeout", "NGINX_WORKER_SHUTDOWN_TIMEOUT", "10m", "managed mode: how long old nginx workers may keep serving open connections after a reload (0 = until they close)"},
+	{"api-token", "API_TOKEN", "", "token every API request but /healthz must carry (Authorization: Bearer ...); prefer API_TOKEN_FILE"},
+	{"api-token-file", "API_TOKEN_FILE", "", "file holding API_TOKEN, re-read on SIGHUP"},
+	{"api-read-token", "API_READ_TOKEN", "", "a second token that may only read (GET)"},
+	{"api-read-token-file", "API_READ_TOKEN_FILE", "", "file holding API_READ_TOKEN, re-read on SIGHUP"},
+	{"allow-insecure-remote", "ALLOW_INSECURE_REMOTE", "false", "let the API listen beyond loopback without a token (an open relay: never on a network you do not trust)"},
+	{"backend-allow", "BACKEND_ALLOW", "", "comma-separated CIDRs and DNS suffixes (.internal) that backends must be in; empty: anywhere but this host's API, its stream ports and link-local addresses"},
+	{"audit-retention", "AUDIT_RETENTION", "10000", "how many entries the audit log keeps (oldest dropped first)"},
 	{"log-level", "LOG_LEVEL", "info", "debug, info, warn or error"},
 	{"log-format", "LOG_FORMAT", "auto", "json, console, or auto (console on a terminal, json otherwise)"},
 }
@@ -97,6 +111,11 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 	c.BindAddress = v("bind-address")
 	c.StreamBindAddress = v("stream-bind-address")
 	c.LogLevel = v("log-level")
+	c.APIToken = v("api-token")
+	c.APITokenFile = v("api-token-file")
+	c.ReadToken = v("api-read-token")
+	c.ReadTokenFile = v("api-read-token-file")
+	c.BackendAllow = v("backend-allow")
 	c.LogFormat = v("log-format")
 
 	var err error
@@ -155,6 +174,15 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 	}
 	if wst > 0 {
 		c.WorkerShutdownTimeout = strconv.FormatInt(int64(wst/time.Second), 10) + "s"
+	}
+	if c.AllowInsecure, err = strconv.ParseBool(v("allow-insecure-remote")); err != nil {
+		return c, fmt.Errorf("ALLOW_INSECURE_REMOTE must be true or false, not %q", v("allow-insecure-remote"))
+	}
+	if c.AuditRetention, err = strconv.Atoi(v("audit-retention")); err != nil || c.AuditRetention < 1 {
+		return c, fmt.Errorf("AUDIT_RETENTION must be a positive number, not %q", v("audit-retention"))
+	}
+	if c.APIToken != "" && c.APITokenFile != "" || c.ReadToken != "" && c.ReadTokenFile != "" {
+		return c, fmt.Errorf("give a token or its file, not both")
 	}
 	switch c.LogFormat {
 	case "json", "console", "auto":

@@ -7,12 +7,16 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
+	stdlog "log"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"os/signal"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -76,8 +80,23 @@ func run(ctx context.Context, cfg config, log zerolog.Logger) error {
 	if err := ensureDir(cfg.DataDir); err != nil {
 		return err
 	}
+	tokens := &httpapi.TokenSource{WriteToken: cfg.APIToken, WriteFile: cfg.APITokenFile, ReadToken: cfg.ReadToken, ReadFile: cfg.ReadTokenFile}
+	if err := tokens.Load(); err != nil {
+		return err
+	}
+	loopback := isLoopback(cfg.BindAddress)
+	if !tokens.Enabled() && !loopback {
+		if !cfg.AllowInsecure {
+			return fmt.Errorf("BIND_ADDRESS %s is not loopback and no API token is set: anyone who reaches it could open ports into your network; set API_TOKEN_FILE, or ALLOW_INSECURE_REMOTE=true if you really mean it", cfg.BindAddress)
+		}
+		log.Warn().Str("bind_address", cfg.BindAddress).Msg("INSECURE: the API listens beyond loopback WITHOUT a token (ALLOW_INSECURE_REMOTE=true); anyone who reaches it can open ports to anywhere")
+	}
+	cidrs, suffixes, err := httpapi.ParseBackendAllow(cfg.BackendAllow)
+	if err != nil {
+		return err
+	}
 	dbPath := filepath.Join(cfg.DataDir, "state.db")
-	st, err := store.Open(dbPath, store.Options{})
+	st, err := store.Open(dbPath, store.Options{AuditRetention: cfg.AuditRetention})
 	if errors.Is(err, store.ErrLocked) {
 		return fmt.Errorf("%s is in use by another stream-conductor; stop it or give this one another -data-dir", dbPath)
 	}
@@ -129,7 +148,10 @@ func run(ctx context.Context, cfg config, log zerolog.Logger) error {
 	}
 	api := httpapi.New(httpapi.Config{
 		PortMin: cfg.PortMin, PortMax: cfg.PortMax, APIPort: cfg.BindPort,
-		ApplyTimeout: cfg.ApplyTimeout, Version: version, NginxMode: cfg.NginxMode, Log: log,
+		ApplyTimeout: cfg.ApplyTimeout, Version: version, NginxMode: cfg.NginxMode,
+		Tokens: tokens, LoopbackOnly: loopback,
+		Backends: &httpapi.BackendPolicy{AllowCIDRs: cidrs, AllowSuffixes: suffixes, APIPort: cfg.BindPort, PortMin: cfg.PortMin, PortMax: cfg.PortMax},
+		Log:      log,
 	}, st, rec)
 	srv := &http.Server{
 		Handler:           api,
@@ -137,7 +159,21 @@ func run(ctx context.Context, cfg config, log zerolog.Logger) error {
 		ReadTimeout:       30 * time.Second,
 		WriteTimeout:      cfg.ApplyTimeout + 30*time.Second,
 		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    16 << 10,
+		ErrorLog:          stdlog.New(io.Discard, "", 0),
 	}
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	go func() {
+		for range hup {
+			if err := tokens.Load(); err != nil {
+				log.Error().Err(err).Msg("SIGHUP: token files not reloaded; the tokens in force stay")
+				continue
+			}
+			log.Info().Msg("SIGHUP: token files reloaded")
+		}
+	}()
 
 	recCtx, stopRec := context.WithCancel(context.Background())
 	recDone := make(chan struct{})
@@ -149,7 +185,10 @@ func run(ctx context.Context, cfg config, log zerolog.Logger) error {
 	go func() { srvErr <- srv.Serve(ln) }()
 	log.Info().Str("api", "http://"+addr).Str("port_range", cfg.PortRange).Str("nginx_mode", cfg.NginxMode).
 		Str("data_dir", cfg.DataDir).Str("stream_config_path", cfg.StreamConfigPath).Str("version", version).
-		Msg("stream-conductor started; no API token, so the API listens on " + cfg.BindAddress + " only")
+		Bool("auth", tokens.Enabled()).Str("backend_allow", cfg.BackendAllow).Msg("stream-conductor started")
+	if !tokens.Enabled() {
+		log.Warn().Msg("no API token is set: the API is open to every local user; set API_TOKEN_FILE to require one")
+	}
 
 	select {
 	case <-ctx.Done():
@@ -167,4 +206,14 @@ func run(ctx context.Context, cfg config, log zerolog.Logger) error {
 	stopRec()
 	<-recDone
 	return nil
+}
+
+// isLoopback reports whether the API's bind address reaches only this
+// host.
+func isLoopback(addr string) bool {
+	if addr == "localhost" {
+		return true
+	}
+	a, err := netip.ParseAddr(strings.Trim(addr, "[]"))
+	return err == nil && a.IsLoopback()
 }

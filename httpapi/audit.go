@@ -1,0 +1,73 @@
+package httpapi
+
+import (
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/streamconductor/stream-conductor/store"
+	"github.com/streamconductor/stream-conductor/stream"
+)
+
+// change is what a write did to a stream, noted by the handler for the
+// audit log.
+type change struct {
+	stream        string
+	before, after *stream.Spec
+}
+
+type changeKey struct{}
+
+// noteChange records that the request took stream id from before to after
+// (nil for absent).
+func noteChange(r *http.Request, id string, before, after *stream.Spec) {
+	if c, ok := r.Context().Value(changeKey{}).(*change); ok {
+		c.stream, c.before, c.after = id, before, after
+	}
+}
+
+func (s *Server) recordAudit(r *http.Request, c *change, id, token, route string, status int, result string) {
+	e := store.AuditEntry{
+		Time: time.Now().UTC(), RequestID: id, Remote: r.RemoteAddr, Token: token,
+		Method: r.Method, Path: r.URL.Path, Route: route, Stream: c.stream,
+		Before: c.before, After: c.after, Status: status, Result: result,
+	}
+	if err := s.store.AppendAudit(e); err != nil {
+		s.log.Error().Err(err).Str("request_id", id).Msg("audit log")
+	}
+}
+
+// audit serves the audit log, newest first: ?limit=N (default 100, at most
+// 1000) and ?before=SEQ for the next page.
+func (s *Server) audit(w http.ResponseWriter, r *http.Request) error {
+	q := r.URL.Query()
+	limit := 100
+	if v := q.Get("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > 1000 {
+			return errInvalid("limit", "must be 1-1000")
+		}
+		limit = n
+	}
+	var before uint64
+	if v := q.Get("before"); v != "" {
+		n, err := strconv.ParseUint(v, 10, 64)
+		if err != nil {
+			return errInvalid("before", "must be an audit sequence number")
+		}
+		before = n
+	}
+	entries, err := s.store.Audit(before, limit)
+	if err != nil {
+		return err
+	}
+	if entries == nil {
+		entries = []store.AuditEntry{}
+	}
+	out := map[string]any{"entries": entries}
+	if len(entries) == limit {
+		out["next"] = "/v1/audit?limit=" + strconv.Itoa(limit) + "&before=" + strconv.FormatUint(entries[len(entries)-1].Seq, 10)
+	}
+	writeJSON(w, http.StatusOK, out)
+	return nil
+}

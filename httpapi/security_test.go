@@ -1,0 +1,234 @@
+package httpapi
+
+import (
+	"context"
+	"errors"
+	"net/http/httptest"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+const (
+	writeTok = "write-token-0123456789abcdef"
+	readTok  = "read-token-0123456789abcdef"
+)
+
+func newAuthServer(t *testing.T) *Server {
+	t.Helper()
+	srv, _, _ := newTestServer(t)
+	dir := t.TempDir()
+	wf, rf := filepath.Join(dir, "w"), filepath.Join(dir, "r")
+	os.WriteFile(wf, []byte(writeTok+"\n"), 0o600)
+	os.WriteFile(rf, []byte(readTok), 0o600)
+	ts := &TokenSource{WriteFile: wf, ReadFile: rf}
+	if err := ts.Load(); err != nil {
+		t.Fatal(err)
+	}
+	srv.cfg.Tokens = ts
+	return srv
+}
+
+func TestTokens(t *testing.T) {
+	srv := newAuthServer(t)
+	bearer := func(tok string) map[string]string { return map[string]string{"Authorization": "Bearer " + tok} }
+	for _, tc := range []struct {
+		name   string
+		c      call
+		status int
+		code   string
+	}{
+		{"healthz needs nothing", call{method: "GET", path: "/healthz"}, 200, ""},
+		{"no token", call{method: "GET", path: "/v1/streams"}, 401, CodeUnauthorized},
+		{"wrong token", call{method: "GET", path: "/v1/streams", header: bearer("nope")}, 401, CodeUnauthorized},
+		{"garbage scheme", call{method: "GET", path: "/v1/streams", header: map[string]string{"Authorization": "Basic Zm9vOmJhcg=="}}, 401, CodeUnauthorized},
+		{"empty bearer", call{method: "GET", path: "/v1/streams", header: map[string]string{"Authorization": "Bearer "}}, 401, CodeUnauthorized},
+		{"token in the query", call{method: "GET", path: "/v1/streams?token=" + writeTok}, 400, CodeInvalid},
+		{"read token reads", call{method: "GET", path: "/v1/streams", header: bearer(readTok)}, 200, ""},
+		{"read token cannot write", call{method: "PUT", path: "/v1/streams/tcp/9001", body: `{"backend":"a:1"}`, header: bearer(readTok)}, 403, CodeForbidden},
+		{"read token cannot use createstream", call{method: "GET", path: "/createstream/9001/a:1", header: bearer(readTok)}, 403, ""},
+		{"write token writes", call{method: "PUT", path: "/v1/streams/tcp/9001", body: `{"backend":"a:1"}`, header: bearer(writeTok)}, 201, ""},
+		{"lower-case scheme", call{method: "GET", path: "/v1/status", header: map[string]string{"Authorization": "bearer " + writeTok}}, 200, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			rec, body := do(t, srv, tc.c)
+			if rec.Code != tc.status {
+				t.Fatalf("status %d, want %d: %s", rec.Code, tc.status, rec.Body)
+			}
+			if code, _ := errorOf(body); tc.code != "" && code != tc.code {
+				t.Fatalf("code %q, want %q", code, tc.code)
+			}
+			if rec.Code == 401 && !strings.HasPrefix(rec.Header().Get("WWW-Authenticate"), "Bearer") {
+				t.Fatal("401 without WWW-Authenticate")
+			}
+			if strings.Contains(rec.Body.String(), writeTok) || strings.Contains(rec.Body.String(), readTok) {
+				t.Fatal("a token appears in the answer")
+			}
+		})
+	}
+	// Two Authorization headers are refused.
+	req := httptest.NewRequest("GET", "/v1/streams", nil)
+	req.Header.Add("Authorization", "Bearer "+writeTok)
+	req.Header.Add("Authorization", "Bearer "+writeTok)
+	rec := httptest.NewRecorder()
+	srv.ServeHTTP(rec, req)
+	if rec.Code != 401 {
+		t.Fatalf("duplicate Authorization: %d", rec.Code)
+	}
+}
+
+func TestTokenFileIsReloaded(t *testing.T) {
+	f := filepath.Join(t.TempDir(), "token")
+	os.WriteFile(f, []byte("first-token-0123456789"), 0o600)
+	ts := &TokenSource{WriteFile: f}
+	if err := ts.Load(); err != nil {
+		t.Fatal(err)
+	}
+	req := httptest.NewRequest("GET", "/", nil)
+	req.Header.Set("Authorization", "Bearer second-token-0123456789")
+	if _, err := ts.authorize(req, Read); err == nil {
+		t.Fatal("accepted a token before it was set")
+	}
+	os.WriteFile(f, []byte("second-token-0123456789"), 0o600)
+	if err := ts.Load(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ts.authorize(req, Read); err != nil {
+		t.Fatalf("the new token is refused after a reload: %v", err)
+	}
+	os.WriteFile(f, []byte(""), 0o600)
+	if err := ts.Load(); err == nil {
+		t.Fatal("an empty token file was accepted")
+	}
+	if _, err := ts.authorize(req, Read); err != nil {
+		t.Fatal("a failed reload dropped the token in force")
+	}
+	if err := (&TokenSource{WriteToken: "", ReadToken: "only-read-token-0123"}).Load(); err == nil {
+		t.Fatal("a read token without a write token was accepted")
+	}
+}
+
+func TestHostAndOriginOnLoopback(t *testing.T) {
+	srv, _, _ := newTestServer(t)
+	srv.cfg.LoopbackOnly = true
+	for _, tc := range []struct {
+		host, origin string
+		status       int
+	}{
+		{"127.0.0.1:8080", "", 200},
+		{"localhost:8080", "", 200},
+		{"[::1]:8080", "", 200},
+		{"evil.example:8080", "", 403},
+		{"127.0.0.1.nip.io", "", 403},
+		{"localhost:8080", "http://evil.example", 403},
+		{"localhost:8080", "http://localhost:3000", 200},
+	} {
+		req := httptest.NewRequest("GET", "/v1/streams", nil)
+		req.Host = tc.host
+		if tc.origin != "" {
+			req.Header.Set("Origin", tc.origin)
+		}
+		rec := httptest.NewRecorder()
+		srv.ServeHTTP(rec, req)
+		if rec.Code != tc.status {
+			t.Errorf("Host %q Origin %q: %d, want %d", tc.host, tc.origin, rec.Code, tc.status)
+		}
+	}
+}
+
+func TestBackendPolicy(t *testing.T) {
+	cidrs, suffixes, err := ParseBackendAllow("10.0.0.0/8, .internal, 192.168.1.5")
+	if err != nil || len(cidrs) != 2 || len(suffixes) != 1 {
+		t.Fatalf("parse: %v %v %v", cidrs, suffixes, err)
+	}
+	if _, _, err := ParseBackendAllow("10.0.0.0/8,internal"); err == nil {
+		t.Fatal("a suffix without a dot was accepted")
+	}
+	names := map[string][]netip.Addr{
+		"db.internal":      {netip.MustParseAddr("10.1.2.3")},
+		"mixed.internal":   {netip.MustParseAddr("10.1.2.3"), netip.MustParseAddr("8.8.8.8")},
+		"loop.example":     {netip.MustParseAddr("127.0.0.1")},
+		"metadata.example": {netip.MustParseAddr("169.254.169.254")},
+		"public.example":   {netip.MustParseAddr("93.184.216.34")},
+	}
+	lookup := func(_ context.Context, h string) ([]netip.Addr, error) {
+		if a, ok := names[h]; ok {
+			return a, nil
+		}
+		return nil, errors.New("no such host")
+	}
+	local := func() []netip.Addr { return []netip.Addr{netip.MustParseAddr("192.0.2.10")} }
+	open := &BackendPolicy{APIPort: 8080, PortMin: 9000, PortMax: 9009, Lookup: lookup, LocalAddrs: local}
+	strict := &BackendPolicy{AllowCIDRs: cidrs, AllowSuffixes: suffixes, APIPort: 8080, PortMin: 9000, PortMax: 9009, Lookup: lookup, LocalAddrs: local}
+	onlyCIDR := &BackendPolicy{AllowCIDRs: []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")}, Lookup: lookup, LocalAddrs: local}
+	metaOK := &BackendPolicy{AllowCIDRs: []netip.Prefix{netip.MustParsePrefix("169.254.169.254/32")}, Lookup: lookup, LocalAddrs: local}
+	for _, tc := range []struct {
+		p       *BackendPolicy
+		backend string
+		rule    string // "" = allowed
+	}{
+		{open, "10.1.2.3:5432", ""},
+		{open, "public.example:443", ""},
+		{open, "unknown.example:80", ""}, // nginx will say host not found
+		{open, "127.0.0.1:8080", "self-proxy"},
+		{open, "192.0.2.10:8080", "self-proxy"},
+		{open, "[::1]:8080", "self-proxy"},
+		{open, "0.0.0.0:8080", "self-proxy"},
+		{open, "loop.example:8080", "self-proxy"},
+		{open, "127.0.0.1:9003", "loop"},
+		{open, "loop.example:9009", "loop"},
+		{open, "127.0.0.1:9010", ""},
+		{open, "169.254.169.254:80", "link-local"},
+		{open, "metadata.example:80", "link-local"},
+		{open, "[fe80::1]:80", "link-local"},
+		{metaOK, "169.254.169.254:80", ""},
+		{strict, "db.internal:5432", ""},
+		{strict, "mixed.internal:5432", "BACKEND_ALLOW"},
+		{strict, "public.example:443", "BACKEND_ALLOW"},
+		{strict, "10.9.9.9:22", ""},
+		{strict, "192.168.1.5:22", ""},
+		{strict, "192.168.1.6:22", "BACKEND_ALLOW"},
+		{strict, "nope.internal:22", "BACKEND_ALLOW"},
+		{onlyCIDR, "db.internal:5432", ""},
+		{onlyCIDR, "public.example:443", "BACKEND_ALLOW"},
+		{&BackendPolicy{AllowSuffixes: []string{".internal"}, Lookup: lookup, LocalAddrs: local}, "10.1.2.3:22", "BACKEND_ALLOW"},
+	} {
+		err := tc.p.Check(context.Background(), []string{tc.backend})
+		var e *Error
+		switch {
+		case tc.rule == "" && err != nil:
+			t.Errorf("%s refused: %v", tc.backend, err)
+		case tc.rule != "" && (!errors.As(err, &e) || e.Status != 403 || !strings.Contains(e.Message, "rule: "+tc.rule)):
+			t.Errorf("%s: %v, want 403 by rule %s", tc.backend, err, tc.rule)
+		}
+	}
+}
+
+func TestWritesAreAudited(t *testing.T) {
+	srv, st, _ := newTestServer(t)
+	do(t, srv, call{method: "PUT", path: "/v1/streams/tcp/9001", body: `{"backend":"a:1"}`})
+	do(t, srv, call{method: "PUT", path: "/v1/streams/tcp/9001", body: `{"backend":"b:1"}`})
+	do(t, srv, call{method: "PUT", path: "/v1/streams/tcp/9002", body: `{"backend":"bad;"}`})
+	do(t, srv, call{method: "DELETE", path: "/v1/streams/tcp/9001"})
+	do(t, srv, call{method: "GET", path: "/v1/streams"})
+	entries, err := st.Audit(0, 10)
+	if err != nil || len(entries) != 4 {
+		t.Fatalf("%d audit entries, %v", len(entries), err)
+	}
+	del, bad, replace := entries[0], entries[1], entries[2]
+	if del.Method != "DELETE" || del.Before == nil || del.Before.Backends[0] != "b:1" || del.After != nil || del.Status != 204 {
+		t.Errorf("delete entry %+v", del)
+	}
+	if bad.Status != 400 || bad.Result != CodeInvalid {
+		t.Errorf("refused entry %+v", bad)
+	}
+	if replace.Before.Backends[0] != "a:1" || replace.After.Backends[0] != "b:1" || replace.Token != "none" {
+		t.Errorf("replace entry %+v", replace)
+	}
+	rec, body := do(t, srv, call{method: "GET", path: "/v1/audit?limit=2"})
+	if rec.Code != 200 || len(body["entries"].([]any)) != 2 || !strings.Contains(body["next"].(string), "before=") {
+		t.Fatalf("/v1/audit: %s", rec.Body)
+	}
+}
