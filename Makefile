@@ -4,7 +4,9 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 BIN     := bin/stream-conductor
 LDFLAGS := -s -w -X main.version=$(VERSION)
 
-.PHONY: run test deps build lint unit integration clean
+FUZZTIME ?= 30s
+
+.PHONY: run test deps build lint unit integration fuzz clean
 
 ## run: install what is missing, build, and start the daemon with its defaults
 run: deps build
@@ -31,6 +33,12 @@ unit:
 
 integration:
 	$(GO) test -race -count=1 -v ./integration/
+
+## fuzz: run every fuzz target for FUZZTIME each (go test runs their seed corpora always)
+fuzz:
+	$(GO) test ./nginxconf -run XXX -fuzz FuzzValidateRender -fuzztime $(FUZZTIME)
+	$(GO) test ./httpapi -run XXX -fuzz FuzzStreamBody -fuzztime $(FUZZTIME)
+	$(GO) test ./httpapi -run XXX -fuzz FuzzSeedRoutes -fuzztime $(FUZZTIME)
 
 clean:
 	rm -rf bin

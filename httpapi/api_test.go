@@ -70,7 +70,7 @@ func (f *fakeApplier) Health() reconcile.Health {
 	return reconcile.Health{NginxRunning: true, Counters: reconcile.Counters{Passes: 1}}
 }
 
-func newTestServer(t *testing.T) (*Server, *store.Store, *fakeApplier) {
+func newTestServer(t testing.TB) (*Server, *store.Store, *fakeApplier) {
 	t.Helper()
 	st, err := store.Open(filepath.Join(t.TempDir(), "state.db"), store.Options{})
 	if err != nil {

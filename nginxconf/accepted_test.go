@@ -1,0 +1,130 @@
+package nginxconf
+
+import (
+	"bufio"
+	"math/rand/v2"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/streamconductor/stream-conductor/stream"
+)
+
+// corpusSpecs reads the seed corpus of FuzzValidateRender back into specs.
+func corpusSpecs(t *testing.T) []stream.Spec {
+	t.Helper()
+	files, _ := filepath.Glob("testdata/fuzz/FuzzValidateRender/*")
+	var specs []stream.Spec
+	for _, name := range files {
+		f, err := os.Open(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var vals []string
+		sc := bufio.NewScanner(f)
+		sc.Buffer(make([]byte, 1<<20), 1<<20)
+		for sc.Scan() {
+			line := sc.Text()
+			switch {
+			case strings.HasPrefix(line, "string("):
+				v, err := strconv.Unquote(strings.TrimSuffix(strings.TrimPrefix(line, "string("), ")"))
+				if err != nil {
+					t.Fatalf("%s: %v", name, err)
+				}
+				vals = append(vals, v)
+			case strings.HasPrefix(line, "int("):
+				vals = append(vals, strings.TrimSuffix(strings.TrimPrefix(line, "int("), ")"))
+			}
+		}
+		f.Close()
+		if len(vals) != 9 {
+			t.Fatalf("%s: %d values", name, len(vals))
+		}
+		port, _ := strconv.Atoi(vals[1])
+		s := stream.Spec{Protocol: stream.Protocol(vals[0]), Listen: port, Bind: vals[2], Backends: []string{vals[3]},
+			Balance: vals[5], ConnectTimeout: vals[6], IdleTimeout: vals[7]}
+		if vals[4] != "" {
+			s.Backends = append(s.Backends, vals[4])
+		}
+		if vals[8] != "" {
+			s.Allow = []string{vals[8]}
+		}
+		specs = append(specs, s)
+	}
+	return specs
+}
+
+// randomSpecs makes n specs from parts that are mostly valid, some not.
+func randomSpecs(n int, seed uint64) []stream.Spec {
+	rng := rand.New(rand.NewPCG(seed, 7))
+	pick := func(xs ...string) string { return xs[rng.IntN(len(xs))] }
+	var specs []stream.Spec
+	for range n {
+		s := stream.Spec{
+			Protocol:       stream.Protocol(pick("tcp", "udp", "TCP", "")),
+			Bind:           pick("", "", "127.0.0.1", "::1", "[::1]", "0.0.0.0", "127.0.0.1;"),
+			Balance:        pick("", "round_robin", "least_conn", "hash_client_ip", "random"),
+			ConnectTimeout: pick("", "1s", "1500ms", "1h", "90m", "0s"),
+			IdleTimeout:    pick("", "30s", "10m", "168h", "1h30m"),
+			ProxyProtocol:  rng.IntN(3) == 0,
+		}
+		for range 1 + rng.IntN(3) {
+			s.Backends = append(s.Backends, pick("127.0.0.1", "localhost", "LOCALHOST", "[::1]", "127.0.0.2", "a;b")+":"+strconv.Itoa(1+rng.IntN(65535)))
+		}
+		for range rng.IntN(3) {
+			s.Allow = append(s.Allow, pick("10.0.0.0/8", "192.168.1.7", "2001:db8::/32", "10.1.2.3/8", "all"))
+		}
+		if rng.IntN(2) == 0 {
+			mf := rng.IntN(20)
+			s.MaxFails = &mf
+			s.FailTimeout = pick("", "10s", "1m")
+		}
+		specs = append(specs, s)
+	}
+	return specs
+}
+
+// Every spec the validator accepts, from the fuzz corpus and from a seeded
+// generator, is accepted by the real nginx -t: together in one
+// configuration, each on its own port.
+func TestAcceptedSpecsPassNginxTest(t *testing.T) {
+	bin := nginxBinary(t)
+	seed := rand.Uint64()
+	t.Logf("seed %d", seed)
+	candidates := append(corpusSpecs(t), randomSpecs(1000, seed)...)
+	dir := t.TempDir()
+	accepted := 0
+	for i, c := range candidates {
+		c.Listen = 20000 + i
+		s, err := Validate(c, Rules{})
+		if err != nil {
+			continue
+		}
+		// nginx -t resolves host names: keep the shape, point names at
+		// localhost so that a name's resolution is not what is tested.
+		for j, b := range s.Backends {
+			host := b[:strings.LastIndexByte(b, ':')]
+			if _, err := netip.ParseAddr(strings.Trim(host, "[]")); err != nil {
+				s.Backends[j] = "localhost" + b[len(host):]
+			}
+		}
+		if dup := firstDuplicate(s.Backends); dup != "" {
+			continue
+		}
+		name, body := Render(s, RenderOptions{Prefix: "stream-"})
+		if err := os.WriteFile(filepath.Join(dir, name), body, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		accepted++
+	}
+	if accepted < 150 {
+		t.Fatalf("only %d of %d candidates accepted: the generator is off", accepted, len(candidates))
+	}
+	if out, err := nginxTest(t, bin, dir); err != nil {
+		t.Fatalf("nginx -t rejects specs the validator accepted (seed %d): %v\n%s", seed, err, out)
+	}
+	t.Logf("nginx -t accepted all %d validated specs of %d candidates", accepted, len(candidates))
+}
