@@ -46,10 +46,12 @@ func (r *Reconciler) pass(ctx context.Context, log zerolog.Logger) (uint64, erro
 	if err := os.MkdirAll(r.cfg.Dir, 0o755); err != nil {
 		return 0, fmt.Errorf("%w: %w", ErrNotApplied, err)
 	}
-	onDisk, err := readOurs(r.cfg.Dir, r.cfg.Render.Prefix)
+	onDisk, err := r.observe()
 	if err != nil {
+		r.markDirty("") // look at everything next time
 		return 0, fmt.Errorf("%w: %w", ErrNotApplied, err)
 	}
+	r.pruneRenderCache(specs)
 	// Ports our nginx already holds are not probed: they would be busy.
 	// Those are the ones of the files it last loaded; before the first
 	// apply of this process, the files on disk are the best guess.
@@ -161,7 +163,7 @@ func (r *Reconciler) pass(ctx context.Context, log zerolog.Logger) (uint64, erro
 		}
 	}
 	r.appliedFiles = applied
-	r.finish(specs, desired)
+	r.finish(specs, desired, rev)
 	return rev, nil
 }
 
@@ -247,7 +249,7 @@ func (r *Reconciler) desiredFiles(specs []stream.Spec) map[string]file {
 			}
 			continue
 		}
-		name, body := nginxconf.Render(s, r.cfg.Render)
+		name, body := r.render(s)
 		files[name] = file{spec: s, body: body}
 	}
 	return files
@@ -343,13 +345,14 @@ func (r *Reconciler) quarantineNamed(log zerolog.Logger, err error, specs []stre
 // version down); otherwise the file goes.
 func (r *Reconciler) quarantineStream(log zerolog.Logger, s stream.Spec, reason string, onDisk map[string][]byte) {
 	q := quarantined{revision: s.Revision, reason: reason}
-	name, body := nginxconf.Render(s, r.cfg.Render)
+	name, body := r.render(s)
 	prev, again := r.quarantine[s.ID()]
 	// When the kept file is the one rejected now, nothing is kept.
 	if old, ok := onDisk[name]; ok && !bytes.Equal(old, body) && !(again && prev.keep != nil) {
 		q.keep = old
 	}
 	r.quarantine[s.ID()] = q
+	r.quarantineGen++
 	r.count(func(c *Counters) { c.Quarantined++ })
 	log.Warn().Str("stream", s.ID()).Uint64("revision", s.Revision).Str("reason", reason).
 		Bool("kept_previous", q.keep != nil).Msg("stream failed; left out of the configuration")
@@ -367,6 +370,7 @@ func (r *Reconciler) dropStaleQuarantine(specs []stream.Spec) {
 	for id, q := range r.quarantine {
 		if revs[id] != q.revision {
 			delete(r.quarantine, id)
+			r.quarantineGen++
 		}
 	}
 }
@@ -441,7 +445,13 @@ func (r *Reconciler) verify(ctx context.Context, log zerolog.Logger, specs []str
 
 // finish records the outcome of a successful pass: every spec is active,
 // or failed if quarantined.
-func (r *Reconciler) finish(specs []stream.Spec, desired map[string]file) {
+func (r *Reconciler) finish(specs []stream.Spec, desired map[string]file, rev uint64) {
+	// Nothing to record when neither the store nor a quarantine changed.
+	key := [2]uint64{rev, r.quarantineGen}
+	if key == r.finished {
+		return
+	}
+	r.finished = key
 	now := time.Now().UTC()
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -466,7 +476,9 @@ func (r *Reconciler) finish(specs []stream.Spec, desired map[string]file) {
 
 // fingerprint identifies a whole configuration: the main file and every
 // stream file. Held (drifted) files count as nginx last loaded them, so
-// that drift alone never asks for a reload.
+// that drift alone never asks for a reload. Files are hashed once per
+// content (fileHash), so an unchanged configuration costs a sort and a
+// short hash, not a hash of every byte.
 func (r *Reconciler) fingerprint(desired map[string]file) string {
 	files := bodies(desired)
 	for name := range r.held {
@@ -484,10 +496,28 @@ func (r *Reconciler) fingerprint(desired map[string]file) string {
 	for _, name := range names {
 		h.Write([]byte{0})
 		h.Write([]byte(name))
-		h.Write([]byte{0})
-		h.Write(files[name])
+		sum := r.fileHash(files[name])
+		h.Write(sum[:])
 	}
 	return hex.EncodeToString(h.Sum(nil))
+}
+
+// fileHash returns the SHA-256 of a file's content, remembered by the
+// address of the bytes the render cache holds.
+func (r *Reconciler) fileHash(b []byte) [32]byte {
+	if len(b) == 0 {
+		return sha256.Sum256(nil)
+	}
+	key := &b[0]
+	if h, ok := r.hashes[key]; ok && h.n == len(b) {
+		return h.sum
+	}
+	sum := sha256.Sum256(b)
+	if len(r.hashes) > 4*len(r.renderCache)+64 {
+		clear(r.hashes) // bytes of old renders: start again
+	}
+	r.hashes[key] = hashed{n: len(b), sum: sum}
+	return sum
 }
 
 func sortStrings(s []string) []string {

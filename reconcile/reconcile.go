@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -68,14 +69,23 @@ type Reconciler struct {
 	trigger chan struct{}
 
 	// Owned by the Run goroutine.
-	quarantine   map[string]quarantined
-	applied      string            // fingerprint of what nginx runs
-	appliedFiles map[string][]byte // the stream files nginx last loaded
-	lastWritten  map[string][]byte // what the last pass left on disk
-	held         map[string]held   // drifted files left alone
-	repairs      *limiter
-	backoff      time.Duration
-	passID       uint64
+	quarantine    map[string]quarantined
+	applied       string            // fingerprint of what nginx runs
+	appliedFiles  map[string][]byte // the stream files nginx last loaded
+	lastWritten   map[string][]byte // what the last pass left on disk
+	held          map[string]held   // drifted files left alone
+	renderCache   map[string]rendered
+	hashes        map[*byte]hashed // content hashes of rendered bodies
+	quarantineGen uint64           // counts changes to quarantine
+	finished      [2]uint64        // store revision and quarantineGen of the last finish
+	repairs       *limiter
+	backoff       time.Duration
+	passID        uint64
+
+	// Set by the watcher, taken by passes.
+	dirtyMu  sync.Mutex
+	dirty    dirty
+	watching atomic.Bool // the watcher runs: passes may trust dirty
 
 	mu         sync.Mutex
 	status     map[string]stream.Status
@@ -143,17 +153,19 @@ func New(cfg Config, st Store, ngx Nginx) *Reconciler {
 		cfg.RepairRate = DefaultRepairRate
 	}
 	r := &Reconciler{
-		cfg:        cfg,
-		store:      st,
-		nginx:      ngx,
-		log:        cfg.Log.With().Str("component", "reconcile").Logger(),
-		trigger:    make(chan struct{}, 1),
-		quarantine: make(map[string]quarantined),
-		status:     make(map[string]stream.Status),
-		passDone:   make(chan struct{}),
-		ownedIDs:   make(map[string]bool),
-		held:       make(map[string]held),
-		repairs:    newLimiter(cfg.RepairRate, time.Now),
+		cfg:         cfg,
+		store:       st,
+		nginx:       ngx,
+		log:         cfg.Log.With().Str("component", "reconcile").Logger(),
+		trigger:     make(chan struct{}, 1),
+		quarantine:  make(map[string]quarantined),
+		status:      make(map[string]stream.Status),
+		passDone:    make(chan struct{}),
+		ownedIDs:    make(map[string]bool),
+		held:        make(map[string]held),
+		renderCache: make(map[string]rendered),
+		hashes:      make(map[*byte]hashed),
+		repairs:     newLimiter(cfg.RepairRate, time.Now),
 	}
 	if b, err := os.ReadFile(cfg.StateFile); err == nil {
 		r.applied = strings.TrimSpace(string(b))
@@ -190,6 +202,8 @@ func (r *Reconciler) Run(ctx context.Context) error {
 		case <-retry.C:
 		case <-resync.C:
 			clear(r.quarantine) // retry what failed, e.g. on a name that now resolves
+			r.quarantineGen++
+			r.markDirty("") // and read every file, in case an event was missed
 		case <-watch.C:
 			if _, managed := r.nginx.(*Managed); !managed || r.nginx.Running() {
 				continue

@@ -28,6 +28,8 @@ func (r *Reconciler) watch(ctx context.Context) {
 		return
 	}
 	defer w.Close()
+	r.watching.Store(true)
+	defer r.watching.Store(false)
 	dir := absDir(r.cfg.Dir)
 	if err := w.Add(filepath.Dir(dir)); err != nil {
 		r.log.Warn().Err(err).Str("dir", filepath.Dir(dir)).Msg("cannot watch the parent of the config directory")
@@ -50,10 +52,13 @@ func (r *Reconciler) watch(ctx context.Context) {
 				if ev.Has(fsnotify.Create) {
 					w.Add(dir)
 				}
+				r.markDirty("")
 			case filepath.Dir(ev.Name) == dir:
-				if _, ours := nginxconf.ParseFileName(r.cfg.Render.Prefix, filepath.Base(ev.Name)); !ours {
+				name := filepath.Base(ev.Name)
+				if _, ours := nginxconf.ParseFileName(r.cfg.Render.Prefix, name); !ours {
 					continue
 				}
+				r.markDirty(name)
 			default:
 				continue
 			}
@@ -64,6 +69,7 @@ func (r *Reconciler) watch(ctx context.Context) {
 			if !ok {
 				return
 			}
+			r.markDirty("") // events may be lost (overflow): read everything
 			r.log.Warn().Err(err).Msg("config directory watch")
 		}
 	}

@@ -1,6 +1,7 @@
 package store
 
 import (
+	"encoding/json"
 	"fmt"
 	"slices"
 
@@ -40,9 +41,21 @@ func (s *Store) Import(specs []stream.Spec, prune bool) (ImportResult, error) {
 	}
 	stored := make(map[string]stream.Spec, len(specs))
 	err := s.update(func(tx *bolt.Tx, rev uint64) error {
-		s.mu.RLock()
-		res = plan(s.specs, specs, prune)
-		s.mu.RUnlock()
+		// Plan from the transaction: writes batched before this one are
+		// in it, not yet in memory.
+		cur := map[string]stream.Spec{}
+		if err := tx.Bucket(bucketStreams).ForEach(func(k, v []byte) error {
+			var sp stream.Spec
+			if err := json.Unmarshal(v, &sp); err != nil {
+				return fmt.Errorf("decode stream %q: %w", k, err)
+			}
+			cur[string(k)] = sp
+			return nil
+		}); err != nil {
+			return err
+		}
+		res = plan(cur, specs, prune)
+		clear(stored)
 		for _, id := range slices.Concat(res.Create, res.Update) {
 			cur, err := get(tx, id)
 			if err != nil {

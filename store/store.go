@@ -34,6 +34,8 @@ var (
 	ErrLocked = errors.New("database is locked by another process")
 	// ErrSchema: the file was written by an incompatible version.
 	ErrSchema = errors.New("unsupported schema version")
+	// ErrClosed: the store is closed.
+	ErrClosed = errors.New("store is closed")
 	// ErrCorrupt: the file is damaged (truncated, overwritten, or its
 	// pages fail bbolt's consistency check).
 	ErrCorrupt = errors.New("database file is corrupted")
@@ -68,7 +70,9 @@ type Store struct {
 	changes        chan struct{}
 	auditRetention int
 
-	writeMu sync.Mutex // orders commits with cache replacement
+	ops      chan *op
+	closing  chan struct{}
+	loopDone chan struct{}
 
 	mu        sync.RWMutex
 	specs     map[string]stream.Spec
@@ -96,11 +100,13 @@ func Open(path string, o Options) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open %s: %w: %w", path, ErrCorrupt, err)
 	}
-	s := &Store{db: db, now: o.Now, changes: make(chan struct{}, 1), specs: map[string]stream.Spec{}, auditRetention: o.AuditRetention}
+	s := &Store{db: db, now: o.Now, changes: make(chan struct{}, 1), specs: map[string]stream.Spec{}, auditRetention: o.AuditRetention,
+		ops: make(chan *op), closing: make(chan struct{}), loopDone: make(chan struct{})}
 	if err := s.init(); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("open %s: %w", path, err)
 	}
+	go s.commitLoop()
 	return s, nil
 }
 
@@ -177,8 +183,13 @@ func (s *Store) BackupSize() int64 {
 	return n
 }
 
-// Close releases the database file.
-func (s *Store) Close() error { return s.db.Close() }
+// Close stops taking writes, lets the one in progress finish, and
+// releases the database file.
+func (s *Store) Close() error {
+	close(s.closing)
+	<-s.loopDone
+	return s.db.Close()
+}
 
 // Path is the database file's path.
 func (s *Store) Path() string { return s.db.Path() }
@@ -325,26 +336,97 @@ func (s *Store) Allocate(sp stream.Spec, lo, hi int, busy func(port int) bool) (
 	return stored, nil
 }
 
+// op is one write waiting for the commit loop.
+type op struct {
+	fn    func(tx *bolt.Tx, rev uint64) error
+	apply func()
+	done  chan error
+}
+
+var errNothingToCommit = errors.New("nothing to commit")
+
+// maxBatch bounds how many writes share one transaction.
+const maxBatch = 1000
+
 // update runs fn in a write transaction with the next revision, stores that
 // revision, commits (fsync), then applies the change to memory with apply
 // and notifies Changes. Nothing is applied when fn or the commit fails.
+// Concurrent writes are grouped by the commit loop into one transaction,
+// so they share one fsync; each still gets its own revision, in order.
 func (s *Store) update(fn func(tx *bolt.Tx, rev uint64) error, apply func()) error {
-	s.writeMu.Lock()
-	defer s.writeMu.Unlock()
+	o := &op{fn: fn, apply: apply, done: make(chan error, 1)}
+	select {
+	case s.ops <- o:
+	case <-s.closing:
+		return ErrClosed
+	}
+	return <-o.done
+}
+
+// commitLoop is the only writer: it takes every write that is waiting and
+// commits them together.
+func (s *Store) commitLoop() {
+	defer close(s.loopDone)
+	for {
+		var batch []*op
+		select {
+		case o := <-s.ops:
+			batch = append(batch, o)
+		case <-s.closing:
+			return
+		}
+	drain:
+		for len(batch) < maxBatch {
+			select {
+			case o := <-s.ops:
+				batch = append(batch, o)
+			default:
+				break drain
+			}
+		}
+		s.commit(batch)
+	}
+}
+
+// commit runs a batch in one transaction. An op that fails its own checks
+// has written nothing (every op checks before it writes) and fails alone;
+// a failed commit fails them all.
+func (s *Store) commit(batch []*op) {
+	results := make([]error, len(batch))
 	var rev uint64
+	ok := 0
 	err := s.db.Update(func(tx *bolt.Tx) error {
 		meta := tx.Bucket(bucketMeta)
-		rev = revision(meta) + 1
-		if err := fn(tx, rev); err != nil {
-			return err
+		rev = revision(meta)
+		for i, o := range batch {
+			if results[i] = o.fn(tx, rev+1); results[i] == nil {
+				rev++
+				ok++
+			}
+		}
+		if ok == 0 {
+			return errNothingToCommit // roll back: no fsync, no notification
 		}
 		return meta.Put(keyRevision, u64(rev))
 	})
+	if errors.Is(err, errNothingToCommit) {
+		for i, o := range batch {
+			o.done <- results[i]
+		}
+		return
+	}
 	if err != nil {
-		return err
+		for _, o := range batch {
+			o.done <- err
+		}
+		return
 	}
 	s.mu.Lock()
-	apply()
+	for i, o := range batch {
+		if results[i] == nil {
+			o.apply()
+		}
+	}
 	s.rev = rev
 	s.listValid = false
 	s.mu.Unlock()
@@ -352,7 +434,9 @@ func (s *Store) update(fn func(tx *bolt.Tx, rev uint64) error, apply func()) err
 	case s.changes <- struct{}{}:
 	default:
 	}
-	return nil
+	for i, o := range batch {
+		o.done <- results[i]
+	}
 }
 
 func (s *Store) stamp(sp stream.Spec, cur *stream.Spec, rev uint64) stream.Spec {
