@@ -23,11 +23,12 @@ import (
 // fakeApplier applies everything at once, except the streams it is told
 // nginx rejects; with hang set it never applies.
 type fakeApplier struct {
-	mu     sync.Mutex
-	reject map[string]string // backend -> nginx's message
-	busy   map[int]bool
-	hang   bool
-	st     *store.Store
+	mu      sync.Mutex
+	reject  map[string]string // backend -> nginx's message
+	busy    map[int]bool
+	hang    bool
+	st      *store.Store
+	version uint64
 }
 
 func (f *fakeApplier) WaitApplied(ctx context.Context, rev uint64) error {
@@ -64,6 +65,12 @@ func (f *fakeApplier) PortBusy(s stream.Spec) error {
 		return errors.New("bind() to 0.0.0.0:" + fmt.Sprint(s.Listen) + " failed (98: Address already in use)")
 	}
 	return nil
+}
+
+func (f *fakeApplier) StatusVersion() uint64 {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.version
 }
 
 func (f *fakeApplier) Health() reconcile.Health {

@@ -41,6 +41,8 @@ type Applier interface {
 	Status(id string, rev uint64) stream.Status
 	PortBusy(s stream.Spec) error
 	Health() reconcile.Health
+	// StatusVersion changes whenever a stream's status may have.
+	StatusVersion() uint64
 }
 
 // Config is what the API needs to know about the node.
@@ -70,6 +72,8 @@ type Server struct {
 	log     zerolog.Logger
 	router  *mux.Router
 	reqID   atomic.Uint64
+	// list caches the encoded GET /v1/streams answer.
+	list atomic.Pointer[listCache]
 }
 
 // New returns the API's handler.

@@ -2,6 +2,7 @@ package httpapi
 
 import (
 	"net/http"
+	"os"
 
 	"github.com/streamconductor/stream-conductor/stream"
 )
@@ -50,6 +51,7 @@ func (s *Server) status(w http.ResponseWriter, r *http.Request) error {
 	h := s.applier.Health()
 	writeJSON(w, http.StatusOK, map[string]any{
 		"version":        s.cfg.Version,
+		"pid":            os.Getpid(),
 		"nginx_mode":     s.cfg.NginxMode,
 		"port_range":     map[string]int{"min": s.cfg.PortMin, "max": s.cfg.PortMax},
 		"store_revision": rev,

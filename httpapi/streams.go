@@ -2,6 +2,7 @@ package httpapi
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -109,13 +110,41 @@ func validationError(err error) error {
 	return err
 }
 
+// listCache is an encoded list answer and what it reflects.
+type listCache struct {
+	key  [2]uint64 // store revision, status version
+	etag string
+	body []byte
+}
+
+// listStreams answers from a cache of the encoded list, rebuilt only when
+// the store or a status changed: listing is what dashboards and scripts do
+// all day. The answer carries an ETag; If-None-Match gets a 304.
 func (s *Server) listStreams(w http.ResponseWriter, r *http.Request) error {
+	ver := s.applier.StatusVersion()
 	specs, rev := s.store.List()
-	views := make([]streamView, len(specs))
-	for i, sp := range specs {
-		views[i] = s.view(sp)
+	key := [2]uint64{rev, ver}
+	c := s.list.Load()
+	if c == nil || c.key != key {
+		views := make([]streamView, len(specs))
+		for i, sp := range specs {
+			views[i] = s.view(sp)
+		}
+		body, err := json.MarshalIndent(map[string]any{"streams": views, "revision": rev}, "", "  ")
+		if err != nil {
+			return err
+		}
+		c = &listCache{key: key, etag: fmt.Sprintf(`"%d-%d"`, rev, ver), body: append(body, '\n')}
+		s.list.Store(c)
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"streams": views, "revision": rev})
+	w.Header().Set("ETag", c.etag)
+	if r.Header.Get("If-None-Match") == c.etag {
+		w.WriteHeader(http.StatusNotModified)
+		return nil
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("X-Content-Type-Options", "nosniff")
+	w.Write(c.body)
 	return nil
 }
 

@@ -467,6 +467,7 @@ func (r *Reconciler) finish(specs []stream.Spec, desired map[string]file, rev ui
 		status[s.ID()] = st
 	}
 	r.status = status
+	r.statusVersion++
 	owned := make(map[string]bool, len(desired))
 	for _, f := range desired {
 		owned[f.spec.ID()] = true

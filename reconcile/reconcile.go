@@ -87,12 +87,13 @@ type Reconciler struct {
 	dirty    dirty
 	watching atomic.Bool // the watcher runs: passes may trust dirty
 
-	mu         sync.Mutex
-	status     map[string]stream.Status
-	appliedRev uint64        // every write up to this revision is applied
-	passDone   chan struct{} // closed and replaced after every pass
-	ownedIDs   map[string]bool
-	health     Health
+	mu            sync.Mutex
+	status        map[string]stream.Status
+	appliedRev    uint64        // every write up to this revision is applied
+	statusVersion uint64        // bumped with every change to status
+	passDone      chan struct{} // closed and replaced after every pass
+	ownedIDs      map[string]bool
+	health        Health
 }
 
 // quarantined is a stream that nginx rejected at one revision. It stays
@@ -259,6 +260,13 @@ func (r *Reconciler) Status(id string, rev uint64) stream.Status {
 		return stream.Status{State: stream.Pending, Revision: rev}
 	}
 	return st
+}
+
+// StatusVersion changes whenever a pass records new statuses.
+func (r *Reconciler) StatusVersion() uint64 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.statusVersion
 }
 
 // Health returns a copy of the reconciler's health.
