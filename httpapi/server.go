@@ -172,6 +172,10 @@ func (s *Server) handleWith(route string, need Access, h handlerFunc, writeErr f
 		ev.Str("request_id", id).Str("method", r.Method).Str("path", r.URL.Path).Str("route", route).
 			Str("token", token).Int("status", rw.status).Dur("took", time.Since(start)).Str("remote", r.RemoteAddr).Msg("request")
 		if need == Write && token != "" {
+			// The client has its answer first; the record follows at once.
+			if f, ok := w.(http.Flusher); ok {
+				f.Flush()
+			}
 			s.recordAudit(r, rec, id, token, route, rw.status, result)
 		}
 	})

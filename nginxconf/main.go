@@ -58,6 +58,10 @@ type MainOptions struct {
 	// WorkerShutdownTimeout bounds how long old workers keep serving open
 	// connections after a reload, in nginx time syntax ("" = nginx default).
 	WorkerShutdownTimeout string
+	// NoFile is the open-file limit each worker may use; it sets
+	// worker_rlimit_nofile and sizes worker_connections (0: nginx's
+	// defaults, 1024 connections).
+	NoFile int
 }
 
 // RenderMain returns the main nginx.conf for managed mode. The error log is
@@ -75,7 +79,14 @@ func RenderMain(o MainOptions) []byte {
 	if o.WorkerShutdownTimeout != "" {
 		fmt.Fprintf(&b, "worker_shutdown_timeout %s;\n", o.WorkerShutdownTimeout)
 	}
-	b.WriteString("events {\n    worker_connections 4096;\n}\n")
+	conns := 1024
+	if o.NoFile > 0 {
+		fmt.Fprintf(&b, "worker_rlimit_nofile %d;\n", o.NoFile)
+		// Every listening port and every proxied session (client and
+		// upstream: two descriptors) takes a connection slot.
+		conns = max(1024, o.NoFile/2)
+	}
+	fmt.Fprintf(&b, "events {\n    worker_connections %d;\n}\n", conns)
 	b.WriteString("stream {\n")
 	fmt.Fprintf(&b, "    include %s;\n", quote(strings.TrimSuffix(o.IncludeDir, "/")+"/*.conf"))
 	b.WriteString("}\n")

@@ -126,6 +126,9 @@ func (f *fakeNginx) Reload(ctx context.Context, retire bool) error {
 
 func (f *fakeNginx) MainConfig() []byte { return []byte("main") }
 
+// Confirms is false, so that tests exercise the socket-table check.
+func (f *fakeNginx) Confirms() bool { return false }
+
 // fakePorts answers from the fake nginx's listeners and a set of ports
 // that other processes hold.
 type fakePorts struct {

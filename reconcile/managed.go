@@ -98,6 +98,7 @@ func (m *Managed) Prepare(ctx context.Context) error {
 		ErrorLog:              m.errorLog,
 		IncludeDir:            m.cfg.IncludeDir,
 		WorkerShutdownTimeout: m.cfg.WorkerShutdownTimeout,
+		NoFile:                noFile(),
 	})
 	if cur, err := os.ReadFile(m.conf); err != nil || !bytes.Equal(cur, main) {
 		if err := writeAtomic(m.cfg.Dir, "nginx.conf", main); err != nil {
@@ -117,6 +118,12 @@ func (m *Managed) Version() string { return m.build.Version }
 
 // PIDFile is where the master's pid is kept.
 func (m *Managed) PIDFile() string { return m.pidFile }
+
+// Confirms is true: Start returns once nginx has bound every port (it does
+// so before it daemonizes), Reload once the master has started workers on
+// the new configuration (it binds new ports and closes dropped ones
+// before that) and, when asked, the old workers stopped accepting.
+func (m *Managed) Confirms() bool { return true }
 
 // MainConfig returns the main nginx.conf.
 func (m *Managed) MainConfig() []byte { return m.main }
@@ -282,8 +289,13 @@ func (m *Managed) Reload(ctx context.Context, retire bool) error {
 // 0 and dies meanwhile, it gives up at once: a dead master never tells its
 // workers to stop, and the next pass recovers.
 func (m *Managed) retire(ctx context.Context, old []int, master int) error {
+	if len(old) == 0 {
+		return nil
+	}
+	// The accepting sockets, read once: the old workers can only hold
+	// ones that exist now, and the socket table is O(sockets on the host).
+	listeners := listenInodes()
 	for {
-		listeners := listenInodes()
 		var left []int
 		for _, pid := range old {
 			if holdsAny(pid, listeners) {
@@ -414,4 +426,21 @@ func holdsFile(pid int, path string) bool {
 		}
 	}
 	return false
+}
+
+// noFile is the open-file limit for nginx's workers: 65536, or as much as
+// the hard limit nginx inherits from us allows when it does not run as root
+// (as root, workers raise their own limit before dropping privileges). Each
+// stream costs a listening socket in every worker, each session two
+// descriptors.
+func noFile() int {
+	const want = 65536
+	if os.Geteuid() == 0 {
+		return want
+	}
+	var rl syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &rl); err != nil || rl.Max == 0 {
+		return 0
+	}
+	return int(min(rl.Max, want))
 }

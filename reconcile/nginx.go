@@ -37,6 +37,10 @@ type Nginx interface {
 	// MainConfig is the main configuration stream-conductor owns (nil in
 	// external mode); it is part of what counts as applied.
 	MainConfig() []byte
+	// Confirms reports whether Start and Reload return only once their
+	// result is in effect (ports bound, old workers no longer accepting),
+	// so that the socket table need not be checked.
+	Confirms() bool
 }
 
 // Error is a failure that nginx explained.
@@ -124,6 +128,9 @@ func (x *External) Reload(ctx context.Context, retire bool) error {
 	}
 	return nil
 }
+
+// Confirms is false: `nginx -s reload` only sends a signal.
+func (x *External) Confirms() bool { return false }
 
 // MainConfig is nil: the main configuration is the operator's.
 func (x *External) MainConfig() []byte { return nil }

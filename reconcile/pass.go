@@ -94,25 +94,30 @@ func (r *Reconciler) pass(ctx context.Context, log zerolog.Logger) (uint64, erro
 		if running && fp == r.applied && len(changed) == 0 {
 			break
 		}
-		r.count(func(c *Counters) { c.Tests++ })
-		if err := r.nginx.Test(ctx); err != nil {
-			if err := r.checkIntact(onNow); err != nil {
-				return 0, err
-			}
-			if r.quarantineNamed(log, err, specs, onDisk, nil) == 0 {
-				// Not ours to fix: put the last good files back.
-				if _, rerr := r.sync(log, onDisk, onNow); rerr != nil {
-					log.Error().Err(rerr).Msg("restore last good files")
+		// nginx -t first, unless nginx's own start or reload validates the
+		// configuration and reports the same diagnostics (managed mode,
+		// which reads them from the error log: a reload that fails keeps
+		// the old configuration, exactly as if -t had refused it).
+		var testTook time.Duration
+		if !r.nginx.Confirms() {
+			r.count(func(c *Counters) { c.Tests++ })
+			testStart := time.Now()
+			err := r.nginx.Test(ctx)
+			testTook = time.Since(testStart)
+			if err != nil {
+				if err := r.rejected(log, err, specs, onDisk, onNow, nil); err != nil {
+					return 0, err
 				}
-				return 0, fmt.Errorf("%w: %w", ErrNotApplied, err)
+				desired = r.withoutHeld(r.desiredFiles(specs))
+				if _, err := r.sync(log, bodies(desired), onNow); err != nil {
+					return 0, fmt.Errorf("%w: %w", ErrNotApplied, err)
+				}
+				continue
 			}
-			desired = r.withoutHeld(r.desiredFiles(specs))
-			if _, err := r.sync(log, bodies(desired), onNow); err != nil {
-				return 0, fmt.Errorf("%w: %w", ErrNotApplied, err)
-			}
-			continue
 		}
 		op := "reload"
+		applyStart := time.Now()
+		var err error
 		if running {
 			err = r.nginx.Reload(ctx, replacesOrRemoves(changed, onDisk))
 		} else {
@@ -128,8 +133,8 @@ func (r *Reconciler) pass(ctx context.Context, log zerolog.Logger) (uint64, erro
 			}
 		})
 		if err != nil {
-			if r.quarantineNamed(log, err, specs, onDisk, owned) == 0 {
-				return 0, fmt.Errorf("%w: %w", ErrNotApplied, err)
+			if err := r.rejected(log, err, specs, onDisk, onNow, owned); err != nil {
+				return 0, err
 			}
 			desired = r.withoutHeld(r.desiredFiles(specs))
 			if _, err := r.sync(log, bodies(desired), onNow); err != nil {
@@ -138,7 +143,9 @@ func (r *Reconciler) pass(ctx context.Context, log zerolog.Logger) (uint64, erro
 			continue
 		}
 		running = true
-		log.Info().Str("op", op).Int("files_changed", len(changed)).Int("streams", len(desired)).Msg("nginx applied the configuration")
+		r.lastReload = time.Now()
+		log.Info().Str("op", op).Int("files_changed", len(changed)).Int("streams", len(desired)).
+			Dur("test_ms", testTook).Dur("apply_ms", time.Since(applyStart)).Msg("nginx applied the configuration")
 		n, err := r.verify(ctx, log, specs, desired, changed, onDisk, onNow)
 		if err != nil {
 			return 0, fmt.Errorf("%w: %w", ErrNotApplied, err)
@@ -165,6 +172,24 @@ func (r *Reconciler) pass(ctx context.Context, log zerolog.Logger) (uint64, erro
 	r.appliedFiles = applied
 	r.finish(specs, desired, rev)
 	return rev, nil
+}
+
+// rejected handles nginx refusing the configuration (a test, start or
+// reload error): when the refusal names streams of ours, they are
+// quarantined and it returns nil so that the pass tries again without them.
+// Otherwise the failure is not ours to fix: the last good files go back,
+// and the error is returned.
+func (r *Reconciler) rejected(log zerolog.Logger, nerr error, specs []stream.Spec, onDisk, onNow map[string][]byte, owned map[string]bool) error {
+	if err := r.checkIntact(onNow); err != nil {
+		return err
+	}
+	if r.quarantineNamed(log, nerr, specs, onDisk, owned) > 0 {
+		return nil
+	}
+	if _, err := r.sync(log, onDisk, onNow); err != nil {
+		log.Error().Err(err).Msg("restore last good files")
+	}
+	return fmt.Errorf("%w: %w", ErrNotApplied, nerr)
 }
 
 // errChangedDuringPass means someone changed our files while a pass was
@@ -376,14 +401,15 @@ func (r *Reconciler) dropStaleQuarantine(specs []stream.Spec) {
 }
 
 // verify checks the kernel's socket table until every changed file's port
-// is listening if the file is desired and closed if it went. nginx's own
-// answer has already said the configuration loaded; this catches an nginx
-// that said yes and did not (external mode, where reload is asynchronous).
+// is listening if the file is desired and closed if it went, when nginx's
+// answer does not confirm that by itself (external mode, where reload is
+// only a signal). Reading the socket table costs O(sockets on the host),
+// so managed mode, whose answers confirm, skips it.
 // Streams whose port never opened are quarantined; it returns how many.
 // If nginx dies meanwhile it returns an error instead: the ports are shut
 // because nginx is gone, not because of the streams.
 func (r *Reconciler) verify(ctx context.Context, log zerolog.Logger, specs []stream.Spec, desired map[string]file, changed []string, onDisk, onNow map[string][]byte) (int, error) {
-	if len(changed) == 0 {
+	if len(changed) == 0 || r.nginx.Confirms() {
 		return 0, nil
 	}
 	want := map[stream.Protocol]map[int]bool{stream.TCP: {}, stream.UDP: {}}

@@ -35,10 +35,10 @@ type AuditEntry struct {
 }
 
 // AppendAudit records e, giving it the next sequence number, and drops the
-// oldest entries beyond the retention count. Concurrent appends share
-// fsyncs (bbolt's Batch).
+// oldest entries beyond the retention count. It goes through the commit
+// loop, so it shares fsyncs with concurrent writes and waits for no timer.
 func (s *Store) AppendAudit(e AuditEntry) error {
-	return s.db.Batch(func(tx *bolt.Tx) error {
+	return s.enqueue(&op{sideline: true, done: make(chan error, 1), fn: func(tx *bolt.Tx, _ uint64) error {
 		b, err := tx.CreateBucketIfNotExists(bucketAudit)
 		if err != nil {
 			return err
@@ -72,7 +72,7 @@ func (s *Store) AppendAudit(e AuditEntry) error {
 			}
 		}
 		return nil
-	})
+	}})
 }
 
 // Audit returns up to limit entries older than before (all when before is

@@ -341,6 +341,9 @@ type op struct {
 	fn    func(tx *bolt.Tx, rev uint64) error
 	apply func()
 	done  chan error
+	// sideline ops (audit entries) change no desired state: they take no
+	// revision and notify nobody.
+	sideline bool
 }
 
 var errNothingToCommit = errors.New("nothing to commit")
@@ -354,7 +357,11 @@ const maxBatch = 1000
 // Concurrent writes are grouped by the commit loop into one transaction,
 // so they share one fsync; each still gets its own revision, in order.
 func (s *Store) update(fn func(tx *bolt.Tx, rev uint64) error, apply func()) error {
-	o := &op{fn: fn, apply: apply, done: make(chan error, 1)}
+	return s.enqueue(&op{fn: fn, apply: apply, done: make(chan error, 1)})
+}
+
+// enqueue hands o to the commit loop and waits for its outcome.
+func (s *Store) enqueue(o *op) error {
 	select {
 	case s.ops <- o:
 	case <-s.closing:
@@ -394,18 +401,25 @@ func (s *Store) commitLoop() {
 func (s *Store) commit(batch []*op) {
 	results := make([]error, len(batch))
 	var rev uint64
-	ok := 0
+	ok, changed := 0, 0
 	err := s.db.Update(func(tx *bolt.Tx) error {
 		meta := tx.Bucket(bucketMeta)
 		rev = revision(meta)
 		for i, o := range batch {
-			if results[i] = o.fn(tx, rev+1); results[i] == nil {
+			if results[i] = o.fn(tx, rev+1); results[i] != nil {
+				continue
+			}
+			ok++
+			if !o.sideline {
 				rev++
-				ok++
+				changed++
 			}
 		}
 		if ok == 0 {
 			return errNothingToCommit // roll back: no fsync, no notification
+		}
+		if changed == 0 {
+			return nil
 		}
 		return meta.Put(keyRevision, u64(rev))
 	})
@@ -421,18 +435,20 @@ func (s *Store) commit(batch []*op) {
 		}
 		return
 	}
-	s.mu.Lock()
-	for i, o := range batch {
-		if results[i] == nil {
-			o.apply()
+	if changed > 0 {
+		s.mu.Lock()
+		for i, o := range batch {
+			if results[i] == nil && o.apply != nil {
+				o.apply()
+			}
 		}
-	}
-	s.rev = rev
-	s.listValid = false
-	s.mu.Unlock()
-	select {
-	case s.changes <- struct{}{}:
-	default:
+		s.rev = rev
+		s.listValid = false
+		s.mu.Unlock()
+		select {
+		case s.changes <- struct{}{}:
+		default:
+		}
 	}
 	for i, o := range batch {
 		o.done <- results[i]
