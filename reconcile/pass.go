@@ -71,6 +71,16 @@ func (r *Reconciler) pass(ctx context.Context, log zerolog.Logger) (uint64, erro
 		}
 	}
 
+	// After a failure that was not ours (someone else's file breaks the
+	// configuration), retries first test the last good files as they are:
+	// while that still fails, nothing is written, so those files stay.
+	if r.foreignBroken {
+		r.count(func(c *Counters) { c.Tests++ })
+		if err := r.nginx.Test(ctx); err != nil {
+			return 0, fmt.Errorf("%w: %w", ErrNotApplied, err)
+		}
+		r.foreignBroken = false
+	}
 	desired := r.desiredFiles(specs)
 	r.handleDrift(log, specs, desired, onDisk)
 	desired = r.withoutHeld(desired)
@@ -189,6 +199,7 @@ func (r *Reconciler) rejected(log zerolog.Logger, nerr error, specs []stream.Spe
 	if _, err := r.sync(log, onDisk, onNow); err != nil {
 		log.Error().Err(err).Msg("restore last good files")
 	}
+	r.foreignBroken = true
 	return fmt.Errorf("%w: %w", ErrNotApplied, nerr)
 }
 

@@ -81,6 +81,7 @@ type Reconciler struct {
 	backoff       time.Duration
 	passID        uint64
 	lastReload    time.Time // when nginx last took a configuration
+	foreignBroken bool      // the last failure was in a file not ours
 
 	// Set by the watcher, taken by passes.
 	dirtyMu  sync.Mutex

@@ -211,8 +211,17 @@ func TestFailureInForeignFileKeepsLastGoodFiles(t *testing.T) {
 	if st := h.state_("tcp/9001"); st.State != stream.Pending {
 		t.Fatalf("tcp/9001 is %s, want pending", st.State)
 	}
+	// While the foreign file is broken, retries test the last good files
+	// and write nothing.
+	got, err = h.pass()
+	if err == nil || !slices.Equal(got, []string{"test"}) {
+		t.Fatalf("retry while still broken = %v, %v", got, err)
+	}
+	if after := h.files(); len(after) != len(before) {
+		t.Fatalf("a retry wrote files while nginx -t still fails: %v", after)
+	}
 	h.nginx.foreign = ""
-	h.mustPass("test", "reload")
+	h.mustPass("test", "test", "reload") // the last good files pass, then the change
 	if he := h.rec.Health(); he.LastError != "" {
 		t.Fatalf("error not cleared: %+v", he)
 	}
