@@ -144,6 +144,7 @@ func (s *Server) listStreams(w http.ResponseWriter, r *http.Request) error {
 	}
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("X-Content-Type-Options", "nosniff")
+	w.Header().Set("Content-Length", strconv.Itoa(len(c.body)))
 	w.Write(c.body)
 	return nil
 }

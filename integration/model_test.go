@@ -222,7 +222,7 @@ func agrees(t *testing.T, d *daemon, model map[int]string, echos map[string]*ech
 	}
 	for port, tag := range model {
 		b, err := os.ReadFile(filepath.Join(d.dataDir, "stream.d", fmt.Sprintf("stream-tcp-%d.conf", port)))
-		if err != nil || !strings.Contains(string(b), "server "+echos[tag].addr()+";") {
+		if err != nil || !strings.Contains(string(b), "proxy_pass "+echos[tag].addr()+";") {
 			return fmt.Errorf("file of %d: %v", port, err)
 		}
 	}

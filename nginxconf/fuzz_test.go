@@ -34,7 +34,8 @@ func FuzzValidateRender(f *testing.F) {
 		if n := bytes.Count(body, []byte("server {")); n != 1 {
 			t.Fatalf("%d server blocks:\n%s", n, body)
 		}
-		if n := bytes.Count(body, []byte("{")); n != 2 || bytes.Count(body, []byte("}")) != 2 {
+		open, closed := bytes.Count(body, []byte("{")), bytes.Count(body, []byte("}"))
+		if open != closed || open < 1 || open > 2 || bytes.Count(body, []byte("upstream ")) != open-1 {
 			t.Fatalf("unbalanced or extra blocks:\n%s", body)
 		}
 		for _, line := range strings.Split(strings.TrimSpace(string(body)), "\n") {

@@ -194,7 +194,7 @@ func TestNginxTestErrorsParseToOurFile(t *testing.T) {
 		t.Fatal("nginx -t accepted an unresolvable upstream")
 	}
 	ds := ParseDiagnostics(out)
-	if len(ds) == 0 || ds[0].File != filepath.Join(dir, name) || !strings.Contains(ds[0].Message, `host not found in upstream "no-such-host.invalid:2000"`) {
+	if len(ds) == 0 || ds[0].File != filepath.Join(dir, name) || !strings.Contains(ds[0].Message, `host not found in upstream "no-such-host.invalid"`) {
 		t.Fatalf("diagnostics %+v from output:\n%s", ds, out)
 	}
 }

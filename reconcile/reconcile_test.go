@@ -111,7 +111,7 @@ func TestFirstPassStartsNginxAndSecondDoesNothing(t *testing.T) {
 	h.put(9001, "b:1")
 	h.mustPass("test", "start")
 	files := h.files()
-	if len(files) != 2 || !strings.Contains(files["stream-tcp-9000.conf"], "server a:1;") {
+	if len(files) != 2 || !strings.Contains(files["stream-tcp-9000.conf"], "proxy_pass a:1;") {
 		t.Fatalf("files after first pass: %v", files)
 	}
 	for _, id := range []string{"tcp/9000", "tcp/9001"} {

@@ -31,6 +31,7 @@ func main() {
 	tokenFile := flag.String("token-file", "", "file with the API token")
 	only := flag.String("only", "raw,latency,bulk,list,reload,datapath,rss", "measurements to run")
 	samples := flag.Int("samples", 20, "create→ready samples")
+	preload := flag.String("preload", "0,100,1000", "stream counts already present while create→ready is measured")
 	bulkN := flag.Int("bulk", 1000, "streams for the concurrent-create measurement")
 	bulkC := flag.Int("clients", 16, "concurrent clients for the concurrent-create measurement")
 	listFor := flag.Duration("list-for", 5*time.Second, "how long to hammer GET /v1/streams")
@@ -92,7 +93,13 @@ func main() {
 			return rawReloadToEcho(*nginxBin, count, *rawBase, *samples, b.backend)
 		})
 	}
-	run("latency", func() (map[string]any, error) { return b.latency(*samples) })
+	for _, n := range strings.Split(*preload, ",") {
+		count, err := strconv.Atoi(strings.TrimSpace(n))
+		if err != nil {
+			fatal(fmt.Errorf("-preload: %w", err))
+		}
+		run("latency", func() (map[string]any, error) { return b.latency(*samples, count) })
+	}
 	run("bulk", func() (map[string]any, error) { return b.bulk(*bulkN, *bulkC) })
 	run("list", func() (map[string]any, error) { return b.list(1000, *listFor, *listConns) })
 	run("reload", func() (map[string]any, error) { return b.reloadImpact(*reloads) })
@@ -192,6 +199,22 @@ func (b *bench) clean() error {
 	return nil
 }
 
+// importStreams creates n streams from port first on, in one import.
+func (b *bench) importStreams(first, n int) error {
+	if n == 0 {
+		return nil
+	}
+	streams := make([]map[string]any, n)
+	for i := range streams {
+		streams[i] = map[string]any{"protocol": "tcp", "listen": first + i, "backend": b.backend}
+	}
+	body, _ := json.Marshal(map[string]any{"streams": streams})
+	if code, raw, err := b.do("POST", "/v1/import", string(body)); err != nil || code != 200 {
+		return fmt.Errorf("import %d streams: %d %s %v", n, code, raw, err)
+	}
+	return nil
+}
+
 // echoOnce reports whether a round trip through port works now.
 func echoOnce(port int) bool {
 	c, err := net.DialTimeout("tcp", "127.0.0.1:"+strconv.Itoa(port), time.Second)
@@ -232,10 +255,14 @@ func (b *bench) put(port int, extra string) (int, error) {
 // latency measures create→ready: from the request to the first echo
 // through the new port, isolated (the node idle in between) and
 // back-to-back.
-func (b *bench) latency(n int) (map[string]any, error) {
-	if b.hi-b.lo+1 < n {
-		n = b.hi - b.lo + 1
+func (b *bench) latency(n, preload int) (map[string]any, error) {
+	if b.hi-b.lo+1 < n+preload {
+		return nil, fmt.Errorf("-ports has fewer than %d ports", n+preload)
 	}
+	if err := b.importStreams(b.hi-preload+1, preload); err != nil {
+		return nil, err
+	}
+	var replies []time.Duration
 	measure := func(gap time.Duration) ([]time.Duration, int, error) {
 		var ds []time.Duration
 		early := 0
@@ -245,6 +272,7 @@ func (b *bench) latency(n int) (map[string]any, error) {
 			if _, err := b.put(port, ""); err != nil {
 				return nil, 0, err
 			}
+			replies = append(replies, time.Since(start))
 			if !echoOnce(port) {
 				early++
 			}
@@ -255,7 +283,12 @@ func (b *bench) latency(n int) (map[string]any, error) {
 			ds = append(ds, ready.Sub(start))
 			time.Sleep(gap)
 		}
-		return ds, early, b.clean()
+		for i := 0; i < n; i++ {
+			if code, raw, err := b.do("DELETE", fmt.Sprintf("/v1/streams/tcp/%d", b.lo+i), ""); err != nil || code != 204 {
+				return nil, 0, fmt.Errorf("DELETE: %d %s %v", code, raw, err)
+			}
+		}
+		return ds, early, nil
 	}
 	iso, early1, err := measure(300 * time.Millisecond)
 	if err != nil {
@@ -267,9 +300,9 @@ func (b *bench) latency(n int) (map[string]any, error) {
 		return nil, err
 	}
 	return map[string]any{
-		"samples": n, "isolated_p50_ms": ms(pct(iso, 50)), "isolated_p95_ms": ms(pct(iso, 95)),
+		"samples": n, "streams_present": preload, "isolated_p50_ms": ms(pct(iso, 50)), "isolated_p95_ms": ms(pct(iso, 95)),
 		"back_to_back_p50_ms": ms(pct(b2b, 50)), "back_to_back_p95_ms": ms(pct(b2b, 95)),
-		"replies_before_ready": early1 + early2,
+		"replies_before_ready": early1 + early2, "reply_p50_ms": ms(pct(replies, 50)),
 	}, nil
 }
 
@@ -332,13 +365,8 @@ func (b *bench) list(n int, d time.Duration, conns int) (map[string]any, error) 
 	if b.hi-b.lo+1 < n {
 		return nil, fmt.Errorf("-ports has fewer than %d ports", n)
 	}
-	streams := make([]map[string]any, n)
-	for i := range streams {
-		streams[i] = map[string]any{"protocol": "tcp", "listen": b.lo + i, "backend": b.backend}
-	}
-	body, _ := json.Marshal(map[string]any{"streams": streams})
-	if code, raw, err := b.do("POST", "/v1/import", string(body)); err != nil || code != 200 {
-		return nil, fmt.Errorf("import %d streams: %d %s %v", n, code, raw, err)
+	if err := b.importStreams(b.lo, n); err != nil {
+		return nil, err
 	}
 	var total, errs atomic.Int64
 	stop := time.Now().Add(d)
