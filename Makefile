@@ -6,15 +6,21 @@ LDFLAGS := -s -w -X main.version=$(VERSION)
 
 FUZZTIME ?= 30s
 
-.PHONY: run test deps build lint unit integration fuzz clean
+.PHONY: run test deps build lint unit integration fuzz bench clean
 
 ## run: install what is missing, build, and start the daemon with its defaults
 run: deps build
 	./$(BIN)
 
-## test: gofmt check, go vet, and every test (unit and integration) with -race
+## test: gofmt check, go vet, every test (unit and integration) with -race,
+## and every Go benchmark once, so that none rots
 test: deps lint
 	$(GO) test -race -count=1 ./...
+	$(GO) test -run XXX -bench . -benchtime 1x ./...
+
+## bench: the Go benchmarks of BENCHMARKS.md
+bench:
+	$(GO) test -run XXX -bench . -benchmem ./store ./nginxconf ./reconcile ./httpapi
 
 deps:
 	@./scripts/install-deps.sh
@@ -22,6 +28,7 @@ deps:
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/stream-conductor
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '-s -w' -o bin/sc-echo ./cmd/sc-echo
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '-s -w' -o bin/scbench ./cmd/scbench
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \

@@ -49,7 +49,7 @@ func (s *Server) export(w http.ResponseWriter, r *http.Request) error {
 // would change.
 func (s *Server) importStreams(w http.ResponseWriter, r *http.Request) error {
 	var doc exportDoc
-	if err := decodeJSON(w, r, &doc); err != nil {
+	if err := decodeJSONLimit(w, r, &doc, MaxImportBytes); err != nil {
 		return err
 	}
 	specs := make([]stream.Spec, 0, len(doc.Streams))

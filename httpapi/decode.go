@@ -13,8 +13,12 @@ import (
 	"github.com/streamconductor/stream-conductor/stream"
 )
 
-// MaxBodyBytes bounds every request body.
+// MaxBodyBytes bounds every request body but an import's.
 const MaxBodyBytes = 64 << 10
+
+// MaxImportBytes bounds the body of POST /v1/import (10,000 streams take
+// about 1 MiB).
+const MaxImportBytes = 16 << 20
 
 // specRequest is the JSON body of PUT and POST /v1/streams.
 type specRequest struct {
@@ -37,6 +41,11 @@ type specRequest struct {
 // (by Content-Type), at most MaxBodyBytes, with no unknown fields and
 // nothing after the object.
 func decodeJSON(w http.ResponseWriter, r *http.Request, v any) error {
+	return decodeJSONLimit(w, r, v, MaxBodyBytes)
+}
+
+// decodeJSONLimit is decodeJSON with another size limit.
+func decodeJSONLimit(w http.ResponseWriter, r *http.Request, v any, limit int64) error {
 	if ct := r.Header.Get("Content-Type"); ct != "" {
 		mt, _, err := mime.ParseMediaType(ct)
 		if err != nil || (mt != "application/json" && !strings.HasSuffix(mt, "+json")) {
@@ -44,11 +53,11 @@ func decodeJSON(w http.ResponseWriter, r *http.Request, v any) error {
 				Message: fmt.Sprintf("the body must be JSON, not %q: send Content-Type: application/json (curl --json)", ct)}
 		}
 	}
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxBodyBytes))
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, limit))
 	if err != nil {
 		var tooBig *http.MaxBytesError
 		if errors.As(err, &tooBig) {
-			return &Error{Status: http.StatusRequestEntityTooLarge, Code: CodeTooLarge, Message: fmt.Sprintf("the body is larger than %d bytes", MaxBodyBytes)}
+			return &Error{Status: http.StatusRequestEntityTooLarge, Code: CodeTooLarge, Message: fmt.Sprintf("the body is larger than %d bytes", limit)}
 		}
 		return &Error{Status: http.StatusBadRequest, Code: CodeMalformed, Message: "could not read the body", Cause: err}
 	}

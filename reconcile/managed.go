@@ -277,7 +277,8 @@ func (m *Managed) Reload(ctx context.Context, retire bool) error {
 			if m.PID() != pid {
 				return &Error{Op: "reload", Output: "nginx master exited during reload\n" + seen.String(), Diags: diags}
 			}
-			time.Sleep(time.Millisecond)
+			time.Sleep(250 * time.Microsecond) // a reload takes ~1 ms at 10 streams
+
 		}
 	}
 }

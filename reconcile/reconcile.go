@@ -11,6 +11,7 @@ import (
 	"errors"
 	"math/rand/v2"
 	"os"
+	"runtime/debug"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -316,7 +317,13 @@ func (r *Reconciler) runPass(ctx context.Context) error {
 	r.passID++
 	log := r.log.With().Uint64("pass", r.passID).Logger()
 	start := time.Now()
+	written := r.health.Counters.FilesWritten
 	rev, err := r.pass(ctx, log)
+	if r.health.Counters.FilesWritten-written > 1000 {
+		// A big pass (start-up, an import) leaves much garbage behind;
+		// give it back now rather than carry it as resident memory.
+		debug.FreeOSMemory()
+	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.health.Counters.Passes++
