@@ -61,7 +61,12 @@ type Config struct {
 	LoopbackOnly bool
 	// Backends limits where streams may point.
 	Backends *BackendPolicy
-	Log      zerolog.Logger
+	// Metrics, when set, is served at /metrics (authorised like a read).
+	Metrics http.Handler
+	// OnRequest, when set, is told the route, status and duration of
+	// every request (metrics).
+	OnRequest func(route string, code int, d time.Duration)
+	Log       zerolog.Logger
 }
 
 // Server is the HTTP API.
@@ -113,6 +118,12 @@ func New(cfg Config, st Store, ap Applier) *Server {
 	route(http.MethodGet, "/v1/export", Read, s.export)
 	route(http.MethodPost, "/v1/import", Write, s.importStreams)
 	route(http.MethodGet, "/v1/audit", Read, s.audit)
+	if cfg.Metrics != nil {
+		route(http.MethodGet, "/metrics", Read, func(w http.ResponseWriter, r *http.Request) error {
+			cfg.Metrics.ServeHTTP(w, r)
+			return nil
+		})
+	}
 	// The routes of the original service; the ones that change state are
 	// authorised like writes, though they are GETs.
 	seedRoute("/status", Read, s.seedStatus)
@@ -169,8 +180,12 @@ func (s *Server) handleWith(route string, need Access, h handlerFunc, writeErr f
 		} else if r.Method != http.MethodGet {
 			ev = s.log.Info()
 		}
+		took := time.Since(start)
 		ev.Str("request_id", id).Str("method", r.Method).Str("path", r.URL.Path).Str("route", route).
-			Str("token", token).Int("status", rw.status).Dur("took", time.Since(start)).Str("remote", r.RemoteAddr).Msg("request")
+			Str("token", token).Int("status", rw.status).Dur("took", took).Str("remote", r.RemoteAddr).Msg("request")
+		if s.cfg.OnRequest != nil {
+			s.cfg.OnRequest(route, rw.status, took)
+		}
 		if need == Write && token != "" {
 			// The client has its answer first; the record follows at once.
 			if f, ok := w.(http.Flusher); ok {

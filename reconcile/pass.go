@@ -114,6 +114,7 @@ func (r *Reconciler) pass(ctx context.Context, log zerolog.Logger) (uint64, erro
 			testStart := time.Now()
 			err := r.nginx.Test(ctx)
 			testTook = time.Since(testStart)
+			r.observeApply("test", testTook, err)
 			if err != nil {
 				if err := r.rejected(log, err, specs, onDisk, onNow, nil); err != nil {
 					return 0, err
@@ -135,6 +136,7 @@ func (r *Reconciler) pass(ctx context.Context, log zerolog.Logger) (uint64, erro
 			err = r.nginx.Start(ctx)
 			changed = diffNames(nil, onNow)
 		}
+		r.observeApply(op, time.Since(applyStart), err)
 		r.count(func(c *Counters) {
 			if running {
 				c.Reloads++
@@ -182,6 +184,12 @@ func (r *Reconciler) pass(ctx context.Context, log zerolog.Logger) (uint64, erro
 	r.appliedFiles = applied
 	r.finish(specs, desired, rev)
 	return rev, nil
+}
+
+func (r *Reconciler) observeApply(op string, d time.Duration, err error) {
+	if r.cfg.OnApply != nil {
+		r.cfg.OnApply(op, d, err)
+	}
 }
 
 // rejected handles nginx refusing the configuration (a test, start or

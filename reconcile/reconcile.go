@@ -55,7 +55,11 @@ type Config struct {
 	DriftPolicy DriftPolicy
 	// RepairRate limits drift repairs (default DefaultRepairRate).
 	RepairRate RepairRate
-	Log        zerolog.Logger
+	// OnPass and OnApply, when set, are told the duration and outcome of
+	// every pass and of every nginx test, start and reload (metrics).
+	OnPass  func(d time.Duration, err error)
+	OnApply func(op string, d time.Duration, err error)
+	Log     zerolog.Logger
 }
 
 // Reconciler drives nginx toward the store. Create it with New and start
@@ -332,6 +336,9 @@ func (r *Reconciler) runPass(ctx context.Context) error {
 	r.health.Drifted = r.heldNames()
 	close(r.passDone)
 	r.passDone = make(chan struct{})
+	if r.cfg.OnPass != nil {
+		r.cfg.OnPass(time.Since(start), err)
+	}
 	if err != nil {
 		r.health.Counters.FailedPasses++
 		r.health.LastError = err.Error()

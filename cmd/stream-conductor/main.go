@@ -24,6 +24,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/streamconductor/stream-conductor/httpapi"
+	"github.com/streamconductor/stream-conductor/metrics"
 	"github.com/streamconductor/stream-conductor/nginxconf"
 	"github.com/streamconductor/stream-conductor/reconcile"
 	"github.com/streamconductor/stream-conductor/store"
@@ -135,6 +136,7 @@ func run(ctx context.Context, cfg config, log zerolog.Logger) error {
 		ngx = &reconcile.External{Bin: cfg.NginxBin}
 	}
 
+	var mx *metrics.Metrics
 	rec := reconcile.New(reconcile.Config{
 		Dir:            cfg.StreamConfigPath,
 		Render:         nginxconf.RenderOptions{Prefix: cfg.StreamPrefix, DefaultBind: cfg.StreamBindAddress},
@@ -143,8 +145,11 @@ func run(ctx context.Context, cfg config, log zerolog.Logger) error {
 		DriftPolicy:    reconcile.DriftPolicy(cfg.DriftPolicy),
 		RepairRate:     reconcile.RepairRate{Burst: cfg.RepairBurst, Per: cfg.RepairPer},
 		VerifyTimeout:  cfg.ApplyTimeout / 2,
+		OnPass:         func(d time.Duration, err error) { mx.ObservePass(d, err) },
+		OnApply:        func(op string, d time.Duration, err error) { mx.ObserveApply(op, d, err) },
 		Log:            log,
 	}, st, ngx)
+	mx = metrics.New(rec, st)
 
 	addr := net.JoinHostPort(cfg.BindAddress, strconv.Itoa(cfg.BindPort))
 	ln, err := net.Listen("tcp", addr)
@@ -155,8 +160,10 @@ func run(ctx context.Context, cfg config, log zerolog.Logger) error {
 		PortMin: cfg.PortMin, PortMax: cfg.PortMax, APIPort: cfg.BindPort,
 		ApplyTimeout: cfg.ApplyTimeout, Version: version, NginxMode: cfg.NginxMode,
 		Tokens: tokens, LoopbackOnly: loopback,
-		Backends: &httpapi.BackendPolicy{AllowCIDRs: cidrs, AllowSuffixes: suffixes, APIPort: cfg.BindPort, PortMin: cfg.PortMin, PortMax: cfg.PortMax},
-		Log:      log,
+		Backends:  &httpapi.BackendPolicy{AllowCIDRs: cidrs, AllowSuffixes: suffixes, APIPort: cfg.BindPort, PortMin: cfg.PortMin, PortMax: cfg.PortMax},
+		Metrics:   mx.Handler(),
+		OnRequest: mx.ObserveRequest,
+		Log:       log,
 	}, st, rec)
 	srv := &http.Server{
 		Handler:           api,

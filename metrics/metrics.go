@@ -1,0 +1,147 @@
+// Package metrics exposes stream-conductor's state and activity to
+// Prometheus. Counters that the reconciler keeps anyway are read at scrape
+// time (a Collector), so nothing is counted twice; what needs a histogram
+// (pass, reload and request durations) is observed through hooks.
+package metrics
+
+import (
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/streamconductor/stream-conductor/reconcile"
+	"github.com/streamconductor/stream-conductor/stream"
+)
+
+// Source is what the collector reads at scrape time.
+type Source interface {
+	Health() reconcile.Health
+	Status(id string, rev uint64) stream.Status
+}
+
+// Store is the part of the store the collector reads.
+type Store interface {
+	List() ([]stream.Spec, uint64)
+	BackupSize() int64
+}
+
+// Metrics holds the registry and the histograms fed by hooks.
+type Metrics struct {
+	reg      *prometheus.Registry
+	passes   *prometheus.HistogramVec
+	applies  *prometheus.HistogramVec
+	requests *prometheus.HistogramVec
+}
+
+// New registers every stream-conductor metric, plus Go's and the
+// process's, in a registry of its own.
+func New(src Source, st Store) *Metrics {
+	m := &Metrics{reg: prometheus.NewRegistry()}
+	m.passes = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name:    "stream_conductor_reconcile_pass_duration_seconds",
+		Help:    "Duration of reconcile passes, by result (ok or error).",
+		Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10},
+	}, []string{"result"})
+	m.applies = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name:    "stream_conductor_nginx_apply_duration_seconds",
+		Help:    "Duration of nginx tests, starts and reloads, by operation and result.",
+		Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10},
+	}, []string{"op", "result"})
+	m.requests = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name:    "stream_conductor_http_request_duration_seconds",
+		Help:    "Duration of API requests, by route and status code.",
+		Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10},
+	}, []string{"route", "code"})
+	m.reg.MustRegister(m.passes, m.applies, m.requests, &collector{src: src, st: st},
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return m
+}
+
+// Handler serves the metrics in Prometheus' text format.
+func (m *Metrics) Handler() http.Handler {
+	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{})
+}
+
+// ObservePass is the reconciler's hook after every pass.
+func (m *Metrics) ObservePass(d time.Duration, err error) {
+	m.passes.WithLabelValues(result(err)).Observe(d.Seconds())
+}
+
+// ObserveApply is the reconciler's hook after every nginx test, start or
+// reload.
+func (m *Metrics) ObserveApply(op string, d time.Duration, err error) {
+	m.applies.WithLabelValues(op, result(err)).Observe(d.Seconds())
+}
+
+// ObserveRequest is the API's hook after every request.
+func (m *Metrics) ObserveRequest(route string, code int, d time.Duration) {
+	m.requests.WithLabelValues(route, strconv.Itoa(code)).Observe(d.Seconds())
+}
+
+func result(err error) string {
+	if err != nil {
+		return "error"
+	}
+	return "ok"
+}
+
+// collector turns what the reconciler and the store know into metrics at
+// scrape time.
+type collector struct {
+	src Source
+	st  Store
+}
+
+var (
+	descStreams  = prometheus.NewDesc("stream_conductor_streams", "Streams by state.", []string{"state"}, nil)
+	descCounter  = prometheus.NewDesc("stream_conductor_events_total", "What the reconciler did since start, by event.", []string{"event"}, nil)
+	descNginxUp  = prometheus.NewDesc("stream_conductor_nginx_up", "1 when the nginx master runs.", nil, nil)
+	descReady    = prometheus.NewDesc("stream_conductor_last_pass_ok", "1 when the last reconcile pass succeeded.", nil, nil)
+	descDrifted  = prometheus.NewDesc("stream_conductor_drifted_files", "Files of ours changed by someone else and left as they are.", nil, nil)
+	descRevision = prometheus.NewDesc("stream_conductor_store_revision", "The store's revision.", nil, nil)
+	descApplied  = prometheus.NewDesc("stream_conductor_applied_revision", "The store revision nginx has applied.", nil, nil)
+	descDBBytes  = prometheus.NewDesc("stream_conductor_store_bytes", "Size of the state database.", nil, nil)
+)
+
+func (c *collector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{descStreams, descCounter, descNginxUp, descReady, descDrifted, descRevision, descApplied, descDBBytes} {
+		ch <- d
+	}
+}
+
+func (c *collector) Collect(ch chan<- prometheus.Metric) {
+	specs, rev := c.st.List()
+	counts := map[stream.State]int{stream.Active: 0, stream.Pending: 0, stream.Failed: 0}
+	for _, s := range specs {
+		counts[c.src.Status(s.ID(), s.Revision).State]++
+	}
+	for state, n := range counts {
+		ch <- prometheus.MustNewConstMetric(descStreams, prometheus.GaugeValue, float64(n), string(state))
+	}
+	h := c.src.Health()
+	for event, v := range map[string]uint64{
+		"pass": h.Counters.Passes, "failed_pass": h.Counters.FailedPasses, "nginx_test": h.Counters.Tests,
+		"nginx_reload": h.Counters.Reloads, "nginx_start": h.Counters.Starts, "file_written": h.Counters.FilesWritten,
+		"file_removed": h.Counters.FilesRemoved, "quarantine": h.Counters.Quarantined,
+		"drift_detected": h.Counters.DriftDetected, "drift_repair": h.Counters.DriftRepairs,
+	} {
+		ch <- prometheus.MustNewConstMetric(descCounter, prometheus.CounterValue, float64(v), event)
+	}
+	ch <- prometheus.MustNewConstMetric(descNginxUp, prometheus.GaugeValue, bool01(h.NginxRunning))
+	ch <- prometheus.MustNewConstMetric(descReady, prometheus.GaugeValue, bool01(h.LastError == "" && h.Counters.Passes > 0))
+	ch <- prometheus.MustNewConstMetric(descDrifted, prometheus.GaugeValue, float64(len(h.Drifted)))
+	ch <- prometheus.MustNewConstMetric(descRevision, prometheus.GaugeValue, float64(rev))
+	ch <- prometheus.MustNewConstMetric(descApplied, prometheus.GaugeValue, float64(h.AppliedRevision))
+	ch <- prometheus.MustNewConstMetric(descDBBytes, prometheus.GaugeValue, float64(c.st.BackupSize()))
+}
+
+func bool01(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
+}
