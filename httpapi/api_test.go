@@ -15,6 +15,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/streamconductor/stream-conductor/nginxconf"
 	"github.com/streamconductor/stream-conductor/reconcile"
 	"github.com/streamconductor/stream-conductor/store"
 	"github.com/streamconductor/stream-conductor/stream"
@@ -29,6 +30,7 @@ type fakeApplier struct {
 	hang    bool
 	st      *store.Store
 	version uint64
+	onDisk  map[string][]byte
 }
 
 func (f *fakeApplier) WaitApplied(ctx context.Context, rev uint64) error {
@@ -65,6 +67,11 @@ func (f *fakeApplier) PortBusy(s stream.Spec) error {
 		return errors.New("bind() to 0.0.0.0:" + fmt.Sprint(s.Listen) + " failed (98: Address already in use)")
 	}
 	return nil
+}
+
+func (f *fakeApplier) Preview(s stream.Spec) (string, []byte, []byte, error) {
+	name, body := nginxconf.Render(s, nginxconf.RenderOptions{Prefix: "stream-"})
+	return name, body, f.onDisk[name], nil
 }
 
 func (f *fakeApplier) StatusVersion() uint64 {
@@ -364,5 +371,34 @@ func TestHealthStatusAndPanics(t *testing.T) {
 	rec, body := do(t, h, call{method: "GET", path: "/panic"})
 	if code, _ := errorOf(body); rec.Code != 500 || code != CodeInternal || strings.Contains(rec.Body.String(), "secret") {
 		t.Fatalf("panic: %d %s", rec.Code, rec.Body)
+	}
+}
+
+func TestDryRunChangesNothing(t *testing.T) {
+	srv, st, ap := newTestServer(t)
+	rec, body := do(t, srv, call{method: "PUT", path: "/v1/streams/tcp/9001?dry_run=true", body: `{"backend":"a:1"}`})
+	if rec.Code != 200 || body["change"] != "create" || body["file"] != "stream-tcp-9001.conf" ||
+		!strings.Contains(body["config"].(string), "proxy_pass a:1;") || !strings.Contains(body["diff"].(string), "+    proxy_pass a:1;") {
+		t.Fatalf("dry run: %d %s", rec.Code, rec.Body)
+	}
+	if l, _ := st.List(); len(l) != 0 {
+		t.Fatal("a dry run stored the stream")
+	}
+	_, old := nginxconf.Render(stream.Spec{Protocol: stream.TCP, Listen: 9001, Backends: []string{"a:1"}}, nginxconf.RenderOptions{Prefix: "stream-"})
+	ap.onDisk = map[string][]byte{"stream-tcp-9001.conf": old}
+	_, body = do(t, srv, call{method: "PUT", path: "/v1/streams/tcp/9001?dry_run=true", body: `{"backend":"b:2"}`})
+	if body["change"] != "update" || !strings.Contains(body["diff"].(string), "-    proxy_pass a:1;\n+    proxy_pass b:2;") {
+		t.Fatalf("update dry run: %v", body)
+	}
+	rec, _ = do(t, srv, call{method: "PUT", path: "/v1/streams/tcp/9001?dry_run=true", body: `{"backend":"a:1;"}`})
+	if rec.Code != 400 {
+		t.Fatalf("a dry run skipped validation: %d", rec.Code)
+	}
+	rec, body = do(t, srv, call{method: "POST", path: "/v1/streams?dry_run=true", body: `{"backend":"a:1"}`})
+	if rec.Code != 200 || body["file"] != "stream-tcp-9000.conf" {
+		t.Fatalf("POST dry run: %d %s", rec.Code, rec.Body)
+	}
+	if l, _ := st.List(); len(l) != 0 {
+		t.Fatal("a dry run stored a stream")
 	}
 }

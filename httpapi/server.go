@@ -43,6 +43,8 @@ type Applier interface {
 	Health() reconcile.Health
 	// StatusVersion changes whenever a stream's status may have.
 	StatusVersion() uint64
+	// Preview renders a spec and reads its file, changing nothing.
+	Preview(s stream.Spec) (name string, body, current []byte, err error)
 }
 
 // Config is what the API needs to know about the node.

@@ -180,6 +180,15 @@ func (s *Server) putStream(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
+	if isDryRun(r) {
+		if sp, err = nginxconf.Validate(sp, s.rules()); err != nil {
+			return validationError(err)
+		}
+		if err := s.cfg.Backends.Check(r.Context(), sp.Backends); err != nil {
+			return err
+		}
+		return s.dryRun(w, sp)
+	}
 	out, err := s.write(r, sp, m)
 	if err != nil {
 		return err
@@ -265,6 +274,17 @@ func (s *Server) createStream(w http.ResponseWriter, r *http.Request) error {
 	}
 	if err := s.cfg.Backends.Check(r.Context(), sp.Backends); err != nil {
 		return err
+	}
+	if isDryRun(r) {
+		// The port the allocation would choose now (nothing is reserved).
+		for port := s.cfg.PortMin; port <= s.cfg.PortMax; port++ {
+			sp.Listen = port
+			if _, err := s.store.Get(sp.ID()); err == nil || port == s.cfg.APIPort || s.applier.PortBusy(sp) != nil {
+				continue
+			}
+			return s.dryRun(w, sp)
+		}
+		return storeError(store.ErrNoFreePort, "")
 	}
 	stored, err := s.store.Allocate(sp, s.cfg.PortMin, s.cfg.PortMax, func(port int) bool {
 		probe := sp

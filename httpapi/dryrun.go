@@ -1,0 +1,87 @@
+package httpapi
+
+import (
+	"net/http"
+	"strings"
+
+	"github.com/streamconductor/stream-conductor/stream"
+)
+
+// isDryRun reports whether the client asked only to see what a write would
+// do (?dry_run=true).
+func isDryRun(r *http.Request) bool {
+	v := r.URL.Query().Get("dry_run")
+	return v == "true" || v == "1"
+}
+
+// dryRun answers a validated write with the file it would write, the
+// rendered configuration and a line diff against the file on disk,
+// changing nothing.
+func (s *Server) dryRun(w http.ResponseWriter, sp stream.Spec) error {
+	name, body, current, err := s.applier.Preview(sp)
+	if err != nil {
+		return err
+	}
+	change := "update"
+	switch {
+	case current == nil:
+		change = "create"
+	case string(current) == string(body):
+		change = "none"
+	}
+	if sp.Backends == nil {
+		sp.Backends = []string{}
+	}
+	writeJSON(w, http.StatusOK, map[string]any{
+		"dry_run": true, "change": change, "file": name, "config": string(body),
+		"diff": lineDiff(string(current), string(body)), "stream": struct {
+			ID string `json:"id"`
+			stream.Spec
+		}{sp.ID(), sp},
+	})
+	return nil
+}
+
+// lineDiff is a unified-style diff of two short texts: lines only in a
+// start with "-", lines only in b with "+", common lines with " ". It
+// uses the longest common subsequence, fine for files of a few dozen lines.
+func lineDiff(a, b string) string {
+	x, y := splitLines(a), splitLines(b)
+	n, m := len(x), len(y)
+	lcs := make([][]int, n+1)
+	for i := range lcs {
+		lcs[i] = make([]int, m+1)
+	}
+	for i := n - 1; i >= 0; i-- {
+		for j := m - 1; j >= 0; j-- {
+			if x[i] == y[j] {
+				lcs[i][j] = lcs[i+1][j+1] + 1
+			} else {
+				lcs[i][j] = max(lcs[i+1][j], lcs[i][j+1])
+			}
+		}
+	}
+	var out strings.Builder
+	i, j := 0, 0
+	for i < n || j < m {
+		switch {
+		case i < n && j < m && x[i] == y[j]:
+			out.WriteString(" " + x[i] + "\n")
+			i, j = i+1, j+1
+		case i < n && (j == m || lcs[i+1][j] >= lcs[i][j+1]):
+			out.WriteString("-" + x[i] + "\n")
+			i++
+		default:
+			out.WriteString("+" + y[j] + "\n")
+			j++
+		}
+	}
+	return out.String()
+}
+
+func splitLines(s string) []string {
+	if s == "" {
+		return nil
+	}
+	return strings.Split(strings.TrimSuffix(s, "\n"), "\n")
+}
