@@ -109,6 +109,7 @@ func New(cfg Config, st Store, ap Applier) *Server {
 		r.Handle(path, s.handleWith(path, need, h, writeSeedError)).Methods(http.MethodGet)
 	}
 	route(http.MethodGet, "/healthz", Open, s.healthz)
+	route(http.MethodGet, "/openapi.json", Open, s.openapi)
 	route(http.MethodGet, "/readyz", Read, s.readyz)
 	route(http.MethodGet, "/v1/status", Read, s.status)
 	route(http.MethodGet, "/v1/streams", Read, s.listStreams)
