@@ -11,25 +11,83 @@ import (
 	"os"
 	"strings"
 	"time"
+
+	yaml "go.yaml.in/yaml/v3"
 )
 
-// Client subcommands talk to a running daemon's API.
-var subcommands = map[string]func(c *client, args []string, stdout io.Writer) error{
-	"export": runExport,
-	"import": runImport,
+// Exit codes of the client subcommands, for scripts.
+const (
+	exitOK          = 0 // done
+	exitFailed      = 1 // the daemon refused or failed (the message says why)
+	exitUsage       = 2 // bad command line
+	exitNotFound    = 3 // no such stream
+	exitUnreachable = 4 // no daemon answered at the URL
+)
+
+// cliError carries an exit code with its message.
+type cliError struct {
+	code int
+	err  error
 }
+
+func (e *cliError) Error() string { return e.err.Error() }
+
+func (e *cliError) Unwrap() error { return e.err }
+
+// apiError is an error answer of the API.
+type apiError struct {
+	Status  int
+	Code    string `json:"code"`
+	Message string `json:"message"`
+	Field   string `json:"field"`
+}
+
+func (e *apiError) Error() string {
+	if e.Field != "" {
+		return e.Field + ": " + e.Message
+	}
+	return e.Message
+}
+
+// opts are every client flag; each subcommand uses some.
+type opts struct {
+	url, tokenFile, output                     string
+	dryRun, prune, replace, proxyProtocol, udp bool
+	file, bind, balance, allow, description    string
+	connectTimeout, idleTimeout                string
+}
+
+type command struct {
+	usage string
+	args  func(n int) bool
+	run   func(c *client, o *opts, args []string, out io.Writer) error
+}
+
+// subcommands talk to a running daemon's API.
+var subcommands = map[string]command{
+	"ls":     {"ls [-o table|json|yaml]", exactly(0), runLs},
+	"get":    {"get ID [-o table|json|yaml]          ID: tcp/9000, udp/53 or 9000", exactly(1), runGet},
+	"create": {"create ID|auto BACKEND[,BACKEND...] [-udp] [-bind ADDR] [-balance M] [-allow CIDR,...] [-proxy-protocol] [-connect-timeout D] [-idle-timeout D] [-description TEXT] [-replace] [-dry-run]", exactly(2), runCreate},
+	"rm":     {"rm ID", exactly(1), runRm},
+	"status": {"status [-o table|json|yaml]", exactly(0), runStatus},
+	"apply":  {"apply -f FILE [-prune] [-dry-run]   FILE: YAML or JSON list of streams (- for stdin)", exactly(0), runApply},
+	"export": {"export [-o json|yaml] > streams.json", exactly(0), runExport},
+	"import": {"import [-dry-run] [-prune] FILE|-", exactly(1), runImport},
+}
+
+func exactly(n int) func(int) bool { return func(m int) bool { return m == n } }
 
 type client struct {
-	url  string
-	http *http.Client
+	url, token string
+	http       *http.Client
 }
 
-// runClient runs subcommand name and returns the process exit code: 0 on
-// success, 1 when the daemon refused or could not be reached, 2 on bad
-// usage.
+// runClient runs subcommand name and returns its exit code.
 func runClient(name string, args []string, getenv func(string) string, stdout, stderr io.Writer) int {
+	cmd := subcommands[name]
 	fs := flag.NewFlagSet("stream-conductor "+name, flag.ContinueOnError)
 	fs.SetOutput(stderr)
+	o := &opts{}
 	def := getenv("STREAM_CONDUCTOR_URL")
 	if def == "" {
 		port := getenv("BIND_PORT")
@@ -38,58 +96,110 @@ func runClient(name string, args []string, getenv func(string) string, stdout, s
 		}
 		def = "http://127.0.0.1:" + port
 	}
-	url := fs.String("url", def, "the daemon's API [STREAM_CONDUCTOR_URL]")
-	dryRun := fs.Bool("dry-run", false, "import: only show what would change")
-	prune := fs.Bool("prune", false, "import: also delete the streams the file does not name")
+	fs.StringVar(&o.url, "url", def, "the daemon's API [STREAM_CONDUCTOR_URL]")
+	fs.StringVar(&o.tokenFile, "token-file", getenv("STREAM_CONDUCTOR_TOKEN_FILE"), "file with the API token [STREAM_CONDUCTOR_TOKEN_FILE]; or set STREAM_CONDUCTOR_TOKEN")
+	fs.StringVar(&o.output, "o", "table", "output: table, json or yaml")
+	fs.BoolVar(&o.dryRun, "dry-run", false, "show what would change, change nothing")
+	fs.BoolVar(&o.prune, "prune", false, "apply/import: also delete the streams the file does not name")
+	fs.StringVar(&o.file, "f", "", "apply: the file of streams")
+	fs.BoolVar(&o.replace, "replace", false, "create: replace a stream that exists (default: refuse)")
+	fs.BoolVar(&o.udp, "udp", false, "create auto: a UDP stream")
+	fs.StringVar(&o.bind, "bind", "", "create: listen address")
+	fs.StringVar(&o.balance, "balance", "", "create: round_robin, least_conn or hash_client_ip")
+	fs.StringVar(&o.allow, "allow", "", "create: comma-separated source CIDRs allowed")
+	fs.BoolVar(&o.proxyProtocol, "proxy-protocol", false, "create: send a PROXY protocol header")
+	fs.StringVar(&o.connectTimeout, "connect-timeout", "", "create: e.g. 5s")
+	fs.StringVar(&o.idleTimeout, "idle-timeout", "", "create: e.g. 10m")
+	fs.StringVar(&o.description, "description", "", "create: free text")
 	fs.Usage = func() {
-		fmt.Fprintf(stderr, "Usage:\n  stream-conductor export [-url URL] > streams.json\n  stream-conductor import [-url URL] [-dry-run] [-prune] FILE|-\n\nFlags:\n")
+		fmt.Fprintf(stderr, "Usage: stream-conductor %s\n\nExit codes: 0 done, 1 refused or failed, 2 bad usage, 3 no such stream, 4 no daemon at the URL.\n\nFlags:\n", cmd.usage)
 		fs.PrintDefaults()
 	}
-	if err := fs.Parse(args); err != nil {
+	if err := fs.Parse(interleave(args)); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
-			return 0
+			return exitOK
 		}
-		return 2
+		return exitUsage
 	}
-	c := &client{url: strings.TrimSuffix(*url, "/"), http: &http.Client{Timeout: 5 * time.Minute}}
-	rest := fs.Args()
-	if name == "import" {
-		if len(rest) != 1 {
-			fs.Usage()
-			return 2
-		}
-		q := []string{}
-		if *dryRun {
-			q = append(q, "dry_run=true")
-		}
-		if *prune {
-			q = append(q, "prune=true")
-		}
-		rest = append(rest, strings.Join(q, "&"))
-	} else if len(rest) != 0 {
+	if !cmd.args(fs.NArg()) || (o.output != "table" && o.output != "json" && o.output != "yaml") {
 		fs.Usage()
-		return 2
+		return exitUsage
 	}
-	if err := subcommands[name](c, rest, stdout); err != nil {
+	c := &client{url: strings.TrimSuffix(o.url, "/"), http: &http.Client{Timeout: 5 * time.Minute}, token: getenv("STREAM_CONDUCTOR_TOKEN")}
+	if o.tokenFile != "" {
+		b, err := os.ReadFile(o.tokenFile)
+		if err != nil {
+			fmt.Fprintln(stderr, "stream-conductor "+name+":", err)
+			return exitUsage
+		}
+		c.token = strings.TrimSpace(string(b))
+	}
+	if err := cmd.run(c, o, fs.Args(), stdout); err != nil {
 		fmt.Fprintln(stderr, "stream-conductor "+name+":", err)
-		return 1
+		var ce *cliError
+		if errors.As(err, &ce) {
+			return ce.code
+		}
+		return exitFailed
 	}
-	return 0
+	return exitOK
 }
 
-// do sends a request and decodes a JSON answer into out; an API error
-// comes back as its message.
-func (c *client) do(method, path string, body io.Reader, out any) error {
-	req, err := http.NewRequest(method, c.url+path, body)
+// interleave moves flags before positional arguments, so that
+// "create tcp/9000 db:5432 -bind 127.0.0.1" parses as users write it.
+func interleave(args []string) []string {
+	var flags, pos []string
+	for i := 0; i < len(args); i++ {
+		a := args[i]
+		if a == "--" {
+			pos = append(pos, args[i+1:]...)
+			break
+		}
+		if strings.HasPrefix(a, "-") && a != "-" {
+			flags = append(flags, a)
+			name := strings.TrimLeft(a, "-")
+			if !strings.Contains(name, "=") && takesValue(name) && i+1 < len(args) {
+				flags = append(flags, args[i+1])
+				i++
+			}
+			continue
+		}
+		pos = append(pos, a)
+	}
+	return append(flags, pos...)
+}
+
+func takesValue(name string) bool {
+	switch name {
+	case "dry-run", "prune", "replace", "proxy-protocol", "udp", "h", "help":
+		return false
+	}
+	return true
+}
+
+// do sends a request and decodes a JSON answer into out (a
+// *json.RawMessage keeps it raw). Errors carry the right exit code.
+func (c *client) do(method, path string, body []byte, header map[string]string, out any) error {
+	var rd io.Reader
+	if body != nil {
+		rd = bytes.NewReader(body)
+	}
+	req, err := http.NewRequest(method, c.url+path, rd)
 	if err != nil {
 		return err
 	}
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}
+	if c.token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.token)
+	}
+	for k, v := range header {
+		req.Header.Set(k, v)
+	}
 	resp, err := c.http.Do(req)
 	if err != nil {
-		return fmt.Errorf("the daemon is not answering at %s: %w", c.url, err)
+		return &cliError{exitUnreachable, fmt.Errorf("the daemon is not answering at %s: %w", c.url, err)}
 	}
 	defer resp.Body.Close()
 	raw, err := io.ReadAll(resp.Body)
@@ -98,17 +208,19 @@ func (c *client) do(method, path string, body io.Reader, out any) error {
 	}
 	if resp.StatusCode >= 300 {
 		var e struct {
-			Error struct{ Code, Message, Field string } `json:"error"`
+			Error apiError `json:"error"`
 		}
-		if json.Unmarshal(raw, &e) == nil && e.Error.Message != "" {
-			if e.Error.Field != "" {
-				return fmt.Errorf("%s: %s (%s)", e.Error.Field, e.Error.Message, resp.Status)
-			}
-			return fmt.Errorf("%s (%s)", e.Error.Message, resp.Status)
+		if json.Unmarshal(raw, &e) != nil || e.Error.Message == "" {
+			return fmt.Errorf("%s: %s", resp.Status, bytes.TrimSpace(raw))
 		}
-		return fmt.Errorf("%s: %s", resp.Status, bytes.TrimSpace(raw))
+		e.Error.Status = resp.StatusCode
+		code := exitFailed
+		if resp.StatusCode == http.StatusNotFound {
+			code = exitNotFound
+		}
+		return &cliError{code, &e.Error}
 	}
-	if out == nil {
+	if out == nil || len(raw) == 0 {
 		return nil
 	}
 	if b, ok := out.(*json.RawMessage); ok {
@@ -118,62 +230,31 @@ func (c *client) do(method, path string, body io.Reader, out any) error {
 	return json.Unmarshal(raw, out)
 }
 
-func runExport(c *client, _ []string, stdout io.Writer) error {
-	var doc json.RawMessage
-	if err := c.do("GET", "/v1/export", nil, &doc); err != nil {
-		return err
+// emit writes v as JSON or YAML.
+func emit(out io.Writer, format string, v any) error {
+	if format == "yaml" {
+		// Through JSON, so that YAML keys are the API's field names.
+		var generic any
+		b, _ := json.Marshal(v)
+		json.Unmarshal(b, &generic)
+		return yaml.NewEncoder(out).Encode(generic)
 	}
-	_, err := stdout.Write(doc)
-	return err
-}
-
-func runImport(c *client, args []string, stdout io.Writer) error {
-	var in io.Reader = os.Stdin
-	if args[0] != "-" {
-		f, err := os.Open(args[0])
-		if err != nil {
-			return err
-		}
-		defer f.Close()
-		in = f
-	}
-	body, err := io.ReadAll(in)
+	b, err := json.MarshalIndent(v, "", "  ")
 	if err != nil {
 		return err
 	}
-	path := "/v1/import"
-	if args[1] != "" {
-		path += "?" + args[1]
+	_, err = fmt.Fprintln(out, string(b))
+	return err
+}
+
+// streamID turns "tcp/9000", "udp/53" or "9000" into an API path id.
+func streamID(arg string) (string, error) {
+	p, port, ok := strings.Cut(arg, "/")
+	if !ok {
+		p, port = "tcp", arg
 	}
-	var res struct {
-		DryRun  bool `json:"dry_run"`
-		Changes struct {
-			Create, Update, Delete, Unchanged []string
-		} `json:"changes"`
-		Failed []struct{ ID, Error string } `json:"failed"`
+	if p != "tcp" && p != "udp" {
+		return "", &cliError{exitUsage, fmt.Errorf("%q: want tcp/PORT, udp/PORT or PORT", arg)}
 	}
-	if err := c.do("POST", path, bytes.NewReader(body), &res); err != nil {
-		return err
-	}
-	verb := "imported"
-	if res.DryRun {
-		verb = "would import (dry run, nothing changed)"
-	}
-	fmt.Fprintf(stdout, "%s: %d to create, %d to update, %d to delete, %d unchanged\n", verb,
-		len(res.Changes.Create), len(res.Changes.Update), len(res.Changes.Delete), len(res.Changes.Unchanged))
-	for _, l := range []struct {
-		sign string
-		ids  []string
-	}{{"+", res.Changes.Create}, {"~", res.Changes.Update}, {"-", res.Changes.Delete}} {
-		for _, id := range l.ids {
-			fmt.Fprintf(stdout, "  %s %s\n", l.sign, id)
-		}
-	}
-	for _, f := range res.Failed {
-		fmt.Fprintf(stdout, "  ! %s failed: %s\n", f.ID, f.Error)
-	}
-	if len(res.Failed) > 0 {
-		return fmt.Errorf("%d streams were stored but nginx rejected them", len(res.Failed))
-	}
-	return nil
+	return p + "/" + port, nil
 }

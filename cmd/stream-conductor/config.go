@@ -213,10 +213,9 @@ func parseDuration(name, v string) (time.Duration, error) {
 func usage(fs *flag.FlagSet, w io.Writer) {
 	fmt.Fprintf(w, `stream-conductor: forward TCP/UDP ports of this host to backends through nginx.
 
-Usage: stream-conductor [flags]              run the daemon
-       stream-conductor export [-url URL]   print every stream as JSON
-       stream-conductor import [-url URL] [-dry-run] [-prune] FILE|-
-                                            create or replace the streams of FILE, all or none
+Usage: stream-conductor [flags]                    run the daemon
+       stream-conductor ls|get|create|rm|status|apply|export|import ...
+                                                  talk to a running daemon (each -h for its usage)
 
 Every flag can also be set by the environment variable in brackets; a flag
 wins over its variable. Flags:

@@ -34,7 +34,7 @@ import (
 var version = "dev"
 
 func main() {
-	if len(os.Args) > 1 && subcommands[os.Args[1]] != nil {
+	if _, ok := subcommands[safeArg(1)]; ok {
 		os.Exit(runClient(os.Args[1], os.Args[2:], os.Getenv, os.Stdout, os.Stderr))
 	}
 	cfg, err := parseConfig(os.Args[1:], os.Getenv, os.Stderr)
@@ -218,6 +218,13 @@ func run(ctx context.Context, cfg config, log zerolog.Logger) error {
 	stopRec()
 	<-recDone
 	return nil
+}
+
+func safeArg(i int) string {
+	if len(os.Args) > i {
+		return os.Args[i]
+	}
+	return ""
 }
 
 // isLoopback reports whether the API's bind address reaches only this

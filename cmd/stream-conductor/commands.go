@@ -1,0 +1,315 @@
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"text/tabwriter"
+
+	yaml "go.yaml.in/yaml/v3"
+)
+
+// view is a stream as the API shows it, as far as the CLI prints it.
+type view struct {
+	ID          string   `json:"id"`
+	Protocol    string   `json:"protocol"`
+	Listen      int      `json:"listen"`
+	Bind        string   `json:"bind,omitempty"`
+	Backends    []string `json:"backends"`
+	Balance     string   `json:"balance,omitempty"`
+	Description string   `json:"description,omitempty"`
+	Revision    uint64   `json:"revision"`
+	Status      struct {
+		State string `json:"state"`
+		Error string `json:"error,omitempty"`
+	} `json:"status"`
+}
+
+func printStreams(out io.Writer, streams []view) {
+	w := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(w, "ID\tLISTEN\tBACKENDS\tSTATE\tNOTE")
+	for _, s := range streams {
+		listen := fmt.Sprint(s.Listen)
+		if s.Bind != "" {
+			listen = s.Bind + ":" + listen
+		}
+		note := s.Description
+		if s.Status.Error != "" {
+			note = s.Status.Error
+		}
+		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\n", s.ID, listen, strings.Join(s.Backends, ","), s.Status.State, note)
+	}
+	w.Flush()
+}
+
+func runLs(c *client, o *opts, _ []string, out io.Writer) error {
+	var raw json.RawMessage
+	if err := c.do("GET", "/v1/streams", nil, nil, &raw); err != nil {
+		return err
+	}
+	var list struct {
+		Streams []view `json:"streams"`
+	}
+	if err := json.Unmarshal(raw, &list); err != nil {
+		return err
+	}
+	if o.output != "table" {
+		var generic any
+		json.Unmarshal(raw, &generic)
+		return emit(out, o.output, generic.(map[string]any)["streams"])
+	}
+	printStreams(out, list.Streams)
+	return nil
+}
+
+func runGet(c *client, o *opts, args []string, out io.Writer) error {
+	id, err := streamID(args[0])
+	if err != nil {
+		return err
+	}
+	var raw json.RawMessage
+	if err := c.do("GET", "/v1/streams/"+id, nil, nil, &raw); err != nil {
+		return err
+	}
+	var generic any
+	json.Unmarshal(raw, &generic)
+	if o.output != "table" {
+		return emit(out, o.output, generic)
+	}
+	return yaml.NewEncoder(out).Encode(generic) // a readable vertical form
+}
+
+func runCreate(c *client, o *opts, args []string, out io.Writer) error {
+	body := map[string]any{"backends": strings.Split(args[1], ",")}
+	for k, v := range map[string]string{"bind": o.bind, "balance": o.balance, "description": o.description,
+		"connect_timeout": o.connectTimeout, "idle_timeout": o.idleTimeout} {
+		if v != "" {
+			body[k] = v
+		}
+	}
+	if o.allow != "" {
+		body["allow"] = strings.Split(o.allow, ",")
+	}
+	if o.proxyProtocol {
+		body["proxy_protocol"] = true
+	}
+	method, path, header := "POST", "/v1/streams", map[string]string{}
+	if args[0] == "auto" {
+		if o.udp {
+			body["protocol"] = "udp"
+		}
+	} else {
+		id, err := streamID(args[0])
+		if err != nil {
+			return err
+		}
+		method, path = "PUT", "/v1/streams/"+id
+		if !o.replace {
+			header["If-None-Match"] = "*"
+		}
+	}
+	if o.dryRun {
+		path += "?dry_run=true"
+	}
+	b, _ := json.Marshal(body)
+	var raw json.RawMessage
+	if err := c.do(method, path, b, header, &raw); err != nil {
+		var ae *apiError
+		if errors.As(err, &ae) && ae.Status == 412 {
+			id := strings.TrimSuffix(strings.TrimPrefix(path, "/v1/streams/"), "?dry_run=true")
+			_, port, _ := strings.Cut(id, "/")
+			return &cliError{exitFailed, fmt.Errorf("port %s is taken by stream %s (use -replace, or rm it first)", port, id)}
+		}
+		return err
+	}
+	if o.dryRun {
+		var d struct {
+			Change, File, Diff string
+		}
+		json.Unmarshal(raw, &d)
+		fmt.Fprintf(out, "dry run: would %s %s\n%s", d.Change, d.File, d.Diff)
+		return nil
+	}
+	var v view
+	json.Unmarshal(raw, &v)
+	if o.output != "table" {
+		var generic any
+		json.Unmarshal(raw, &generic)
+		return emit(out, o.output, generic)
+	}
+	printStreams(out, []view{v})
+	return nil
+}
+
+func runRm(c *client, _ *opts, args []string, out io.Writer) error {
+	id, err := streamID(args[0])
+	if err != nil {
+		return err
+	}
+	if err := c.do("DELETE", "/v1/streams/"+id, nil, nil, nil); err != nil {
+		return err
+	}
+	fmt.Fprintf(out, "removed %s\n", id)
+	return nil
+}
+
+func runStatus(c *client, o *opts, _ []string, out io.Writer) error {
+	var st map[string]any
+	if err := c.do("GET", "/v1/status", nil, nil, &st); err != nil {
+		return err
+	}
+	if o.output != "table" {
+		return emit(out, o.output, st)
+	}
+	rec, _ := st["reconciler"].(map[string]any)
+	streams, _ := st["streams"].(map[string]any)
+	by, _ := streams["by_state"].(map[string]any)
+	w := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
+	fmt.Fprintf(w, "version\t%v\n", st["version"])
+	fmt.Fprintf(w, "nginx\t%v, running: %v\n", st["nginx_mode"], rec["nginx_running"])
+	fmt.Fprintf(w, "streams\t%v: %v active, %v pending, %v failed\n", streams["total"], by["active"], by["pending"], by["failed"])
+	fmt.Fprintf(w, "revision\tstore %v, applied %v\n", st["store_revision"], rec["applied_revision"])
+	if e, _ := rec["last_error"].(string); e != "" {
+		fmt.Fprintf(w, "last error\t%s\n", e)
+	}
+	if d, _ := rec["drifted"].([]any); len(d) > 0 {
+		fmt.Fprintf(w, "drifted\t%v\n", d)
+	}
+	if f, _ := streams["failed"].([]any); len(f) > 0 {
+		for _, x := range f {
+			m := x.(map[string]any)
+			fmt.Fprintf(w, "failed\t%v: %v\n", m["id"], m["error"])
+		}
+	}
+	return w.Flush()
+}
+
+// readStreams reads a YAML or JSON list of streams (or {"streams": [...]})
+// into the import document.
+func readStreams(path string) ([]byte, error) {
+	var b []byte
+	var err error
+	if path == "-" {
+		b, err = io.ReadAll(os.Stdin)
+	} else {
+		b, err = os.ReadFile(path)
+	}
+	if err != nil {
+		return nil, err
+	}
+	var doc any
+	if err := yaml.Unmarshal(b, &doc); err != nil { // YAML is a superset of JSON
+		return nil, &cliError{exitUsage, fmt.Errorf("%s: %w", path, err)}
+	}
+	if list, ok := doc.([]any); ok {
+		doc = map[string]any{"streams": list}
+	}
+	return json.Marshal(doc)
+}
+
+// runApply makes the node match a file: it shows what would change first
+// (an import dry run), then applies it unless -dry-run.
+func runApply(c *client, o *opts, _ []string, out io.Writer) error {
+	if o.file == "" {
+		return &cliError{exitUsage, fmt.Errorf("apply needs -f FILE")}
+	}
+	body, err := readStreams(o.file)
+	if err != nil {
+		return err
+	}
+	q := "?dry_run=true"
+	if o.prune {
+		q += "&prune=true"
+	}
+	var plan importResult
+	if err := c.do("POST", "/v1/import"+q, body, nil, &plan); err != nil {
+		return err
+	}
+	printPlan(out, plan)
+	if o.dryRun || len(plan.Changes.Create)+len(plan.Changes.Update)+len(plan.Changes.Delete) == 0 {
+		return nil
+	}
+	return doImport(c, body, strings.Replace(q, "dry_run=true", "dry_run=false", 1), out)
+}
+
+type importResult struct {
+	DryRun  bool `json:"dry_run"`
+	Changes struct {
+		Create, Update, Delete, Unchanged []string
+	} `json:"changes"`
+	Failed []struct{ ID, Error string } `json:"failed"`
+}
+
+func printPlan(out io.Writer, p importResult) {
+	verb := "imported"
+	if p.DryRun {
+		verb = "would change (dry run, nothing changed)"
+	}
+	fmt.Fprintf(out, "%s: %d to create, %d to update, %d to delete, %d unchanged\n", verb,
+		len(p.Changes.Create), len(p.Changes.Update), len(p.Changes.Delete), len(p.Changes.Unchanged))
+	for _, l := range []struct {
+		sign string
+		ids  []string
+	}{{"+", p.Changes.Create}, {"~", p.Changes.Update}, {"-", p.Changes.Delete}} {
+		for _, id := range l.ids {
+			fmt.Fprintf(out, "  %s %s\n", l.sign, id)
+		}
+	}
+}
+
+func doImport(c *client, body []byte, q string, out io.Writer) error {
+	var res importResult
+	if err := c.do("POST", "/v1/import"+q, body, nil, &res); err != nil {
+		return err
+	}
+	if !res.DryRun {
+		fmt.Fprintln(out, "applied")
+	}
+	for _, f := range res.Failed {
+		fmt.Fprintf(out, "  ! %s failed: %s\n", f.ID, f.Error)
+	}
+	if len(res.Failed) > 0 {
+		return fmt.Errorf("%d streams were stored but nginx rejected them", len(res.Failed))
+	}
+	return nil
+}
+
+func runExport(c *client, o *opts, _ []string, out io.Writer) error {
+	var raw json.RawMessage
+	if err := c.do("GET", "/v1/export", nil, nil, &raw); err != nil {
+		return err
+	}
+	if o.output == "yaml" {
+		var generic any
+		json.Unmarshal(raw, &generic)
+		return emit(out, "yaml", generic)
+	}
+	_, err := out.Write(raw)
+	return err
+}
+
+func runImport(c *client, o *opts, args []string, out io.Writer) error {
+	body, err := readStreams(args[0])
+	if err != nil {
+		return err
+	}
+	q := "?dry_run=" + fmt.Sprint(o.dryRun)
+	if o.prune {
+		q += "&prune=true"
+	}
+	var res importResult
+	if err := c.do("POST", "/v1/import"+q, body, nil, &res); err != nil {
+		return err
+	}
+	printPlan(out, res)
+	for _, f := range res.Failed {
+		fmt.Fprintf(out, "  ! %s failed: %s\n", f.ID, f.Error)
+	}
+	if len(res.Failed) > 0 {
+		return fmt.Errorf("%d streams were stored but nginx rejected them", len(res.Failed))
+	}
+	return nil
+}
