@@ -18,6 +18,7 @@ import (
 	"github.com/streamconductor/stream-conductor/reconcile"
 	"github.com/streamconductor/stream-conductor/store"
 	"github.com/streamconductor/stream-conductor/stream"
+	"github.com/streamconductor/stream-conductor/traffic"
 )
 
 // Store is the desired state as the API uses it.
@@ -47,6 +48,11 @@ type Applier interface {
 	Preview(s stream.Spec) (name string, body, current []byte, err error)
 }
 
+// TrafficSource gives what nginx carried per stream.
+type TrafficSource interface {
+	Get(id string) *traffic.Stats
+}
+
 // Config is what the API needs to know about the node.
 type Config struct {
 	PortMin, PortMax int
@@ -63,6 +69,8 @@ type Config struct {
 	LoopbackOnly bool
 	// Backends limits where streams may point.
 	Backends *BackendPolicy
+	// Traffic, when set, adds each stream's traffic to its answers.
+	Traffic TrafficSource
 	// Metrics, when set, is served at /metrics (authorised like a read).
 	Metrics http.Handler
 	// OnRequest, when set, is told the route, status and duration of

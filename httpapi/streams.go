@@ -14,6 +14,7 @@ import (
 	"github.com/streamconductor/stream-conductor/nginxconf"
 	"github.com/streamconductor/stream-conductor/store"
 	"github.com/streamconductor/stream-conductor/stream"
+	"github.com/streamconductor/stream-conductor/traffic"
 )
 
 // streamView is a stream as the API shows it: its id, its spec and its
@@ -21,14 +22,19 @@ import (
 type streamView struct {
 	ID string `json:"id"`
 	stream.Spec
-	Status stream.Status `json:"status"`
+	Status  stream.Status  `json:"status"`
+	Traffic *traffic.Stats `json:"traffic,omitempty"`
 }
 
 func (s *Server) view(sp stream.Spec) streamView {
 	if sp.Backends == nil {
 		sp.Backends = []string{}
 	}
-	return streamView{ID: sp.ID(), Spec: sp, Status: s.applier.Status(sp.ID(), sp.Revision)}
+	v := streamView{ID: sp.ID(), Spec: sp, Status: s.applier.Status(sp.ID(), sp.Revision)}
+	if s.cfg.Traffic != nil {
+		v.Traffic = s.cfg.Traffic.Get(v.ID)
+	}
+	return v
 }
 
 func (s *Server) rules() nginxconf.Rules {

@@ -15,6 +15,7 @@ import (
 
 	"github.com/streamconductor/stream-conductor/reconcile"
 	"github.com/streamconductor/stream-conductor/stream"
+	"github.com/streamconductor/stream-conductor/traffic"
 )
 
 // Source is what the collector reads at scrape time.
@@ -29,6 +30,11 @@ type Store interface {
 	BackupSize() int64
 }
 
+// Traffic is what nginx carried per stream (nil when unknown).
+type Traffic interface {
+	All() map[string]traffic.Stats
+}
+
 // Metrics holds the registry and the histograms fed by hooks.
 type Metrics struct {
 	reg      *prometheus.Registry
@@ -39,7 +45,7 @@ type Metrics struct {
 
 // New registers every stream-conductor metric, plus Go's and the
 // process's, in a registry of its own.
-func New(src Source, st Store) *Metrics {
+func New(src Source, st Store, tr Traffic) *Metrics {
 	m := &Metrics{reg: prometheus.NewRegistry()}
 	m.passes = prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Name:    "stream_conductor_reconcile_pass_duration_seconds",
@@ -56,7 +62,7 @@ func New(src Source, st Store) *Metrics {
 		Help:    "Duration of API requests, by route and status code.",
 		Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10},
 	}, []string{"route", "code"})
-	m.reg.MustRegister(m.passes, m.applies, m.requests, &collector{src: src, st: st},
+	m.reg.MustRegister(m.passes, m.applies, m.requests, &collector{src: src, st: st, tr: tr},
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -94,6 +100,7 @@ func result(err error) string {
 type collector struct {
 	src Source
 	st  Store
+	tr  Traffic
 }
 
 var (
@@ -105,10 +112,13 @@ var (
 	descRevision = prometheus.NewDesc("stream_conductor_store_revision", "The store's revision.", nil, nil)
 	descApplied  = prometheus.NewDesc("stream_conductor_applied_revision", "The store revision nginx has applied.", nil, nil)
 	descDBBytes  = prometheus.NewDesc("stream_conductor_store_bytes", "Size of the state database.", nil, nil)
+	descSessions = prometheus.NewDesc("stream_conductor_stream_sessions_total", "Sessions a stream carried since the daemon started (from nginx's session log).", []string{"stream"}, nil)
+	descBytes    = prometheus.NewDesc("stream_conductor_stream_bytes_total", "Bytes a stream carried, by direction (in: from clients).", []string{"stream", "direction"}, nil)
+	descFailures = prometheus.NewDesc("stream_conductor_stream_connect_failures_total", "Sessions nginx could not connect upstream (status 502).", []string{"stream"}, nil)
 )
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descStreams, descCounter, descNginxUp, descReady, descDrifted, descRevision, descApplied, descDBBytes} {
+	for _, d := range []*prometheus.Desc{descStreams, descCounter, descNginxUp, descReady, descDrifted, descRevision, descApplied, descDBBytes, descSessions, descBytes, descFailures} {
 		ch <- d
 	}
 }
@@ -137,6 +147,22 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(descRevision, prometheus.GaugeValue, float64(rev))
 	ch <- prometheus.MustNewConstMetric(descApplied, prometheus.GaugeValue, float64(h.AppliedRevision))
 	ch <- prometheus.MustNewConstMetric(descDBBytes, prometheus.GaugeValue, float64(c.st.BackupSize()))
+	if c.tr == nil || reflectNil(c.tr) {
+		return
+	}
+	for id, t := range c.tr.All() {
+		ch <- prometheus.MustNewConstMetric(descSessions, prometheus.CounterValue, float64(t.Sessions), id)
+		ch <- prometheus.MustNewConstMetric(descBytes, prometheus.CounterValue, float64(t.BytesIn), id, "in")
+		ch <- prometheus.MustNewConstMetric(descBytes, prometheus.CounterValue, float64(t.BytesOut), id, "out")
+		ch <- prometheus.MustNewConstMetric(descFailures, prometheus.CounterValue, float64(t.ConnectFailures), id)
+	}
+}
+
+// reflectNil catches a typed nil (*traffic.Collector)(nil) in the
+// interface: external mode has no collector.
+func reflectNil(v any) bool {
+	tc, ok := v.(*traffic.Collector)
+	return ok && tc == nil
 }
 
 func bool01(b bool) float64 {

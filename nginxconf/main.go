@@ -58,6 +58,11 @@ type MainOptions struct {
 	// WorkerShutdownTimeout bounds how long old workers keep serving open
 	// connections after a reload, in nginx time syntax ("" = nginx default).
 	WorkerShutdownTimeout string
+	// TrafficLog, when set (127.0.0.1:PORT), is where nginx sends one
+	// syslog line per session, in TrafficLogFormat.
+	TrafficLog string
+	// TrafficLogFormat is the log_format of those lines.
+	TrafficLogFormat string
 	// NoFile is the open-file limit each worker may use; it sets
 	// worker_rlimit_nofile and sizes worker_connections (0: nginx's
 	// defaults, 1024 connections).
@@ -88,6 +93,10 @@ func RenderMain(o MainOptions) []byte {
 	}
 	fmt.Fprintf(&b, "events {\n    worker_connections %d;\n}\n", conns)
 	b.WriteString("stream {\n")
+	if o.TrafficLog != "" {
+		fmt.Fprintf(&b, "    log_format stream_conductor %s;\n", quote(o.TrafficLogFormat))
+		fmt.Fprintf(&b, "    access_log syslog:server=%s,tag=stream_conductor,nohostname stream_conductor;\n", o.TrafficLog)
+	}
 	fmt.Fprintf(&b, "    include %s;\n", quote(strings.TrimSuffix(o.IncludeDir, "/")+"/*.conf"))
 	b.WriteString("}\n")
 	return b.Bytes()

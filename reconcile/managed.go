@@ -16,6 +16,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/streamconductor/stream-conductor/nginxconf"
+	"github.com/streamconductor/stream-conductor/stream"
 )
 
 // ManagedConfig places managed mode's files.
@@ -27,6 +28,9 @@ type ManagedConfig struct {
 	IncludeDir string
 	// WorkerShutdownTimeout, in nginx time syntax ("" = nginx's default).
 	WorkerShutdownTimeout string
+	// TrafficLog, when set, is the address nginx sends its session log
+	// to (see package traffic), and TrafficLogFormat its format.
+	TrafficLog, TrafficLogFormat string
 	// ApplyTimeout bounds how long Start and Reload wait for nginx.
 	ApplyTimeout time.Duration
 	Log          zerolog.Logger
@@ -99,6 +103,8 @@ func (m *Managed) Prepare(ctx context.Context) error {
 		IncludeDir:            m.cfg.IncludeDir,
 		WorkerShutdownTimeout: m.cfg.WorkerShutdownTimeout,
 		NoFile:                noFile(),
+		TrafficLog:            m.cfg.TrafficLog,
+		TrafficLogFormat:      m.cfg.TrafficLogFormat,
 	})
 	if cur, err := os.ReadFile(m.conf); err != nil || !bytes.Equal(cur, main) {
 		if err := writeAtomic(m.cfg.Dir, "nginx.conf", main); err != nil {
@@ -310,7 +316,7 @@ func (m *Managed) retire(ctx context.Context, old []int, master int) error {
 			return &Error{Op: "reload", Output: "nginx master exited during reload"}
 		}
 		if ctx.Err() != nil {
-			return &Error{Op: "reload", Output: fmt.Sprintf("old nginx workers %v still accept connections after %v", left, m.cfg.ApplyTimeout)}
+			return &Error{Op: "reload", Output: fmt.Sprintf("old nginx workers %v still accepted connections when the wait ended (%v)", left, ctx.Err())}
 		}
 		old = left
 		time.Sleep(time.Millisecond)
@@ -444,4 +450,32 @@ func noFile() int {
 		return 0
 	}
 	return int(min(rl.Max, want))
+}
+
+// HeldPorts returns the streams' ids (tcp/9000) whose ports the nginx
+// master holds a listening socket for.
+func (m *Managed) HeldPorts() map[string]bool {
+	pid := m.PID()
+	if pid == 0 {
+		return nil
+	}
+	held := map[string]bool{}
+	for _, p := range []stream.Protocol{stream.TCP, stream.UDP} {
+		byInode := map[string]int{}
+		scanSockets(p, func(port int, inode string) { byInode[inode] = port })
+		dir := "/proc/" + strconv.Itoa(pid) + "/fd"
+		fds, _ := os.ReadDir(dir)
+		for _, fd := range fds {
+			target, err := os.Readlink(dir + "/" + fd.Name())
+			if err != nil {
+				continue
+			}
+			if inode, ok := strings.CutPrefix(target, "socket:["); ok {
+				if port, ok := byInode[strings.TrimSuffix(inode, "]")]; ok {
+					held[stream.MakeID(p, port)] = true
+				}
+			}
+		}
+	}
+	return held
 }

@@ -61,6 +61,13 @@ func (r *Reconciler) pass(ctx context.Context, log zerolog.Logger) (uint64, erro
 		for id := range idsOf(r.cfg.Render.Prefix, r.appliedFiles) {
 			owned[id] = true
 		}
+		// And whatever nginx itself holds, files or not (after a restart,
+		// a file removed while we were down).
+		if h, ok := r.nginx.(interface{ HeldPorts() map[string]bool }); ok {
+			for id := range h.HeldPorts() {
+				owned[id] = true
+			}
+		}
 	}
 	for _, s := range specs {
 		if _, q := r.quarantine[s.ID()]; q || owned[s.ID()] {
@@ -204,11 +211,36 @@ func (r *Reconciler) rejected(log zerolog.Logger, nerr error, specs []stream.Spe
 	if r.quarantineNamed(log, nerr, specs, onDisk, owned) > 0 {
 		return nil
 	}
-	if _, err := r.sync(log, onDisk, onNow); err != nil {
+	// Only a configuration nginx refused in words (a fatal diagnostic)
+	// sends the files back to what nginx last loaded; a timeout, a
+	// shutdown or a dead master leaves them for the next pass.
+	var ne *Error
+	if !errors.As(nerr, &ne) || !hasFatal(ne.Diags) {
+		return fmt.Errorf("%w: %w", ErrNotApplied, nerr)
+	}
+	good := onDisk
+	if r.appliedFiles != nil {
+		good = make(map[string][]byte, len(r.appliedFiles))
+		for name, b := range r.appliedFiles {
+			if _, held := r.held[name]; !held {
+				good[name] = b
+			}
+		}
+	}
+	if _, err := r.sync(log, good, onNow); err != nil {
 		log.Error().Err(err).Msg("restore last good files")
 	}
 	r.foreignBroken = true
 	return fmt.Errorf("%w: %w", ErrNotApplied, nerr)
+}
+
+func hasFatal(ds []nginxconf.Diagnostic) bool {
+	for _, d := range ds {
+		if d.IsFatal() {
+			return true
+		}
+	}
+	return false
 }
 
 // errChangedDuringPass means someone changed our files while a pass was

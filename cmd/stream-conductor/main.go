@@ -28,6 +28,7 @@ import (
 	"github.com/streamconductor/stream-conductor/nginxconf"
 	"github.com/streamconductor/stream-conductor/reconcile"
 	"github.com/streamconductor/stream-conductor/store"
+	"github.com/streamconductor/stream-conductor/traffic"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
@@ -116,12 +117,20 @@ func run(ctx context.Context, cfg config, log zerolog.Logger) error {
 
 	var ngx reconcile.Nginx
 	stateFile := filepath.Join(cfg.DataDir, "applied")
+	var tc *traffic.Collector
 	if cfg.NginxMode == "managed" {
+		if tc, err = listenTraffic(filepath.Join(cfg.DataDir, "traffic.addr")); err != nil {
+			return err
+		}
+		defer tc.Close()
+		go tc.Run()
 		m, err := reconcile.NewManaged(reconcile.ManagedConfig{
 			Bin:                   cfg.NginxBin,
 			Dir:                   filepath.Join(cfg.DataDir, "nginx"),
 			IncludeDir:            cfg.StreamConfigPath,
 			WorkerShutdownTimeout: cfg.WorkerShutdownTimeout,
+			TrafficLog:            tc.Addr(),
+			TrafficLogFormat:      traffic.LogFormat,
 			ApplyTimeout:          cfg.ApplyTimeout,
 			Log:                   log.With().Str("component", "nginx").Logger(),
 		})
@@ -149,7 +158,7 @@ func run(ctx context.Context, cfg config, log zerolog.Logger) error {
 		OnApply:        func(op string, d time.Duration, err error) { mx.ObserveApply(op, d, err) },
 		Log:            log,
 	}, st, ngx)
-	mx = metrics.New(rec, st)
+	mx = metrics.New(rec, st, tc)
 
 	addr := net.JoinHostPort(cfg.BindAddress, strconv.Itoa(cfg.BindPort))
 	ln, err := net.Listen("tcp", addr)
@@ -162,6 +171,7 @@ func run(ctx context.Context, cfg config, log zerolog.Logger) error {
 		Tokens: tokens, LoopbackOnly: loopback,
 		Backends:  &httpapi.BackendPolicy{AllowCIDRs: cidrs, AllowSuffixes: suffixes, APIPort: cfg.BindPort, PortMin: cfg.PortMin, PortMax: cfg.PortMax},
 		Metrics:   mx.Handler(),
+		Traffic:   trafficSource(tc),
 		OnRequest: mx.ObserveRequest,
 		Log:       log,
 	}, st, rec)
@@ -218,6 +228,34 @@ func run(ctx context.Context, cfg config, log zerolog.Logger) error {
 	stopRec()
 	<-recDone
 	return nil
+}
+
+// listenTraffic opens the UDP socket nginx sends its session log to, on
+// the port used last time (kept in file), so that the main nginx.conf,
+// which names it, does not change from one start to the next.
+func listenTraffic(file string) (*traffic.Collector, error) {
+	if b, err := os.ReadFile(file); err == nil {
+		if c, err := traffic.Listen(strings.TrimSpace(string(b))); err == nil {
+			return c, nil
+		}
+	}
+	c, err := traffic.Listen("127.0.0.1:0")
+	if err != nil {
+		return nil, fmt.Errorf("traffic log listener: %w", err)
+	}
+	if err := os.WriteFile(file, []byte(c.Addr()+"\n"), 0o644); err != nil {
+		c.Close()
+		return nil, err
+	}
+	return c, nil
+}
+
+// trafficSource is tc as the API's optional source (nil in external mode).
+func trafficSource(tc *traffic.Collector) httpapi.TrafficSource {
+	if tc == nil {
+		return nil
+	}
+	return tc
 }
 
 func safeArg(i int) string {

@@ -1,0 +1,137 @@
+// Package traffic counts what nginx carried, per stream, from nginx's own
+// session log: the managed configuration sends one syslog line per session
+// (log_format LogFormat) over UDP to a Collector on loopback.
+package traffic
+
+import (
+	"bytes"
+	"net"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/streamconductor/stream-conductor/stream"
+)
+
+// LogFormat is the nginx stream log_format the Collector parses: one line
+// per session, written when it ends.
+const LogFormat = "$server_port $protocol $remote_addr $upstream_addr $bytes_sent $bytes_received $session_time $status"
+
+// Stats is one stream's traffic since the daemon started.
+type Stats struct {
+	Sessions uint64 `json:"sessions"`
+	// BytesIn came from clients, BytesOut went to them.
+	BytesIn  uint64 `json:"bytes_in"`
+	BytesOut uint64 `json:"bytes_out"`
+	// ConnectFailures are sessions nginx could not connect upstream
+	// (status 502).
+	ConnectFailures uint64            `json:"connect_failures"`
+	LastSession     time.Time         `json:"last_session"`
+	Backends        map[string]uint64 `json:"backends"` // sessions by upstream address
+}
+
+// Collector receives nginx's session log and keeps per-stream Stats.
+type Collector struct {
+	conn  net.PacketConn
+	mu    sync.Mutex
+	stats map[string]*Stats
+	lines uint64
+}
+
+// Listen opens the UDP socket nginx logs to, on addr (127.0.0.1:PORT; port
+// 0 picks one).
+func Listen(addr string) (*Collector, error) {
+	c, err := net.ListenPacket("udp4", addr)
+	if err != nil {
+		return nil, err
+	}
+	return &Collector{conn: c, stats: map[string]*Stats{}}, nil
+}
+
+// Addr is where nginx must send its log.
+func (c *Collector) Addr() string { return c.conn.LocalAddr().String() }
+
+// Close stops receiving.
+func (c *Collector) Close() error { return c.conn.Close() }
+
+// Run receives until Close.
+func (c *Collector) Run() {
+	buf := make([]byte, 64<<10)
+	for {
+		n, _, err := c.conn.ReadFrom(buf)
+		if err != nil {
+			return
+		}
+		c.record(buf[:n], time.Now().UTC())
+	}
+}
+
+// record parses one syslog message: "<PRI>TIMESTAMP TAG: FIELDS".
+func (c *Collector) record(msg []byte, now time.Time) {
+	if i := bytes.Index(msg, []byte(": ")); i >= 0 {
+		msg = msg[i+2:]
+	}
+	f := strings.Fields(string(msg))
+	if len(f) < 8 {
+		return
+	}
+	// $upstream_addr may list several addresses ("a, b"): it is whatever
+	// lies between the first three fields and the last four.
+	f = append(append(f[:3:3], strings.Join(f[3:len(f)-4], " ")), f[len(f)-4:]...)
+	port, err := strconv.Atoi(f[0])
+	if err != nil {
+		return
+	}
+	id := stream.MakeID(stream.Protocol(strings.ToLower(f[1])), port)
+	sent, _ := strconv.ParseUint(f[4], 10, 64)
+	received, _ := strconv.ParseUint(f[5], 10, 64)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.lines++
+	s := c.stats[id]
+	if s == nil {
+		s = &Stats{Backends: map[string]uint64{}}
+		c.stats[id] = s
+	}
+	s.Sessions++
+	s.BytesOut += sent
+	s.BytesIn += received
+	if f[7] == "502" {
+		s.ConnectFailures++
+	}
+	s.LastSession = now
+	// $upstream_addr lists every address tried, the last one served.
+	if up := f[3]; up != "-" {
+		tried := strings.Split(up, ", ")
+		s.Backends[tried[len(tried)-1]]++
+	}
+}
+
+// Get returns a copy of the stats of stream id, or nil if it carried
+// nothing since the daemon started.
+func (c *Collector) Get(id string) *Stats {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	s := c.stats[id]
+	if s == nil {
+		return nil
+	}
+	cp := *s
+	cp.Backends = make(map[string]uint64, len(s.Backends))
+	for k, v := range s.Backends {
+		cp.Backends[k] = v
+	}
+	return &cp
+}
+
+// All returns a copy of every stream's stats.
+func (c *Collector) All() map[string]Stats {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := make(map[string]Stats, len(c.stats))
+	for id, s := range c.stats {
+		out[id] = *s
+	}
+	return out
+}
