@@ -15,6 +15,7 @@ import (
 	"github.com/gorilla/mux"
 	"github.com/rs/zerolog"
 
+	"github.com/streamconductor/stream-conductor/health"
 	"github.com/streamconductor/stream-conductor/reconcile"
 	"github.com/streamconductor/stream-conductor/store"
 	"github.com/streamconductor/stream-conductor/stream"
@@ -53,6 +54,11 @@ type TrafficSource interface {
 	Get(id string) *traffic.Stats
 }
 
+// HealthSource gives the probed health of a stream's backends.
+type HealthSource interface {
+	Of(s stream.Spec) []health.Backend
+}
+
 // Config is what the API needs to know about the node.
 type Config struct {
 	PortMin, PortMax int
@@ -71,6 +77,8 @@ type Config struct {
 	Backends *BackendPolicy
 	// Traffic, when set, adds each stream's traffic to its answers.
 	Traffic TrafficSource
+	// Health, when set, adds each backend's probed health.
+	Health HealthSource
 	// Metrics, when set, is served at /metrics (authorised like a read).
 	Metrics http.Handler
 	// OnRequest, when set, is told the route, status and duration of

@@ -11,6 +11,7 @@ import (
 
 	"github.com/gorilla/mux"
 
+	"github.com/streamconductor/stream-conductor/health"
 	"github.com/streamconductor/stream-conductor/nginxconf"
 	"github.com/streamconductor/stream-conductor/store"
 	"github.com/streamconductor/stream-conductor/stream"
@@ -22,8 +23,9 @@ import (
 type streamView struct {
 	ID string `json:"id"`
 	stream.Spec
-	Status  stream.Status  `json:"status"`
-	Traffic *traffic.Stats `json:"traffic,omitempty"`
+	Status  stream.Status    `json:"status"`
+	Traffic *traffic.Stats   `json:"traffic,omitempty"`
+	Health  []health.Backend `json:"health,omitempty"`
 }
 
 func (s *Server) view(sp stream.Spec) streamView {
@@ -33,6 +35,9 @@ func (s *Server) view(sp stream.Spec) streamView {
 	v := streamView{ID: sp.ID(), Spec: sp, Status: s.applier.Status(sp.ID(), sp.Revision)}
 	if s.cfg.Traffic != nil {
 		v.Traffic = s.cfg.Traffic.Get(v.ID)
+	}
+	if s.cfg.Health != nil {
+		v.Health = s.cfg.Health.Of(sp)
 	}
 	return v
 }

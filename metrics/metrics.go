@@ -13,6 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/streamconductor/stream-conductor/health"
 	"github.com/streamconductor/stream-conductor/reconcile"
 	"github.com/streamconductor/stream-conductor/stream"
 	"github.com/streamconductor/stream-conductor/traffic"
@@ -43,9 +44,14 @@ type Metrics struct {
 	requests *prometheus.HistogramVec
 }
 
+// Health is the probed health of backends (nil when disabled).
+type Health interface {
+	All() []health.Backend
+}
+
 // New registers every stream-conductor metric, plus Go's and the
-// process's, in a registry of its own.
-func New(src Source, st Store, tr Traffic) *Metrics {
+// process's, in a registry of its own; tr and hl may be nil.
+func New(src Source, st Store, tr Traffic, hl Health) *Metrics {
 	m := &Metrics{reg: prometheus.NewRegistry()}
 	m.passes = prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Name:    "stream_conductor_reconcile_pass_duration_seconds",
@@ -62,7 +68,7 @@ func New(src Source, st Store, tr Traffic) *Metrics {
 		Help:    "Duration of API requests, by route and status code.",
 		Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10},
 	}, []string{"route", "code"})
-	m.reg.MustRegister(m.passes, m.applies, m.requests, &collector{src: src, st: st, tr: tr},
+	m.reg.MustRegister(m.passes, m.applies, m.requests, &collector{src: src, st: st, tr: tr, hl: hl},
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -101,6 +107,7 @@ type collector struct {
 	src Source
 	st  Store
 	tr  Traffic
+	hl  Health
 }
 
 var (
@@ -114,11 +121,12 @@ var (
 	descDBBytes  = prometheus.NewDesc("stream_conductor_store_bytes", "Size of the state database.", nil, nil)
 	descSessions = prometheus.NewDesc("stream_conductor_stream_sessions_total", "Sessions a stream carried since the daemon started (from nginx's session log).", []string{"stream"}, nil)
 	descBytes    = prometheus.NewDesc("stream_conductor_stream_bytes_total", "Bytes a stream carried, by direction (in: from clients).", []string{"stream", "direction"}, nil)
+	descBackend  = prometheus.NewDesc("stream_conductor_backend_up", "1 when a connect to the backend succeeded at the last probe, 0 when it failed.", []string{"backend"}, nil)
 	descFailures = prometheus.NewDesc("stream_conductor_stream_connect_failures_total", "Sessions nginx could not connect upstream (status 502).", []string{"stream"}, nil)
 )
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descStreams, descCounter, descNginxUp, descReady, descDrifted, descRevision, descApplied, descDBBytes, descSessions, descBytes, descFailures} {
+	for _, d := range []*prometheus.Desc{descStreams, descCounter, descNginxUp, descReady, descDrifted, descRevision, descApplied, descDBBytes, descSessions, descBytes, descFailures, descBackend} {
 		ch <- d
 	}
 }
@@ -147,6 +155,11 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(descRevision, prometheus.GaugeValue, float64(rev))
 	ch <- prometheus.MustNewConstMetric(descApplied, prometheus.GaugeValue, float64(h.AppliedRevision))
 	ch <- prometheus.MustNewConstMetric(descDBBytes, prometheus.GaugeValue, float64(c.st.BackupSize()))
+	if hp, ok := c.hl.(*health.Prober); c.hl != nil && !(ok && hp == nil) {
+		for _, b := range c.hl.All() {
+			ch <- prometheus.MustNewConstMetric(descBackend, prometheus.GaugeValue, bool01(b.State == health.Up), b.Backend)
+		}
+	}
 	if c.tr == nil || reflectNil(c.tr) {
 		return
 	}

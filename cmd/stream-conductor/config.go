@@ -42,6 +42,8 @@ type config struct {
 	AllowInsecure         bool
 	BackendAllow          string
 	AuditRetention        int
+	HealthInterval        time.Duration
+	HealthTimeout         time.Duration
 	LogLevel              string
 	LogFormat             string
 	ShowVersion           bool
@@ -74,6 +76,8 @@ var settings = []setting{
 	{"allow-insecure-remote", "ALLOW_INSECURE_REMOTE", "false", "let the API listen beyond loopback without a token (an open relay: never on a network you do not trust)"},
 	{"backend-allow", "BACKEND_ALLOW", "", "comma-separated CIDRs and DNS suffixes (.internal) that backends must be in; empty: anywhere but this host's API, its stream ports and link-local addresses"},
 	{"audit-retention", "AUDIT_RETENTION", "10000", "how many entries the audit log keeps (oldest dropped first)"},
+	{"health-interval", "HEALTH_INTERVAL", "10s", "how often every TCP backend is probed with a connect (0: never); the result is reported, not acted on"},
+	{"health-timeout", "HEALTH_TIMEOUT", "2s", "how long a backend probe may take"},
 	{"log-level", "LOG_LEVEL", "info", "debug, info, warn or error"},
 	{"log-format", "LOG_FORMAT", "auto", "json, console, or auto (console on a terminal, json otherwise)"},
 }
@@ -177,6 +181,12 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 	}
 	if c.AllowInsecure, err = strconv.ParseBool(v("allow-insecure-remote")); err != nil {
 		return c, fmt.Errorf("ALLOW_INSECURE_REMOTE must be true or false, not %q", v("allow-insecure-remote"))
+	}
+	if c.HealthInterval, err = time.ParseDuration(v("health-interval")); err != nil || c.HealthInterval < 0 {
+		return c, fmt.Errorf("HEALTH_INTERVAL must be a duration such as 10s, or 0, not %q", v("health-interval"))
+	}
+	if c.HealthTimeout, err = parseDuration("HEALTH_TIMEOUT", v("health-timeout")); err != nil {
+		return c, err
 	}
 	if c.AuditRetention, err = strconv.Atoi(v("audit-retention")); err != nil || c.AuditRetention < 1 {
 		return c, fmt.Errorf("AUDIT_RETENTION must be a positive number, not %q", v("audit-retention"))

@@ -23,6 +23,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/streamconductor/stream-conductor/health"
 	"github.com/streamconductor/stream-conductor/httpapi"
 	"github.com/streamconductor/stream-conductor/metrics"
 	"github.com/streamconductor/stream-conductor/nginxconf"
@@ -158,7 +159,12 @@ func run(ctx context.Context, cfg config, log zerolog.Logger) error {
 		OnApply:        func(op string, d time.Duration, err error) { mx.ObserveApply(op, d, err) },
 		Log:            log,
 	}, st, ngx)
-	mx = metrics.New(rec, st, tc)
+	var prober *health.Prober
+	if cfg.HealthInterval > 0 {
+		prober = health.New(st)
+		prober.Interval, prober.Timeout = cfg.HealthInterval, cfg.HealthTimeout
+	}
+	mx = metrics.New(rec, st, tc, prober)
 
 	addr := net.JoinHostPort(cfg.BindAddress, strconv.Itoa(cfg.BindPort))
 	ln, err := net.Listen("tcp", addr)
@@ -172,6 +178,7 @@ func run(ctx context.Context, cfg config, log zerolog.Logger) error {
 		Backends:  &httpapi.BackendPolicy{AllowCIDRs: cidrs, AllowSuffixes: suffixes, APIPort: cfg.BindPort, PortMin: cfg.PortMin, PortMax: cfg.PortMax},
 		Metrics:   mx.Handler(),
 		Traffic:   trafficSource(tc),
+		Health:    healthSource(prober),
 		OnRequest: mx.ObserveRequest,
 		Log:       log,
 	}, st, rec)
@@ -203,6 +210,9 @@ func run(ctx context.Context, cfg config, log zerolog.Logger) error {
 		defer close(recDone)
 		rec.Run(recCtx)
 	}()
+	if prober != nil {
+		go prober.Run(recCtx)
+	}
 	srvErr := make(chan error, 1)
 	go func() { srvErr <- srv.Serve(ln) }()
 	log.Info().Str("api", "http://"+addr).Str("port_range", cfg.PortRange).Str("nginx_mode", cfg.NginxMode).
@@ -248,6 +258,14 @@ func listenTraffic(file string) (*traffic.Collector, error) {
 		return nil, err
 	}
 	return c, nil
+}
+
+// healthSource is p as the API's optional source (nil when disabled).
+func healthSource(p *health.Prober) httpapi.HealthSource {
+	if p == nil {
+		return nil
+	}
+	return p
 }
 
 // trafficSource is tc as the API's optional source (nil in external mode).

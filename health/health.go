@@ -1,0 +1,160 @@
+// Package health probes every TCP backend of every stream with a connect,
+// on an interval with jitter and bounded concurrency, and reports what it
+// saw. It reports only: nginx's own passive checks (max_fails) decide
+// where traffic goes.
+package health
+
+import (
+	"context"
+	"math/rand/v2"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/streamconductor/stream-conductor/stream"
+)
+
+// States of a backend.
+const (
+	Up      = "up"
+	Down    = "down"
+	Unknown = "unknown" // not probed yet, or UDP (a connect proves nothing)
+)
+
+// Backend is what the prober knows of one backend address.
+type Backend struct {
+	Backend string    `json:"backend"`
+	State   string    `json:"state"`
+	Since   time.Time `json:"since,omitempty"`
+	Error   string    `json:"error,omitempty"`
+}
+
+// Lister is the desired state as the prober reads it.
+type Lister interface {
+	List() ([]stream.Spec, uint64)
+}
+
+// Prober probes backends and keeps their states.
+type Prober struct {
+	Interval    time.Duration // between rounds (default 10s)
+	Timeout     time.Duration // per connect (default 2s)
+	Concurrency int           // probes at once (default 16)
+	store       Lister
+	dial        func(ctx context.Context, addr string) error
+	mu          sync.Mutex
+	states      map[string]Backend
+}
+
+// New returns a prober of st's backends.
+func New(st Lister) *Prober {
+	return &Prober{store: st, states: map[string]Backend{}, dial: func(ctx context.Context, addr string) error {
+		c, err := (&net.Dialer{}).DialContext(ctx, "tcp", addr)
+		if err == nil {
+			c.Close()
+		}
+		return err
+	}}
+}
+
+// Run probes every Interval (with ±10% jitter) until ctx ends.
+func (p *Prober) Run(ctx context.Context) {
+	if p.Interval <= 0 {
+		p.Interval = 10 * time.Second
+	}
+	for {
+		p.Round(ctx)
+		jitter := time.Duration(rand.Int64N(int64(p.Interval/5))) - p.Interval/10
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(p.Interval + jitter):
+		}
+	}
+}
+
+// Round probes every TCP backend once.
+func (p *Prober) Round(ctx context.Context) {
+	if p.Timeout <= 0 {
+		p.Timeout = 2 * time.Second
+	}
+	if p.Concurrency <= 0 {
+		p.Concurrency = 16
+	}
+	specs, _ := p.store.List()
+	seen := map[string]bool{}
+	var targets []string
+	for _, s := range specs {
+		if s.Protocol != stream.TCP {
+			continue
+		}
+		for _, b := range s.Backends {
+			if !seen[b] {
+				seen[b] = true
+				targets = append(targets, b)
+			}
+		}
+	}
+	sem := make(chan struct{}, p.Concurrency)
+	var wg sync.WaitGroup
+	for _, addr := range targets {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			cctx, cancel := context.WithTimeout(ctx, p.Timeout)
+			err := p.dial(cctx, addr)
+			cancel()
+			p.set(addr, err)
+		}()
+	}
+	wg.Wait()
+	p.mu.Lock()
+	for addr := range p.states {
+		if !seen[addr] {
+			delete(p.states, addr) // no stream points there any more
+		}
+	}
+	p.mu.Unlock()
+}
+
+func (p *Prober) set(addr string, err error) {
+	state, msg := Up, ""
+	if err != nil {
+		state, msg = Down, err.Error()
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	old, ok := p.states[addr]
+	b := Backend{Backend: addr, State: state, Error: msg, Since: time.Now().UTC()}
+	if ok && old.State == state {
+		b.Since = old.Since
+	}
+	p.states[addr] = b
+}
+
+// Of returns the health of each backend of s, in order.
+func (p *Prober) Of(s stream.Spec) []Backend {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	out := make([]Backend, len(s.Backends))
+	for i, addr := range s.Backends {
+		b, ok := p.states[addr]
+		if !ok || s.Protocol != stream.TCP {
+			b = Backend{Backend: addr, State: Unknown}
+		}
+		out[i] = b
+	}
+	return out
+}
+
+// All returns every probed backend.
+func (p *Prober) All() []Backend {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	out := make([]Backend, 0, len(p.states))
+	for _, b := range p.states {
+		out = append(out, b)
+	}
+	return out
+}
