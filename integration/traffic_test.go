@@ -50,6 +50,29 @@ func TestTrafficCountsFromNginx(t *testing.T) {
 		t.Fatalf("metrics sessions %v", v)
 	}
 
+	// Sessions open now: from the kernel's socket table.
+	var open []net.Conn
+	for range 3 {
+		c, err := net.Dial("tcp", "127.0.0.1:"+strconv.Itoa(d.portMin))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		roundTrip(c, msg)
+		open = append(open, c)
+	}
+	active := func() float64 {
+		_, m := d.api("GET", fmt.Sprintf("/v1/streams/tcp/%d", d.portMin), "")
+		tr, _ := m["traffic"].(map[string]any)
+		v, _ := tr["active"].(float64)
+		return v
+	}
+	eventually(t, "3 active sessions", 10*time.Second, func() bool { return active() == 3 })
+	for _, c := range open {
+		c.Close()
+	}
+	eventually(t, "no active session", 10*time.Second, func() bool { return active() == 0 })
+
 	// A backend that refuses: a 502 session, counted as a connect failure.
 	ln, _ := net.Listen("tcp4", "127.0.0.1:0")
 	dead := ln.Addr().String()

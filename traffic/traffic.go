@@ -21,6 +21,8 @@ const LogFormat = "$server_port $protocol $remote_addr $upstream_addr $bytes_sen
 // Stats is one stream's traffic since the daemon started.
 type Stats struct {
 	Sessions uint64 `json:"sessions"`
+	// Active is the TCP sessions open now (from the socket table; UDP: 0).
+	Active int `json:"active"`
 	// BytesIn came from clients, BytesOut went to them.
 	BytesIn  uint64 `json:"bytes_in"`
 	BytesOut uint64 `json:"bytes_out"`
@@ -33,10 +35,11 @@ type Stats struct {
 
 // Collector receives nginx's session log and keeps per-stream Stats.
 type Collector struct {
-	conn  net.PacketConn
-	mu    sync.Mutex
-	stats map[string]*Stats
-	lines uint64
+	active Active
+	conn   net.PacketConn
+	mu     sync.Mutex
+	stats  map[string]*Stats
+	lines  uint64
 }
 
 // Listen opens the UDP socket nginx logs to, on addr (127.0.0.1:PORT; port
@@ -114,10 +117,19 @@ func (c *Collector) Get(id string) *Stats {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	s := c.stats[id]
+	p, port, err := stream.ParseID(id)
+	active := 0
+	if err == nil && p == stream.TCP {
+		active = c.active.Count(port)
+	}
 	if s == nil {
-		return nil
+		if active == 0 {
+			return nil
+		}
+		return &Stats{Active: active, Backends: map[string]uint64{}}
 	}
 	cp := *s
+	cp.Active = active
 	cp.Backends = make(map[string]uint64, len(s.Backends))
 	for k, v := range s.Backends {
 		cp.Backends[k] = v
