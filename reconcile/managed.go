@@ -398,6 +398,7 @@ func scanProcs(keep func(st procStat, cmdline []byte) bool) []int {
 // our error log, and any that is not the live master or its child is an
 // orphan of ours, whatever the pid file says.
 func (m *Managed) Recover(ctx context.Context) error {
+	reapZombies()
 	live := m.PID()
 	orphans := scanProcs(func(st procStat, cmdline []byte) bool {
 		if st.state == 'Z' || !bytes.HasPrefix(cmdline, []byte("nginx: ")) {
@@ -478,4 +479,20 @@ func (m *Managed) HeldPorts() map[string]bool {
 		}
 	}
 	return held
+}
+
+// reapZombies collects the exit status of nginx processes that were
+// reparented to us and exited, when we run as PID 1 (a container's
+// entrypoint): the daemonized master and its orphaned workers become our
+// children, and nobody else would reap them. It runs on the reconciler's
+// goroutine, which also runs every nginx command, so it never takes the
+// exit status of a command that exec is still waiting for.
+func reapZombies() {
+	if os.Getpid() != 1 {
+		return
+	}
+	for _, pid := range scanProcs(func(st procStat, _ []byte) bool { return st.ppid == 1 && st.state == 'Z' }) {
+		var ws syscall.WaitStatus
+		syscall.Wait4(pid, &ws, syscall.WNOHANG, nil)
+	}
 }

@@ -34,6 +34,7 @@ func (r *Reconciler) pass(ctx context.Context, log zerolog.Logger) (uint64, erro
 	if err := r.nginx.Prepare(ctx); err != nil {
 		return 0, fmt.Errorf("%w: %w", ErrNotApplied, err)
 	}
+	reapZombies()
 	running := r.nginx.Running()
 	if !running {
 		if err := r.nginx.Recover(ctx); err != nil {

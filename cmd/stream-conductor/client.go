@@ -65,14 +65,15 @@ type command struct {
 
 // subcommands talk to a running daemon's API.
 var subcommands = map[string]command{
-	"ls":     {"ls [-o table|json|yaml]", exactly(0), runLs},
-	"get":    {"get ID [-o table|json|yaml]          ID: tcp/9000, udp/53 or 9000", exactly(1), runGet},
-	"create": {"create ID|auto BACKEND[,BACKEND...] [-udp] [-bind ADDR] [-balance M] [-allow CIDR,...] [-proxy-protocol] [-connect-timeout D] [-idle-timeout D] [-description TEXT] [-replace] [-dry-run]", exactly(2), runCreate},
-	"rm":     {"rm ID", exactly(1), runRm},
-	"status": {"status [-o table|json|yaml]", exactly(0), runStatus},
-	"apply":  {"apply -f FILE [-prune] [-dry-run]   FILE: YAML or JSON list of streams (- for stdin)", exactly(0), runApply},
-	"export": {"export [-o json|yaml] > streams.json", exactly(0), runExport},
-	"import": {"import [-dry-run] [-prune] FILE|-", exactly(1), runImport},
+	"ls":      {"ls [-o table|json|yaml]", exactly(0), runLs},
+	"get":     {"get ID [-o table|json|yaml]          ID: tcp/9000, udp/53 or 9000", exactly(1), runGet},
+	"create":  {"create ID|auto BACKEND[,BACKEND...] [-udp] [-bind ADDR] [-balance M] [-allow CIDR,...] [-proxy-protocol] [-connect-timeout D] [-idle-timeout D] [-description TEXT] [-replace] [-dry-run]", exactly(2), runCreate},
+	"rm":      {"rm ID", exactly(1), runRm},
+	"status":  {"status [-o table|json|yaml]", exactly(0), runStatus},
+	"apply":   {"apply -f FILE [-prune] [-dry-run]   FILE: YAML or JSON list of streams (- for stdin)", exactly(0), runApply},
+	"export":  {"export [-o json|yaml] > streams.json", exactly(0), runExport},
+	"import":  {"import [-dry-run] [-prune] FILE|-", exactly(1), runImport},
+	"healthz": {"healthz                              exit 0 if the daemon answers (for health checks)", exactly(0), runHealthz},
 }
 
 func exactly(n int) func(int) bool { return func(m int) bool { return m == n } }

@@ -313,3 +313,11 @@ func runImport(c *client, o *opts, args []string, out io.Writer) error {
 	}
 	return nil
 }
+
+func runHealthz(c *client, _ *opts, _ []string, out io.Writer) error {
+	if err := c.do("GET", "/healthz", nil, nil, nil); err != nil {
+		return err
+	}
+	fmt.Fprintln(out, "ok")
+	return nil
+}

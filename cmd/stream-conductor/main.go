@@ -221,10 +221,14 @@ func run(ctx context.Context, cfg config, log zerolog.Logger) error {
 	if !tokens.Enabled() {
 		log.Warn().Msg("no API token is set: the API is open to every local user; set API_TOKEN_FILE to require one")
 	}
+	if err := sdNotify("READY=1"); err != nil {
+		log.Warn().Err(err).Msg("could not tell systemd we are ready")
+	}
 
 	select {
 	case <-ctx.Done():
 		log.Info().Msg("shutting down; nginx keeps forwarding")
+		sdNotify("STOPPING=1")
 	case err := <-srvErr:
 		stopRec()
 		<-recDone
