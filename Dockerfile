@@ -18,7 +18,7 @@ ENTRYPOINT ["/usr/bin/sc-echo", "-listen", "0.0.0.0:2000"]
 
 FROM debian:bookworm-slim
 RUN apt-get update \
- && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends nginx-light libnginx-mod-stream \
+ && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends nginx libnginx-mod-stream \
  && rm -rf /var/lib/apt/lists/* /etc/nginx/sites-enabled/default
 COPY --from=build /out/stream-conductor /usr/bin/stream-conductor
 ENV DATA_DIR=/var/lib/stream-conductor \
