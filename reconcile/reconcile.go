@@ -212,7 +212,11 @@ func (r *Reconciler) Run(ctx context.Context) error {
 			r.quarantineGen++
 			r.markDirty("") // and read every file, in case an event was missed
 		case <-watch.C:
-			if _, managed := r.nginx.(*Managed); !managed || r.nginx.Running() {
+			if _, managed := r.nginx.(*Managed); !managed {
+				continue
+			}
+			reapZombies() // as PID 1: workers that left after their master died
+			if r.nginx.Running() {
 				continue
 			}
 			r.log.Warn().Msg("nginx master is not running; starting it")
