@@ -268,6 +268,11 @@ func doImport(c *client, body []byte, q string, out io.Writer) error {
 	if !res.DryRun {
 		fmt.Fprintln(out, "applied")
 	}
+	return reportFailed(out, res)
+}
+
+// reportFailed lists the streams an import stored but nginx rejected.
+func reportFailed(out io.Writer, res importResult) error {
 	for _, f := range res.Failed {
 		fmt.Fprintf(out, "  ! %s failed: %s\n", f.ID, f.Error)
 	}
@@ -305,13 +310,7 @@ func runImport(c *client, o *opts, args []string, out io.Writer) error {
 		return err
 	}
 	printPlan(out, res)
-	for _, f := range res.Failed {
-		fmt.Fprintf(out, "  ! %s failed: %s\n", f.ID, f.Error)
-	}
-	if len(res.Failed) > 0 {
-		return fmt.Errorf("%d streams were stored but nginx rejected them", len(res.Failed))
-	}
-	return nil
+	return reportFailed(out, res)
 }
 
 func runHealthz(c *client, _ *opts, _ []string, out io.Writer) error {
