@@ -394,11 +394,21 @@ func TestDryRunChangesNothing(t *testing.T) {
 	if rec.Code != 400 {
 		t.Fatalf("a dry run skipped validation: %d", rec.Code)
 	}
+	do(t, srv, call{method: "PUT", path: "/v1/streams/tcp/9003", body: `{"backend":"c:3"}`})
+	_, c3 := nginxconf.Render(stream.Spec{Protocol: stream.TCP, Listen: 9003, Backends: []string{"c:3"}}, nginxconf.RenderOptions{Prefix: "stream-"})
+	ap.onDisk["stream-tcp-9003.conf"] = c3
+	rec, body = do(t, srv, call{method: "DELETE", path: "/v1/streams/tcp/9003?dry_run=true"})
+	if rec.Code != 200 || body["change"] != "delete" || !strings.Contains(body["diff"].(string), "-    proxy_pass c:3;") {
+		t.Fatalf("DELETE dry run: %d %s", rec.Code, rec.Body)
+	}
+	if _, err := st.Get("tcp/9003"); err != nil {
+		t.Fatal("a DELETE dry run deleted the stream")
+	}
 	rec, body = do(t, srv, call{method: "POST", path: "/v1/streams?dry_run=true", body: `{"backend":"a:1"}`})
 	if rec.Code != 200 || body["file"] != "stream-tcp-9000.conf" {
 		t.Fatalf("POST dry run: %d %s", rec.Code, rec.Body)
 	}
-	if l, _ := st.List(); len(l) != 0 {
+	if l, _ := st.List(); len(l) != 1 {
 		t.Fatal("a dry run stored a stream")
 	}
 }

@@ -324,6 +324,22 @@ func (s *Server) deleteStream(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	id := stream.MakeID(p, port)
+	if isDryRun(r) {
+		cur, err := s.store.Get(id)
+		if err != nil {
+			return storeError(err, id)
+		}
+		if m.Revision != 0 && m.Revision != cur.Revision {
+			return storeError(store.ErrRevisionMismatch, id)
+		}
+		name, _, current, err := s.applier.Preview(cur)
+		if err != nil {
+			return err
+		}
+		writeJSON(w, http.StatusOK, map[string]any{"dry_run": true, "change": "delete", "file": name, "config": "",
+			"diff": lineDiff(string(current), ""), "stream": s.view(cur)})
+		return nil
+	}
 	prev, rev, err := s.store.Delete(id, m)
 	if err != nil {
 		return storeError(err, id)
