@@ -64,9 +64,13 @@ type MainOptions struct {
 	// TrafficLogFormat is the log_format of those lines.
 	TrafficLogFormat string
 	// NoFile is the open-file limit each worker may use; it sets
-	// worker_rlimit_nofile and sizes worker_connections (0: nginx's
-	// defaults, 1024 connections).
+	// worker_rlimit_nofile (0: nginx's default).
 	NoFile int
+	// WorkerConnections sizes each worker's connection table: every
+	// listening port and every proxied session (two descriptors) takes a
+	// slot (0: 1024). Each worker allocates the whole table when it
+	// starts, after every reload, so it costs reload time.
+	WorkerConnections int
 }
 
 // RenderMain returns the main nginx.conf for managed mode. The error log is
@@ -85,11 +89,11 @@ func RenderMain(o MainOptions) []byte {
 		fmt.Fprintf(&b, "worker_shutdown_timeout %s;\n", o.WorkerShutdownTimeout)
 	}
 	conns := 1024
+	if o.WorkerConnections > 0 {
+		conns = o.WorkerConnections
+	}
 	if o.NoFile > 0 {
 		fmt.Fprintf(&b, "worker_rlimit_nofile %d;\n", o.NoFile)
-		// Every listening port and every proxied session (client and
-		// upstream: two descriptors) takes a connection slot.
-		conns = max(1024, o.NoFile/2)
 	}
 	fmt.Fprintf(&b, "events {\n    worker_connections %d;\n}\n", conns)
 	b.WriteString("stream {\n")

@@ -27,3 +27,25 @@ func TestPIDFileNamingAnotherProcessIsNotTrusted(t *testing.T) {
 		}
 	}
 }
+
+func TestWorkerConnectionsFollowTheStreams(t *testing.T) {
+	m := &Managed{}
+	for _, tc := range []struct{ streams, nofile, want int }{
+		{0, 65536, 8192},
+		{100, 65536, 8192},
+		{3000, 65536, 8192},
+		{5000, 65536, 16384},
+		{10000, 65536, 32768},
+		{10000, 20000, 10000},
+		{0, 0, 8192},
+	} {
+		m.streams = tc.streams
+		if got := m.connections(tc.nofile); got != tc.want {
+			t.Errorf("%d streams, nofile %d: %d, want %d", tc.streams, tc.nofile, got, tc.want)
+		}
+	}
+	m.cfg.WorkerConnections = 4096
+	if got := m.connections(65536); got != 4096 {
+		t.Errorf("a configured value is not kept: %d", got)
+	}
+}

@@ -31,6 +31,11 @@ type file struct {
 func (r *Reconciler) pass(ctx context.Context, log zerolog.Logger) (uint64, error) {
 	specs, rev := r.store.List()
 	r.dropStaleQuarantine(specs)
+	if rz, ok := r.nginx.(interface{ Resize(int) error }); ok {
+		if err := rz.Resize(len(specs)); err != nil {
+			return 0, fmt.Errorf("%w: %w", ErrNotApplied, err)
+		}
+	}
 	if err := r.nginx.Prepare(ctx); err != nil {
 		return 0, fmt.Errorf("%w: %w", ErrNotApplied, err)
 	}

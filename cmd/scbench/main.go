@@ -39,6 +39,7 @@ func main() {
 	reloads := flag.Int("reloads", 100, "reloads for the reload-impact measurement")
 	nginxBin := flag.String("nginx", "", "nginx binary for the raw-nginx baseline (raw, datapath); default: nginx from PATH")
 	rawStreams := flag.String("raw-streams", "10,100,1000", "stream counts of the raw-nginx baseline")
+	flag.IntVar(&rawConns, "raw-conns", 0, "worker_connections of the raw-nginx baseline (default: stock, or just enough for its streams)")
 	rawBase := flag.Int("raw-base", 30000, "first port the raw-nginx baseline may use (it needs raw-streams + samples + 1 ports)")
 	flag.Parse()
 

@@ -22,6 +22,9 @@ type rawNginx struct {
 	pid      int
 }
 
+// rawConns, when set, overrides the raw nginx's worker_connections.
+var rawConns int
+
 func startRawNginx(bin string, streams int, base int, backend string) (*rawNginx, error) {
 	dir, err := os.MkdirTemp("", "scbench-raw-")
 	if err != nil {
@@ -45,6 +48,9 @@ func startRawNginx(bin string, streams int, base int, backend string) (*rawNginx
 	events := "events {}"
 	if streams+64 > 512 {
 		events = fmt.Sprintf("events { worker_connections %d; }", streams+256)
+	}
+	if rawConns > 0 {
+		events = fmt.Sprintf("events { worker_connections %d; }", rawConns)
 	}
 	conf := load + fmt.Sprintf("pid %s/nginx.pid;\nerror_log %s/error.log notice;\n%s\nstream { include %s/s/*.conf; }\n", dir, dir, events, dir)
 	if err := os.WriteFile(filepath.Join(dir, "nginx.conf"), []byte(conf), 0o644); err != nil {

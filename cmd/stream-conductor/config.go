@@ -35,6 +35,7 @@ type config struct {
 	RepairPer   time.Duration
 	// WorkerShutdownTimeout in nginx time syntax, "" for none.
 	WorkerShutdownTimeout string
+	WorkerConnections     int
 	APIToken              string
 	APITokenFile          string
 	ReadToken             string
@@ -68,6 +69,7 @@ var settings = []setting{
 	{"resync-interval", "RESYNC_INTERVAL", "30s", "period of full reconcile passes, which also retry failed streams"},
 	{"drift-policy", "DRIFT_POLICY", "repair", "what to do with files of ours that someone else changed: repair (rewrite them from the store) or alert (log, count, show in /v1/status, leave them)"},
 	{"drift-repair-rate", "DRIFT_REPAIR_RATE", "6/1m", "at most N drift repairs per duration (N/duration), so that a tool fighting us cannot cause a reload storm; drift beyond it waits"},
+	{"nginx-worker-connections", "NGINX_WORKER_CONNECTIONS", "0", "managed mode: nginx's worker_connections (0: sized by the number of streams, at least 8192)"},
 	{"nginx-worker-shutdown-timeout", "NGINX_WORKER_SHUTDOWN_TIMEOUT", "10m", "managed mode: how long old nginx workers may keep serving open connections after a reload (0 = until they close)"},
 	{"api-token", "API_TOKEN", "", "token every API request but /healthz must carry (Authorization: Bearer ...); prefer API_TOKEN_FILE"},
 	{"api-token-file", "API_TOKEN_FILE", "", "file holding API_TOKEN, re-read on SIGHUP"},
@@ -175,6 +177,9 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 	wst, err := time.ParseDuration(v("nginx-worker-shutdown-timeout"))
 	if err != nil || wst < 0 || (wst > 0 && wst < time.Second) {
 		return c, fmt.Errorf("NGINX_WORKER_SHUTDOWN_TIMEOUT must be 0 or a duration of at least 1s such as 10m, not %q", v("nginx-worker-shutdown-timeout"))
+	}
+	if c.WorkerConnections, err = strconv.Atoi(v("nginx-worker-connections")); err != nil || c.WorkerConnections < 0 {
+		return c, fmt.Errorf("NGINX_WORKER_CONNECTIONS must be 0 or a positive number, not %q", v("nginx-worker-connections"))
 	}
 	if wst > 0 {
 		c.WorkerShutdownTimeout = strconv.FormatInt(int64(wst/time.Second), 10) + "s"

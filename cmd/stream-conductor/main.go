@@ -130,6 +130,7 @@ func run(ctx context.Context, cfg config, log zerolog.Logger) error {
 			Dir:                   filepath.Join(cfg.DataDir, "nginx"),
 			IncludeDir:            cfg.StreamConfigPath,
 			WorkerShutdownTimeout: cfg.WorkerShutdownTimeout,
+			WorkerConnections:     cfg.WorkerConnections,
 			TrafficLog:            tc.Addr(),
 			TrafficLogFormat:      traffic.LogFormat,
 			ApplyTimeout:          cfg.ApplyTimeout,
