@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/gorilla/mux"
 
@@ -123,7 +124,7 @@ func validationError(err error) error {
 
 // listCache is an encoded list answer and what it reflects.
 type listCache struct {
-	key  [2]uint64 // store revision, status version
+	key  [3]uint64 // store revision, status version, second (traffic, health)
 	etag string
 	body []byte
 }
@@ -134,7 +135,10 @@ type listCache struct {
 func (s *Server) listStreams(w http.ResponseWriter, r *http.Request) error {
 	ver := s.applier.StatusVersion()
 	specs, rev := s.store.List()
-	key := [2]uint64{rev, ver}
+	key := [3]uint64{rev, ver, 0}
+	if s.cfg.Traffic != nil || s.cfg.Health != nil {
+		key[2] = uint64(time.Now().Unix()) // traffic and health at most a second old
+	}
 	c := s.list.Load()
 	if c == nil || c.key != key {
 		views := make([]streamView, len(specs))
@@ -145,7 +149,7 @@ func (s *Server) listStreams(w http.ResponseWriter, r *http.Request) error {
 		if err != nil {
 			return err
 		}
-		c = &listCache{key: key, etag: fmt.Sprintf(`"%d-%d"`, rev, ver), body: append(body, '\n')}
+		c = &listCache{key: key, etag: fmt.Sprintf(`"%d-%d-%d"`, key[0], key[1], key[2]), body: append(body, '\n')}
 		s.list.Store(c)
 	}
 	w.Header().Set("ETag", c.etag)

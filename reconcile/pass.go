@@ -67,9 +67,11 @@ func (r *Reconciler) pass(ctx context.Context, log zerolog.Logger) (uint64, erro
 		for id := range idsOf(r.cfg.Render.Prefix, r.appliedFiles) {
 			owned[id] = true
 		}
-		// And whatever nginx itself holds, files or not (after a restart,
-		// a file removed while we were down).
-		if h, ok := r.nginx.(interface{ HeldPorts() map[string]bool }); ok {
+		// And, on the first pass after a start, whatever nginx itself
+		// holds, files or not (a file removed while we were down). Later
+		// passes know what nginx loaded; reading the socket table costs
+		// O(sockets on the host).
+		if h, ok := r.nginx.(interface{ HeldPorts() map[string]bool }); ok && r.appliedFiles == nil {
 			for id := range h.HeldPorts() {
 				owned[id] = true
 			}

@@ -114,14 +114,13 @@ func (c *Collector) record(msg []byte, now time.Time) {
 // Get returns a copy of the stats of stream id, or nil if it carried
 // nothing since the daemon started.
 func (c *Collector) Get(id string) *Stats {
+	active := 0
+	if p, port, err := stream.ParseID(id); err == nil && p == stream.TCP {
+		active = c.active.Count(port) // outside c.mu: it may read the socket table
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	s := c.stats[id]
-	p, port, err := stream.ParseID(id)
-	active := 0
-	if err == nil && p == stream.TCP {
-		active = c.active.Count(port)
-	}
 	if s == nil {
 		if active == 0 {
 			return nil
