@@ -25,7 +25,7 @@ const (
 type Backend struct {
 	Backend string    `json:"backend"`
 	State   string    `json:"state"`
-	Since   time.Time `json:"since,omitempty"`
+	Since   time.Time `json:"since,omitzero"`
 	Error   string    `json:"error,omitempty"`
 }
 

@@ -2,8 +2,11 @@ package health
 
 import (
 	"context"
+	"encoding/json"
 	"net"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/streamconductor/stream-conductor/stream"
 )
@@ -48,5 +51,21 @@ func TestRoundProbesTCPBackends(t *testing.T) {
 	}
 	if u := p.Of(udp); u[0].State != Unknown {
 		t.Fatalf("UDP backend: %+v", u)
+	}
+}
+
+// A backend not probed yet has no "since": it is left out of the JSON
+// rather than shown as the year 1.
+func TestUnprobedBackendHasNoSince(t *testing.T) {
+	b, err := json.Marshal(Backend{Backend: "127.0.0.1:1", State: Unknown})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(string(b), "since") {
+		t.Fatalf("unprobed backend JSON %s has a since field", b)
+	}
+	b, _ = json.Marshal(Backend{Backend: "127.0.0.1:1", State: Up, Since: time.Unix(1, 0).UTC()})
+	if !strings.Contains(string(b), `"since":"1970-01-01T00:00:01Z"`) {
+		t.Fatalf("probed backend JSON %s lacks its since", b)
 	}
 }

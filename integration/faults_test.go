@@ -26,6 +26,19 @@ func requireTool(t *testing.T, name string) {
 	}
 }
 
+// requireRoot skips a test that needs root when it runs without, except in
+// CI, where it fails: CI runs as root, so every such test must run there.
+func requireRoot(t *testing.T, why string) {
+	t.Helper()
+	if os.Geteuid() == 0 {
+		return
+	}
+	if os.Getenv("CI") == "true" {
+		t.Fatalf("needs root %s, and CI=true", why)
+	}
+	t.Skipf("needs root %s", why)
+}
+
 // A backend name that stops resolving while the node is down (a reboot
 // with another /etc/hosts): on start only that stream fails, the others
 // forward, and it recovers by itself once the name resolves again. The
@@ -34,9 +47,7 @@ func requireTool(t *testing.T, name string) {
 func TestUnresolvableBackendAfterRestartRecovers(t *testing.T) {
 	t.Parallel()
 	requireTool(t, "unshare")
-	if os.Geteuid() != 0 {
-		t.Skip("needs root for a private /etc/hosts")
-	}
+	requireRoot(t, "for a private /etc/hosts")
 	hosts := filepath.Join(t.TempDir(), "hosts")
 	named := "127.0.0.1 localhost\n127.0.0.1 sc-backend.test\n"
 	if err := os.WriteFile(hosts, []byte(named), 0o644); err != nil {
@@ -406,9 +417,7 @@ func runtimeWorkers() int {
 func TestFullConfigDirThenRoomAgain(t *testing.T) {
 	t.Parallel()
 	requireTool(t, "unshare")
-	if os.Geteuid() != 0 {
-		t.Skip("needs root to mount a tmpfs")
-	}
+	requireRoot(t, "to mount a tmpfs")
 	d := newDaemon(t, 2, "APPLY_TIMEOUT=2s")
 	dir := filepath.Join(d.dataDir, "stream.d")
 	if err := os.Mkdir(dir, 0o755); err != nil {

@@ -44,9 +44,7 @@ func procs(keep func(pid, ppid int, state string, cmdline []byte) bool) []int {
 func TestAsPID1ReapsAndRestartsNginx(t *testing.T) {
 	t.Parallel()
 	requireTool(t, "unshare")
-	if os.Geteuid() != 0 {
-		t.Skip("needs root for a PID namespace")
-	}
+	requireRoot(t, "for a PID namespace")
 	d := newDaemon(t, 1)
 	d.wrap = []string{"unshare", "--pid", "--fork", "--mount-proc", "--kill-child"}
 	d.start()
