@@ -7,18 +7,12 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 
+	"github.com/streamconductor/stream-conductor/desired"
 	"github.com/streamconductor/stream-conductor/stream"
 )
 
 // ImportResult says what an import changed, by stream id.
-type ImportResult struct {
-	Create    []string `json:"create"`
-	Update    []string `json:"update"`
-	Delete    []string `json:"delete"`
-	Unchanged []string `json:"unchanged"`
-	// Revision is the store revision after the import (0 for a plan).
-	Revision uint64 `json:"revision"`
-}
+type ImportResult = desired.ImportResult
 
 // PlanImport says what Import(specs, prune) would do now.
 func (s *Store) PlanImport(specs []stream.Spec, prune bool) ImportResult {
@@ -35,11 +29,12 @@ func (s *Store) Import(specs []stream.Spec, prune bool) (ImportResult, error) {
 	byID := make(map[string]stream.Spec, len(specs))
 	for _, sp := range specs {
 		if _, dup := byID[sp.ID()]; dup {
-			return res, fmt.Errorf("import: stream %s is listed twice", sp.ID())
+			return res, fmt.Errorf("import: %s: %w", sp.ID(), desired.ErrDuplicate)
 		}
 		byID[sp.ID()] = sp
 	}
 	stored := make(map[string]stream.Spec, len(specs))
+	var importRev uint64
 	err := s.update(func(tx *bolt.Tx, rev uint64) error {
 		// Plan from the transaction: writes batched before this one are
 		// in it, not yet in memory.
@@ -55,6 +50,7 @@ func (s *Store) Import(specs []stream.Spec, prune bool) (ImportResult, error) {
 			return err
 		}
 		res = plan(cur, specs, prune)
+		importRev = rev
 		clear(stored)
 		for _, id := range slices.Concat(res.Create, res.Update) {
 			cur, err := get(tx, id)
@@ -73,11 +69,14 @@ func (s *Store) Import(specs []stream.Spec, prune bool) (ImportResult, error) {
 		}
 		return nil
 	}, func() {
-		for id, sp := range stored {
+		for _, id := range slices.Concat(res.Create, res.Update) {
+			sp := stored[id]
 			s.specs[id] = sp
+			s.history.add(desired.Change{Revision: sp.Revision, ID: id, Spec: ptr(sp.Clone())})
 		}
 		for _, id := range res.Delete {
 			delete(s.specs, id)
+			s.history.add(desired.Change{Revision: importRev, ID: id})
 		}
 	})
 	if err != nil {

@@ -17,19 +17,21 @@ import (
 	bolt "go.etcd.io/bbolt"
 	bolterrors "go.etcd.io/bbolt/errors"
 
+	"github.com/streamconductor/stream-conductor/desired"
 	"github.com/streamconductor/stream-conductor/stream"
 )
 
+// The errors of the desired-state contract (package desired), named here
+// too for the store's own callers.
 var (
-	// ErrNotFound: no stream has the id.
-	ErrNotFound = errors.New("stream not found")
-	// ErrExists: a create-only write found a stream with the id.
-	ErrExists = errors.New("stream already exists")
-	// ErrRevisionMismatch: the stream's revision is not the one the write
-	// expected (optimistic concurrency).
-	ErrRevisionMismatch = errors.New("revision mismatch")
-	// ErrNoFreePort: Allocate found no free port in the range.
-	ErrNoFreePort = errors.New("no free port in range")
+	ErrNotFound         = desired.ErrNotFound
+	ErrExists           = desired.ErrExists
+	ErrRevisionMismatch = desired.ErrRevisionMismatch
+	ErrNoFreePort       = desired.ErrNoFreePort
+	ErrCompacted        = desired.ErrCompacted
+)
+
+var (
 	// ErrLocked: another process holds the database file.
 	ErrLocked = errors.New("database is locked by another process")
 	// ErrSchema: the file was written by an incompatible version.
@@ -79,6 +81,8 @@ type Store struct {
 	list      []stream.Spec // sorted by protocol, then port; never mutated
 	listValid bool
 	rev       uint64
+	history   history       // the latest changes, for Since
+	updated   chan struct{} // closed at the next commit
 }
 
 // Open opens (creating if needed) the database at path, creates its
@@ -100,8 +104,12 @@ func Open(path string, o Options) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open %s: %w: %w", path, ErrCorrupt, err)
 	}
-	s := &Store{db: db, now: o.Now, changes: make(chan struct{}, 1), specs: map[string]stream.Spec{}, auditRetention: o.AuditRetention,
-		ops: make(chan *op), closing: make(chan struct{}), loopDone: make(chan struct{})}
+	s := &Store{
+		db: db, now: o.Now, auditRetention: o.AuditRetention,
+		changes: make(chan struct{}, 1), updated: make(chan struct{}),
+		specs: map[string]stream.Spec{},
+		ops:   make(chan *op), closing: make(chan struct{}), loopDone: make(chan struct{}),
+	}
 	if err := s.init(); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("open %s: %w", path, err)
@@ -150,6 +158,7 @@ func (s *Store) init() (err error) {
 			return fmt.Errorf("%w %x (this build reads %d)", ErrSchema, v, SchemaVersion)
 		}
 		s.rev = revision(meta)
+		s.history.base = s.rev
 		return streams.ForEach(func(k, v []byte) error {
 			var sp stream.Spec
 			if err := json.Unmarshal(v, &sp); err != nil {
@@ -235,29 +244,8 @@ func (s *Store) Revision() uint64 {
 	return s.rev
 }
 
-// Match is a precondition on a write. The zero value matches anything.
-type Match struct {
-	// Absent requires that no stream has the id (create only).
-	Absent bool
-	// Present requires that a stream has the id (If-Match: *).
-	Present bool
-	// Revision, when not zero, requires the stream to be at it.
-	Revision uint64
-}
-
-func (m Match) check(cur *stream.Spec) error {
-	switch {
-	case m.Absent && cur != nil:
-		return ErrExists
-	case m.Present && cur == nil:
-		return ErrNotFound
-	case m.Revision != 0 && cur == nil:
-		return ErrNotFound
-	case m.Revision != 0 && cur.Revision != m.Revision:
-		return ErrRevisionMismatch
-	}
-	return nil
-}
+// Match is a precondition on a write (desired.Match).
+type Match = desired.Match
 
 // Put creates or replaces sp (keyed by its id) if m holds, and returns the
 // stored spec and the one it replaced (nil on create).
@@ -268,7 +256,7 @@ func (s *Store) Put(sp stream.Spec, m Match) (stored stream.Spec, prev *stream.S
 		if err != nil {
 			return err
 		}
-		if err := m.check(cur); err != nil {
+		if err := m.Check(cur); err != nil {
 			return err
 		}
 		stored = s.stamp(sp, cur, rev)
@@ -276,6 +264,7 @@ func (s *Store) Put(sp stream.Spec, m Match) (stored stream.Spec, prev *stream.S
 		return put(tx, stored)
 	}, func() {
 		s.specs[id] = stored.Clone()
+		s.history.add(desired.Change{Revision: stored.Revision, ID: id, Spec: ptr(stored.Clone())})
 	})
 	if err != nil {
 		return stream.Spec{}, nil, fmt.Errorf("put %s: %w", id, err)
@@ -294,13 +283,14 @@ func (s *Store) Delete(id string, m Match) (prev stream.Spec, rev uint64, err er
 		if cur == nil {
 			return ErrNotFound
 		}
-		if err := m.check(cur); err != nil {
+		if err := m.Check(cur); err != nil {
 			return err
 		}
 		prev, rev = *cur, r
 		return tx.Bucket(bucketStreams).Delete([]byte(id))
 	}, func() {
 		delete(s.specs, id)
+		s.history.add(desired.Change{Revision: rev, ID: id})
 	})
 	if err != nil {
 		return stream.Spec{}, 0, fmt.Errorf("delete %s: %w", id, err)
@@ -329,6 +319,7 @@ func (s *Store) Allocate(sp stream.Spec, lo, hi int, busy func(port int) bool) (
 		return ErrNoFreePort
 	}, func() {
 		s.specs[stored.ID()] = stored.Clone()
+		s.history.add(desired.Change{Revision: stored.Revision, ID: stored.ID(), Spec: ptr(stored.Clone())})
 	})
 	if err != nil {
 		return stream.Spec{}, fmt.Errorf("allocate %s port in %d-%d: %w", sp.Protocol, lo, hi, err)
@@ -444,6 +435,8 @@ func (s *Store) commit(batch []*op) {
 		}
 		s.rev = rev
 		s.listValid = false
+		close(s.updated)
+		s.updated = make(chan struct{})
 		s.mu.Unlock()
 		select {
 		case s.changes <- struct{}{}:
