@@ -68,3 +68,28 @@ func TestSeedDryRunChangesNothing(t *testing.T) {
 		})
 	}
 }
+
+// A seed dry run's answer is documented in openapi.json.
+func TestSeedDryRunIsDocumented(t *testing.T) {
+	srv, _, _ := newTestServer(t)
+	doc := loadOpenAPI(t)
+	props := doc.Components.Schemas["SeedResult"].Properties
+	do(t, srv, call{method: "GET", path: "/createstream/9002/b:2"})
+	for _, path := range []string{"/createstream/9001/a:1?dry_run=true", "/removestream/9002?dry_run=true"} {
+		rec, body := do(t, srv, call{method: "GET", path: path})
+		if rec.Code != 200 {
+			t.Fatalf("%s: %d %s", path, rec.Code, rec.Body)
+		}
+		for k := range body {
+			if _, ok := props[k]; !ok {
+				t.Errorf("%s: SeedResult does not document %q", path, k)
+			}
+		}
+	}
+	for _, route := range []string{"/createstream/{port}/{backend}", "/removestream/{port}"} {
+		op := string(doc.Paths[route]["get"])
+		if !strings.Contains(op, `"dry_run"`) || !strings.Contains(op, `"403"`) {
+			t.Errorf("openapi.json: GET %s documents no dry_run or no 403", route)
+		}
+	}
+}
