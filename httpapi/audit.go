@@ -1,8 +1,10 @@
 package httpapi
 
 import (
+	"encoding/hex"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/streamconductor/stream-conductor/store"
@@ -64,10 +66,29 @@ func (s *Server) audit(w http.ResponseWriter, r *http.Request) error {
 	if entries == nil {
 		entries = []store.AuditEntry{}
 	}
+	for i := range entries {
+		entries[i].Token = redactLegacyTokenID(entries[i].Token)
+	}
 	out := map[string]any{"entries": entries}
 	if len(entries) == limit {
 		out["next"] = "/v1/audit?limit=" + strconv.Itoa(limit) + "&before=" + strconv.FormatUint(entries[len(entries)-1].Seq, 10)
 	}
 	writeJSON(w, http.StatusOK, out)
 	return nil
+}
+
+// redactLegacyTokenID hides the token ids that entries recorded before
+// tokenID used a keyed hash: "write:1a2b3c4d", the first 32 bits of the
+// token's SHA-256, which would let anyone who reads the audit log test
+// guesses of a token that is still in force. They are shown as "write"
+// or "read"; ids of the present form ("write:hmac-...") and "none" pass.
+func redactLegacyTokenID(id string) string {
+	kind, sum, ok := strings.Cut(id, ":")
+	if !ok || (kind != "write" && kind != "read") || len(sum) != 8 {
+		return id
+	}
+	if _, err := hex.DecodeString(sum); err != nil {
+		return id
+	}
+	return kind
 }

@@ -18,9 +18,20 @@ func isDryRun(r *http.Request) bool {
 // rendered configuration and a line diff against the file on disk,
 // changing nothing.
 func (s *Server) dryRun(w http.ResponseWriter, sp stream.Spec) error {
-	name, body, current, err := s.applier.Preview(sp)
+	plan, err := s.planPut(sp)
 	if err != nil {
 		return err
+	}
+	writeJSON(w, http.StatusOK, plan)
+	return nil
+}
+
+// planPut is what writing the validated sp would change: the dry-run
+// answer of a create or a replace.
+func (s *Server) planPut(sp stream.Spec) (map[string]any, error) {
+	name, body, current, err := s.applier.Preview(sp)
+	if err != nil {
+		return nil, err
 	}
 	change := "update"
 	switch {
@@ -32,14 +43,24 @@ func (s *Server) dryRun(w http.ResponseWriter, sp stream.Spec) error {
 	if sp.Backends == nil {
 		sp.Backends = []string{}
 	}
-	writeJSON(w, http.StatusOK, map[string]any{
+	return map[string]any{
 		"dry_run": true, "change": change, "file": name, "config": string(body),
 		"diff": lineDiff(string(current), string(body)), "stream": struct {
 			ID string `json:"id"`
 			stream.Spec
 		}{sp.ID(), sp},
-	})
-	return nil
+	}, nil
+}
+
+// planDelete is what deleting the stored stream cur would change: the
+// dry-run answer of a delete.
+func (s *Server) planDelete(cur stream.Spec) (map[string]any, error) {
+	name, _, current, err := s.applier.Preview(cur)
+	if err != nil {
+		return nil, err
+	}
+	return map[string]any{"dry_run": true, "change": "delete", "file": name, "config": "",
+		"diff": lineDiff(string(current), ""), "stream": s.view(cur)}, nil
 }
 
 // lineDiff is a unified-style diff of two short texts: lines only in a

@@ -6,6 +6,7 @@ import (
 
 	"github.com/gorilla/mux"
 
+	"github.com/streamconductor/stream-conductor/nginxconf"
 	"github.com/streamconductor/stream-conductor/store"
 	"github.com/streamconductor/stream-conductor/stream"
 )
@@ -76,13 +77,17 @@ func (s *Server) seedGetStreams(w http.ResponseWriter, r *http.Request) error {
 
 // seedCreate: GET /createstream/{port}/{backend} creates or replaces the
 // TCP stream on port and answers {"result": "ok", "errors": []} once it
-// is applied.
+// is applied. With ?dry_run=true it changes nothing and answers what it
+// would do: the seed shape plus the dry-run detail of PUT /v1/streams.
 func (s *Server) seedCreate(w http.ResponseWriter, r *http.Request) error {
 	port, err := parsePort(mux.Vars(r)["port"])
 	if err != nil {
 		return err
 	}
 	sp := stream.Spec{Protocol: stream.TCP, Listen: port, Backends: []string{mux.Vars(r)["backend"]}}
+	if isDryRun(r) {
+		return s.seedCreateDryRun(w, r, sp)
+	}
 	out, err := s.write(r, sp, store.Match{})
 	if err != nil {
 		return err
@@ -95,13 +100,51 @@ func (s *Server) seedCreate(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
-// seedRemove: GET /removestream/{port} removes the TCP stream on port.
+// seedCreateDryRun validates sp as the write would, and answers what
+// writing it would change.
+func (s *Server) seedCreateDryRun(w http.ResponseWriter, r *http.Request, sp stream.Spec) error {
+	sp, err := nginxconf.Validate(sp, s.rules())
+	if err != nil {
+		return validationError(err)
+	}
+	if err := s.cfg.Backends.Check(r.Context(), sp.Backends); err != nil {
+		return err
+	}
+	plan, err := s.planPut(sp)
+	if err != nil {
+		return err
+	}
+	writeSeedPlan(w, plan)
+	return nil
+}
+
+// writeSeedPlan answers a seed dry run: {"result": "ok", "errors": []}
+// and the dry-run detail beside it.
+func writeSeedPlan(w http.ResponseWriter, plan map[string]any) {
+	plan["result"], plan["errors"] = "ok", []string{}
+	writeJSON(w, http.StatusOK, plan)
+}
+
+// seedRemove: GET /removestream/{port} removes the TCP stream on port;
+// with ?dry_run=true it changes nothing and answers what it would do.
 func (s *Server) seedRemove(w http.ResponseWriter, r *http.Request) error {
 	port, err := parsePort(mux.Vars(r)["port"])
 	if err != nil {
 		return err
 	}
 	id := stream.MakeID(stream.TCP, port)
+	if isDryRun(r) {
+		cur, err := s.store.Get(id)
+		if err != nil {
+			return storeError(err, id)
+		}
+		plan, err := s.planDelete(cur)
+		if err != nil {
+			return err
+		}
+		writeSeedPlan(w, plan)
+		return nil
+	}
 	prev, rev, err := s.store.Delete(id, store.Match{})
 	if err != nil {
 		return storeError(err, id)

@@ -215,10 +215,16 @@ func (s *Server) handleWith(route string, need Access, h handlerFunc, writeErr f
 	})
 }
 
-// admit checks the Host header (on loopback) and the token.
+// admit checks the Host header (on loopback), that a write does not come
+// from another site's page, and the token.
 func (s *Server) admit(r *http.Request, need Access) (string, error) {
 	if s.cfg.LoopbackOnly {
 		if err := checkHost(r); err != nil {
+			return "", err
+		}
+	}
+	if need == Write {
+		if err := checkSameOrigin(r); err != nil {
 			return "", err
 		}
 	}

@@ -336,12 +336,11 @@ func (s *Server) deleteStream(w http.ResponseWriter, r *http.Request) error {
 		if m.Revision != 0 && m.Revision != cur.Revision {
 			return storeError(store.ErrRevisionMismatch, id)
 		}
-		name, _, current, err := s.applier.Preview(cur)
+		plan, err := s.planDelete(cur)
 		if err != nil {
 			return err
 		}
-		writeJSON(w, http.StatusOK, map[string]any{"dry_run": true, "change": "delete", "file": name, "config": "",
-			"diff": lineDiff(string(current), ""), "stream": s.view(cur)})
+		writeJSON(w, http.StatusOK, plan)
 		return nil
 	}
 	prev, rev, err := s.store.Delete(id, m)

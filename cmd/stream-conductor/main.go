@@ -88,7 +88,8 @@ func run(ctx context.Context, cfg config, log zerolog.Logger) error {
 	if err := ensureDir(cfg.DataDir); err != nil {
 		return err
 	}
-	tokens := &httpapi.TokenSource{WriteToken: cfg.APIToken, WriteFile: cfg.APITokenFile, ReadToken: cfg.ReadToken, ReadFile: cfg.ReadTokenFile}
+	tokens := &httpapi.TokenSource{WriteToken: cfg.APIToken, WriteFile: cfg.APITokenFile, ReadToken: cfg.ReadToken, ReadFile: cfg.ReadTokenFile,
+		IDKeyFile: filepath.Join(cfg.DataDir, "token-id.key")}
 	if err := tokens.Load(); err != nil {
 		return err
 	}

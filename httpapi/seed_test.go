@@ -1,0 +1,95 @@
+package httpapi
+
+import (
+	"net/netip"
+	"strings"
+	"testing"
+
+	"github.com/streamconductor/stream-conductor/nginxconf"
+	"github.com/streamconductor/stream-conductor/store"
+	"github.com/streamconductor/stream-conductor/stream"
+)
+
+// The seed routes take ?dry_run=true: they answer what they would change,
+// in their own shape plus the dry-run detail of the v1 routes, and change
+// nothing; refusals keep the seed error shape.
+func TestSeedDryRunChangesNothing(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		path   string
+		status int
+		change string // "" for a refusal
+		config string // in the rendered config
+		diff   string // in the diff
+	}{
+		{"create", "/createstream/9001/a:1?dry_run=true", 200, "create", "proxy_pass a:1;", "+    proxy_pass a:1;"},
+		{"create with dry_run=1", "/createstream/9001/a:1?dry_run=1", 200, "create", "proxy_pass a:1;", "+    proxy_pass a:1;"},
+		{"replace", "/createstream/9000/b:2?dry_run=true", 200, "update", "proxy_pass b:2;", "-    proxy_pass keep:1;\n+    proxy_pass b:2;"},
+		{"same again", "/createstream/9000/keep:1?dry_run=true", 200, "none", "proxy_pass keep:1;", " "},
+		{"remove", "/removestream/9000?dry_run=true", 200, "delete", "", "-    proxy_pass keep:1;"},
+		{"create, bad backend", "/createstream/9001/a%3B:1?dry_run=true", 400, "", "", ""},
+		{"create, port outside the range", "/createstream/9010/a:1?dry_run=true", 400, "", "", ""},
+		{"create, backend is the API", "/createstream/9001/127.0.0.1:9005?dry_run=true", 403, "", "", ""},
+		{"remove, no such stream", "/removestream/9003?dry_run=true", 404, "", "", ""},
+		{"remove, bad port", "/removestream/0?dry_run=true", 400, "", "", ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			srv, st, ap := newTestServer(t)
+			srv.cfg.Backends = &BackendPolicy{APIPort: 9005, PortMin: 9000, PortMax: 9009, LocalAddrs: func() []netip.Addr { return nil }}
+			if _, _, err := st.Put(stream.Spec{Protocol: stream.TCP, Listen: 9000, Backends: []string{"keep:1"}}, store.Match{}); err != nil {
+				t.Fatal(err)
+			}
+			_, onDisk := nginxconf.Render(stream.Spec{Protocol: stream.TCP, Listen: 9000, Backends: []string{"keep:1"}}, nginxconf.RenderOptions{Prefix: "stream-"})
+			ap.onDisk = map[string][]byte{"stream-tcp-9000.conf": onDisk}
+			rev := st.Revision()
+			rec, body := do(t, srv, call{method: "GET", path: tc.path})
+			if rec.Code != tc.status {
+				t.Fatalf("status %d, want %d: %s", rec.Code, tc.status, rec.Body)
+			}
+			if st.Revision() != rev {
+				t.Fatalf("a dry run changed the store: revision %d -> %d", rev, st.Revision())
+			}
+			errs, isList := body["errors"].([]any)
+			if tc.change == "" {
+				if body["result"] != "error" || len(errs) != 1 || body["dry_run"] != nil {
+					t.Fatalf("refusal not in the seed shape: %s", rec.Body)
+				}
+				return
+			}
+			if body["result"] != "ok" || !isList || len(errs) != 0 || body["dry_run"] != true || body["change"] != tc.change {
+				t.Fatalf("answer %s", rec.Body)
+			}
+			if !strings.Contains(body["config"].(string), tc.config) || !strings.Contains(body["diff"].(string), tc.diff) {
+				t.Fatalf("config or diff: %s", rec.Body)
+			}
+			if sm, _ := body["stream"].(map[string]any); sm["id"] == nil || !strings.HasPrefix(body["file"].(string), "stream-tcp-") {
+				t.Fatalf("stream or file missing: %s", rec.Body)
+			}
+		})
+	}
+}
+
+// A seed dry run's answer is documented in openapi.json.
+func TestSeedDryRunIsDocumented(t *testing.T) {
+	srv, _, _ := newTestServer(t)
+	doc := loadOpenAPI(t)
+	props := doc.Components.Schemas["SeedResult"].Properties
+	do(t, srv, call{method: "GET", path: "/createstream/9002/b:2"})
+	for _, path := range []string{"/createstream/9001/a:1?dry_run=true", "/removestream/9002?dry_run=true"} {
+		rec, body := do(t, srv, call{method: "GET", path: path})
+		if rec.Code != 200 {
+			t.Fatalf("%s: %d %s", path, rec.Code, rec.Body)
+		}
+		for k := range body {
+			if _, ok := props[k]; !ok {
+				t.Errorf("%s: SeedResult does not document %q", path, k)
+			}
+		}
+	}
+	for _, route := range []string{"/createstream/{port}/{backend}", "/removestream/{port}"} {
+		op := string(doc.Paths[route]["get"])
+		if !strings.Contains(op, `"dry_run"`) || !strings.Contains(op, `"403"`) {
+			t.Errorf("openapi.json: GET %s documents no dry_run or no 403", route)
+		}
+	}
+}
