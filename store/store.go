@@ -234,6 +234,14 @@ func (s *Store) Get(id string) (stream.Spec, error) {
 	return sp.Clone(), nil
 }
 
+// Has reports whether a stream has id.
+func (s *Store) Has(id string) bool {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	_, ok := s.specs[id]
+	return ok
+}
+
 // List returns every stream sorted by protocol and port, and the store
 // revision they reflect. The slice is shared: callers must not modify it or
 // the specs' slices.

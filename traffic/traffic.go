@@ -1,14 +1,19 @@
 // Package traffic counts what nginx carried, per stream, from nginx's own
 // session log: the managed configuration sends one syslog line per session
-// (log_format LogFormat) over UDP to a Collector on loopback.
+// (log_format LogFormat) to a Collector's Unix datagram socket, which only
+// nginx's workers may write to.
 package traffic
 
 import (
 	"bytes"
+	"fmt"
 	"net"
+	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/streamconductor/stream-conductor/stream"
@@ -36,24 +41,102 @@ type Stats struct {
 // Collector receives nginx's session log and keeps per-stream Stats.
 type Collector struct {
 	active Active
-	conn   net.PacketConn
+	conn   *net.UnixConn
+	path   string
+	known  func(id string) bool
 	mu     sync.Mutex
 	stats  map[string]*Stats
 	lines  uint64
 }
 
-// Listen opens the UDP socket nginx logs to, on addr (127.0.0.1:PORT; port
-// 0 picks one).
-func Listen(addr string) (*Collector, error) {
-	c, err := net.ListenPacket("udp4", addr)
-	if err != nil {
-		return nil, err
+// Listen creates the Unix datagram socket nginx logs to at path (a stale
+// socket or file there is replaced), writable only by the user uid (nginx's
+// worker user; -1: the daemon's own) and by root: other local users cannot
+// forge sessions. The socket is bound in a private directory and renamed
+// into place with its final owner and mode, so it is never open to others,
+// not even for a moment. Lines are counted only for streams that known
+// says exist (nil: every stream), so made-up ids cost nothing.
+func Listen(path string, uid int, known func(id string) bool) (*Collector, error) {
+	if len(path) > maxSocketPath {
+		return nil, fmt.Errorf("traffic log socket %s: longer than the %d bytes a Unix socket path may have; use a shorter DATA_DIR", path, maxSocketPath)
 	}
-	return &Collector{conn: c, stats: map[string]*Stats{}}, nil
+	if strings.ContainsAny(path, ",\n") {
+		return nil, fmt.Errorf("traffic log socket %q: nginx cannot name a path with a comma or a newline; use another DATA_DIR", path)
+	}
+	tmp, err := os.MkdirTemp(filepath.Dir(path), ".t")
+	if err != nil {
+		return nil, fmt.Errorf("traffic log socket: %w", err)
+	}
+	defer os.RemoveAll(tmp)
+	bound := filepath.Join(tmp, "s")
+	conn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: bound, Net: "unixgram"})
+	if err != nil {
+		return nil, fmt.Errorf("traffic log socket: %w", err)
+	}
+	if err := placeSocket(bound, path, uid); err != nil {
+		conn.Close()
+		return nil, fmt.Errorf("traffic log socket %s: %w", path, err)
+	}
+	if known == nil {
+		known = func(string) bool { return true }
+	}
+	return &Collector{conn: conn, path: path, known: known, stats: map[string]*Stats{}}, nil
 }
 
-// Addr is where nginx must send its log.
-func (c *Collector) Addr() string { return c.conn.LocalAddr().String() }
+// Reachable reports whether the user uid (with primary group gid) may
+// reach the socket at path: a sender needs to search every directory
+// above it. A DATA_DIR under a private directory (mode 0700) shuts out
+// nginx's workers when they run as another user than the daemon.
+func Reachable(path string, uid, gid int) error {
+	for dir := filepath.Dir(path); ; dir = filepath.Dir(dir) {
+		fi, err := os.Stat(dir)
+		if err != nil {
+			return err
+		}
+		if !searchable(fi, uid, gid) {
+			return fmt.Errorf("directory %s (mode %v) cannot be searched by uid %d", dir, fi.Mode().Perm(), uid)
+		}
+		if parent := filepath.Dir(dir); parent == dir {
+			return nil
+		}
+	}
+}
+
+func searchable(fi os.FileInfo, uid, gid int) bool {
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	perm := fi.Mode().Perm()
+	switch {
+	case uid == 0 || !ok:
+		return true
+	case int(st.Uid) == uid:
+		return perm&0o100 != 0
+	case int(st.Gid) == gid:
+		return perm&0o010 != 0
+	}
+	return perm&0o001 != 0
+}
+
+// maxSocketPath is the longest path a Unix socket address holds (sun_path
+// is 108 bytes with its NUL).
+const maxSocketPath = 107
+
+// placeSocket gives the socket at bound its owner and mode and moves it to
+// path.
+func placeSocket(bound, path string, uid int) error {
+	if err := os.Chmod(bound, 0o600); err != nil {
+		return err
+	}
+	if uid >= 0 && uid != os.Geteuid() {
+		if err := os.Chown(bound, uid, -1); err != nil {
+			return err
+		}
+	}
+	return os.Rename(bound, path)
+}
+
+// Addr is where nginx must send its log: the syslog server
+// "unix:/path/to/socket".
+func (c *Collector) Addr() string { return "unix:" + c.path }
 
 // Close stops receiving.
 func (c *Collector) Close() error { return c.conn.Close() }
@@ -87,6 +170,9 @@ func (c *Collector) record(msg []byte, now time.Time) {
 		return
 	}
 	id := stream.MakeID(stream.Protocol(strings.ToLower(f[1])), port)
+	if !c.known(id) {
+		return // no such stream: a stale line, or a forged one
+	}
 	sent, _ := strconv.ParseUint(f[4], 10, 64)
 	received, _ := strconv.ParseUint(f[5], 10, 64)
 	c.mu.Lock()
@@ -136,12 +222,17 @@ func (c *Collector) Get(id string) *Stats {
 	return &cp
 }
 
-// All returns a copy of every stream's stats.
+// All returns a copy of the stats of every stream that exists, and
+// forgets those of streams deleted since.
 func (c *Collector) All() map[string]Stats {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	out := make(map[string]Stats, len(c.stats))
 	for id, s := range c.stats {
+		if !c.known(id) {
+			delete(c.stats, id)
+			continue
+		}
 		out[id] = *s
 	}
 	return out
