@@ -71,7 +71,7 @@ func TestConfigErrorsSayWhatToFix(t *testing.T) {
 }
 
 func TestConfigSizesAndTokens(t *testing.T) {
-	c, err := parseConfig([]string{"-allow-empty-state"}, env(map[string]string{"AUDIT_MAX_BYTES": "2 GiB", "API_TOKEN": "0123456789abcdef"}), io.Discard)
+	c, err := parseConfig([]string{"-allow-empty-state=true"}, env(map[string]string{"AUDIT_MAX_BYTES": "2 GiB", "API_TOKEN": "0123456789abcdef"}), io.Discard)
 	if err != nil || c.AuditMaxBytes != 2<<30 || !c.AllowEmptyState || c.APIToken != "0123456789abcdef" {
 		t.Fatalf("%+v, %v", c, err)
 	}

@@ -39,7 +39,7 @@ func checkEmptyState(streams int, dir, prefix, dbPath string, allow bool, log ze
 	}
 	return fmt.Errorf("refusing to start: the state database %s holds no stream, but %s holds %d stream files of ours (%s) that starting would remove, closing their ports; "+
 		"nginx keeps forwarding them meanwhile. If state.db was lost or replaced, restore a backup into %s and start again; "+
-		"or start with ALLOW_EMPTY_STATE=true (-allow-empty-state), which removes them, and `stream-conductor import` the streams from an export; "+
+		"or start with ALLOW_EMPTY_STATE=true (-allow-empty-state=true), which removes them, and `stream-conductor import` the streams from an export; "+
 		"set ALLOW_EMPTY_STATE=true alone if you do want every stream gone",
 		dbPath, dir, len(files), strings.Join(names, ", "), dbPath)
 }
