@@ -212,6 +212,31 @@ func TestTrafficLogOnlyFromNginxWorkers(t *testing.T) {
 	if ports := udpSockets(t, d.cmd.Process.Pid); len(ports) > 0 {
 		t.Fatalf("the daemon holds UDP sockets on ports %v", ports)
 	}
+
+	// A restart recreates the socket, and nginx's workers, which held the
+	// old one, find the new one (a worker loses its first line).
+	d.stop()
+	d.start()
+	var again syscall.Stat_t
+	if err := syscall.Stat(sock, &again); err != nil || again.Ino == st.Ino || again.Mode&0o777 != 0o600 || again.Uid != st.Uid {
+		t.Fatalf("socket after a restart: inode %d (was %d), mode %o, uid %d, %v", again.Ino, st.Ino, again.Mode, again.Uid, err)
+	}
+	msg := strings.Repeat("y", 99) + "\n"
+	sessions := 0
+	eventually(t, "sessions counted after a restart", 10*time.Second, func() bool {
+		if sessions < 50 {
+			sessions++
+			c, err := net.Dial("tcp", "127.0.0.1:"+strconv.Itoa(d.portMin))
+			if err != nil {
+				t.Fatal(err)
+			}
+			roundTrip(c, msg)
+			c.Close()
+		}
+		_, m := d.api("GET", fmt.Sprintf("/v1/streams/tcp/%d", d.portMin), "")
+		tr, _ := m["traffic"].(map[string]any)
+		return tr != nil && tr["sessions"].(float64) >= 1 && tr["bytes_in"] == tr["sessions"].(float64)*100
+	})
 }
 
 // workerUIDs returns the real uids of the workers of nginx master pid.

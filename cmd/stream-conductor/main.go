@@ -115,8 +115,8 @@ func run(ctx context.Context, cfg config, log zerolog.Logger) error {
 	if err := ensureDir(cfg.StreamConfigPath); err != nil {
 		return err
 	}
-	specs, _ := st.List()
-	if err := checkEmptyState(len(specs), cfg.StreamConfigPath, cfg.StreamPrefix, dbPath, cfg.AllowEmptyState, log); err != nil {
+	specs, rev := st.List()
+	if err := checkEmptyState(len(specs), rev, cfg.StreamConfigPath, cfg.StreamPrefix, dbPath, cfg.AllowEmptyState, log); err != nil {
 		return err
 	}
 
