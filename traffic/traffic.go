@@ -23,6 +23,15 @@ import (
 // per session, written when it ends.
 const LogFormat = "$server_port $protocol $remote_addr $upstream_addr $bytes_sent $bytes_received $session_time $status"
 
+// A stream's sessions are counted by upstream address for at most
+// MaxBackendAddrs addresses (a stream has at most 64 backends, each name
+// may resolve to several); sessions to further ones are counted under
+// OtherBackends, so that no sender can grow the map without bound.
+const (
+	MaxBackendAddrs = 256
+	OtherBackends   = "other"
+)
+
 // Stats is one stream's traffic since the daemon started.
 type Stats struct {
 	Sessions uint64 `json:"sessions"`
@@ -193,7 +202,11 @@ func (c *Collector) record(msg []byte, now time.Time) {
 	// $upstream_addr lists every address tried, the last one served.
 	if up := f[3]; up != "-" {
 		tried := strings.Split(up, ", ")
-		s.Backends[tried[len(tried)-1]]++
+		addr := tried[len(tried)-1]
+		if _, ok := s.Backends[addr]; !ok && len(s.Backends) >= MaxBackendAddrs {
+			addr = OtherBackends
+		}
+		s.Backends[addr]++
 	}
 }
 

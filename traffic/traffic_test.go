@@ -85,6 +85,23 @@ func TestLinesForUnknownStreamsAreDropped(t *testing.T) {
 	}
 }
 
+// Sessions to more upstream addresses than MaxBackendAddrs are counted
+// under OtherBackends.
+func TestBackendAddressesAreBounded(t *testing.T) {
+	c, err := Listen(filepath.Join(t.TempDir(), "traffic.sock"), -1, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	for i := range MaxBackendAddrs + 100 {
+		c.record([]byte(fmt.Sprintf("x: 9000 TCP 127.0.0.1 10.0.%d.%d:2000 7 5 0.001 200", i/250, i%250)), time.Now())
+	}
+	s := c.Get("tcp/9000")
+	if s.Sessions != MaxBackendAddrs+100 || len(s.Backends) != MaxBackendAddrs+1 || s.Backends[OtherBackends] != 100 {
+		t.Fatalf("%d sessions, %d addresses, %d other", s.Sessions, len(s.Backends), s.Backends[OtherBackends])
+	}
+}
+
 // Stats of a stream deleted since are forgotten by All.
 func TestAllForgetsDeletedStreams(t *testing.T) {
 	exists := true
