@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"net/http"
 	"strconv"
+
+	"github.com/streamconductor/stream-conductor/store"
 )
 
 // Error is an API failure: the status and the body the client sees, kept
@@ -46,6 +48,7 @@ const (
 	CodeNginxRejected    = "nginx_rejected"    // 422
 	CodeApplyTimeout     = "apply_timeout"     // 503
 	CodeNginxUnavailable = "nginx_unavailable" // 503
+	CodeStoreUnavailable = "store_unavailable" // 503: state.db was deleted or replaced under the daemon
 	CodeInternal         = "internal"          // 500
 )
 
@@ -70,6 +73,9 @@ func asAPIError(err error) *Error {
 	var e *Error
 	if errors.As(err, &e) {
 		return e
+	}
+	if errors.Is(err, store.ErrDetached) {
+		return &Error{Status: http.StatusServiceUnavailable, Code: CodeStoreUnavailable, Message: err.Error()}
 	}
 	return &Error{Status: http.StatusInternalServerError, Code: CodeInternal, Message: "internal error; see the daemon's log", Cause: err}
 }

@@ -13,11 +13,17 @@ func (s *Server) healthz(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
-// readyz says whether the node does its job: the store is open (it is, or
-// the process would not serve), nginx runs, and the last pass succeeded.
+// readyz says whether the node does its job: the store takes writes (its
+// file is still the one at its path), nginx runs, and the last pass
+// succeeded.
 func (s *Server) readyz(w http.ResponseWriter, r *http.Request) error {
 	h := s.applier.Health()
 	var reasons []string
+	if c, ok := s.store.(interface{ Check() error }); ok {
+		if err := c.Check(); err != nil {
+			reasons = append(reasons, err.Error())
+		}
+	}
 	if h.Counters.Passes == 0 {
 		reasons = append(reasons, "no reconcile pass has finished yet")
 	}

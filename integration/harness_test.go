@@ -160,6 +160,10 @@ func newDaemon(t *testing.T, ports int, env ...string) *daemon {
 		client:   &http.Client{Timeout: 30 * time.Second},
 		extraEnv: env,
 	}
+	// As in an install (/var/lib/stream-conductor is 0755): nginx's workers,
+	// nobody when the daemon runs as root, must reach DATA_DIR/traffic.sock.
+	os.Chmod(filepath.Dir(d.dataDir), 0o755)
+	os.Chmod(d.dataDir, 0o755)
 	t.Cleanup(func() {
 		d.stop()
 		d.stopNginx()

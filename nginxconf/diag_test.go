@@ -42,10 +42,10 @@ func TestParseDiagnostics(t *testing.T) {
 func TestParseBuildInfo(t *testing.T) {
 	debian := "nginx version: nginx/1.22.1\nbuilt with OpenSSL 3.0.11\nconfigure arguments: --with-cc-opt='-g -O2' --prefix=/usr/share/nginx --modules-path=/usr/lib/nginx/modules --with-stream=dynamic --with-stream_ssl_module"
 	bi := ParseBuildInfo(debian)
-	if bi.Version != "1.22.1" || bi.Stream != StreamDynamic || bi.ModulesPath != "/usr/lib/nginx/modules" {
+	if bi.Version != "1.22.1" || bi.Stream != StreamDynamic || bi.ModulesPath != "/usr/lib/nginx/modules" || bi.User != "nobody" {
 		t.Errorf("debian: %+v", bi)
 	}
-	if bi := ParseBuildInfo("nginx version: nginx/1.27.0\nconfigure arguments: --with-stream --with-http_ssl_module"); bi.Stream != StreamStatic {
+	if bi := ParseBuildInfo("nginx version: nginx/1.27.0\nconfigure arguments: --with-stream --user=nginx --with-http_ssl_module"); bi.Stream != StreamStatic || bi.User != "nginx" {
 		t.Errorf("static: %+v", bi)
 	}
 	if bi := ParseBuildInfo("nginx version: nginx/1.27.0\nconfigure arguments: --with-http_ssl_module"); bi.Stream != StreamMissing {
@@ -55,13 +55,16 @@ func TestParseBuildInfo(t *testing.T) {
 
 func TestRenderMain(t *testing.T) {
 	got := string(RenderMain(MainOptions{StreamModule: "/m/ngx_stream_module.so", PIDFile: "/d/nginx.pid",
-		ErrorLog: "/d/error.log", IncludeDir: `/d/my "dir"/`, WorkerShutdownTimeout: "30s"}))
+		ErrorLog: "/d/error.log", IncludeDir: `/d/my "dir"/`, WorkerShutdownTimeout: "30s",
+		TrafficLog: "unix:/d/my dir/traffic.sock", TrafficLogFormat: "$server_port $status"}))
 	for _, want := range []string{
 		`load_module "/m/ngx_stream_module.so";`,
 		`pid "/d/nginx.pid";`,
 		`error_log "/d/error.log" notice;`,
 		`worker_shutdown_timeout 30s;`,
 		`include "/d/my \"dir\"/*.conf";`,
+		`log_format stream_conductor "$server_port $status";`,
+		`access_log "syslog:server=unix:/d/my dir/traffic.sock,tag=stream_conductor,nohostname" stream_conductor;`,
 	} {
 		if !strings.Contains(got, want) {
 			t.Errorf("main config lacks %q:\n%s", want, got)

@@ -22,6 +22,9 @@ type BuildInfo struct {
 	Version     string
 	Stream      StreamModule
 	ModulesPath string
+	// User is the user workers run as when the master runs as root and the
+	// configuration names none (--user=, else nginx's default "nobody").
+	User string
 }
 
 var versionRE = regexp.MustCompile(`nginx version: nginx/(\S+)`)
@@ -40,7 +43,12 @@ func ParseBuildInfo(out string) BuildInfo {
 			bi.Stream = StreamDynamic
 		case strings.HasPrefix(f, "--modules-path="):
 			bi.ModulesPath = strings.TrimPrefix(f, "--modules-path=")
+		case strings.HasPrefix(f, "--user="):
+			bi.User = strings.TrimPrefix(f, "--user=")
 		}
+	}
+	if bi.User == "" {
+		bi.User = "nobody"
 	}
 	return bi
 }
@@ -58,8 +66,9 @@ type MainOptions struct {
 	// WorkerShutdownTimeout bounds how long old workers keep serving open
 	// connections after a reload, in nginx time syntax ("" = nginx default).
 	WorkerShutdownTimeout string
-	// TrafficLog, when set (127.0.0.1:PORT), is where nginx sends one
-	// syslog line per session, in TrafficLogFormat.
+	// TrafficLog, when set, is the syslog server nginx sends one line per
+	// session to, in TrafficLogFormat: "unix:/path/to/socket" (a path
+	// without commas, nginx's parameter separator) or "HOST:PORT".
 	TrafficLog string
 	// TrafficLogFormat is the log_format of those lines.
 	TrafficLogFormat string
@@ -99,7 +108,7 @@ func RenderMain(o MainOptions) []byte {
 	b.WriteString("stream {\n")
 	if o.TrafficLog != "" {
 		fmt.Fprintf(&b, "    log_format stream_conductor %s;\n", quote(o.TrafficLogFormat))
-		fmt.Fprintf(&b, "    access_log syslog:server=%s,tag=stream_conductor,nohostname stream_conductor;\n", o.TrafficLog)
+		fmt.Fprintf(&b, "    access_log %s stream_conductor;\n", quote("syslog:server="+o.TrafficLog+",tag=stream_conductor,nohostname"))
 	}
 	fmt.Fprintf(&b, "    include %s;\n", quote(strings.TrimSuffix(o.IncludeDir, "/")+"/*.conf"))
 	b.WriteString("}\n")

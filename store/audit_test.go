@@ -1,9 +1,15 @@
 package store
 
 import (
+	"encoding/json"
+	"fmt"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
+	"unicode/utf8"
+
+	"github.com/streamconductor/stream-conductor/stream"
 )
 
 func TestAuditPagesNewestFirstAndKeepsRetention(t *testing.T) {
@@ -30,5 +36,82 @@ func TestAuditPagesNewestFirstAndKeepsRetention(t *testing.T) {
 	next, _ := s.Audit(page[19].Seq, 100)
 	if len(next) != 30 || next[0].Seq != 60 || next[29].Seq != 31 {
 		t.Fatalf("second page: %d entries from %d to %d", len(next), next[0].Seq, next[len(next)-1].Seq)
+	}
+}
+
+// The byte budget drops the oldest entries once their total size is over
+// it, even below the retention count, and the total survives a reopen.
+func TestAuditKeepsWithinTheByteBudget(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "state.db")
+	const budget = 64 << 10
+	s, err := Open(path, Options{AuditRetention: 10000, AuditMaxBytes: budget})
+	if err != nil {
+		t.Fatal(err)
+	}
+	big := strings.Repeat("d", 900)
+	for range 300 {
+		sp := stream.Spec{Protocol: stream.TCP, Listen: 9000, Backends: []string{"10.0.0.1:1"}, Description: big}
+		if err := s.AppendAudit(AuditEntry{Method: "PUT", After: &sp}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	check := func(s *Store, newest uint64, when string) {
+		t.Helper()
+		all, err := s.Audit(0, 1000)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var total int
+		for _, e := range all {
+			v, _ := json.Marshal(e)
+			total += len(v)
+		}
+		if total > budget || total < budget-2*MaxAuditEntryBytes || all[0].Seq != newest || len(all) >= 300 {
+			t.Fatalf("%s: %d entries (newest %d) of %d bytes, budget %d", when, len(all), all[0].Seq, total, budget)
+		}
+	}
+	check(s, 300, "after 300 appends")
+	s.Close()
+	if s, err = Open(path, Options{AuditRetention: 10000, AuditMaxBytes: budget}); err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	for range 100 {
+		s.AppendAudit(AuditEntry{Method: "DELETE", Before: &stream.Spec{Description: big}})
+	}
+	check(s, 400, "after a reopen and 100 more")
+}
+
+// An entry over MaxAuditEntryBytes keeps the start of its streams and says
+// what it left out.
+func TestOversizedAuditEntryIsCompacted(t *testing.T) {
+	s, err := Open(filepath.Join(t.TempDir(), "state.db"), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	huge := func() *stream.Spec {
+		sp := stream.Spec{Protocol: stream.TCP, Listen: 9000, Description: strings.Repeat("é", 512)}
+		for i := range 64 {
+			sp.Backends = append(sp.Backends, fmt.Sprintf("%s-%d.example:2000", strings.Repeat("b", 230), i))
+		}
+		for i := range 256 {
+			sp.Allow = append(sp.Allow, fmt.Sprintf("2001:db8:%x::/48", i))
+		}
+		return &sp
+	}
+	if err := s.AppendAudit(AuditEntry{Method: "PUT", Path: "/v1/streams/tcp/9000", Before: huge(), After: huge(), Status: 200, Result: "ok"}); err != nil {
+		t.Fatal(err)
+	}
+	e, _ := s.Audit(0, 1)
+	v, _ := json.Marshal(e[0])
+	if len(v) > MaxAuditEntryBytes {
+		t.Fatalf("entry of %d bytes", len(v))
+	}
+	if len(e[0].After.Backends) != compactListItems || e[0].After.Backends[0] != huge().Backends[0] || !utf8.ValidString(e[0].After.Description) {
+		t.Fatalf("compacted after: %+v", e[0].After)
+	}
+	if !strings.Contains(e[0].Compacted, "before: 56 of 64 backends, 248 of 256 allow entries") || e[0].Status != 200 || e[0].Path != "/v1/streams/tcp/9000" {
+		t.Fatalf("entry: %+v", e[0])
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"slices"
 	"sync"
 	"time"
@@ -63,6 +64,9 @@ type Options struct {
 	// AuditRetention is how many audit entries are kept (default
 	// DefaultAuditRetention).
 	AuditRetention int
+	// AuditMaxBytes bounds the audit entries' total size (default
+	// DefaultAuditMaxBytes); the oldest go first.
+	AuditMaxBytes int64
 }
 
 // Store is the bbolt-backed desired state. It is safe for concurrent use.
@@ -71,6 +75,14 @@ type Store struct {
 	now            func() time.Time
 	changes        chan struct{}
 	auditRetention int
+	auditMaxBytes  int64
+
+	// path and file identify the database file opened; Check compares
+	// them with the file now at path.
+	path     string
+	file     os.FileInfo
+	detachMu sync.Mutex
+	detached error
 
 	ops      chan *op
 	closing  chan struct{}
@@ -97,6 +109,9 @@ func Open(path string, o Options) (*Store, error) {
 	if o.AuditRetention <= 0 {
 		o.AuditRetention = DefaultAuditRetention
 	}
+	if o.AuditMaxBytes <= 0 {
+		o.AuditMaxBytes = DefaultAuditMaxBytes
+	}
 	db, err := openBolt(path, o.LockTimeout)
 	if errors.Is(err, bolterrors.ErrTimeout) {
 		return nil, fmt.Errorf("open %s: %w", path, ErrLocked)
@@ -104,8 +119,15 @@ func Open(path string, o Options) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open %s: %w: %w", path, ErrCorrupt, err)
 	}
+	// bbolt does not expose its file: the path is stat'ed at once instead.
+	fi, err := os.Stat(path)
+	if err != nil {
+		db.Close()
+		return nil, fmt.Errorf("open %s: %w", path, err)
+	}
 	s := &Store{
-		db: db, now: o.Now, auditRetention: o.AuditRetention,
+		db: db, now: o.Now, path: path, file: fi,
+		auditRetention: o.AuditRetention, auditMaxBytes: o.AuditMaxBytes,
 		changes: make(chan struct{}, 1), updated: make(chan struct{}),
 		specs: map[string]stream.Spec{},
 		ops:   make(chan *op), closing: make(chan struct{}), loopDone: make(chan struct{}),
@@ -159,6 +181,9 @@ func (s *Store) init() (err error) {
 		}
 		s.rev = revision(meta)
 		s.history.base = s.rev
+		if err := initAuditBytes(tx, meta); err != nil {
+			return err
+		}
 		return streams.ForEach(func(k, v []byte) error {
 			var sp stream.Spec
 			if err := json.Unmarshal(v, &sp); err != nil {
@@ -216,6 +241,14 @@ func (s *Store) Get(id string) (stream.Spec, error) {
 		return stream.Spec{}, ErrNotFound
 	}
 	return sp.Clone(), nil
+}
+
+// Has reports whether a stream has id.
+func (s *Store) Has(id string) bool {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	_, ok := s.specs[id]
+	return ok
 }
 
 // List returns every stream sorted by protocol and port, and the store
@@ -389,7 +422,14 @@ func (s *Store) commitLoop() {
 // commit runs a batch in one transaction. An op that fails its own checks
 // has written nothing (every op checks before it writes) and fails alone;
 // a failed commit fails them all.
+//
+// A write is acknowledged only if the file it went into is still the one
+// at the store's path (see Check), before and after the commit.
 func (s *Store) commit(batch []*op) {
+	if err := s.Check(); err != nil {
+		failAll(batch, err)
+		return
+	}
 	results := make([]error, len(batch))
 	var rev uint64
 	ok, changed := 0, 0
@@ -420,10 +460,11 @@ func (s *Store) commit(batch []*op) {
 		}
 		return
 	}
+	if err == nil {
+		err = s.Check()
+	}
 	if err != nil {
-		for _, o := range batch {
-			o.done <- err
-		}
+		failAll(batch, err)
 		return
 	}
 	if changed > 0 {
@@ -445,6 +486,12 @@ func (s *Store) commit(batch []*op) {
 	}
 	for i, o := range batch {
 		o.done <- results[i]
+	}
+}
+
+func failAll(batch []*op, err error) {
+	for _, o := range batch {
+		o.done <- err
 	}
 }
 

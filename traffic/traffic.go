@@ -1,6 +1,7 @@
 // Package traffic counts what nginx carried, per stream, from nginx's own
 // session log: the managed configuration sends one syslog line per session
-// (log_format LogFormat) over UDP to a Collector on loopback.
+// (log_format LogFormat) to a Collector's Unix datagram socket, which only
+// nginx's workers may write to.
 package traffic
 
 import (
@@ -17,6 +18,15 @@ import (
 // LogFormat is the nginx stream log_format the Collector parses: one line
 // per session, written when it ends.
 const LogFormat = "$server_port $protocol $remote_addr $upstream_addr $bytes_sent $bytes_received $session_time $status"
+
+// A stream's sessions are counted by upstream address for at most
+// MaxBackendAddrs addresses (a stream has at most 64 backends, each name
+// may resolve to several); sessions to further ones are counted under
+// OtherBackends, so that no sender can grow the map without bound.
+const (
+	MaxBackendAddrs = 256
+	OtherBackends   = "other"
+)
 
 // Stats is one stream's traffic since the daemon started.
 type Stats struct {
@@ -36,24 +46,17 @@ type Stats struct {
 // Collector receives nginx's session log and keeps per-stream Stats.
 type Collector struct {
 	active Active
-	conn   net.PacketConn
+	conn   *net.UnixConn
+	path   string
+	known  func(id string) bool
 	mu     sync.Mutex
 	stats  map[string]*Stats
 	lines  uint64
 }
 
-// Listen opens the UDP socket nginx logs to, on addr (127.0.0.1:PORT; port
-// 0 picks one).
-func Listen(addr string) (*Collector, error) {
-	c, err := net.ListenPacket("udp4", addr)
-	if err != nil {
-		return nil, err
-	}
-	return &Collector{conn: c, stats: map[string]*Stats{}}, nil
-}
-
-// Addr is where nginx must send its log.
-func (c *Collector) Addr() string { return c.conn.LocalAddr().String() }
+// Addr is where nginx must send its log: the syslog server
+// "unix:/path/to/socket".
+func (c *Collector) Addr() string { return "unix:" + c.path }
 
 // Close stops receiving.
 func (c *Collector) Close() error { return c.conn.Close() }
@@ -87,6 +90,9 @@ func (c *Collector) record(msg []byte, now time.Time) {
 		return
 	}
 	id := stream.MakeID(stream.Protocol(strings.ToLower(f[1])), port)
+	if !c.known(id) {
+		return // no such stream: a stale line, or a forged one
+	}
 	sent, _ := strconv.ParseUint(f[4], 10, 64)
 	received, _ := strconv.ParseUint(f[5], 10, 64)
 	c.mu.Lock()
@@ -107,7 +113,11 @@ func (c *Collector) record(msg []byte, now time.Time) {
 	// $upstream_addr lists every address tried, the last one served.
 	if up := f[3]; up != "-" {
 		tried := strings.Split(up, ", ")
-		s.Backends[tried[len(tried)-1]]++
+		addr := tried[len(tried)-1]
+		if _, ok := s.Backends[addr]; !ok && len(s.Backends) >= MaxBackendAddrs {
+			addr = OtherBackends
+		}
+		s.Backends[addr]++
 	}
 }
 
@@ -136,12 +146,17 @@ func (c *Collector) Get(id string) *Stats {
 	return &cp
 }
 
-// All returns a copy of every stream's stats.
+// All returns a copy of the stats of every stream that exists, and
+// forgets those of streams deleted since.
 func (c *Collector) All() map[string]Stats {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	out := make(map[string]Stats, len(c.stats))
 	for id, s := range c.stats {
+		if !c.known(id) {
+			delete(c.stats, id)
+			continue
+		}
 		out[id] = *s
 	}
 	return out

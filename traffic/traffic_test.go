@@ -1,23 +1,51 @@
 package traffic
 
 import (
+	"fmt"
 	"net"
+	"os"
+	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 )
 
-func TestRecordsNginxSessionLines(t *testing.T) {
-	c, err := Listen("127.0.0.1:0")
+// listen opens a Collector in a temporary directory that knows the streams
+// ids, and a connection to it.
+func listen(t *testing.T, ids ...string) (*Collector, net.Conn) {
+	t.Helper()
+	known := map[string]bool{}
+	for _, id := range ids {
+		known[id] = true
+	}
+	c, err := Listen(filepath.Join(t.TempDir(), "traffic.sock"), -1, func(id string) bool { return known[id] })
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer c.Close()
+	t.Cleanup(func() { c.Close() })
 	go c.Run()
-	conn, err := net.Dial("udp", c.Addr())
+	conn, err := net.Dial("unixgram", strings.TrimPrefix(c.Addr(), "unix:"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer conn.Close()
+	t.Cleanup(func() { conn.Close() })
+	return c, conn
+}
+
+// waitFor polls until stream id has stats.
+func waitFor(t *testing.T, c *Collector, id string) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for c.Get(id) == nil {
+		if time.Now().After(deadline) {
+			t.Fatalf("no stats for %s within 5s", id)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func TestRecordsNginxSessionLines(t *testing.T) {
+	c, conn := listen(t, "tcp/9000", "udp/53", "tcp/1")
 	for _, line := range []string{
 		"<190>Nov 24 20:48:00 stream_conductor: 9000 TCP 127.0.0.1 10.0.0.1:2000 120 80 0.010 200",
 		"<190>Nov 24 20:48:01 stream_conductor: 9000 TCP 127.0.0.1 10.0.0.2:2000 30 20 0.002 200",
@@ -27,13 +55,7 @@ func TestRecordsNginxSessionLines(t *testing.T) {
 	} {
 		conn.Write([]byte(line))
 	}
-	deadline := time.Now().Add(5 * time.Second)
-	for time.Now().Before(deadline) {
-		if s := c.Get("udp/53"); s != nil {
-			break
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	waitFor(t, c, "udp/53")
 	tcp := c.Get("tcp/9000")
 	if tcp == nil || tcp.Sessions != 3 || tcp.BytesOut != 150 || tcp.BytesIn != 100 || tcp.ConnectFailures != 1 {
 		t.Fatalf("tcp/9000: %+v", tcp)
@@ -46,5 +68,78 @@ func TestRecordsNginxSessionLines(t *testing.T) {
 	}
 	if c.Get("tcp/1") != nil {
 		t.Fatal("stats for a stream that carried nothing")
+	}
+}
+
+// Lines naming streams that do not exist are dropped: they create no
+// stats, however many there are.
+func TestLinesForUnknownStreamsAreDropped(t *testing.T) {
+	c, conn := listen(t, "tcp/9000")
+	for port := range 2000 {
+		fmt.Fprintf(conn, "<190>Nov 24 20:48:00 stream_conductor: %d TCP 127.0.0.1 10.0.0.1:2000 1 1 0.001 200", 10000+port)
+	}
+	conn.Write([]byte("<190>Nov 24 20:48:00 stream_conductor: 9000 TCP 127.0.0.1 10.0.0.1:2000 7 5 0.001 200"))
+	waitFor(t, c, "tcp/9000") // after every line before it
+	if all := c.All(); len(all) != 1 || all["tcp/9000"].BytesOut != 7 {
+		t.Fatalf("stats: %v", all)
+	}
+}
+
+// Sessions to more upstream addresses than MaxBackendAddrs are counted
+// under OtherBackends.
+func TestBackendAddressesAreBounded(t *testing.T) {
+	c, err := Listen(filepath.Join(t.TempDir(), "traffic.sock"), -1, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	for i := range MaxBackendAddrs + 100 {
+		c.record([]byte(fmt.Sprintf("x: 9000 TCP 127.0.0.1 10.0.%d.%d:2000 7 5 0.001 200", i/250, i%250)), time.Now())
+	}
+	s := c.Get("tcp/9000")
+	if s.Sessions != MaxBackendAddrs+100 || len(s.Backends) != MaxBackendAddrs+1 || s.Backends[OtherBackends] != 100 {
+		t.Fatalf("%d sessions, %d addresses, %d other", s.Sessions, len(s.Backends), s.Backends[OtherBackends])
+	}
+}
+
+// Stats of a stream deleted since are forgotten by All.
+func TestAllForgetsDeletedStreams(t *testing.T) {
+	exists := true
+	c, err := Listen(filepath.Join(t.TempDir(), "traffic.sock"), -1, func(string) bool { return exists })
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.record([]byte("x: 9000 TCP 127.0.0.1 10.0.0.1:2000 7 5 0.001 200"), time.Now())
+	if len(c.All()) != 1 {
+		t.Fatal("no stats")
+	}
+	exists = false
+	if all := c.All(); len(all) != 0 || len(c.stats) != 0 {
+		t.Fatalf("stats of a deleted stream: %v", all)
+	}
+}
+
+// The socket is replaced at start and only its owner may write to it.
+func TestSocketIsPrivateAndReplacedAtStart(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "traffic.sock")
+	if err := os.WriteFile(path, []byte("stale"), 0o666); err != nil {
+		t.Fatal(err)
+	}
+	c, err := Listen(path, -1, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	fi, err := os.Stat(path)
+	if err != nil || fi.Mode()&os.ModeSocket == 0 || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("socket %v, %v", fi.Mode(), err)
+	}
+	entries, _ := os.ReadDir(filepath.Dir(path))
+	if len(entries) != 1 {
+		t.Fatalf("left behind: %v", entries)
+	}
+	if _, err := Listen(filepath.Join(t.TempDir(), strings.Repeat("x", 120)), -1, nil); err == nil || !strings.Contains(err.Error(), "shorter DATA_DIR") {
+		t.Fatalf("too long a path: %v", err)
 	}
 }

@@ -43,6 +43,8 @@ type config struct {
 	AllowInsecure         bool
 	BackendAllow          string
 	AuditRetention        int
+	AuditMaxBytes         int64
+	AllowEmptyState       bool
 	HealthInterval        time.Duration
 	HealthTimeout         time.Duration
 	LogLevel              string
@@ -78,6 +80,8 @@ var settings = []setting{
 	{"allow-insecure-remote", "ALLOW_INSECURE_REMOTE", "false", "let the API listen beyond loopback without a token (an open relay: never on a network you do not trust)"},
 	{"backend-allow", "BACKEND_ALLOW", "", "comma-separated CIDRs and DNS suffixes (.internal) that backends must be in; empty: anywhere but this host's API, its stream ports and link-local addresses"},
 	{"audit-retention", "AUDIT_RETENTION", "10000", "how many entries the audit log keeps (oldest dropped first)"},
+	{"audit-max-bytes", "AUDIT_MAX_BYTES", "16MiB", "how much the audit log's entries may take in all, such as 16MiB or 1GiB (oldest dropped first)"},
+	{"allow-empty-state", "ALLOW_EMPTY_STATE", "false", "start even when the state database holds no stream but STREAM_CONFIG_PATH holds stream files of ours, and remove them (a lost or replaced state.db is otherwise refused)"},
 	{"health-interval", "HEALTH_INTERVAL", "10s", "how often every TCP backend is probed with a connect (0: never); the result is reported, not acted on"},
 	{"health-timeout", "HEALTH_TIMEOUT", "2s", "how long a backend probe may take"},
 	{"log-level", "LOG_LEVEL", "info", "debug, info, warn or error"},
@@ -196,8 +200,19 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 	if c.AuditRetention, err = strconv.Atoi(v("audit-retention")); err != nil || c.AuditRetention < 1 {
 		return c, fmt.Errorf("AUDIT_RETENTION must be a positive number, not %q", v("audit-retention"))
 	}
+	if c.AuditMaxBytes, err = parseBytes(v("audit-max-bytes")); err != nil || c.AuditMaxBytes < minAuditBytes {
+		return c, fmt.Errorf("AUDIT_MAX_BYTES must be a size of at least 64KiB such as 16MiB, not %q", v("audit-max-bytes"))
+	}
+	if c.AllowEmptyState, err = strconv.ParseBool(v("allow-empty-state")); err != nil {
+		return c, fmt.Errorf("ALLOW_EMPTY_STATE must be true or false, not %q", v("allow-empty-state"))
+	}
 	if c.APIToken != "" && c.APITokenFile != "" || c.ReadToken != "" && c.ReadTokenFile != "" {
 		return c, fmt.Errorf("give a token or its file, not both")
+	}
+	for _, tok := range []struct{ name, value string }{{"API_TOKEN", c.APIToken}, {"API_READ_TOKEN", c.ReadToken}} {
+		if tok.value != "" && len(tok.value) < minTokenLength {
+			return c, fmt.Errorf("%s is %d characters; a token must be at least %d (make one with: head -c 32 /dev/urandom | base64)", tok.name, len(tok.value), minTokenLength)
+		}
 	}
 	switch c.LogFormat {
 	case "json", "console", "auto":
@@ -205,6 +220,33 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 		return c, fmt.Errorf("LOG_FORMAT must be json, console or auto, not %q", c.LogFormat)
 	}
 	return c, nil
+}
+
+// minTokenLength is the shortest token taken, as the token files require.
+const minTokenLength = 16
+
+// minAuditBytes is the smallest audit byte budget: a few of the largest
+// entries.
+const minAuditBytes = 64 << 10
+
+// parseBytes reads a size: a number of bytes, or one with a KiB, MiB or
+// GiB suffix.
+func parseBytes(v string) (int64, error) {
+	mult := int64(1)
+	for _, u := range []struct {
+		suffix string
+		mult   int64
+	}{{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30}} {
+		if n, ok := strings.CutSuffix(v, u.suffix); ok {
+			v, mult = strings.TrimSpace(n), u.mult
+			break
+		}
+	}
+	n, err := strconv.ParseInt(v, 10, 64)
+	if err != nil || n < 0 || n > (1<<62)/mult {
+		return 0, fmt.Errorf("not a size: %q", v)
+	}
+	return n * mult, nil
 }
 
 func parseRange(r string) (lo, hi int, err error) {

@@ -57,11 +57,26 @@ func TestConfigErrorsSayWhatToFix(t *testing.T) {
 		{map[string]string{"DRIFT_REPAIR_RATE": "0/1m"}, "DRIFT_REPAIR_RATE"},
 		{map[string]string{"DRIFT_POLICY": "ignore"}, "DRIFT_POLICY"},
 		{map[string]string{"NGINX_WORKER_SHUTDOWN_TIMEOUT": "500ms"}, "NGINX_WORKER_SHUTDOWN_TIMEOUT"},
+		{map[string]string{"API_TOKEN": "x"}, "API_TOKEN is 1 characters; a token must be at least 16"},
+		{map[string]string{"API_TOKEN": "0123456789abcdef", "API_READ_TOKEN": "short-read"}, "API_READ_TOKEN is 10 characters"},
+		{map[string]string{"AUDIT_MAX_BYTES": "1KiB"}, "AUDIT_MAX_BYTES"},
+		{map[string]string{"AUDIT_MAX_BYTES": "lots"}, "AUDIT_MAX_BYTES"},
+		{map[string]string{"ALLOW_EMPTY_STATE": "maybe"}, "ALLOW_EMPTY_STATE"},
 	} {
 		_, err := parseConfig(nil, env(tc.env), io.Discard)
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%v: error %v, want one naming %s", tc.env, err, tc.want)
 		}
+	}
+}
+
+func TestConfigSizesAndTokens(t *testing.T) {
+	c, err := parseConfig([]string{"-allow-empty-state=true"}, env(map[string]string{"AUDIT_MAX_BYTES": "2 GiB", "API_TOKEN": "0123456789abcdef"}), io.Discard)
+	if err != nil || c.AuditMaxBytes != 2<<30 || !c.AllowEmptyState || c.APIToken != "0123456789abcdef" {
+		t.Fatalf("%+v, %v", c, err)
+	}
+	if c, _ := parseConfig(nil, env(nil), io.Discard); c.AuditMaxBytes != 16<<20 || c.AllowEmptyState {
+		t.Fatalf("defaults: %d bytes, allow empty %v", c.AuditMaxBytes, c.AllowEmptyState)
 	}
 }
 

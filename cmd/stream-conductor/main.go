@@ -105,7 +105,7 @@ func run(ctx context.Context, cfg config, log zerolog.Logger) error {
 		return err
 	}
 	dbPath := filepath.Join(cfg.DataDir, "state.db")
-	st, err := store.Open(dbPath, store.Options{AuditRetention: cfg.AuditRetention})
+	st, err := store.Open(dbPath, store.Options{AuditRetention: cfg.AuditRetention, AuditMaxBytes: cfg.AuditMaxBytes})
 	if errors.Is(err, store.ErrLocked) {
 		return fmt.Errorf("%s is in use by another stream-conductor; stop it or give this one another -data-dir", dbPath)
 	}
@@ -116,12 +116,16 @@ func run(ctx context.Context, cfg config, log zerolog.Logger) error {
 	if err := ensureDir(cfg.StreamConfigPath); err != nil {
 		return err
 	}
+	specs, rev := st.List()
+	if err := checkEmptyState(len(specs), rev, cfg.StreamConfigPath, cfg.StreamPrefix, dbPath, cfg.AllowEmptyState, log); err != nil {
+		return err
+	}
 
 	var ngx reconcile.Nginx
 	stateFile := filepath.Join(cfg.DataDir, "applied")
 	var tc *traffic.Collector
 	if cfg.NginxMode == "managed" {
-		if tc, err = listenTraffic(filepath.Join(cfg.DataDir, "traffic.addr")); err != nil {
+		if tc, err = listenTraffic(cfg.DataDir, cfg.NginxBin, st.Has, log); err != nil {
 			return err
 		}
 		defer tc.Close()
@@ -244,26 +248,6 @@ func run(ctx context.Context, cfg config, log zerolog.Logger) error {
 	stopRec()
 	<-recDone
 	return nil
-}
-
-// listenTraffic opens the UDP socket nginx sends its session log to, on
-// the port used last time (kept in file), so that the main nginx.conf,
-// which names it, does not change from one start to the next.
-func listenTraffic(file string) (*traffic.Collector, error) {
-	if b, err := os.ReadFile(file); err == nil {
-		if c, err := traffic.Listen(strings.TrimSpace(string(b))); err == nil {
-			return c, nil
-		}
-	}
-	c, err := traffic.Listen("127.0.0.1:0")
-	if err != nil {
-		return nil, fmt.Errorf("traffic log listener: %w", err)
-	}
-	if err := os.WriteFile(file, []byte(c.Addr()+"\n"), 0o644); err != nil {
-		c.Close()
-		return nil, err
-	}
-	return c, nil
 }
 
 // healthSource is p as the API's optional source (nil when disabled).
