@@ -146,6 +146,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		"nginx_reload": h.Counters.Reloads, "nginx_start": h.Counters.Starts, "file_written": h.Counters.FilesWritten,
 		"file_removed": h.Counters.FilesRemoved, "quarantine": h.Counters.Quarantined,
 		"drift_detected": h.Counters.DriftDetected, "drift_repair": h.Counters.DriftRepairs,
+		"listen_drift": h.Counters.ListenDrift, "main_config_repair": h.Counters.MainConfigRepairs,
 	} {
 		ch <- prometheus.MustNewConstMetric(descCounter, prometheus.CounterValue, float64(v), event)
 	}

@@ -39,6 +39,7 @@ func (r *Reconciler) pass(ctx context.Context, log zerolog.Logger) (uint64, erro
 	if err := r.nginx.Prepare(ctx); err != nil {
 		return 0, fmt.Errorf("%w: %w", ErrNotApplied, err)
 	}
+	r.takeForce() // the main configuration was repaired, or nginx did not listen
 	reapZombies()
 	running := r.nginx.Running()
 	if !running {
@@ -99,15 +100,17 @@ func (r *Reconciler) pass(ctx context.Context, log zerolog.Logger) (uint64, erro
 	desired := r.desiredFiles(specs)
 	r.handleDrift(log, specs, desired, onDisk)
 	desired = r.withoutHeld(desired)
+	r.lookFirst(log, running, desired, onDisk)
 	onNow := make(map[string][]byte, len(onDisk))
 	for name, b := range onDisk {
 		onNow[name] = b
 	}
 	defer r.remember(onNow)
-	if _, err := r.sync(log, bodies(desired), onNow); err != nil {
+	if desired, err = r.syncDesired(log, specs, desired, onDisk, onNow); err != nil {
 		return 0, fmt.Errorf("%w: %w", ErrNotApplied, err)
 	}
 
+	relook, relooked := false, false // nginx did not listen after an apply
 	for attempt := 0; ; attempt++ {
 		if attempt > 2*len(specs)+2 {
 			return 0, fmt.Errorf("%w: nginx keeps rejecting the configuration", ErrNotApplied)
@@ -116,9 +119,10 @@ func (r *Reconciler) pass(ctx context.Context, log zerolog.Logger) (uint64, erro
 		// given last (all of them when it starts).
 		fp := r.fingerprint(desired)
 		changed := diffNames(onDisk, onNow)
-		if running && fp == r.applied && len(changed) == 0 {
+		if running && fp == r.applied && len(changed) == 0 && !relook {
 			break
 		}
+		relook = false
 		// nginx -t first, unless nginx's own start or reload validates the
 		// configuration and reports the same diagnostics (managed mode,
 		// which reads them from the error log: a reload that fails keeps
@@ -134,8 +138,7 @@ func (r *Reconciler) pass(ctx context.Context, log zerolog.Logger) (uint64, erro
 				if err := r.rejected(log, err, specs, onDisk, onNow, nil); err != nil {
 					return 0, err
 				}
-				desired = r.withoutHeld(r.desiredFiles(specs))
-				if _, err := r.sync(log, bodies(desired), onNow); err != nil {
+				if desired, err = r.syncDesired(log, specs, r.withoutHeld(r.desiredFiles(specs)), onDisk, onNow); err != nil {
 					return 0, fmt.Errorf("%w: %w", ErrNotApplied, err)
 				}
 				continue
@@ -163,8 +166,7 @@ func (r *Reconciler) pass(ctx context.Context, log zerolog.Logger) (uint64, erro
 			if err := r.rejected(log, err, specs, onDisk, onNow, owned); err != nil {
 				return 0, err
 			}
-			desired = r.withoutHeld(r.desiredFiles(specs))
-			if _, err := r.sync(log, bodies(desired), onNow); err != nil {
+			if desired, err = r.syncDesired(log, specs, r.withoutHeld(r.desiredFiles(specs)), onDisk, onNow); err != nil {
 				return 0, fmt.Errorf("%w: %w", ErrNotApplied, err)
 			}
 			continue
@@ -173,13 +175,25 @@ func (r *Reconciler) pass(ctx context.Context, log zerolog.Logger) (uint64, erro
 		r.lastReload = time.Now()
 		log.Info().Str("op", op).Int("files_changed", len(changed)).Int("streams", len(desired)).
 			Dur("test_ms", testTook).Dur("apply_ms", time.Since(applyStart)).Msg("nginx applied the configuration")
+		if err := r.confirmListening(log, desired); err != nil {
+			if relooked {
+				return 0, fmt.Errorf("%w: %w", ErrNotApplied, err)
+			}
+			// Someone's main configuration, loaded between our Prepare
+			// and our reload? Look at it again, and reload once more.
+			if err := r.nginx.Prepare(ctx); err != nil {
+				return 0, fmt.Errorf("%w: %w", ErrNotApplied, err)
+			}
+			r.takeForce()
+			relook, relooked = true, true
+			continue
+		}
 		n, err := r.verify(ctx, log, specs, desired, changed, onDisk, onNow)
 		if err != nil {
 			return 0, fmt.Errorf("%w: %w", ErrNotApplied, err)
 		}
 		if n > 0 {
-			desired = r.withoutHeld(r.desiredFiles(specs))
-			if _, err := r.sync(log, bodies(desired), onNow); err != nil {
+			if desired, err = r.syncDesired(log, specs, r.withoutHeld(r.desiredFiles(specs)), onDisk, onNow); err != nil {
 				return 0, fmt.Errorf("%w: %w", ErrNotApplied, err)
 			}
 			continue
@@ -235,7 +249,7 @@ func (r *Reconciler) rejected(log zerolog.Logger, nerr error, specs []stream.Spe
 			}
 		}
 	}
-	if _, err := r.sync(log, good, onNow); err != nil {
+	if _, err := r.sync(log, good, onNow, nil); err != nil {
 		log.Error().Err(err).Msg("restore last good files")
 	}
 	r.foreignBroken = true
@@ -349,17 +363,25 @@ func (r *Reconciler) withoutHeld(desired map[string]file) map[string]file {
 }
 
 // sync makes the directory hold exactly target among our files; onNow is
-// what it holds now and is updated. It returns the names it changed.
-func (r *Reconciler) sync(log zerolog.Logger, target, onNow map[string][]byte) ([]string, error) {
+// what it holds now and is updated. It returns the names it changed. When
+// failed is not nil, a file that cannot be replaced or removed while the
+// directory takes other files (fileOnly) is left as it is and its error
+// put in failed, instead of failing the whole sync.
+func (r *Reconciler) sync(log zerolog.Logger, target, onNow map[string][]byte, failed map[string]error) ([]string, error) {
 	var changed []string
 	for name, body := range target {
 		if cur, ok := onNow[name]; ok && bytes.Equal(cur, body) {
 			continue
 		}
 		if err := writeAtomic(r.cfg.Dir, name, body); err != nil {
+			if failed != nil && fileOnly(r.cfg.Dir, r.cfg.Render.Prefix, err) {
+				failed[name] = fmt.Errorf("write %s: %w", name, err)
+				continue
+			}
 			return changed, fmt.Errorf("write %s: %w", name, err)
 		}
 		onNow[name] = body
+		delete(r.unremovable, name)
 		changed = append(changed, name)
 		r.count(func(c *Counters) { c.FilesWritten++ })
 	}
@@ -368,9 +390,14 @@ func (r *Reconciler) sync(log zerolog.Logger, target, onNow map[string][]byte) (
 			continue
 		}
 		if err := os.Remove(filepath.Join(r.cfg.Dir, name)); err != nil && !errors.Is(err, os.ErrNotExist) {
+			if failed != nil && fileOnly(r.cfg.Dir, r.cfg.Render.Prefix, err) {
+				failed[name] = fmt.Errorf("remove %s: %w", name, err)
+				continue
+			}
 			return changed, fmt.Errorf("remove %s: %w", name, err)
 		}
 		delete(onNow, name)
+		delete(r.unremovable, name)
 		changed = append(changed, name)
 		r.count(func(c *Counters) { c.FilesRemoved++ })
 	}
