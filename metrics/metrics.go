@@ -151,7 +151,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(descCounter, prometheus.CounterValue, float64(v), event)
 	}
 	ch <- prometheus.MustNewConstMetric(descNginxUp, prometheus.GaugeValue, bool01(h.NginxRunning))
-	ch <- prometheus.MustNewConstMetric(descReady, prometheus.GaugeValue, bool01(h.LastError == "" && h.Counters.Passes > 0))
+	ch <- prometheus.MustNewConstMetric(descReady, prometheus.GaugeValue, bool01(h.LastError == "" && h.Stuck == "" && h.Counters.Passes > 0))
 	ch <- prometheus.MustNewConstMetric(descDrifted, prometheus.GaugeValue, float64(len(h.Drifted)))
 	ch <- prometheus.MustNewConstMetric(descRevision, prometheus.GaugeValue, float64(rev))
 	ch <- prometheus.MustNewConstMetric(descApplied, prometheus.GaugeValue, float64(h.AppliedRevision))

@@ -55,6 +55,14 @@ type Managed struct {
 	// mainRepaired: the main configuration was rewritten under a running
 	// nginx (see ensureMain).
 	mainRepaired bool
+	// logMark is how far Signalled read the error log.
+	logMark logMark
+}
+
+// logMark is a position in a file.
+type logMark struct {
+	ino uint64
+	off int64
 }
 
 // NewManaged places managed mode's files under cfg.Dir. It runs nothing:
@@ -383,6 +391,55 @@ func (m *Managed) Reload(ctx context.Context, retire bool) error {
 			}
 			time.Sleep(250 * time.Microsecond) // a reload takes ~1 ms at 10 streams
 
+		}
+	}
+}
+
+// Signalled reports whether nginx logged a signal (a reload, a reopen, a
+// binary upgrade, an exit, a worker's death) since the last call: what
+// nginx serves may have changed. It reads only the lines added since, and
+// answers true when it cannot tell (the log was removed, rotated,
+// truncated, or grew by more than 1 MB). A log that the master no longer
+// writes to (removed, or rotated by mv) is reopened: the master is sent
+// SIGUSR1, which creates the file at the path.
+func (m *Managed) Signalled() bool {
+	prev := m.logMark
+	m.logMark = logMark{}
+	f, err := os.Open(m.errorLog)
+	if err != nil {
+		m.reopenLog()
+		return true
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	ino, ok := inodeOf(f)
+	if err != nil || !ok {
+		return true
+	}
+	m.logMark = logMark{ino: ino, off: fi.Size()}
+	if pid := m.PID(); pid != 0 && ino != prev.ino && !holdsInode(pid, ino) {
+		m.reopenLog()
+		return true
+	}
+	grew := fi.Size() - prev.off
+	if ino != prev.ino || grew < 0 || grew > 1<<20 {
+		return true
+	}
+	if grew == 0 {
+		return false
+	}
+	buf := make([]byte, grew)
+	if _, err := f.ReadAt(buf, prev.off); err != nil && !errors.Is(err, io.EOF) {
+		return true
+	}
+	return bytes.Contains(buf, []byte(": signal "))
+}
+
+// reopenLog asks the master to reopen its logs, without waiting.
+func (m *Managed) reopenLog() {
+	if pid := m.PID(); pid != 0 {
+		if err := syscall.Kill(pid, syscall.SIGUSR1); err == nil {
+			m.cfg.Log.Warn().Str("file", m.errorLog).Msg("nginx error log removed or rotated; nginx told to reopen it")
 		}
 	}
 }

@@ -110,7 +110,6 @@ func (r *Reconciler) pass(ctx context.Context, log zerolog.Logger) (uint64, erro
 		return 0, fmt.Errorf("%w: %w", ErrNotApplied, err)
 	}
 
-	relook, relooked := false, false // nginx did not listen after an apply
 	for attempt := 0; ; attempt++ {
 		if attempt > 2*len(specs)+2 {
 			return 0, fmt.Errorf("%w: nginx keeps rejecting the configuration", ErrNotApplied)
@@ -119,10 +118,9 @@ func (r *Reconciler) pass(ctx context.Context, log zerolog.Logger) (uint64, erro
 		// given last (all of them when it starts).
 		fp := r.fingerprint(desired)
 		changed := diffNames(onDisk, onNow)
-		if running && fp == r.applied && len(changed) == 0 && !relook {
+		if running && fp == r.applied && len(changed) == 0 {
 			break
 		}
-		relook = false
 		// nginx -t first, unless nginx's own start or reload validates the
 		// configuration and reports the same diagnostics (managed mode,
 		// which reads them from the error log: a reload that fails keeps
@@ -175,19 +173,6 @@ func (r *Reconciler) pass(ctx context.Context, log zerolog.Logger) (uint64, erro
 		r.lastReload = time.Now()
 		log.Info().Str("op", op).Int("files_changed", len(changed)).Int("streams", len(desired)).
 			Dur("test_ms", testTook).Dur("apply_ms", time.Since(applyStart)).Msg("nginx applied the configuration")
-		if err := r.confirmListening(log, desired); err != nil {
-			if relooked {
-				return 0, fmt.Errorf("%w: %w", ErrNotApplied, err)
-			}
-			// Someone's main configuration, loaded between our Prepare
-			// and our reload? Look at it again, and reload once more.
-			if err := r.nginx.Prepare(ctx); err != nil {
-				return 0, fmt.Errorf("%w: %w", ErrNotApplied, err)
-			}
-			r.takeForce()
-			relook, relooked = true, true
-			continue
-		}
 		n, err := r.verify(ctx, log, specs, desired, changed, onDisk, onNow)
 		if err != nil {
 			return 0, fmt.Errorf("%w: %w", ErrNotApplied, err)

@@ -95,6 +95,7 @@ type Reconciler struct {
 	foreignBroken bool            // the last failure was in a file not ours
 	forceReload   bool            // what nginx serves differs from what it was given
 	unremovable   map[string]bool // files of no stream that cannot be removed
+	lastLook      time.Time       // the watch tick's last look at the socket table
 
 	// Set by the watcher, taken by passes.
 	dirtyMu  sync.Mutex
