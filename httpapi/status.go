@@ -1,6 +1,7 @@
 package httpapi
 
 import (
+	"fmt"
 	"net/http"
 	"os"
 
@@ -14,8 +15,8 @@ func (s *Server) healthz(w http.ResponseWriter, r *http.Request) error {
 }
 
 // readyz says whether the node does its job: the store takes writes (its
-// file is still the one at its path), nginx runs, and the last pass
-// succeeded.
+// file is still the one at its path), nginx runs, the last pass succeeded,
+// no pass is stuck, and nginx listens on every port it was given.
 func (s *Server) readyz(w http.ResponseWriter, r *http.Request) error {
 	h := s.applier.Health()
 	var reasons []string
@@ -32,6 +33,12 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request) error {
 	}
 	if h.LastError != "" {
 		reasons = append(reasons, "last pass failed: "+h.LastError)
+	}
+	if h.Stuck != "" {
+		reasons = append(reasons, h.Stuck)
+	}
+	if n := len(h.NotListening); n > 0 {
+		reasons = append(reasons, fmt.Sprintf("nginx does not listen on the ports of %d applied streams", n))
 	}
 	if len(reasons) > 0 {
 		writeJSON(w, http.StatusServiceUnavailable, map[string]any{"ready": false, "reasons": reasons})

@@ -146,11 +146,12 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		"nginx_reload": h.Counters.Reloads, "nginx_start": h.Counters.Starts, "file_written": h.Counters.FilesWritten,
 		"file_removed": h.Counters.FilesRemoved, "quarantine": h.Counters.Quarantined,
 		"drift_detected": h.Counters.DriftDetected, "drift_repair": h.Counters.DriftRepairs,
+		"listen_drift": h.Counters.ListenDrift, "main_config_repair": h.Counters.MainConfigRepairs,
 	} {
 		ch <- prometheus.MustNewConstMetric(descCounter, prometheus.CounterValue, float64(v), event)
 	}
 	ch <- prometheus.MustNewConstMetric(descNginxUp, prometheus.GaugeValue, bool01(h.NginxRunning))
-	ch <- prometheus.MustNewConstMetric(descReady, prometheus.GaugeValue, bool01(h.LastError == "" && h.Counters.Passes > 0))
+	ch <- prometheus.MustNewConstMetric(descReady, prometheus.GaugeValue, bool01(h.LastError == "" && h.Stuck == "" && h.Counters.Passes > 0))
 	ch <- prometheus.MustNewConstMetric(descDrifted, prometheus.GaugeValue, float64(len(h.Drifted)))
 	ch <- prometheus.MustNewConstMetric(descRevision, prometheus.GaugeValue, float64(rev))
 	ch <- prometheus.MustNewConstMetric(descApplied, prometheus.GaugeValue, float64(h.AppliedRevision))

@@ -2,6 +2,7 @@ package reconcile
 
 import (
 	"context"
+	"net"
 	"os"
 	"path/filepath"
 	"testing"
@@ -53,5 +54,30 @@ func BenchmarkInSyncPass10000(b *testing.B) {
 	}
 	if c := rec.Health().Counters; c.FilesWritten != 10000 {
 		b.Fatalf("in-sync passes wrote files: %d written in all", c.FilesWritten)
+	}
+}
+
+// BenchmarkListeningLook10000 measures one look at what nginx listens on
+// (the watch tick's, every WatchInterval) with 10,000 streams: a read of
+// the kernel's socket table with 10,000 listening sockets in it.
+func BenchmarkListeningLook10000(b *testing.B) {
+	const n = 10000
+	files := make(map[string][]byte, n)
+	for range n {
+		l, err := net.Listen("tcp4", "127.0.0.1:0")
+		if err != nil {
+			b.Skipf("cannot open %d listeners: %v", n, err)
+		}
+		defer l.Close()
+		port := l.Addr().(*net.TCPAddr).Port
+		files[nginxconf.FileName("stream-", stream.TCP, port)] = nil
+	}
+	rec := New(Config{Dir: b.TempDir(), Render: nginxconf.RenderOptions{Prefix: "stream-"}, Log: zerolog.Nop()}, nil, newFakeNginx(b.TempDir()))
+	b.ResetTimer()
+	for range b.N {
+		missing, err := rec.notListening(files)
+		if err != nil || len(missing) != 0 {
+			b.Fatalf("%d not listening, %v", len(missing), err)
+		}
 	}
 }

@@ -3,7 +3,6 @@ package reconcile
 import (
 	"errors"
 	"io/fs"
-	"os"
 	"path/filepath"
 
 	"github.com/streamconductor/stream-conductor/nginxconf"
@@ -94,7 +93,7 @@ func (r *Reconciler) observe() (map[string][]byte, error) {
 		onDisk[name] = b
 	}
 	for name := range d.names {
-		b, err := os.ReadFile(filepath.Join(r.cfg.Dir, name))
+		b, err := readRegular(filepath.Join(r.cfg.Dir, name))
 		switch {
 		case err == nil:
 			onDisk[name] = b

@@ -1,10 +1,14 @@
 package reconcile
 
 import (
+	"errors"
 	"fmt"
+	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 
 	"github.com/streamconductor/stream-conductor/nginxconf"
 )
@@ -52,9 +56,38 @@ func syncDir(dir string) error {
 	return d.Sync()
 }
 
+// notRegular stands for the contents of an entry with one of our names
+// that is not a regular file (a FIFO, a symlink, a socket, a device): it
+// is never opened, and since no rendered file has these bytes the pass
+// sees drift and replaces it with our regular file.
+var notRegular = []byte("# stream-conductor: not a regular file\n")
+
+// readRegular reads the regular file at path. It never follows a symlink
+// and never blocks on a FIFO: anything but a regular file reads as
+// notRegular.
+func readRegular(path string) ([]byte, error) {
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_NONBLOCK, 0)
+	switch {
+	case errors.Is(err, syscall.ELOOP), errors.Is(err, syscall.ENXIO): // a symlink, a socket
+		return notRegular, nil
+	case err != nil:
+		return nil, err
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	if !fi.Mode().IsRegular() {
+		return notRegular, nil
+	}
+	return io.ReadAll(f)
+}
+
 // readOurs returns the contents of every file in dir whose name is one of
 // ours (nginxconf.ParseFileName), and removes temporary files of ours that
-// a crash left behind. Other files are never touched.
+// a crash left behind. Other files are never touched. Directories are
+// skipped; other entries that are not regular files read as notRegular.
 func readOurs(dir, prefix string) (map[string][]byte, error) {
 	entries, err := os.ReadDir(dir)
 	if err != nil {
@@ -70,11 +103,37 @@ func readOurs(dir, prefix string) (map[string][]byte, error) {
 		if _, ok := nginxconf.ParseFileName(prefix, name); !ok || e.IsDir() {
 			continue
 		}
-		b, err := os.ReadFile(filepath.Join(dir, name))
+		if !e.Type().IsRegular() {
+			files[name] = notRegular
+			continue
+		}
+		b, err := readRegular(filepath.Join(dir, name))
+		if errors.Is(err, fs.ErrNotExist) {
+			continue // removed since ReadDir
+		}
 		if err != nil {
 			return nil, fmt.Errorf("read %s: %w", name, err)
 		}
 		files[name] = b
 	}
 	return files, nil
+}
+
+// fileOnly reports whether err, from replacing or removing one file in
+// dir, concerns that file alone (it is immutable, or a directory) rather
+// than the directory: the directory still takes a new file. Failures to
+// write a temporary file (a full or read-only directory) are never the
+// file's alone.
+func fileOnly(dir, prefix string, err error) bool {
+	var le *os.LinkError
+	var pe *os.PathError
+	if !errors.As(err, &le) && !(errors.As(err, &pe) && pe.Op == "remove") {
+		return false
+	}
+	f, perr := os.CreateTemp(dir, "."+prefix+"probe.conf"+tmpMarker+"*")
+	if perr != nil {
+		return false
+	}
+	f.Close()
+	return os.Remove(f.Name()) == nil
 }

@@ -51,6 +51,11 @@ type Managed struct {
 	build    nginxconf.BuildInfo
 	module   string
 	streams  int // how many streams the main configuration is sized for
+	// mainRepaired: the main configuration was rewritten under a running
+	// nginx (see ensureMain).
+	mainRepaired bool
+	// logMark is how far Signalled read the error log.
+	logMark logMark
 }
 
 // NewManaged places managed mode's files under cfg.Dir. It runs nothing:
@@ -77,12 +82,22 @@ func NewManaged(cfg ManagedConfig) (*Managed, error) {
 	}, nil
 }
 
-// Prepare inspects the nginx binary (`nginx -V`), finds the stream module,
-// and writes the main configuration if it differs from the one on disk.
+// Prepare inspects the nginx binary (`nginx -V`) and finds the stream
+// module, once; then, at every call, it makes sure the main configuration
+// on disk is ours (ensureMain): a file edited or removed by hand is written
+// again, and the next apply reloads it (TakeMainRepaired).
 func (m *Managed) Prepare(ctx context.Context) error {
-	if m.main != nil {
-		return nil
+	if m.main == nil {
+		if err := m.inspect(ctx); err != nil {
+			return err
+		}
+		m.main = m.renderMain()
 	}
+	return m.ensureMain()
+}
+
+// inspect runs `nginx -V` and locates the stream module.
+func (m *Managed) inspect(ctx context.Context) error {
 	out, err := run(ctx, m.cfg.Bin, "-V")
 	if err != nil {
 		return fmt.Errorf("run %s -V: %w (is nginx installed? set NGINX_BIN)", m.cfg.Bin, err)
@@ -99,21 +114,14 @@ func (m *Managed) Prepare(ctx context.Context) error {
 		}
 	}
 	m.build, m.module = build, module
-	if err := m.writeMain(); err != nil {
-		return err
-	}
 	m.cfg.Log.Info().Str("nginx", m.cfg.Bin).Str("version", build.Version).Msg("managed nginx")
 	return nil
 }
 
-// writeMain renders the main configuration and writes it if it differs
-// from the file on disk.
-func (m *Managed) writeMain() error {
-	if err := os.MkdirAll(m.cfg.Dir, 0o755); err != nil {
-		return err
-	}
+// renderMain renders the main configuration.
+func (m *Managed) renderMain() []byte {
 	nofile := noFile()
-	main := nginxconf.RenderMain(nginxconf.MainOptions{
+	return nginxconf.RenderMain(nginxconf.MainOptions{
 		StreamModule:          m.module,
 		PIDFile:               m.pidFile,
 		ErrorLog:              m.errorLog,
@@ -124,16 +132,53 @@ func (m *Managed) writeMain() error {
 		TrafficLog:            m.cfg.TrafficLog,
 		TrafficLogFormat:      m.cfg.TrafficLogFormat,
 	})
-	if cur, err := os.ReadFile(m.conf); err != nil || !bytes.Equal(cur, main) {
-		if err := writeAtomic(m.cfg.Dir, "nginx.conf", main); err != nil {
-			return fmt.Errorf("write %s: %w", m.conf, err)
-		}
-		if err := syncDir(m.cfg.Dir); err != nil {
-			return err
-		}
+}
+
+// MainDrifted reports whether the main configuration on disk is not ours
+// (edited, replaced or removed). It reads one small file.
+func (m *Managed) MainDrifted() bool {
+	if m.main == nil {
+		return false
 	}
-	m.main = main
+	cur, err := readRegular(m.conf)
+	return err != nil || !bytes.Equal(cur, m.main)
+}
+
+// ensureMain writes the main configuration unless the file on disk holds
+// it already. When it differs while our nginx runs, someone changed it
+// under nginx, which may have loaded it (a reload by hand): that is drift,
+// logged once, and TakeMainRepaired tells the next pass to reload.
+func (m *Managed) ensureMain() error {
+	if !m.MainDrifted() {
+		return nil
+	}
+	if err := m.writeMain(); err != nil {
+		return err
+	}
+	if m.PID() != 0 {
+		m.mainRepaired = true
+		m.cfg.Log.Warn().Str("file", m.conf).Msg("the main nginx configuration on disk is not ours (edited or removed); rewrote it, nginx will reload it")
+	}
 	return nil
+}
+
+// TakeMainRepaired reports, once, that ensureMain rewrote the main
+// configuration under a running nginx.
+func (m *Managed) TakeMainRepaired() bool {
+	r := m.mainRepaired
+	m.mainRepaired = false
+	return r
+}
+
+// writeMain writes m.main to disk.
+func (m *Managed) writeMain() error {
+	if err := os.MkdirAll(m.cfg.Dir, 0o755); err != nil {
+		return err
+	}
+	if err := writeAtomic(m.cfg.Dir, "nginx.conf", m.main); err != nil {
+		return fmt.Errorf("write %s: %w", m.conf, err)
+	}
+	return syncDir(m.cfg.Dir)
 }
 
 // connections sizes worker_connections: at least 8,192 slots (4,096
@@ -169,6 +214,7 @@ func (m *Managed) Resize(n int) error {
 	if m.main == nil || m.connections(noFile()) == before {
 		return nil
 	}
+	m.main = m.renderMain()
 	return m.writeMain()
 }
 
@@ -277,13 +323,13 @@ func (m *Managed) Reload(ctx context.Context, retire bool) error {
 	}
 	ctx, cancel := context.WithTimeout(ctx, m.cfg.ApplyTimeout)
 	defer cancel()
-	log, err := os.Open(m.errorLog)
+	log, err := m.openLog(ctx, pid)
 	if err != nil {
-		return fmt.Errorf("open nginx error log: %w", err)
+		return err
 	}
 	defer log.Close()
 	if _, err := log.Seek(0, io.SeekEnd); err != nil {
-		return err
+		return fmt.Errorf("seek nginx error log: %w", err)
 	}
 	if err := syscall.Kill(pid, syscall.SIGHUP); err != nil {
 		return fmt.Errorf("signal nginx master %d: %w", pid, err)
@@ -482,7 +528,8 @@ func holdsFile(pid int, path string) bool {
 		return false
 	}
 	for _, fd := range fds {
-		if target, err := os.Readlink(dir + "/" + fd.Name()); err == nil && target == path {
+		// A removed file reads "path (deleted)".
+		if target, err := os.Readlink(dir + "/" + fd.Name()); err == nil && strings.TrimSuffix(target, " (deleted)") == path {
 			return true
 		}
 	}

@@ -39,6 +39,7 @@ func (r *Reconciler) pass(ctx context.Context, log zerolog.Logger) (uint64, erro
 	if err := r.nginx.Prepare(ctx); err != nil {
 		return 0, fmt.Errorf("%w: %w", ErrNotApplied, err)
 	}
+	r.takeForce() // the main configuration was repaired, or nginx did not listen
 	reapZombies()
 	running := r.nginx.Running()
 	if !running {
@@ -99,12 +100,13 @@ func (r *Reconciler) pass(ctx context.Context, log zerolog.Logger) (uint64, erro
 	desired := r.desiredFiles(specs)
 	r.handleDrift(log, specs, desired, onDisk)
 	desired = r.withoutHeld(desired)
+	r.lookFirst(log, running, desired, onDisk)
 	onNow := make(map[string][]byte, len(onDisk))
 	for name, b := range onDisk {
 		onNow[name] = b
 	}
 	defer r.remember(onNow)
-	if _, err := r.sync(log, bodies(desired), onNow); err != nil {
+	if desired, err = r.syncDesired(log, specs, desired, onDisk, onNow); err != nil {
 		return 0, fmt.Errorf("%w: %w", ErrNotApplied, err)
 	}
 
@@ -134,8 +136,7 @@ func (r *Reconciler) pass(ctx context.Context, log zerolog.Logger) (uint64, erro
 				if err := r.rejected(log, err, specs, onDisk, onNow, nil); err != nil {
 					return 0, err
 				}
-				desired = r.withoutHeld(r.desiredFiles(specs))
-				if _, err := r.sync(log, bodies(desired), onNow); err != nil {
+				if desired, err = r.syncDesired(log, specs, r.withoutHeld(r.desiredFiles(specs)), onDisk, onNow); err != nil {
 					return 0, fmt.Errorf("%w: %w", ErrNotApplied, err)
 				}
 				continue
@@ -163,8 +164,7 @@ func (r *Reconciler) pass(ctx context.Context, log zerolog.Logger) (uint64, erro
 			if err := r.rejected(log, err, specs, onDisk, onNow, owned); err != nil {
 				return 0, err
 			}
-			desired = r.withoutHeld(r.desiredFiles(specs))
-			if _, err := r.sync(log, bodies(desired), onNow); err != nil {
+			if desired, err = r.syncDesired(log, specs, r.withoutHeld(r.desiredFiles(specs)), onDisk, onNow); err != nil {
 				return 0, fmt.Errorf("%w: %w", ErrNotApplied, err)
 			}
 			continue
@@ -178,8 +178,7 @@ func (r *Reconciler) pass(ctx context.Context, log zerolog.Logger) (uint64, erro
 			return 0, fmt.Errorf("%w: %w", ErrNotApplied, err)
 		}
 		if n > 0 {
-			desired = r.withoutHeld(r.desiredFiles(specs))
-			if _, err := r.sync(log, bodies(desired), onNow); err != nil {
+			if desired, err = r.syncDesired(log, specs, r.withoutHeld(r.desiredFiles(specs)), onDisk, onNow); err != nil {
 				return 0, fmt.Errorf("%w: %w", ErrNotApplied, err)
 			}
 			continue
@@ -235,7 +234,7 @@ func (r *Reconciler) rejected(log zerolog.Logger, nerr error, specs []stream.Spe
 			}
 		}
 	}
-	if _, err := r.sync(log, good, onNow); err != nil {
+	if _, err := r.sync(log, good, onNow, nil); err != nil {
 		log.Error().Err(err).Msg("restore last good files")
 	}
 	r.foreignBroken = true
@@ -349,17 +348,25 @@ func (r *Reconciler) withoutHeld(desired map[string]file) map[string]file {
 }
 
 // sync makes the directory hold exactly target among our files; onNow is
-// what it holds now and is updated. It returns the names it changed.
-func (r *Reconciler) sync(log zerolog.Logger, target, onNow map[string][]byte) ([]string, error) {
+// what it holds now and is updated. It returns the names it changed. When
+// failed is not nil, a file that cannot be replaced or removed while the
+// directory takes other files (fileOnly) is left as it is and its error
+// put in failed, instead of failing the whole sync.
+func (r *Reconciler) sync(log zerolog.Logger, target, onNow map[string][]byte, failed map[string]error) ([]string, error) {
 	var changed []string
 	for name, body := range target {
 		if cur, ok := onNow[name]; ok && bytes.Equal(cur, body) {
 			continue
 		}
 		if err := writeAtomic(r.cfg.Dir, name, body); err != nil {
+			if failed != nil && fileOnly(r.cfg.Dir, r.cfg.Render.Prefix, err) {
+				failed[name] = fmt.Errorf("write %s: %w", name, err)
+				continue
+			}
 			return changed, fmt.Errorf("write %s: %w", name, err)
 		}
 		onNow[name] = body
+		delete(r.unremovable, name)
 		changed = append(changed, name)
 		r.count(func(c *Counters) { c.FilesWritten++ })
 	}
@@ -368,9 +375,14 @@ func (r *Reconciler) sync(log zerolog.Logger, target, onNow map[string][]byte) (
 			continue
 		}
 		if err := os.Remove(filepath.Join(r.cfg.Dir, name)); err != nil && !errors.Is(err, os.ErrNotExist) {
+			if failed != nil && fileOnly(r.cfg.Dir, r.cfg.Render.Prefix, err) {
+				failed[name] = fmt.Errorf("remove %s: %w", name, err)
+				continue
+			}
 			return changed, fmt.Errorf("remove %s: %w", name, err)
 		}
 		delete(onNow, name)
+		delete(r.unremovable, name)
 		changed = append(changed, name)
 		r.count(func(c *Counters) { c.FilesRemoved++ })
 	}

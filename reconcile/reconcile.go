@@ -9,9 +9,12 @@ package reconcile
 import (
 	"context"
 	"errors"
+	"fmt"
+	"maps"
 	"math/rand/v2"
 	"os"
 	"runtime/debug"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -48,6 +51,9 @@ type Config struct {
 	// VerifyTimeout bounds the wait for nginx to open or close ports after
 	// a reload (default 3s).
 	VerifyTimeout time.Duration
+	// StuckAfter is how long a pass may run before Health reports the
+	// reconciler stuck (default 30s).
+	StuckAfter time.Duration
 	// Ports looks at the host's sockets (default HostPorts).
 	Ports Ports
 	// DriftPolicy says what to do with files of ours changed by someone
@@ -85,8 +91,11 @@ type Reconciler struct {
 	repairs       *limiter
 	backoff       time.Duration
 	passID        uint64
-	lastReload    time.Time // when nginx last took a configuration
-	foreignBroken bool      // the last failure was in a file not ours
+	lastReload    time.Time       // when nginx last took a configuration
+	foreignBroken bool            // the last failure was in a file not ours
+	forceReload   bool            // what nginx serves differs from what it was given
+	unremovable   map[string]bool // files of no stream that cannot be removed
+	lastLook      time.Time       // the watch tick's last look at the socket table
 
 	// Set by the watcher, taken by passes.
 	dirtyMu  sync.Mutex
@@ -100,6 +109,7 @@ type Reconciler struct {
 	passDone      chan struct{} // closed and replaced after every pass
 	ownedIDs      map[string]bool
 	health        Health
+	passStarted   time.Time // when the running pass started; zero between passes
 }
 
 // quarantined is a stream that nginx rejected at one revision. It stays
@@ -119,7 +129,16 @@ type Health struct {
 	AppliedRevision uint64    `json:"applied_revision"`
 	// Drifted lists our files that someone else changed and that are left
 	// as they are (DRIFT_POLICY=alert, or repairs rate-limited).
-	Drifted  []string `json:"drifted"`
+	Drifted []string `json:"drifted"`
+	// NotListening lists applied streams whose port had no listening
+	// socket at the last look (a repair is under way or rate-limited).
+	NotListening []string `json:"not_listening,omitempty"`
+	// Unremovable lists files of ours, of no stream, that could not be
+	// removed (nginx keeps serving them).
+	Unremovable []string `json:"unremovable,omitempty"`
+	// Stuck, when set, says that a pass has run for longer than
+	// Config.StuckAfter.
+	Stuck    string   `json:"stuck,omitempty"`
 	Counters Counters `json:"counters"`
 }
 
@@ -137,6 +156,11 @@ type Counters struct {
 	// DriftRepairs counts the passes that repaired drift.
 	DriftDetected uint64 `json:"drift_detected"`
 	DriftRepairs  uint64 `json:"drift_repairs"`
+	// ListenDrift counts looks that found applied streams whose port
+	// nginx does not listen on; MainConfigRepairs counts rewrites of the
+	// main configuration found changed under a running nginx.
+	ListenDrift       uint64 `json:"listen_drift"`
+	MainConfigRepairs uint64 `json:"main_config_repairs"`
 }
 
 // New returns a Reconciler for st and nginx.
@@ -149,6 +173,9 @@ func New(cfg Config, st Store, ngx Nginx) *Reconciler {
 	}
 	if cfg.VerifyTimeout <= 0 {
 		cfg.VerifyTimeout = 3 * time.Second
+	}
+	if cfg.StuckAfter <= 0 {
+		cfg.StuckAfter = 30 * time.Second
 	}
 	if cfg.Ports == nil {
 		cfg.Ports = HostPorts{}
@@ -172,6 +199,7 @@ func New(cfg Config, st Store, ngx Nginx) *Reconciler {
 		held:        make(map[string]held),
 		renderCache: make(map[string]rendered),
 		hashes:      make(map[*byte]hashed),
+		unremovable: make(map[string]bool),
 		repairs:     newLimiter(cfg.RepairRate, time.Now),
 	}
 	if b, err := os.ReadFile(cfg.StateFile); err == nil {
@@ -212,14 +240,9 @@ func (r *Reconciler) Run(ctx context.Context) error {
 			r.quarantineGen++
 			r.markDirty("") // and read every file, in case an event was missed
 		case <-watch.C:
-			if _, managed := r.nginx.(*Managed); !managed {
+			if !r.lookAgain() {
 				continue
 			}
-			reapZombies() // as PID 1: workers that left after their master died
-			if r.nginx.Running() {
-				continue
-			}
-			r.log.Warn().Msg("nginx master is not running; starting it")
 		}
 		// nginx takes a new configuration at most every ~100 ms (its
 		// master sleeps that long after starting workers, and a reload
@@ -297,6 +320,11 @@ func (r *Reconciler) Health() Health {
 	defer r.mu.Unlock()
 	h := r.health
 	h.AppliedRevision = r.appliedRev
+	if !r.passStarted.IsZero() {
+		if d := time.Since(r.passStarted); d > r.cfg.StuckAfter {
+			h.Stuck = fmt.Sprintf("reconciler stuck: a pass has been running for %s (more than %s)", d.Round(time.Second), r.cfg.StuckAfter)
+		}
+	}
 	return h
 }
 
@@ -325,6 +353,9 @@ func (r *Reconciler) runPass(ctx context.Context) error {
 	r.passID++
 	log := r.log.With().Uint64("pass", r.passID).Logger()
 	start := time.Now()
+	r.mu.Lock()
+	r.passStarted = start
+	r.mu.Unlock()
 	written := r.health.Counters.FilesWritten
 	rev, err := r.pass(ctx, log)
 	if r.health.Counters.FilesWritten-written > 1000 {
@@ -334,6 +365,8 @@ func (r *Reconciler) runPass(ctx context.Context) error {
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	r.passStarted = time.Time{}
+	r.health.Unremovable = sortStrings(slices.Collect(maps.Keys(r.unremovable)))
 	r.health.Counters.Passes++
 	r.health.LastPass = time.Now()
 	r.health.NginxRunning = r.nginx.Running()

@@ -29,6 +29,7 @@ type config struct {
 	StreamBindAddress string
 	ApplyTimeout      time.Duration
 	ResyncInterval    time.Duration
+	StuckAfter        time.Duration // how long a pass may run before /readyz says stuck
 	DriftPolicy       string
 	// RepairBurst repairs per RepairPer, from DRIFT_REPAIR_RATE.
 	RepairBurst int
@@ -69,6 +70,7 @@ var settings = []setting{
 	{"stream-bind-address", "STREAM_BIND_ADDRESS", "", "listen address of streams that name none (empty: every IPv4 address)"},
 	{"apply-timeout", "APPLY_TIMEOUT", "10s", "how long a write waits to be applied before it answers 503"},
 	{"resync-interval", "RESYNC_INTERVAL", "30s", "period of full reconcile passes, which also retry failed streams"},
+	{"stuck-after", "STUCK_AFTER", "0", "how long a reconcile pass may run before /readyz reports the reconciler stuck (0: 3 × APPLY_TIMEOUT, at least 30s)"},
 	{"drift-policy", "DRIFT_POLICY", "repair", "what to do with files of ours that someone else changed: repair (rewrite them from the store) or alert (log, count, show in /v1/status, leave them)"},
 	{"drift-repair-rate", "DRIFT_REPAIR_RATE", "6/1m", "at most N drift repairs per duration (N/duration), so that a tool fighting us cannot cause a reload storm; drift beyond it waits"},
 	{"nginx-worker-connections", "NGINX_WORKER_CONNECTIONS", "0", "managed mode: nginx's worker_connections (0: sized by the number of streams, at least 8192)"},
@@ -168,6 +170,12 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 	}
 	if c.ResyncInterval, err = parseDuration("RESYNC_INTERVAL", v("resync-interval")); err != nil {
 		return c, err
+	}
+	if c.StuckAfter, err = time.ParseDuration(v("stuck-after")); err != nil || c.StuckAfter < 0 {
+		return c, fmt.Errorf("STUCK_AFTER must be a duration such as 30s, or 0, not %q", v("stuck-after"))
+	}
+	if c.StuckAfter == 0 {
+		c.StuckAfter = max(30*time.Second, 3*c.ApplyTimeout)
 	}
 	c.DriftPolicy = v("drift-policy")
 	if c.DriftPolicy != "repair" && c.DriftPolicy != "alert" {

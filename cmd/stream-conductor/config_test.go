@@ -16,7 +16,8 @@ func TestConfigDefaults(t *testing.T) {
 	}
 	if c.DataDir != "./data" || c.StreamConfigPath != "data/stream.d" || c.NginxMode != "managed" ||
 		c.PortMin != 9000 || c.PortMax != 9009 || c.BindAddress != "127.0.0.1" || c.BindPort != 8080 ||
-		c.ApplyTimeout != 10*time.Second || c.StreamPrefix != "stream-" || c.StreamBindAddress != "" {
+		c.ApplyTimeout != 10*time.Second || c.StreamPrefix != "stream-" || c.StreamBindAddress != "" ||
+		c.StuckAfter != 30*time.Second {
 		t.Fatalf("defaults: %+v", c)
 	}
 }
@@ -51,6 +52,7 @@ func TestConfigErrorsSayWhatToFix(t *testing.T) {
 		{map[string]string{"NGINX_MODE": "docker"}, "NGINX_MODE"},
 		{map[string]string{"STREAM_PREFIX": "../x"}, "STREAM_PREFIX"},
 		{map[string]string{"APPLY_TIMEOUT": "soon"}, "APPLY_TIMEOUT"},
+		{map[string]string{"STUCK_AFTER": "soon"}, "STUCK_AFTER"},
 		{map[string]string{"STREAM_BIND_ADDRESS": "eth0"}, "STREAM_BIND_ADDRESS"},
 		{map[string]string{"LOG_FORMAT": "xml"}, "LOG_FORMAT"},
 		{map[string]string{"DRIFT_REPAIR_RATE": "6"}, "DRIFT_REPAIR_RATE"},

@@ -161,6 +161,7 @@ func run(ctx context.Context, cfg config, log zerolog.Logger) error {
 		DriftPolicy:    reconcile.DriftPolicy(cfg.DriftPolicy),
 		RepairRate:     reconcile.RepairRate{Burst: cfg.RepairBurst, Per: cfg.RepairPer},
 		VerifyTimeout:  cfg.ApplyTimeout / 2,
+		StuckAfter:     cfg.StuckAfter,
 		OnPass:         func(d time.Duration, err error) { mx.ObservePass(d, err) },
 		OnApply:        func(op string, d time.Duration, err error) { mx.ObserveApply(op, d, err) },
 		Log:            log,

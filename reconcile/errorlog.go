@@ -1,0 +1,145 @@
+package reconcile
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"strconv"
+	"syscall"
+	"time"
+)
+
+// nginx's error log is how managed mode hears nginx: Reload follows the
+// master's answer in it, and the watch tick reads the lines it added to
+// learn whether someone signalled nginx. The master writes to the file it
+// holds open, which stops being the file at the path when that is removed
+// or rotated (mv and a new file); then it is told to reopen its logs.
+
+// logMark is a position in a file.
+type logMark struct {
+	ino uint64
+	off int64
+}
+
+// Signalled reports whether nginx logged a signal (a reload, a reopen, a
+// binary upgrade, an exit, a worker's death) since the last call: what
+// nginx serves may have changed. It reads only the lines added since, and
+// answers true when it cannot tell (the log was removed, rotated,
+// truncated, or grew by more than 1 MB). A log that the master no longer
+// writes to (removed, or rotated by mv) is reopened: the master is sent
+// SIGUSR1, which creates the file at the path.
+func (m *Managed) Signalled() bool {
+	prev := m.logMark
+	m.logMark = logMark{}
+	f, err := os.Open(m.errorLog)
+	if err != nil {
+		m.reopenLog()
+		return true
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	ino, ok := inodeOf(f)
+	if err != nil || !ok {
+		return true
+	}
+	m.logMark = logMark{ino: ino, off: fi.Size()}
+	if pid := m.PID(); pid != 0 && ino != prev.ino && !holdsInode(pid, ino) {
+		m.reopenLog()
+		return true
+	}
+	grew := fi.Size() - prev.off
+	if ino != prev.ino || grew < 0 || grew > 1<<20 {
+		return true
+	}
+	if grew == 0 {
+		return false
+	}
+	buf := make([]byte, grew)
+	if _, err := f.ReadAt(buf, prev.off); err != nil && !errors.Is(err, io.EOF) {
+		return true
+	}
+	return bytes.Contains(buf, []byte(": signal "))
+}
+
+// reopenLog asks the master to reopen its logs, without waiting.
+func (m *Managed) reopenLog() {
+	if pid := m.PID(); pid != 0 {
+		if err := syscall.Kill(pid, syscall.SIGUSR1); err == nil {
+			m.cfg.Log.Warn().Str("file", m.errorLog).Msg("nginx error log removed or rotated; nginx told to reopen it")
+		}
+	}
+}
+
+// openLog opens nginx's error log to follow the master's answer to a
+// reload. The master writes the first line of a reload ("reconfiguring")
+// to the log file it holds open, which is no longer the file at the path
+// once that was removed, or rotated by mv and a new file. Then the master
+// is told to reopen its logs (SIGUSR1; it creates the file when missing),
+// and openLog waits until it holds the file at the path.
+func (m *Managed) openLog(ctx context.Context, pid int) (*os.File, error) {
+	signalled := false
+	for {
+		f, err := os.Open(m.errorLog)
+		switch {
+		case err == nil:
+			if ino, ok := inodeOf(f); !ok || holdsInode(pid, ino) {
+				return f, nil
+			}
+			f.Close()
+		case !errors.Is(err, fs.ErrNotExist):
+			return nil, fmt.Errorf("open nginx error log: %w", err)
+		}
+		if !signalled {
+			if err := syscall.Kill(pid, syscall.SIGUSR1); err != nil {
+				return nil, fmt.Errorf("signal nginx master %d to reopen its logs: %w", pid, err)
+			}
+			signalled = true
+			m.cfg.Log.Warn().Str("file", m.errorLog).Msg("nginx error log removed or rotated; nginx told to reopen it")
+		}
+		if ctx.Err() != nil || !isNginxMaster(pid, m.conf) {
+			return nil, &Error{Op: "reload", Output: "nginx did not reopen its error log " + m.errorLog}
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// inodeOf returns the inode of an open file.
+func inodeOf(f *os.File) (uint64, bool) {
+	fi, err := f.Stat()
+	if err != nil {
+		return 0, false
+	}
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !ok {
+		return 0, false
+	}
+	return st.Ino, true
+}
+
+// holdsInode reports whether process pid has a file with inode ino open.
+// nginx keeps its error log on stderr too, which is looked at first: the
+// full scan costs a stat per descriptor (one per listening socket).
+func holdsInode(pid int, ino uint64) bool {
+	dir := "/proc/" + strconv.Itoa(pid) + "/fd/"
+	same := func(fd string) bool {
+		var st syscall.Stat_t
+		return syscall.Stat(dir+fd, &st) == nil && st.Ino == ino
+	}
+	if same("2") {
+		return true
+	}
+	fds, err := os.ReadDir(dir)
+	if err != nil {
+		return false
+	}
+	for _, fd := range fds {
+		if same(fd.Name()) {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,216 @@
+package reconcile
+
+import (
+	"slices"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/streamconductor/stream-conductor/nginxconf"
+	"github.com/streamconductor/stream-conductor/stream"
+)
+
+// Observing the data plane: a record of what nginx was given ($DATA_DIR/
+// applied, appliedFiles) says nothing of what it serves once someone
+// reloads it with another main configuration. In managed mode:
+//
+//   - every pass, and every watch tick (WatchInterval), compares the main
+//     configuration on disk with ours (one small file): a pass rewrites it
+//     before it reloads, so an apply always loads our include;
+//   - the first pass after a start, and the watch tick after nginx logged a
+//     signal (someone's reload, a reopen, an exit: nginx's own reloads
+//     included, so this also checks each apply, off the write's path) or
+//     once per ResyncInterval, look at what nginx listens on. A look reads
+//     the kernel's socket table, O(sockets on the host): ~3 µs per socket,
+//     30-60 ms with 10,000 streams (BenchmarkListeningLook10000), which is
+//     why it is not on every tick nor in the write's path.
+
+// mainWatcher is the part of Managed that reports the main configuration
+// on disk drifting from ours.
+type mainWatcher interface {
+	// MainDrifted reports whether the file on disk is not ours.
+	MainDrifted() bool
+	// TakeMainRepaired reports, once, that Prepare rewrote it under a
+	// running nginx.
+	TakeMainRepaired() bool
+	// Signalled reports whether nginx logged a signal since the last
+	// call, or cannot tell.
+	Signalled() bool
+}
+
+// lookAgain is the watch tick: it reports whether a pass is needed because
+// the managed nginx is not running, its main configuration is not ours, or
+// it does not listen on the ports of streams it was given.
+func (r *Reconciler) lookAgain() bool {
+	if _, managed := r.nginx.(*Managed); managed {
+		reapZombies() // as PID 1: workers that left after their master died
+		if !r.nginx.Running() {
+			r.log.Warn().Msg("nginx master is not running; starting it")
+			return true
+		}
+	}
+	mw, ok := r.nginx.(mainWatcher)
+	if !ok || !r.nginx.Confirms() || r.appliedFiles == nil {
+		return false
+	}
+	if mw.MainDrifted() {
+		return true // the pass's Prepare rewrites it, logs and counts
+	}
+	if !mw.Signalled() && time.Since(r.lastLook) < r.cfg.ResyncInterval {
+		return false
+	}
+	r.lastLook = time.Now()
+	served := make(map[string][]byte, len(r.appliedFiles))
+	for name, b := range r.appliedFiles {
+		if _, h := r.held[name]; !h {
+			served[name] = b
+		}
+	}
+	missing, err := r.notListening(served)
+	if err != nil {
+		return false // nothing to look at on this platform
+	}
+	return r.listenDrift(r.log, missing)
+}
+
+// notListening returns, sorted, the ids of the stream files in files whose
+// port has no accepting socket.
+func (r *Reconciler) notListening(files map[string][]byte) ([]string, error) {
+	want := map[stream.Protocol][]int{}
+	for name := range files {
+		id, ok := nginxconf.ParseFileName(r.cfg.Render.Prefix, name)
+		if !ok {
+			continue
+		}
+		if p, port, err := stream.ParseID(id); err == nil {
+			want[p] = append(want[p], port)
+		}
+	}
+	var missing []string
+	for p, ports := range want {
+		up, err := r.cfg.Ports.Listening(p)
+		if err != nil {
+			return nil, err
+		}
+		for _, port := range ports {
+			if !up[port] {
+				missing = append(missing, stream.MakeID(p, port))
+			}
+		}
+	}
+	slices.Sort(missing)
+	return missing, nil
+}
+
+// listenDrift records what a look found and, when applied streams do not
+// listen, logs it, counts it and asks the next pass to reload (within the
+// repair rate). It reports whether a pass should run.
+func (r *Reconciler) listenDrift(log zerolog.Logger, missing []string) bool {
+	r.mu.Lock()
+	known := slices.Equal(r.health.NotListening, missing)
+	r.health.NotListening = missing
+	r.mu.Unlock()
+	if len(missing) == 0 {
+		return false
+	}
+	if !r.repairs.allow() {
+		if !known {
+			log.Warn().Int("streams", len(missing)).Strs("first", missing[:min(10, len(missing))]).
+				Msg("nginx does not listen on the ports of streams it applied; repair rate-limited")
+		}
+		return false
+	}
+	r.count(func(c *Counters) { c.ListenDrift++ })
+	log.Warn().Int("streams", len(missing)).Strs("first", missing[:min(10, len(missing))]).
+		Msg("nginx does not listen on the ports of streams it applied; reloading it")
+	r.forceReload = true
+	return true
+}
+
+// lookFirst is the look of the first pass after a start: $DATA_DIR/applied
+// may match while nginx serves something else (its main configuration was
+// changed and reloaded while we were down). Files on disk that are desired
+// as they are should be listening already; when some are not, the pass
+// reloads.
+func (r *Reconciler) lookFirst(log zerolog.Logger, running bool, desired map[string]file, onDisk map[string][]byte) {
+	if !running || r.appliedFiles != nil || !r.nginx.Confirms() {
+		return
+	}
+	served := make(map[string][]byte, len(desired))
+	for name, f := range desired {
+		if b, ok := onDisk[name]; ok && string(b) == string(f.body) {
+			served[name] = b
+		}
+	}
+	if missing, err := r.notListening(served); err == nil && r.listenDrift(log, missing) {
+		r.takeForce()
+	}
+}
+
+// takeForce makes the pass reload even if the fingerprint matches.
+func (r *Reconciler) takeForce() {
+	if mw, ok := r.nginx.(mainWatcher); ok && mw.TakeMainRepaired() {
+		r.count(func(c *Counters) { c.MainConfigRepairs++ })
+		r.forceReload = true
+	}
+	if r.forceReload {
+		r.applied = "" // reloads, and stays so until a pass applies
+		r.forceReload = false
+	}
+}
+
+// syncDesired makes the directory hold desired (sync). A file that
+// cannot be replaced or removed while the directory takes other files
+// (immutable, a directory in its place) fails only its stream: the stream
+// is quarantined with the error, its last good file (if any) staying, and
+// the others go on. It returns desired without those streams.
+func (r *Reconciler) syncDesired(log zerolog.Logger, specs []stream.Spec, desired map[string]file, onDisk, onNow map[string][]byte) (map[string]file, error) {
+	for range len(specs) + 2 {
+		failed := map[string]error{}
+		if _, err := r.sync(log, bodies(desired), onNow, failed); err != nil {
+			return nil, err
+		}
+		if r.failFiles(log, specs, failed, onDisk) == 0 {
+			return desired, nil
+		}
+		desired = r.withoutHeld(r.desiredFiles(specs))
+	}
+	return desired, nil
+}
+
+// failFiles quarantines the streams whose file could not be written, and
+// notes (logged once) the files of no stream that could not be removed. It
+// returns how many streams it quarantined.
+func (r *Reconciler) failFiles(log zerolog.Logger, specs []stream.Spec, failed map[string]error, onDisk map[string][]byte) int {
+	n := 0
+	for name, err := range failed {
+		s, ok := r.specOf(specs, name)
+		if !ok {
+			if !r.unremovable[name] {
+				r.unremovable[name] = true
+				log.Error().Err(err).Str("file", name).Msg("cannot remove the file of a deleted stream; nginx keeps serving it")
+			}
+			continue
+		}
+		if _, q := r.quarantine[s.ID()]; q {
+			continue
+		}
+		r.quarantineStream(log, s, err.Error(), onDisk)
+		n++
+	}
+	return n
+}
+
+// specOf returns the spec whose file is name.
+func (r *Reconciler) specOf(specs []stream.Spec, name string) (stream.Spec, bool) {
+	id, ok := nginxconf.ParseFileName(r.cfg.Render.Prefix, name)
+	if !ok {
+		return stream.Spec{}, false
+	}
+	for _, s := range specs {
+		if s.ID() == id {
+			return s, true
+		}
+	}
+	return stream.Spec{}, false
+}

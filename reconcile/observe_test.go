@@ -1,0 +1,165 @@
+package reconcile
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"slices"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/streamconductor/stream-conductor/stream"
+)
+
+// watchedNginx is the fake nginx with managed mode's confirmations and
+// main-configuration watch: what the watch tick looks at.
+type watchedNginx struct {
+	*fakeNginx
+	mainDrifted, mainRepaired, signalled bool
+}
+
+func (w *watchedNginx) Confirms() bool    { return true }
+func (w *watchedNginx) MainDrifted() bool { return w.mainDrifted }
+func (w *watchedNginx) Signalled() bool   { return w.signalled }
+func (w *watchedNginx) TakeMainRepaired() bool {
+	r := w.mainRepaired
+	w.mainRepaired = false
+	return r
+}
+
+func newWatchedHarness(t *testing.T) (*harness, *watchedNginx) {
+	h := newHarness(t)
+	w := &watchedNginx{fakeNginx: h.nginx}
+	h.rec = New(h.rec.cfg, h.store, w)
+	return h, w
+}
+
+// Someone reloads nginx on a configuration without our streams: the next
+// tick after nginx logged the signal sees the ports closed, counts it, and
+// the pass reloads although the fingerprint matches.
+func TestListenDriftIsRepaired(t *testing.T) {
+	h, w := newWatchedHarness(t)
+	h.put(9000, "10.0.0.1:80")
+	h.put(9001, "10.0.0.1:80")
+	h.mustPass("start")
+	w.signalled = true
+	if h.rec.lookAgain() {
+		t.Fatal("a look found drift where nginx listens on every port")
+	}
+	h.nginx.mu.Lock()
+	h.nginx.live = map[stream.Protocol]map[int]bool{stream.TCP: {}, stream.UDP: {}}
+	h.nginx.mu.Unlock()
+	if !h.rec.lookAgain() {
+		t.Fatal("a look after a signal did not see the closed ports")
+	}
+	hl := h.rec.Health()
+	if hl.Counters.ListenDrift != 1 || !slices.Equal(hl.NotListening, []string{"tcp/9000", "tcp/9001"}) {
+		t.Fatalf("health after the look: %+v", hl)
+	}
+	h.mustPass("reload")
+	if h.rec.lookAgain() {
+		t.Fatal("drift still seen after the reload")
+	}
+	if hl := h.rec.Health(); len(hl.NotListening) != 0 {
+		t.Fatalf("not listening after the repair: %v", hl.NotListening)
+	}
+	h.mustPass()
+}
+
+// Without a signal in nginx's log, the tick does not read the socket
+// table (it costs O(sockets)) until a resync interval has passed.
+func TestLookOnlyAfterSignalOrResync(t *testing.T) {
+	h, w := newWatchedHarness(t)
+	h.put(9000, "10.0.0.1:80")
+	h.mustPass("start")
+	w.signalled = true
+	h.rec.lookAgain() // the first look
+	w.signalled = false
+	h.nginx.mu.Lock()
+	h.nginx.live = map[stream.Protocol]map[int]bool{stream.TCP: {}, stream.UDP: {}}
+	h.nginx.mu.Unlock()
+	if h.rec.lookAgain() {
+		t.Fatal("looked at the socket table without a signal")
+	}
+	h.rec.lastLook = time.Now().Add(-h.rec.cfg.ResyncInterval)
+	if !h.rec.lookAgain() {
+		t.Fatal("no look after a resync interval")
+	}
+}
+
+// The main configuration rewritten under a running nginx makes the pass
+// reload, counted, although nothing else changed; so does a first pass
+// after a start that finds the files' ports closed.
+func TestMainRepairAndFirstLookReload(t *testing.T) {
+	h, w := newWatchedHarness(t)
+	h.put(9000, "10.0.0.1:80")
+	h.mustPass("start")
+	w.mainRepaired = true
+	h.mustPass("reload")
+	if c := h.rec.Health().Counters; c.MainConfigRepairs != 1 {
+		t.Fatalf("counters: %+v", c)
+	}
+	h.mustPass()
+
+	// A restart while nginx was reloaded without our include.
+	h.nginx.mu.Lock()
+	h.nginx.live = map[stream.Protocol]map[int]bool{stream.TCP: {}, stream.UDP: {}}
+	h.nginx.mu.Unlock()
+	h.rec = New(h.rec.cfg, h.store, w)
+	h.mustPass("reload")
+	h.rec = New(h.rec.cfg, h.store, w)
+	h.mustPass()
+}
+
+// One file that cannot be replaced fails only its stream; the others are
+// written and applied.
+func TestUnwritableFileFailsOnlyItsStream(t *testing.T) {
+	h := newHarness(t)
+	h.put(9000, "10.0.0.1:80")
+	h.mustPass("test", "start")
+	// A directory in place of the next stream's file: rename onto it fails.
+	if err := os.Mkdir(filepath.Join(h.dir, "stream-tcp-9001.conf"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(h.dir, "stream-tcp-9001.conf", "x"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	bad := h.put(9001, "10.0.0.1:80")
+	good := h.put(9002, "10.0.0.1:80")
+	h.mustPass("test", "reload")
+	if st := h.rec.Status(bad.ID(), bad.Revision); st.State != stream.Failed || st.Error == "" {
+		t.Fatalf("status of the stream with the unwritable file: %+v", st)
+	}
+	if st := h.rec.Status(good.ID(), good.Revision); st.State != stream.Active {
+		t.Fatalf("status of the other stream: %+v", st)
+	}
+}
+
+// A FIFO named like a stream file is read without blocking, as drift: it
+// is replaced by the stream's file.
+func TestFIFOIsReplaced(t *testing.T) {
+	h := newHarness(t)
+	s := h.put(9000, "10.0.0.1:80")
+	name := filepath.Join(h.dir, "stream-tcp-9000.conf")
+	if err := syscall.Mkfifo(name, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- h.rec.runPass(context.Background()) }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the pass blocked on the FIFO")
+	}
+	fi, err := os.Lstat(name)
+	if err != nil || !fi.Mode().IsRegular() {
+		t.Fatalf("%s: %v %v", name, fi, err)
+	}
+	if st := h.rec.Status(s.ID(), s.Revision); st.State != stream.Active {
+		t.Fatalf("status: %+v", st)
+	}
+}
