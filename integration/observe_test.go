@@ -17,18 +17,6 @@ import (
 // files as they really are. Each scenario changes one of them under the
 // daemon and expects traffic to flow again without anyone's help.
 
-// requireRoot fails under CI and skips elsewhere when not root.
-func requireRoot(t *testing.T, why string) {
-	t.Helper()
-	if os.Geteuid() == 0 {
-		return
-	}
-	if os.Getenv("CI") == "true" {
-		t.Fatalf("needs root (%s) and CI=true", why)
-	}
-	t.Skipf("needs root (%s)", why)
-}
-
 // mainConf is the managed nginx.conf of d.
 func mainConf(d *daemon) string { return filepath.Join(d.dataDir, "nginx", "nginx.conf") }
 
@@ -211,7 +199,7 @@ func TestObserveErrorLogRotated(t *testing.T) {
 func TestObserveImmutableFileFailsOnlyItsStream(t *testing.T) {
 	t.Parallel()
 	requireTool(t, "chattr")
-	requireRoot(t, "chattr +i")
+	requireRoot(t, "for chattr +i")
 	d := startDaemon(t, 3)
 	a, b := startEcho(t, "A:"), startEcho(t, "B:")
 	d.mustPut("tcp", d.portMin, `{"backend":"`+a.addr()+`"}`)
