@@ -14,11 +14,21 @@ import (
 // change is what a write did to a stream, noted by the handler for the
 // audit log.
 type change struct {
+	requestID     string
 	stream        string
 	before, after *stream.Spec
 }
 
 type changeKey struct{}
+
+// requestID is the id of the request r, as its log line and audit entry
+// show it.
+func requestID(r *http.Request) string {
+	if c, ok := r.Context().Value(changeKey{}).(*change); ok {
+		return c.requestID
+	}
+	return ""
+}
 
 // noteChange records that the request took stream id from before to after
 // (nil for absent).
