@@ -99,7 +99,8 @@ func newTestServerWith(t testing.TB, pol *BackendPolicy) (*Server, *store.Store,
 	}
 	t.Cleanup(func() { st.Close() })
 	ap := &fakeApplier{st: st, reject: map[string]string{"bad.invalid:1": `host not found in upstream "bad.invalid:1"`}, busy: map[int]bool{9008: true}}
-	wp := writes.New(writes.Config{PortMin: 9000, PortMax: 9009, Reserved: []int{9005}, ApplyTimeout: 200 * time.Millisecond, Log: zerolog.Nop()},
+	wp := writes.New(writes.Config{PortMin: 9000, PortMax: 9009, Reserved: []int{9005}, ApplyTimeout: 200 * time.Millisecond,
+		OnUndo: AuditUndos(st, zerolog.Nop()), Log: zerolog.Nop()},
 		st, ap, pol)
 	t.Cleanup(wp.Close)
 	srv := New(Config{PortMin: 9000, PortMax: 9009, ApplyTimeout: 200 * time.Millisecond, Version: "test", Log: zerolog.Nop()}, st, ap, wp)

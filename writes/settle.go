@@ -77,6 +77,10 @@ func (p *Path) watch(rev uint64, items []item, by string) *Pending {
 		defer cancel()
 		if err := p.ap.WaitApplied(ctx, rev); err != nil {
 			w.err = err
+			if p.ctx.Err() != nil {
+				p.log.Info().Uint64("revision", rev).Msg("stopped watching a write not yet applied: shutting down")
+				return
+			}
 			p.log.Warn().Uint64("revision", rev).Dur("window", p.cfg.UndoWindow).Err(err).
 				Msg("write not applied within the undo window; if nginx refuses it, it stays stored and failed")
 			return

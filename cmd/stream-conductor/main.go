@@ -176,7 +176,7 @@ func run(ctx context.Context, cfg config, log zerolog.Logger) error {
 	}
 	wp := writes.New(writes.Config{
 		PortMin: cfg.PortMin, PortMax: cfg.PortMax, Reserved: []int{cfg.BindPort},
-		ApplyTimeout: cfg.ApplyTimeout, OnUndo: auditUndo(st, log), Log: log,
+		ApplyTimeout: cfg.ApplyTimeout, OnUndo: httpapi.AuditUndos(st, log), Log: log,
 	}, st, rec, &httpapi.BackendPolicy{AllowCIDRs: cidrs, AllowSuffixes: suffixes, APIPort: cfg.BindPort, PortMin: cfg.PortMin, PortMax: cfg.PortMax})
 	defer wp.Close()
 	api := httpapi.New(httpapi.Config{
