@@ -105,12 +105,19 @@ func noWait(r *http.Request) bool {
 }
 
 // writesError turns an error of the write path (or of the desired state)
-// into the one the client sees; id names the stream, if one. The backend
-// policy's refusals arrive as they are.
+// into the one the client sees; id names the stream, if one.
 func writesError(err error, id string) error {
 	var held *writes.PortHeldError
 	if errors.As(err, &held) {
 		return &Error{Status: http.StatusConflict, Code: CodePortInUse, Field: "listen", Message: held.Error()}
+	}
+	var refused *writes.PolicyError
+	if errors.As(err, &refused) {
+		var e *Error
+		if errors.As(refused.Err, &e) { // BackendPolicy answers in our terms already
+			return e
+		}
+		return &Error{Status: http.StatusForbidden, Code: CodeForbidden, Field: "backends", Message: refused.Error()}
 	}
 	if e := validationError(err); e != err {
 		return e

@@ -19,6 +19,16 @@ func (e *PortHeldError) Error() string {
 
 func (e *PortHeldError) Unwrap() error { return e.Err }
 
+// PolicyError: the backend policy refused a backend; nothing was written.
+// Err is the policy's own error, whose message names the rule.
+type PolicyError struct {
+	Err error
+}
+
+func (e *PolicyError) Error() string { return e.Err.Error() }
+
+func (e *PolicyError) Unwrap() error { return e.Err }
+
 // ItemError: the Index-th spec of an import (stream ID, when known) is
 // refused; nothing was written.
 type ItemError struct {

@@ -112,7 +112,10 @@ func TestImportCheckedWholeFirst(t *testing.T) {
 			var fe *nginxconf.FieldError
 			return errors.As(err, &fe) && fe.Field == "listen"
 		}},
-		{"policy", []stream.Spec{tcp(9000, "a:1"), tcp(9001, "10.0.0.1:22")}, 1, func(err error) bool { return errors.Is(err, errRefusedBackend) }},
+		{"policy", []stream.Spec{tcp(9000, "a:1"), tcp(9001, "10.0.0.1:22")}, 1, func(err error) bool {
+			var pe *PolicyError
+			return errors.As(err, &pe) && errors.Is(err, errRefusedBackend)
+		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			f := newFixture(t)

@@ -34,7 +34,8 @@ type Applier interface {
 }
 
 // Policy decides where streams may point. Its error reaches the caller
-// as it is (wrapped), so that the API can answer with the rule it names.
+// in a *PolicyError, so that the API can answer 403 with the rule it
+// names.
 type Policy interface {
 	// Check returns an error for the first backend (canonical host:port)
 	// a rule refuses, or nil.
@@ -115,7 +116,7 @@ func (p *Path) Rules() nginxconf.Rules {
 
 // Check validates sp against the node's rules and the backend policy,
 // and returns it in canonical form. It changes nothing: writes and dry
-// runs share it. The error is a *nginxconf.FieldError or the policy's.
+// runs share it. The error is a *nginxconf.FieldError or a *PolicyError.
 func (p *Path) Check(ctx context.Context, sp stream.Spec) (stream.Spec, error) {
 	sp, err := nginxconf.Validate(sp, p.Rules())
 	if err != nil {
@@ -131,7 +132,10 @@ func (p *Path) checkPolicy(ctx context.Context, sp stream.Spec) error {
 	if p.policy == nil {
 		return nil
 	}
-	return p.policy.Check(ctx, sp.Backends)
+	if err := p.policy.Check(ctx, sp.Backends); err != nil {
+		return &PolicyError{Err: err}
+	}
+	return nil
 }
 
 func (p *Path) reserved(port int) bool { return slices.Contains(p.cfg.Reserved, port) }
