@@ -120,29 +120,32 @@ func (p *Path) imported(before []stream.Spec, rev0 uint64, specs []stream.Spec, 
 	for _, id := range slices.Concat(res.Create, res.Update) {
 		wrote[id] = true
 	}
-	prev := make(map[string]*stream.Spec, len(before))
-	for _, sp := range before {
-		prev[sp.ID()] = &sp
+	prev := func() map[string]*stream.Spec {
+		m := make(map[string]*stream.Spec, len(before))
+		for _, sp := range before {
+			m[sp.ID()] = &sp
+		}
+		return m
 	}
-	stored, err := map[string]stream.Spec{}, error(nil)
+	stored, replaced := map[string]stream.Spec{}, prev()
 	if len(wrote) > 0 {
-		stored, err = p.importChanges(rev0, specs, wrote, prev)
-	}
-	if err != nil {
-		p.log.Warn().Err(err).Msg("import: its changes are no longer listed; watching the streams as they stand")
-		stored = map[string]stream.Spec{}
+		var err error
+		if stored, err = p.importChanges(rev0, specs, wrote, replaced); err != nil {
+			p.log.Warn().Err(err).Msg("import: its changes are no longer listed; watching its streams as they stand")
+			stored, replaced = map[string]stream.Spec{}, prev()
+		}
 	}
 	items := make([]item, 0, len(specs))
 	for _, sp := range specs {
 		id := sp.ID()
-		it, ok := item{stored: stored[id], prev: prev[id], undo: wrote[id]}, true
-		if _, found := stored[id]; !found {
-			it.stored, err = p.st.Get(id)
-			ok = err == nil
+		cur, found := stored[id]
+		if !found {
+			var err error
+			if cur, err = p.st.Get(id); err != nil {
+				continue
+			}
 		}
-		if ok {
-			items = append(items, it)
-		}
+		items = append(items, item{stored: cur, prev: replaced[id], undo: wrote[id]})
 	}
 	return items
 }

@@ -85,9 +85,11 @@ func (p *Path) watch(rev uint64, items []item, by string) *Pending {
 				Msg("write not applied within the undo window; if nginx refuses it, it stays stored and failed")
 			return
 		}
-		w.refused = p.refusals(items)
-		for i, r := range w.refused {
-			w.refused[i].Undone = p.undo(itemOf(items, r.ID), r.Reason, by)
+		for _, it := range items {
+			if r, ok := p.refusal(it); ok {
+				r.Undone = p.undo(it, r.Reason, by)
+				w.refused = append(w.refused, r)
+			}
 		}
 	}()
 	return w
@@ -97,21 +99,18 @@ func (p *Path) watch(rev uint64, items []item, by string) *Pending {
 func (p *Path) refusals(items []item) []Refusal {
 	var out []Refusal
 	for _, it := range items {
-		id := it.stored.ID()
-		if st := p.ap.Status(id, it.stored.Revision); st.State == stream.Failed {
-			out = append(out, Refusal{ID: id, Reason: st.Error})
+		if r, ok := p.refusal(it); ok {
+			out = append(out, r)
 		}
 	}
 	return out
 }
 
-func itemOf(items []item, id string) item {
-	for _, it := range items {
-		if it.stored.ID() == id {
-			return it
-		}
-	}
-	return item{}
+// refusal says whether nginx refused it at its revision, and why.
+func (p *Path) refusal(it item) (Refusal, bool) {
+	id := it.stored.ID()
+	st := p.ap.Status(id, it.stored.Revision)
+	return Refusal{ID: id, Reason: st.Error}, st.State == stream.Failed
 }
 
 // undo takes back a write nginx refused, unless it stored nothing or the
