@@ -19,6 +19,7 @@ import (
 	"github.com/streamconductor/stream-conductor/reconcile"
 	"github.com/streamconductor/stream-conductor/store"
 	"github.com/streamconductor/stream-conductor/stream"
+	"github.com/streamconductor/stream-conductor/writes"
 )
 
 // fakeApplier applies everything at once, except the streams it is told
@@ -86,13 +87,23 @@ func (f *fakeApplier) Health() reconcile.Health {
 
 func newTestServer(t testing.TB) (*Server, *store.Store, *fakeApplier) {
 	t.Helper()
+	return newTestServerWith(t, &BackendPolicy{})
+}
+
+// newTestServerWith is newTestServer with the backend policy pol.
+func newTestServerWith(t testing.TB, pol *BackendPolicy) (*Server, *store.Store, *fakeApplier) {
+	t.Helper()
 	st, err := store.Open(filepath.Join(t.TempDir(), "state.db"), store.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { st.Close() })
 	ap := &fakeApplier{st: st, reject: map[string]string{"bad.invalid:1": `host not found in upstream "bad.invalid:1"`}, busy: map[int]bool{9008: true}}
-	srv := New(Config{PortMin: 9000, PortMax: 9009, APIPort: 9005, ApplyTimeout: 200 * time.Millisecond, Version: "test", Log: zerolog.Nop()}, st, ap)
+	wp := writes.New(writes.Config{PortMin: 9000, PortMax: 9009, Reserved: []int{9005}, ApplyTimeout: 200 * time.Millisecond,
+		OnUndo: AuditUndos(st, zerolog.Nop()), Log: zerolog.Nop()},
+		st, ap, pol)
+	t.Cleanup(wp.Close)
+	srv := New(Config{PortMin: 9000, PortMax: 9009, ApplyTimeout: 200 * time.Millisecond, Version: "test", Log: zerolog.Nop()}, st, ap, wp)
 	return srv, st, ap
 }
 

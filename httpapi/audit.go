@@ -7,24 +7,58 @@ import (
 	"strings"
 	"time"
 
+	"github.com/rs/zerolog"
+
 	"github.com/streamconductor/stream-conductor/store"
 	"github.com/streamconductor/stream-conductor/stream"
+	"github.com/streamconductor/stream-conductor/writes"
 )
 
 // change is what a write did to a stream, noted by the handler for the
 // audit log.
 type change struct {
+	requestID     string
 	stream        string
 	before, after *stream.Spec
 }
 
 type changeKey struct{}
 
+// requestID is the id of the request r, as its log line and audit entry
+// show it.
+func requestID(r *http.Request) string {
+	if c, ok := r.Context().Value(changeKey{}).(*change); ok {
+		return c.requestID
+	}
+	return ""
+}
+
 // noteChange records that the request took stream id from before to after
 // (nil for absent).
 func noteChange(r *http.Request, id string, before, after *stream.Spec) {
 	if c, ok := r.Context().Value(changeKey{}).(*change); ok {
 		c.stream, c.before, c.after = id, before, after
+	}
+}
+
+// UndoResult begins the result of the audit entry of an undo; nginx's
+// message follows.
+const UndoResult = "undone: nginx refused it"
+
+// AuditUndos returns what the write path tells of each write it undid
+// (writes.Config.OnUndo): it records an audit entry with route "undo",
+// the request id of the refused write, before the spec nginx refused and
+// after what was put back (null: the stream is gone). Nobody asked for
+// the undo, so the request's fields (remote, token, method, path, status)
+// are empty.
+func AuditUndos(st interface{ AppendAudit(store.AuditEntry) error }, log zerolog.Logger) func(writes.Undo) {
+	return func(u writes.Undo) {
+		refused := u.Refused
+		e := store.AuditEntry{Time: time.Now().UTC(), RequestID: u.By, Route: "undo", Stream: u.Stream,
+			Before: &refused, After: u.Restored, Result: UndoResult + ": " + u.Reason}
+		if err := st.AppendAudit(e); err != nil {
+			log.Error().Err(err).Str("stream", u.Stream).Str("component", "httpapi").Msg("audit log: an undo")
+		}
 	}
 }
 

@@ -24,7 +24,7 @@ func checkAnswer(t *testing.T, srv *Server, code int, body []byte) {
 	}
 	list, _ := srv.store.List()
 	for _, sp := range list {
-		if _, err := nginxconf.Validate(sp, srv.rules()); err != nil {
+		if _, err := nginxconf.Validate(sp, srv.writes.Rules()); err != nil {
 			t.Fatalf("the store holds a spec the validator refuses: %+v: %v", sp, err)
 		}
 		_, out := nginxconf.Render(sp, nginxconf.RenderOptions{Prefix: "stream-"})

@@ -6,13 +6,12 @@ import (
 
 	"github.com/gorilla/mux"
 
-	"github.com/streamconductor/stream-conductor/nginxconf"
-	"github.com/streamconductor/stream-conductor/store"
+	"github.com/streamconductor/stream-conductor/desired"
 	"github.com/streamconductor/stream-conductor/stream"
 )
 
 // The routes of the original Flask service, with its JSON shapes, for TCP
-// streams. They share the v1 validation, store and reconciler; the
+// streams. They share the v1 write path and reconciler; the
 // original's bugs are fixed (removestream works, PORT_RANGE is inclusive,
 // failures carry a real HTTP status).
 
@@ -38,23 +37,10 @@ func (s *Server) seedStatus(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
-// freePorts lists the ports of the range with no TCP stream, leaving out
-// the API's own port and ports other processes hold.
+// freePorts lists the ports of the range a new TCP stream could take now:
+// the write path's own answer, the one POST /v1/streams allocates from.
 func (s *Server) freePorts() []int {
-	var free []int
-	for port := s.cfg.PortMin; port <= s.cfg.PortMax && s.cfg.PortMax > 0; port++ {
-		if port == s.cfg.APIPort {
-			continue
-		}
-		if _, err := s.store.Get(stream.MakeID(stream.TCP, port)); err == nil {
-			continue
-		}
-		if s.applier.PortBusy(stream.Spec{Protocol: stream.TCP, Listen: port}) != nil {
-			continue
-		}
-		free = append(free, port)
-	}
-	return free
+	return s.writes.FreePorts(stream.Spec{Protocol: stream.TCP}, 0)
 }
 
 // seedGetStreams: [{"listen": 9000, "proxy_pass": "host:port"}] for every
@@ -88,7 +74,7 @@ func (s *Server) seedCreate(w http.ResponseWriter, r *http.Request) error {
 	if isDryRun(r) {
 		return s.seedCreateDryRun(w, r, sp)
 	}
-	out, err := s.write(r, sp, store.Match{})
+	out, err := s.write(r, sp, desired.Match{})
 	if err != nil {
 		return err
 	}
@@ -103,12 +89,9 @@ func (s *Server) seedCreate(w http.ResponseWriter, r *http.Request) error {
 // seedCreateDryRun validates sp as the write would, and answers what
 // writing it would change.
 func (s *Server) seedCreateDryRun(w http.ResponseWriter, r *http.Request, sp stream.Spec) error {
-	sp, err := nginxconf.Validate(sp, s.rules())
+	sp, err := s.writes.Check(r.Context(), sp)
 	if err != nil {
-		return validationError(err)
-	}
-	if err := s.cfg.Backends.Check(r.Context(), sp.Backends); err != nil {
-		return err
+		return writesError(err, sp.ID())
 	}
 	plan, err := s.planPut(sp)
 	if err != nil {
@@ -134,9 +117,9 @@ func (s *Server) seedRemove(w http.ResponseWriter, r *http.Request) error {
 	}
 	id := stream.MakeID(stream.TCP, port)
 	if isDryRun(r) {
-		cur, err := s.store.Get(id)
+		cur, err := s.writes.PlanDelete(id, desired.Match{})
 		if err != nil {
-			return storeError(err, id)
+			return writesError(err, id)
 		}
 		plan, err := s.planDelete(cur)
 		if err != nil {
@@ -145,13 +128,13 @@ func (s *Server) seedRemove(w http.ResponseWriter, r *http.Request) error {
 		writeSeedPlan(w, plan)
 		return nil
 	}
-	prev, rev, err := s.store.Delete(id, store.Match{})
+	prev, pending, err := s.writes.Delete(id, desired.Match{})
 	if err != nil {
-		return storeError(err, id)
+		return writesError(err, id)
 	}
 	noteChange(r, id, &prev, nil)
 	if !noWait(r) {
-		if err := s.waitApplied(r, rev); err != nil {
+		if _, err := s.await(r, pending); err != nil {
 			return err
 		}
 	}
@@ -169,7 +152,7 @@ func (s *Server) seedHas(w http.ResponseWriter, r *http.Request) error {
 	switch {
 	case err == nil:
 		writeJSON(w, http.StatusOK, seedResult{Result: "true"})
-	case errors.Is(err, store.ErrNotFound):
+	case errors.Is(err, desired.ErrNotFound):
 		writeJSON(w, http.StatusOK, seedResult{Result: "false"})
 	default:
 		return err

@@ -1,7 +1,8 @@
 // Package httpapi serves stream-conductor's HTTP API: the v1 JSON API, the
 // routes of the original Flask service, health and status. It validates
-// every input, writes desired state to the store, and waits for the
-// reconciler to apply it; it never writes files or runs nginx.
+// every input's shape, hands every change to the write path (package
+// writes) and turns its answers into HTTP; it never writes files or runs
+// nginx.
 package httpapi
 
 import (
@@ -20,28 +21,23 @@ import (
 	"github.com/streamconductor/stream-conductor/store"
 	"github.com/streamconductor/stream-conductor/stream"
 	"github.com/streamconductor/stream-conductor/traffic"
+	"github.com/streamconductor/stream-conductor/writes"
 )
 
-// Store is the desired state as the API uses it.
+// Store is what the API reads: the desired state, the audit log and the
+// backup. Every change goes through the write path.
 type Store interface {
 	Get(id string) (stream.Spec, error)
 	List() ([]stream.Spec, uint64)
-	Put(sp stream.Spec, m store.Match) (stream.Spec, *stream.Spec, error)
-	Delete(id string, m store.Match) (stream.Spec, uint64, error)
-	Allocate(sp stream.Spec, lo, hi int, busy func(port int) bool) (stream.Spec, error)
 	AppendAudit(e store.AuditEntry) error
 	Audit(before uint64, limit int) ([]store.AuditEntry, error)
-	PlanImport(specs []stream.Spec, prune bool) store.ImportResult
-	Import(specs []stream.Spec, prune bool) (store.ImportResult, error)
 	Backup(w io.Writer) (int64, error)
 	BackupSize() int64
 }
 
-// Applier is the reconciler as the API uses it.
+// Applier is the reconciler as the API reads it.
 type Applier interface {
-	WaitApplied(ctx context.Context, rev uint64) error
 	Status(id string, rev uint64) stream.Status
-	PortBusy(s stream.Spec) error
 	Health() reconcile.Health
 	// StatusVersion changes whenever a stream's status may have.
 	StatusVersion() uint64
@@ -61,10 +57,10 @@ type HealthSource interface {
 
 // Config is what the API needs to know about the node.
 type Config struct {
+	// PortMin and PortMax are PORT_RANGE, as /v1/status shows it.
 	PortMin, PortMax int
-	// APIPort is never given to a stream.
-	APIPort int
-	// ApplyTimeout bounds how long a write waits to be applied.
+	// ApplyTimeout bounds how long a request waits for its write to be
+	// applied.
 	ApplyTimeout time.Duration
 	Version      string
 	NginxMode    string
@@ -73,8 +69,6 @@ type Config struct {
 	// LoopbackOnly: the API listens on loopback, so requests must name a
 	// loopback host (DNS rebinding defence).
 	LoopbackOnly bool
-	// Backends limits where streams may point.
-	Backends *BackendPolicy
 	// Traffic, when set, adds each stream's traffic to its answers.
 	Traffic TrafficSource
 	// Health, when set, adds each backend's probed health.
@@ -92,6 +86,7 @@ type Server struct {
 	cfg     Config
 	store   Store
 	applier Applier
+	writes  *writes.Path
 	log     zerolog.Logger
 	router  *mux.Router
 	reqID   atomic.Uint64
@@ -99,18 +94,16 @@ type Server struct {
 	list atomic.Pointer[listCache]
 }
 
-// New returns the API's handler.
-func New(cfg Config, st Store, ap Applier) *Server {
+// New returns the API's handler: it reads st and ap, and changes the
+// desired state only through wp.
+func New(cfg Config, st Store, ap Applier, wp *writes.Path) *Server {
 	if cfg.ApplyTimeout <= 0 {
 		cfg.ApplyTimeout = 10 * time.Second
 	}
 	if cfg.Tokens == nil {
 		cfg.Tokens = &TokenSource{}
 	}
-	if cfg.Backends == nil {
-		cfg.Backends = &BackendPolicy{}
-	}
-	s := &Server{cfg: cfg, store: st, applier: ap, log: cfg.Log.With().Str("component", "httpapi").Logger()}
+	s := &Server{cfg: cfg, store: st, applier: ap, writes: wp, log: cfg.Log.With().Str("component", "httpapi").Logger()}
 	r := mux.NewRouter().SkipClean(true) // no redirects: odd paths get a JSON 404
 	r.NotFoundHandler = s.handle("not_found", Read, func(w http.ResponseWriter, r *http.Request) error {
 		return errNotFound("no route for %s %s", r.Method, r.URL.Path)
@@ -174,7 +167,7 @@ func (s *Server) handleWith(route string, need Access, h handlerFunc, writeErr f
 		id := strconv.FormatUint(s.reqID.Add(1), 10)
 		rw := &statusWriter{ResponseWriter: w}
 		rw.Header().Set("X-Request-Id", id)
-		rec := &change{}
+		rec := &change{requestID: id}
 		r = r.WithContext(context.WithValue(r.Context(), changeKey{}, rec))
 		token, err := s.admit(r, need)
 		if err == nil {

@@ -1,9 +1,7 @@
 package httpapi
 
 import (
-	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"net/http"
 	"strconv"
@@ -12,9 +10,8 @@ import (
 
 	"github.com/gorilla/mux"
 
+	"github.com/streamconductor/stream-conductor/desired"
 	"github.com/streamconductor/stream-conductor/health"
-	"github.com/streamconductor/stream-conductor/nginxconf"
-	"github.com/streamconductor/stream-conductor/store"
 	"github.com/streamconductor/stream-conductor/stream"
 	"github.com/streamconductor/stream-conductor/traffic"
 )
@@ -41,14 +38,6 @@ func (s *Server) view(sp stream.Spec) streamView {
 		v.Health = s.cfg.Health.Of(sp)
 	}
 	return v
-}
-
-func (s *Server) rules() nginxconf.Rules {
-	r := nginxconf.Rules{PortMin: s.cfg.PortMin, PortMax: s.cfg.PortMax}
-	if s.cfg.APIPort != 0 {
-		r.Reserved = []int{s.cfg.APIPort}
-	}
-	return r
 }
 
 func etag(rev uint64) string { return `"` + strconv.FormatUint(rev, 10) + `"` }
@@ -78,8 +67,8 @@ func parsePort(v string) (int, error) {
 }
 
 // precondition reads If-Match and If-None-Match.
-func precondition(r *http.Request) (store.Match, error) {
-	var m store.Match
+func precondition(r *http.Request) (desired.Match, error) {
+	var m desired.Match
 	if v := strings.TrimSpace(r.Header.Get("If-None-Match")); v != "" {
 		if v != "*" {
 			return m, errInvalid("If-None-Match", "only * is supported on writes")
@@ -98,28 +87,6 @@ func precondition(r *http.Request) (store.Match, error) {
 		m.Revision = rev
 	}
 	return m, nil
-}
-
-func storeError(err error, id string) error {
-	switch {
-	case errors.Is(err, store.ErrRevisionMismatch):
-		return &Error{Status: http.StatusPreconditionFailed, Code: CodeRevision, Message: "stream " + id + " has changed since that revision; GET it again"}
-	case errors.Is(err, store.ErrExists):
-		return &Error{Status: http.StatusPreconditionFailed, Code: CodeRevision, Message: "stream " + id + " already exists"}
-	case errors.Is(err, store.ErrNotFound):
-		return errNotFound("no stream %s", id)
-	case errors.Is(err, store.ErrNoFreePort):
-		return &Error{Status: http.StatusConflict, Code: CodeNoFreePort, Message: err.Error()}
-	}
-	return err
-}
-
-func validationError(err error) error {
-	var fe *nginxconf.FieldError
-	if errors.As(err, &fe) {
-		return errInvalid(fe.Field, "%s", fe.Message)
-	}
-	return err
 }
 
 // listCache is an encoded list answer and what it reflects.
@@ -196,11 +163,8 @@ func (s *Server) putStream(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	if isDryRun(r) {
-		if sp, err = nginxconf.Validate(sp, s.rules()); err != nil {
-			return validationError(err)
-		}
-		if err := s.cfg.Backends.Check(r.Context(), sp.Backends); err != nil {
-			return err
+		if sp, err = s.writes.Check(r.Context(), sp); err != nil {
+			return writesError(err, sp.ID())
 		}
 		return s.dryRun(w, sp)
 	}
@@ -212,63 +176,6 @@ func (s *Server) putStream(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
-// outcome is what a write did.
-type outcome struct {
-	stored   stream.Spec
-	created  bool
-	accepted bool // not waited for (?wait=false)
-}
-
-// writeOutcome answers a write with the stream: 201 created, 200 replaced
-// or unchanged, 202 accepted but not yet applied.
-func (s *Server) writeOutcome(w http.ResponseWriter, out outcome) {
-	w.Header().Set("ETag", etag(out.stored.Revision))
-	code := http.StatusOK
-	if out.created {
-		code = http.StatusCreated
-		w.Header().Set("Location", "/v1/streams/"+out.stored.ID())
-	}
-	if out.accepted {
-		code = http.StatusAccepted
-	}
-	writeJSON(w, code, s.view(out.stored))
-}
-
-// write validates sp, stores it if it differs from what is stored and
-// waits for it to be applied. Shared by PUT and the seed route
-// createstream.
-func (s *Server) write(r *http.Request, sp stream.Spec, m store.Match) (outcome, error) {
-	sp, err := nginxconf.Validate(sp, s.rules())
-	if err != nil {
-		return outcome{}, validationError(err)
-	}
-	if err := s.cfg.Backends.Check(r.Context(), sp.Backends); err != nil {
-		return outcome{}, err
-	}
-	id := sp.ID()
-	cur, err := s.store.Get(id)
-	exists := err == nil
-	if exists && cur.SameDesired(sp) && !m.Absent && (m.Revision == 0 || m.Revision == cur.Revision) {
-		// Nothing to change: answer with the stream as it stands.
-		return s.settle(r, cur, nil, false, false)
-	}
-	if !exists || cur.Bind != sp.Bind {
-		if err := s.applier.PortBusy(sp); err != nil {
-			return outcome{}, &Error{Status: http.StatusConflict, Code: CodePortInUse, Field: "listen",
-				Message: fmt.Sprintf("port %d is held by another process: %v", sp.Listen, err)}
-		}
-	}
-	stored, prev, err := s.store.Put(sp, m)
-	if err != nil {
-		if (m.Revision != 0 || m.Present) && errors.Is(err, store.ErrNotFound) {
-			return outcome{}, &Error{Status: http.StatusPreconditionFailed, Code: CodeRevision, Message: "stream " + id + " does not exist"}
-		}
-		return outcome{}, storeError(err, id)
-	}
-	noteChange(r, id, prev, &stored)
-	return s.settle(r, stored, prev, prev == nil, true)
-}
-
 func (s *Server) createStream(w http.ResponseWriter, r *http.Request) error {
 	var req specRequest
 	if err := decodeJSON(w, r, &req); err != nil {
@@ -278,39 +185,18 @@ func (s *Server) createStream(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	if s.cfg.PortMax == 0 {
-		return errInvalid("listen", "PORT_RANGE is not set, so there is no port to allocate")
-	}
-	// Validate everything but the port, which Allocate chooses.
-	sp.Listen = s.cfg.PortMin
-	sp, err = nginxconf.Validate(sp, nginxconf.Rules{PortMin: s.cfg.PortMin, PortMax: s.cfg.PortMax})
-	if err != nil {
-		return validationError(err)
-	}
-	if err := s.cfg.Backends.Check(r.Context(), sp.Backends); err != nil {
-		return err
-	}
 	if isDryRun(r) {
-		// The port the allocation would choose now (nothing is reserved).
-		for port := s.cfg.PortMin; port <= s.cfg.PortMax; port++ {
-			sp.Listen = port
-			if _, err := s.store.Get(sp.ID()); err == nil || port == s.cfg.APIPort || s.applier.PortBusy(sp) != nil {
-				continue
-			}
-			return s.dryRun(w, sp)
+		if sp, err = s.writes.PlanCreate(r.Context(), sp); err != nil {
+			return writesError(err, "")
 		}
-		return storeError(store.ErrNoFreePort, "")
+		return s.dryRun(w, sp)
 	}
-	stored, err := s.store.Allocate(sp, s.cfg.PortMin, s.cfg.PortMax, func(port int) bool {
-		probe := sp
-		probe.Listen = port
-		return port == s.cfg.APIPort || s.applier.PortBusy(probe) != nil
-	})
+	res, err := s.writes.Create(r.Context(), sp, requestID(r))
 	if err != nil {
-		return storeError(err, "")
+		return writesError(err, "")
 	}
-	noteChange(r, stored.ID(), nil, &stored)
-	out, err := s.settle(r, stored, nil, true, true)
+	noteChange(r, res.Stored.ID(), nil, &res.Stored)
+	out, err := s.settle(r, res)
 	if err != nil {
 		return err
 	}
@@ -329,12 +215,9 @@ func (s *Server) deleteStream(w http.ResponseWriter, r *http.Request) error {
 	}
 	id := stream.MakeID(p, port)
 	if isDryRun(r) {
-		cur, err := s.store.Get(id)
+		cur, err := s.writes.PlanDelete(id, m)
 		if err != nil {
-			return storeError(err, id)
-		}
-		if m.Revision != 0 && m.Revision != cur.Revision {
-			return storeError(store.ErrRevisionMismatch, id)
+			return writesError(err, id)
 		}
 		plan, err := s.planDelete(cur)
 		if err != nil {
@@ -343,82 +226,16 @@ func (s *Server) deleteStream(w http.ResponseWriter, r *http.Request) error {
 		writeJSON(w, http.StatusOK, plan)
 		return nil
 	}
-	prev, rev, err := s.store.Delete(id, m)
+	prev, pending, err := s.writes.Delete(id, m)
 	if err != nil {
-		return storeError(err, id)
+		return writesError(err, id)
 	}
 	noteChange(r, id, &prev, nil)
-	if err := s.waitApplied(r, rev); err != nil {
+	if _, err := s.await(r, pending); err != nil {
 		return err
 	}
 	w.WriteHeader(http.StatusNoContent)
 	return nil
-}
-
-// waitApplied waits for store revision rev to be applied, unless the
-// client asked not to (?wait=false).
-func (s *Server) waitApplied(r *http.Request, rev uint64) error {
-	ctx, cancel := context.WithTimeout(r.Context(), s.cfg.ApplyTimeout)
-	defer cancel()
-	if err := s.applier.WaitApplied(ctx, rev); err != nil {
-		h := s.applier.Health()
-		msg := fmt.Sprintf("the change is stored but was not applied within %v", s.cfg.ApplyTimeout)
-		if h.LastError != "" {
-			return &Error{Status: http.StatusServiceUnavailable, Code: CodeNginxUnavailable, Message: msg + "; nginx: " + h.LastError}
-		}
-		return &Error{Status: http.StatusServiceUnavailable, Code: CodeApplyTimeout, Message: msg + "; it will be applied when nginx allows"}
-	}
-	return nil
-}
-
-func noWait(r *http.Request) bool {
-	v := r.URL.Query().Get("wait")
-	return v == "false" || v == "0"
-}
-
-// settle waits until stored (which replaced prev, if any) is applied,
-// unless the client asked not to wait (?wait=false). A stream nginx
-// rejected is rolled back in the store when this request wrote it (removed
-// if it was new, its previous spec restored otherwise) and answered with
-// 422.
-func (s *Server) settle(r *http.Request, stored stream.Spec, prev *stream.Spec, created, wrote bool) (outcome, error) {
-	out := outcome{stored: stored, created: created}
-	if noWait(r) {
-		out.accepted = true
-		return out, nil
-	}
-	if err := s.waitApplied(r, stored.Revision); err != nil {
-		var e *Error
-		if errors.As(err, &e) {
-			e.Extra = map[string]any{"stream": s.view(stored)}
-		}
-		return out, err
-	}
-	st := s.applier.Status(stored.ID(), stored.Revision)
-	if st.State == stream.Failed {
-		if wrote {
-			s.rollback(stored, prev)
-			noteChange(r, stored.ID(), prev, prev) // undone
-		}
-		return out, &Error{Status: http.StatusUnprocessableEntity, Code: CodeNginxRejected, Message: st.Error}
-	}
-	return out, nil
-}
-
-// rollback undoes a write nginx rejected, unless someone changed the
-// stream since.
-func (s *Server) rollback(stored stream.Spec, prev *stream.Spec) {
-	var err error
-	if prev == nil {
-		_, _, err = s.store.Delete(stored.ID(), store.Match{Revision: stored.Revision})
-	} else {
-		_, _, err = s.store.Put(*prev, store.Match{Revision: stored.Revision})
-	}
-	if err != nil {
-		s.log.Warn().Err(err).Str("stream", stored.ID()).Msg("could not roll back a rejected write")
-		return
-	}
-	s.log.Info().Str("stream", stored.ID()).Bool("restored_previous", prev != nil).Msg("rolled back a write nginx rejected")
 }
 
 func truncate(v string) string {

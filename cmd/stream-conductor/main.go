@@ -30,6 +30,7 @@ import (
 	"github.com/streamconductor/stream-conductor/reconcile"
 	"github.com/streamconductor/stream-conductor/store"
 	"github.com/streamconductor/stream-conductor/traffic"
+	"github.com/streamconductor/stream-conductor/writes"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
@@ -178,17 +179,21 @@ func run(ctx context.Context, cfg config, log zerolog.Logger) error {
 	if err != nil {
 		return fmt.Errorf("API listen on %s: %w (set BIND_ADDRESS/BIND_PORT)", addr, err)
 	}
+	wp := writes.New(writes.Config{
+		PortMin: cfg.PortMin, PortMax: cfg.PortMax, Reserved: []int{cfg.BindPort},
+		ApplyTimeout: cfg.ApplyTimeout, OnUndo: httpapi.AuditUndos(st, log), Log: log,
+	}, st, rec, &httpapi.BackendPolicy{AllowCIDRs: cidrs, AllowSuffixes: suffixes, APIPort: cfg.BindPort, PortMin: cfg.PortMin, PortMax: cfg.PortMax})
+	defer wp.Close()
 	api := httpapi.New(httpapi.Config{
-		PortMin: cfg.PortMin, PortMax: cfg.PortMax, APIPort: cfg.BindPort,
+		PortMin: cfg.PortMin, PortMax: cfg.PortMax,
 		ApplyTimeout: cfg.ApplyTimeout, Version: version, NginxMode: cfg.NginxMode,
 		Tokens: tokens, LoopbackOnly: loopback,
-		Backends:  &httpapi.BackendPolicy{AllowCIDRs: cidrs, AllowSuffixes: suffixes, APIPort: cfg.BindPort, PortMin: cfg.PortMin, PortMax: cfg.PortMax},
 		Metrics:   mx.Handler(),
 		Traffic:   trafficSource(tc),
 		Health:    healthSource(prober),
 		OnRequest: mx.ObserveRequest,
 		Log:       log,
-	}, st, rec)
+	}, st, rec, wp)
 	srv := &http.Server{
 		Handler:           api,
 		ReadHeaderTimeout: 5 * time.Second,

@@ -1,0 +1,125 @@
+package writes
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/streamconductor/stream-conductor/desired"
+	"github.com/streamconductor/stream-conductor/stream"
+)
+
+// Result is what a write of one stream did.
+type Result struct {
+	// Stored is the stream as stored: the new spec, or the one that
+	// stands when nothing changed.
+	Stored stream.Spec
+	// Prev is the spec the write replaced (nil: none).
+	Prev *stream.Spec
+	// Created: the stream did not exist. Changed: something was written.
+	Created, Changed bool
+	// Pending settles when the write is applied or refused.
+	Pending *Pending
+}
+
+// Put creates or replaces sp if m holds. A spec equal to the stored one
+// (and a precondition it meets) writes nothing. A new stream, or one that
+// moves to another bind address, needs its port free of other processes.
+// by names who asks (a request id), for the audit of an undo.
+func (p *Path) Put(ctx context.Context, sp stream.Spec, m desired.Match, by string) (Result, error) {
+	sp, err := p.Check(ctx, sp)
+	if err != nil {
+		return Result{}, err
+	}
+	id := sp.ID()
+	cur, err := p.st.Get(id)
+	exists := err == nil
+	if exists && cur.SameDesired(sp) && !m.Absent && (m.Revision == 0 || m.Revision == cur.Revision) {
+		return Result{Stored: cur, Pending: p.observe(cur.Revision, []item{{stored: cur}})}, nil
+	}
+	if !exists || cur.Bind != sp.Bind {
+		if err := p.ap.PortBusy(sp); err != nil {
+			return Result{}, &PortHeldError{Port: sp.Listen, Err: err}
+		}
+	}
+	stored, prev, err := p.st.Put(sp, m)
+	if err != nil {
+		return Result{}, err
+	}
+	p.log.Info().Str("stream", id).Uint64("revision", stored.Revision).Bool("created", prev == nil).Str("by", by).Msg("stored")
+	pending := p.watch(stored.Revision, []item{{stored: stored, prev: prev, undo: true}}, by)
+	return Result{Stored: stored, Prev: prev, Created: prev == nil, Changed: true, Pending: pending}, nil
+}
+
+// allocatable validates sp for a create on a port the path chooses: every
+// rule but the port, which it checks on the first port that may be
+// given.
+func (p *Path) allocatable(ctx context.Context, sp stream.Spec) (stream.Spec, error) {
+	if p.cfg.PortMax == 0 {
+		return sp, errNoRange
+	}
+	sp.Listen = 0
+	for port := p.cfg.PortMin; port <= p.cfg.PortMax; port++ {
+		if !p.reserved(port) {
+			sp.Listen = port
+			break
+		}
+	}
+	if sp.Listen == 0 {
+		return sp, fmt.Errorf("allocate %s port in %d-%d: %w", sp.Protocol, p.cfg.PortMin, p.cfg.PortMax, desired.ErrNoFreePort)
+	}
+	return p.Check(ctx, sp)
+}
+
+// Create stores sp on the first free port of the range, atomically: two
+// concurrent creates never get the same port. sp's Listen is ignored.
+func (p *Path) Create(ctx context.Context, sp stream.Spec, by string) (Result, error) {
+	sp, err := p.allocatable(ctx, sp)
+	if err != nil {
+		return Result{}, err
+	}
+	stored, err := p.st.Allocate(sp, p.cfg.PortMin, p.cfg.PortMax, func(port int) bool { return p.held(sp, port) })
+	if err != nil {
+		return Result{}, err
+	}
+	p.log.Info().Str("stream", stored.ID()).Uint64("revision", stored.Revision).Bool("created", true).Str("by", by).Msg("stored")
+	pending := p.watch(stored.Revision, []item{{stored: stored, undo: true}}, by)
+	return Result{Stored: stored, Created: true, Changed: true, Pending: pending}, nil
+}
+
+// PlanCreate is Create changing nothing: sp validated, on the port a
+// create would choose now.
+func (p *Path) PlanCreate(ctx context.Context, sp stream.Spec) (stream.Spec, error) {
+	sp, err := p.allocatable(ctx, sp)
+	if err != nil {
+		return sp, err
+	}
+	free := p.FreePorts(sp, 1)
+	if len(free) == 0 {
+		return sp, desired.ErrNoFreePort
+	}
+	sp.Listen = free[0]
+	return sp, nil
+}
+
+// Delete removes the stream id if m holds, and returns what it removed.
+func (p *Path) Delete(id string, m desired.Match) (stream.Spec, *Pending, error) {
+	prev, rev, err := p.st.Delete(id, m)
+	if err != nil {
+		return prev, nil, err
+	}
+	p.log.Info().Str("stream", id).Uint64("revision", rev).Msg("deleted")
+	return prev, p.observe(rev, nil), nil
+}
+
+// PlanDelete is Delete changing nothing: the stream a delete with m would
+// remove.
+func (p *Path) PlanDelete(id string, m desired.Match) (stream.Spec, error) {
+	cur, err := p.st.Get(id)
+	if err != nil {
+		return cur, err
+	}
+	if err := m.Check(&cur); err != nil {
+		return cur, err
+	}
+	return cur, nil
+}
