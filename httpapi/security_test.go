@@ -218,13 +218,13 @@ func TestWritesAreAudited(t *testing.T) {
 		t.Fatalf("%d audit entries, %v", len(entries), err)
 	}
 	del, bad, replace := entries[0], entries[1], entries[2]
-	if del.Method != "DELETE" || del.Before == nil || del.Before.Backends[0] != "b:1" || del.After != nil || del.Status != 204 {
+	if del.Request != "DELETE /v1/streams/tcp/9001" || del.Before == nil || del.Before.Backends[0] != "b:1" || del.After != nil || del.Outcome != 204 {
 		t.Errorf("delete entry %+v", del)
 	}
-	if bad.Status != 400 || bad.Result != CodeInvalid {
+	if bad.Outcome != 400 || bad.Result != CodeInvalid {
 		t.Errorf("refused entry %+v", bad)
 	}
-	if replace.Before.Backends[0] != "a:1" || replace.After.Backends[0] != "b:1" || replace.Token != "none" {
+	if replace.Before.Backends[0] != "a:1" || replace.After.Backends[0] != "b:1" || replace.Actor != "none" {
 		t.Errorf("replace entry %+v", replace)
 	}
 	rec, body := do(t, srv, call{method: "GET", path: "/v1/audit?limit=2"})

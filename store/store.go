@@ -195,19 +195,24 @@ func (s *Store) init() (err error) {
 	})
 }
 
-// Backup writes a consistent snapshot of the whole database file to w (a
-// read transaction's view, taken while writes go on) and returns its size.
-func (s *Store) Backup(w io.Writer) (int64, error) {
-	var n int64
-	err := s.db.View(func(tx *bolt.Tx) error {
-		var err error
-		n, err = tx.WriteTo(w)
-		return err
+// Backup writes a consistent snapshot of the whole database file to w: a
+// read transaction's view, taken while writes go on. begin is told its
+// size and revision from the same transaction, before the first byte.
+// The snapshot is a database file: put it at the path of the state and
+// open it to restore.
+func (s *Store) Backup(w io.Writer, begin func(desired.BackupInfo)) error {
+	return s.db.View(func(tx *bolt.Tx) error {
+		begin(desired.BackupInfo{Size: tx.Size(), Revision: revision(tx.Bucket(bucketMeta))})
+		n, err := tx.WriteTo(w)
+		if err != nil {
+			return fmt.Errorf("backup after %d bytes: %w", n, err)
+		}
+		return nil
 	})
-	return n, err
 }
 
-// BackupSize is the size Backup will write.
+// BackupSize is the size a backup taken now would have: the database
+// file's.
 func (s *Store) BackupSize() int64 {
 	var n int64
 	s.db.View(func(tx *bolt.Tx) error {
@@ -224,9 +229,6 @@ func (s *Store) Close() error {
 	<-s.loopDone
 	return s.db.Close()
 }
-
-// Path is the database file's path.
-func (s *Store) Path() string { return s.db.Path() }
 
 // Changes delivers a value after writes commit. Sends never block and
 // coalesce: one receive may stand for many writes. It has one consumer.
