@@ -67,7 +67,7 @@ func (s *Server) importStreams(w http.ResponseWriter, r *http.Request) error {
 		if err != nil {
 			return prefixField(validationError(err), field)
 		}
-		if err := s.cfg.Backends.Check(r.Context(), sp.Backends); err != nil {
+		if err := s.checkBackends(r.Context(), sp.Backends); err != nil {
 			return prefixField(err, field)
 		}
 		if seen[sp.ID()] {

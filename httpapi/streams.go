@@ -199,7 +199,7 @@ func (s *Server) putStream(w http.ResponseWriter, r *http.Request) error {
 		if sp, err = nginxconf.Validate(sp, s.rules()); err != nil {
 			return validationError(err)
 		}
-		if err := s.cfg.Backends.Check(r.Context(), sp.Backends); err != nil {
+		if err := s.checkBackends(r.Context(), sp.Backends); err != nil {
 			return err
 		}
 		return s.dryRun(w, sp)
@@ -242,7 +242,7 @@ func (s *Server) write(r *http.Request, sp stream.Spec, m store.Match) (outcome,
 	if err != nil {
 		return outcome{}, validationError(err)
 	}
-	if err := s.cfg.Backends.Check(r.Context(), sp.Backends); err != nil {
+	if err := s.checkBackends(r.Context(), sp.Backends); err != nil {
 		return outcome{}, err
 	}
 	id := sp.ID()
@@ -287,7 +287,7 @@ func (s *Server) createStream(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return validationError(err)
 	}
-	if err := s.cfg.Backends.Check(r.Context(), sp.Backends); err != nil {
+	if err := s.checkBackends(r.Context(), sp.Backends); err != nil {
 		return err
 	}
 	if isDryRun(r) {

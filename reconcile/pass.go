@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -31,6 +32,7 @@ type file struct {
 func (r *Reconciler) pass(ctx context.Context, log zerolog.Logger) (uint64, error) {
 	specs, rev := r.store.List()
 	r.dropStaleQuarantine(specs)
+	r.retainNames(specs, rev)
 	if rz, ok := r.nginx.(interface{ Resize(int) error }); ok {
 		if err := rz.Resize(len(specs)); err != nil {
 			return 0, fmt.Errorf("%w: %w", ErrNotApplied, err)
@@ -323,9 +325,14 @@ func bodies(desired map[string]file) map[string][]byte {
 }
 
 // desiredFiles renders every spec that is not quarantined; a quarantined
-// stream keeps its last good file, if it has one.
+// stream keeps its last good file, if it has one. A spec that cannot be
+// rendered (a name that never resolved, an address a backend rule
+// refuses) is failed with the reason (r.unrenderable) and keeps the file
+// nginx last loaded for it, if any.
 func (r *Reconciler) desiredFiles(specs []stream.Spec) map[string]file {
+	r.resolveAll(specs)
 	files := make(map[string]file, len(specs))
+	var unrenderable map[string]string
 	for _, s := range specs {
 		if q, ok := r.quarantine[s.ID()]; ok {
 			if q.keep != nil {
@@ -333,8 +340,29 @@ func (r *Reconciler) desiredFiles(specs []stream.Spec) map[string]file {
 			}
 			continue
 		}
-		name, body := r.render(s)
-		files[name] = file{spec: s, body: body}
+		c := r.render(s)
+		if c.fail != "" {
+			if unrenderable == nil {
+				unrenderable = map[string]string{}
+			}
+			unrenderable[s.ID()] = c.fail
+			// As with a rejected update: the file nginx runs stays, so
+			// the stream keeps its last good addresses meanwhile.
+			if b, ok := r.appliedFiles[c.name]; ok {
+				files[c.name] = file{spec: s, body: b}
+			}
+			continue
+		}
+		files[c.name] = file{spec: s, body: c.body}
+	}
+	if !maps.Equal(unrenderable, r.unrenderable) {
+		for id, why := range unrenderable {
+			if r.unrenderable[id] != why {
+				r.log.Warn().Str("stream", id).Str("reason", why).Msg("stream failed; left out of the configuration")
+			}
+		}
+		r.unrenderable = unrenderable
+		r.quarantineGen++
 	}
 	return files
 }
@@ -429,7 +457,8 @@ func (r *Reconciler) quarantineNamed(log zerolog.Logger, err error, specs []stre
 // version down); otherwise the file goes.
 func (r *Reconciler) quarantineStream(log zerolog.Logger, s stream.Spec, reason string, onDisk map[string][]byte) {
 	q := quarantined{revision: s.Revision, reason: reason}
-	name, body := r.render(s)
+	c := r.render(s)
+	name, body := c.name, c.body
 	prev, again := r.quarantine[s.ID()]
 	// When the kept file is the one rejected now, nothing is kept.
 	if old, ok := onDisk[name]; ok && !bytes.Equal(old, body) && !(again && prev.keep != nil) {
@@ -545,6 +574,8 @@ func (r *Reconciler) finish(specs []stream.Spec, desired map[string]file, rev ui
 		st := stream.Status{State: stream.Active, Revision: s.Revision, Since: now}
 		if q, ok := r.quarantine[s.ID()]; ok {
 			st.State, st.Error = stream.Failed, q.reason
+		} else if why, ok := r.unrenderable[s.ID()]; ok {
+			st.State, st.Error = stream.Failed, why
 		}
 		if old, ok := r.status[s.ID()]; ok && old.State == st.State && old.Error == st.Error {
 			st.Since = old.Since

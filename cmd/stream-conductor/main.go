@@ -27,7 +27,9 @@ import (
 	"github.com/streamconductor/stream-conductor/httpapi"
 	"github.com/streamconductor/stream-conductor/metrics"
 	"github.com/streamconductor/stream-conductor/nginxconf"
+	"github.com/streamconductor/stream-conductor/policy"
 	"github.com/streamconductor/stream-conductor/reconcile"
+	"github.com/streamconductor/stream-conductor/resolve"
 	"github.com/streamconductor/stream-conductor/store"
 	"github.com/streamconductor/stream-conductor/traffic"
 )
@@ -99,7 +101,7 @@ func run(ctx context.Context, cfg config, log zerolog.Logger) error {
 		}
 		log.Warn().Str("bind_address", cfg.BindAddress).Msg("INSECURE: the API listens beyond loopback WITHOUT a token (ALLOW_INSECURE_REMOTE=true); anyone who reaches it can open ports to anywhere")
 	}
-	cidrs, suffixes, err := httpapi.ParseBackendAllow(cfg.BackendAllow)
+	cidrs, suffixes, err := policy.ParseAllow(cfg.BackendAllow)
 	if err != nil {
 		return err
 	}
@@ -147,8 +149,18 @@ func run(ctx context.Context, cfg config, log zerolog.Logger) error {
 		ngx = &reconcile.External{Bin: cfg.NginxBin}
 	}
 
+	// Backend names are resolved here, never by nginx: the API's check,
+	// the rules and the rendered files all see the same addresses.
+	var rec *reconcile.Reconciler
+	resolver := resolve.New(resolve.Config{
+		Timeout: cfg.ResolveTimeout, Interval: cfg.ResolveInterval,
+		OnChange: func() { rec.Trigger() },
+		Log:      log,
+	})
+	backends := &policy.Backends{AllowCIDRs: cidrs, AllowSuffixes: suffixes, APIPort: cfg.BindPort,
+		PortMin: cfg.PortMin, PortMax: cfg.PortMax, Lookup: resolver.Lookup}
 	var mx *metrics.Metrics
-	rec := reconcile.New(reconcile.Config{
+	rec = reconcile.New(reconcile.Config{
 		Dir:            cfg.StreamConfigPath,
 		Render:         nginxconf.RenderOptions{Prefix: cfg.StreamPrefix, DefaultBind: cfg.StreamBindAddress},
 		StateFile:      stateFile,
@@ -158,6 +170,8 @@ func run(ctx context.Context, cfg config, log zerolog.Logger) error {
 		VerifyTimeout:  cfg.ApplyTimeout / 2,
 		OnPass:         func(d time.Duration, err error) { mx.ObservePass(d, err) },
 		OnApply:        func(op string, d time.Duration, err error) { mx.ObserveApply(op, d, err) },
+		Resolver:       resolver,
+		Policy:         backends,
 		Log:            log,
 	}, st, ngx)
 	var prober *health.Prober
@@ -176,7 +190,7 @@ func run(ctx context.Context, cfg config, log zerolog.Logger) error {
 		PortMin: cfg.PortMin, PortMax: cfg.PortMax, APIPort: cfg.BindPort,
 		ApplyTimeout: cfg.ApplyTimeout, Version: version, NginxMode: cfg.NginxMode,
 		Tokens: tokens, LoopbackOnly: loopback,
-		Backends:  &httpapi.BackendPolicy{AllowCIDRs: cidrs, AllowSuffixes: suffixes, APIPort: cfg.BindPort, PortMin: cfg.PortMin, PortMax: cfg.PortMax},
+		Backends:  backends,
 		Metrics:   mx.Handler(),
 		Traffic:   trafficSource(tc),
 		Health:    healthSource(prober),
@@ -211,6 +225,7 @@ func run(ctx context.Context, cfg config, log zerolog.Logger) error {
 		defer close(recDone)
 		rec.Run(recCtx)
 	}()
+	go resolver.Run(recCtx)
 	if prober != nil {
 		go prober.Run(recCtx)
 	}
