@@ -75,4 +75,3 @@ func TestBackendPolicy(t *testing.T) {
 		}
 	}
 }
-

@@ -284,8 +284,10 @@ func (r *Resolver) query(host string) ([]netip.Addr, error) {
 func (r *Resolver) explain(ctx context.Context, err error) error {
 	var de *net.DNSError
 	switch {
-	case ctx.Err() != nil || errors.As(err, &de) && de.IsTimeout:
+	case ctx.Err() != nil:
 		return fmt.Errorf("DNS lookup timed out after %v", r.cfg.Timeout)
+	case errors.As(err, &de) && de.IsTimeout:
+		return errors.New("DNS lookup timed out: no answer from the DNS server")
 	case errors.As(err, &de) && de.IsNotFound:
 		return errors.New("no such host")
 	case errors.As(err, &de):
