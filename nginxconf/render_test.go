@@ -3,6 +3,7 @@ package nginxconf
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"flag"
 	"net/netip"
 	"os"
@@ -215,5 +216,18 @@ func TestNginxTestErrorsParseToOurFile(t *testing.T) {
 	ds := ParseDiagnostics(out)
 	if len(ds) == 0 || ds[0].File != filepath.Join(dir, name) || !strings.Contains(ds[0].Message, `host not found in upstream "no-such-host.invalid"`) {
 		t.Fatalf("diagnostics %+v from output:\n%s", ds, out)
+	}
+}
+
+// A name without addresses is not rendered: nginx would resolve it.
+func TestRenderRefusesUnresolvedNames(t *testing.T) {
+	s := loadCase(t, "named-single")
+	_, _, err := Render(s, Addrs{}, goldenOptions)
+	var ue *UnresolvedError
+	if !errors.As(err, &ue) || ue.Host != "single.example" {
+		t.Fatalf("render without addresses: %v", err)
+	}
+	if got := Names(loadCase(t, "named-upstream")); len(got) != 1 || got[0] != "db.example" {
+		t.Fatalf("Names = %v", got)
 	}
 }

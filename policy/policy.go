@@ -13,6 +13,7 @@ import (
 	"net/netip"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -32,9 +33,18 @@ type Backends struct {
 	PortMin, PortMax int
 	// Lookup resolves host names (default: Go's resolver, 2s at most).
 	Lookup func(ctx context.Context, host string) ([]netip.Addr, error)
-	// LocalAddrs lists this host's addresses (default: its interfaces).
+	// LocalAddrs lists this host's addresses (default: its interfaces,
+	// read at most every few seconds).
 	LocalAddrs func() []netip.Addr
+
+	localMu sync.Mutex
+	localAt time.Time
+	local   []netip.Addr
 }
+
+// localRefresh is how long the interfaces' addresses are reused: the
+// reconciler checks every rendered address, and a start renders them all.
+const localRefresh = 5 * time.Second
 
 // Violation is a backend that a rule refuses.
 type Violation struct {
@@ -186,16 +196,24 @@ func (p *Backends) isLocal(a netip.Addr) bool {
 	if a.IsLoopback() || a.IsUnspecified() {
 		return true
 	}
-	local := p.LocalAddrs
-	if local == nil {
-		local = interfaceAddrs
-	}
-	for _, l := range local() {
+	for _, l := range p.localAddrs() {
 		if l == a {
 			return true
 		}
 	}
 	return false
+}
+
+func (p *Backends) localAddrs() []netip.Addr {
+	if p.LocalAddrs != nil {
+		return p.LocalAddrs()
+	}
+	p.localMu.Lock()
+	defer p.localMu.Unlock()
+	if p.local == nil || time.Since(p.localAt) > localRefresh {
+		p.local, p.localAt = interfaceAddrs(), time.Now()
+	}
+	return p.local
 }
 
 func interfaceAddrs() []netip.Addr {

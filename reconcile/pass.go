@@ -358,6 +358,7 @@ func (r *Reconciler) desiredFiles(specs []stream.Spec) map[string]file {
 	if !maps.Equal(unrenderable, r.unrenderable) {
 		for id, why := range unrenderable {
 			if r.unrenderable[id] != why {
+				r.count(func(c *Counters) { c.Quarantined++ })
 				r.log.Warn().Str("stream", id).Str("reason", why).Msg("stream failed; left out of the configuration")
 			}
 		}

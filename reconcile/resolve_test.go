@@ -3,13 +3,20 @@ package reconcile
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
 
+	"github.com/rs/zerolog"
+
+	"github.com/streamconductor/stream-conductor/nginxconf"
 	"github.com/streamconductor/stream-conductor/policy"
 	"github.com/streamconductor/stream-conductor/resolve"
+	"github.com/streamconductor/stream-conductor/store"
 	"github.com/streamconductor/stream-conductor/stream"
 )
 
@@ -154,5 +161,48 @@ func TestRebindingNeverRendersAForbiddenAddress(t *testing.T) {
 	h.mustPass("test", "reload")
 	if st := h.state_("tcp/9000"); st.State != stream.Active || !strings.Contains(h.files()["stream-tcp-9000.conf"], "10.0.0.6:80") {
 		t.Fatalf("after the name came back: %+v", st)
+	}
+}
+
+// BenchmarkInSyncPass10000Named is BenchmarkInSyncPass10000 with every
+// backend a host name: an in-sync pass must not ask the resolver at all.
+func BenchmarkInSyncPass10000Named(b *testing.B) {
+	tmp := b.TempDir()
+	st, err := store.Open(filepath.Join(tmp, "state.db"), store.Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer st.Close()
+	specs := make([]stream.Spec, 10000)
+	for i := range specs {
+		specs[i] = stream.Spec{Protocol: stream.TCP, Listen: 10000 + i, Backends: []string{fmt.Sprintf("b%d.internal:2000", i%100)}}
+	}
+	if _, err := st.Import(specs, false); err != nil {
+		b.Fatal(err)
+	}
+	dir := filepath.Join(tmp, "stream.d")
+	os.Mkdir(dir, 0o755)
+	ngx := newFakeNginx(dir)
+	res := newFakeResolver()
+	rec := New(Config{Dir: dir, Render: nginxconf.RenderOptions{Prefix: "stream-"}, StateFile: filepath.Join(tmp, "applied"),
+		Ports: &fakePorts{nginx: ngx, busy: map[int]bool{}}, Resolver: res, Log: zerolog.Nop()}, st, ngx)
+	if err := rec.runPass(context.Background()); err != nil {
+		b.Fatal(err)
+	}
+	ngx.takeActions()
+	res.takeCalls()
+	rec.watching.Store(true)
+	b.ResetTimer()
+	for range b.N {
+		if err := rec.runPass(context.Background()); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.StopTimer()
+	if a := ngx.takeActions(); len(a) != 0 {
+		b.Fatalf("an in-sync pass did %v", a)
+	}
+	if n := res.takeCalls(); n != 0 {
+		b.Fatalf("in-sync passes asked the resolver %d times", n)
 	}
 }
