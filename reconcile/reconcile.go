@@ -3,7 +3,8 @@
 // full desired file set, changes only the files that differ, tests the
 // result with `nginx -t`, leaves out exactly the streams nginx rejects,
 // reloads, and verifies that nginx really listens before it calls a stream
-// active.
+// active. Backend host names are resolved here (Config.Resolver) and
+// rendered as addresses, so nginx never resolves a name.
 package reconcile
 
 import (
