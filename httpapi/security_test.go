@@ -161,3 +161,20 @@ func TestWritesAreAudited(t *testing.T) {
 		t.Fatalf("/v1/audit: %s", rec.Body)
 	}
 }
+
+// A backend a rule refuses is a 403 naming the rule, in the backends
+// field, and nothing is stored.
+func TestRefusedBackendIs403(t *testing.T) {
+	srv, st, _ := newTestServer(t)
+	srv.cfg.Backends = &BackendPolicy{APIPort: 9005, PortMin: 9000, PortMax: 9009}
+	for backend, rule := range map[string]string{"127.0.0.1:9005": "self-proxy", "127.0.0.1:9003": "loop", "169.254.169.254:80": "link-local"} {
+		rec, body := do(t, srv, call{method: "PUT", path: "/v1/streams/tcp/9001", body: `{"backend":"` + backend + `"}`})
+		code, field := errorOf(body)
+		if rec.Code != 403 || code != CodeForbidden || field != "backends" || !strings.Contains(rec.Body.String(), "rule: "+rule) {
+			t.Errorf("%s: %d %s", backend, rec.Code, rec.Body)
+		}
+	}
+	if l, _ := st.List(); len(l) != 0 {
+		t.Fatalf("refused backends were stored: %v", l)
+	}
+}
