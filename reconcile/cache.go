@@ -34,10 +34,10 @@ type rendered struct {
 func (r *Reconciler) render(s stream.Spec) rendered {
 	id := s.ID()
 	gen := r.resolver.Generation()
-	c, ok := r.renderCache[id]
-	if ok && c.revision == s.Revision && (!c.named || c.gen == gen) {
+	if c, fresh := r.cached(id, s, gen); fresh {
 		return c
 	}
+	c, ok := r.renderCache[id]
 	n := r.renderNow(s, gen)
 	if ok && c.revision == n.revision && c.fail == n.fail && bytes.Equal(c.body, n.body) {
 		n.body = c.body // same bytes: keep the ones whose hash is known
@@ -88,16 +88,18 @@ func (r *Reconciler) renderNow(s stream.Spec, gen uint64) rendered {
 	return out
 }
 
-// resolveAll has the resolver look up, in parallel, the names of the
-// specs that will be rendered (not those in the render cache): names it
-// knows cost a map lookup, new ones a lookup bounded by its timeout.
-func (r *Reconciler) resolveAll(specs []stream.Spec) {
-	gen := r.resolver.Generation()
+// cached returns s's cached render and whether it is still current.
+func (r *Reconciler) cached(id string, s stream.Spec, gen uint64) (rendered, bool) {
+	c, ok := r.renderCache[id]
+	return c, ok && c.revision == s.Revision && (!c.named || c.gen == gen)
+}
+
+// prefetch has the resolver look up, in parallel, the names of specs
+// about to be rendered: names it knows cost a map lookup, new ones a
+// lookup bounded by its timeout.
+func (r *Reconciler) prefetch(specs []stream.Spec) {
 	var names []string
 	for _, s := range specs {
-		if c, ok := r.renderCache[s.ID()]; ok && c.revision == s.Revision && (!c.named || c.gen == gen) {
-			continue
-		}
 		names = append(names, nginxconf.Names(s)...)
 	}
 	if len(names) > 0 {

@@ -330,42 +330,63 @@ func bodies(desired map[string]file) map[string][]byte {
 // refuses) is failed with the reason (r.unrenderable) and keeps the file
 // nginx last loaded for it, if any.
 func (r *Reconciler) desiredFiles(specs []stream.Spec) map[string]file {
-	r.resolveAll(specs)
 	files := make(map[string]file, len(specs))
-	var unrenderable map[string]string
+	unrenderable := map[string]string{}
+	gen := r.resolver.Generation()
+	var stale []stream.Spec
 	for _, s := range specs {
-		if q, ok := r.quarantine[s.ID()]; ok {
+		id := s.ID()
+		if q, ok := r.quarantine[id]; ok {
 			if q.keep != nil {
 				files[nginxconf.FileName(r.cfg.Render.Prefix, s.Protocol, s.Listen)] = file{spec: s, body: q.keep}
 			}
 			continue
 		}
-		c := r.render(s)
-		if c.fail != "" {
-			if unrenderable == nil {
-				unrenderable = map[string]string{}
-			}
-			unrenderable[s.ID()] = c.fail
-			// As with a rejected update: the file nginx runs stays, so
-			// the stream keeps its last good addresses meanwhile.
-			if b, ok := r.appliedFiles[c.name]; ok {
-				files[c.name] = file{spec: s, body: b}
-			}
+		c, fresh := r.cached(id, s, gen)
+		if !fresh {
+			stale = append(stale, s) // rendered below, names looked up together
 			continue
 		}
-		files[c.name] = file{spec: s, body: c.body}
+		r.addFile(files, unrenderable, s, id, c)
 	}
-	if !maps.Equal(unrenderable, r.unrenderable) {
-		for id, why := range unrenderable {
-			if r.unrenderable[id] != why {
-				r.count(func(c *Counters) { c.Quarantined++ })
-				r.log.Warn().Str("stream", id).Str("reason", why).Msg("stream failed; left out of the configuration")
-			}
+	if len(stale) > 0 {
+		r.prefetch(stale)
+		for _, s := range stale {
+			r.addFile(files, unrenderable, s, s.ID(), r.render(s))
 		}
-		r.unrenderable = unrenderable
-		r.quarantineGen++
 	}
+	r.noteUnrenderable(unrenderable)
 	return files
+}
+
+// addFile adds s's render c to files, or, when s cannot be rendered,
+// notes why in unrenderable and keeps the file nginx last loaded for it:
+// as with a rejected update, the stream keeps its last good addresses.
+func (r *Reconciler) addFile(files map[string]file, unrenderable map[string]string, s stream.Spec, id string, c rendered) {
+	if c.fail == "" {
+		files[c.name] = file{spec: s, body: c.body}
+		return
+	}
+	unrenderable[id] = c.fail
+	if b, ok := r.appliedFiles[c.name]; ok {
+		files[c.name] = file{spec: s, body: b}
+	}
+}
+
+// noteUnrenderable records which streams cannot be rendered, counting and
+// logging those that are new or fail for a new reason.
+func (r *Reconciler) noteUnrenderable(unrenderable map[string]string) {
+	if maps.Equal(unrenderable, r.unrenderable) {
+		return
+	}
+	for id, why := range unrenderable {
+		if r.unrenderable[id] != why {
+			r.count(func(c *Counters) { c.Quarantined++ })
+			r.log.Warn().Str("stream", id).Str("reason", why).Msg("stream failed; left out of the configuration")
+		}
+	}
+	r.unrenderable = unrenderable
+	r.quarantineGen++
 }
 
 // withoutHeld drops held (drifted) files from desired: the pass keeps its
