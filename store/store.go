@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"runtime/debug"
 	"slices"
 	"sync"
 	"time"
@@ -141,8 +142,11 @@ func Open(path string, o Options) (*Store, error) {
 }
 
 // openBolt opens the file, turning the panics bbolt raises on some damaged
-// files into errors.
+// files into errors, and so the memory faults of a damaged file's pages
+// read through bbolt's mmap (a freelist page beyond the file's end, say),
+// which would otherwise end the process.
 func openBolt(path string, timeout time.Duration) (db *bolt.DB, err error) {
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
 	defer func() {
 		if p := recover(); p != nil {
 			db, err = nil, fmt.Errorf("%v", p)
@@ -154,6 +158,7 @@ func openBolt(path string, timeout time.Duration) (db *bolt.DB, err error) {
 // init creates the buckets, checks the schema and the file's consistency,
 // and loads every spec. A damaged file is an error, never an empty state.
 func (s *Store) init() (err error) {
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true)) // see openBolt
 	defer func() {
 		if p := recover(); p != nil {
 			err = fmt.Errorf("%w: %v", ErrCorrupt, p)
