@@ -287,3 +287,20 @@ func udpSockets(t *testing.T, pid int) []string {
 	}
 	return ports
 }
+
+// Finding 13: a token in the environment shorter than the 16 characters
+// the token files need is refused at start, with what to do, and nothing
+// listens.
+func TestShortTokenInEnvironmentRefusesToStart(t *testing.T) {
+	t.Parallel()
+	for _, v := range []string{"API_TOKEN=x", "API_READ_TOKEN=fifteen-chars-x"} {
+		d := newDaemon(t, 1, v)
+		out, err := d.runToExit()
+		if err == nil || !strings.Contains(out, "at least 16") {
+			t.Fatalf("%s: the daemon started or did not say why: %v\n%s", v, err, out)
+		}
+		if portFree(d.apiPort) == false {
+			t.Fatalf("%s: something listens on the API port", v)
+		}
+	}
+}

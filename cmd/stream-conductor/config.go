@@ -229,7 +229,7 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 	}
 	for _, tok := range []struct{ name, value string }{{"API_TOKEN", c.APIToken}, {"API_READ_TOKEN", c.ReadToken}} {
 		if tok.value != "" && len(tok.value) < minTokenLength {
-			return c, fmt.Errorf("%s is %d characters; a token must be at least %d (make one with: head -c 32 /dev/urandom | base64)", tok.name, len(tok.value), minTokenLength)
+			return c, fmt.Errorf("%s is too short (%d characters): a token must be at least %d characters (make one with: head -c 32 /dev/urandom | base64)", tok.name, len(tok.value), minTokenLength)
 		}
 	}
 	switch c.LogFormat {
