@@ -60,7 +60,7 @@ func TestConfigErrorsSayWhatToFix(t *testing.T) {
 		{map[string]string{"DRIFT_POLICY": "ignore"}, "DRIFT_POLICY"},
 		{map[string]string{"NGINX_WORKER_SHUTDOWN_TIMEOUT": "500ms"}, "NGINX_WORKER_SHUTDOWN_TIMEOUT"},
 		{map[string]string{"API_TOKEN": "x"}, "API_TOKEN is too short (1 characters): a token must be at least 16 characters"},
-		{map[string]string{"API_TOKEN": "0123456789abcdef", "API_READ_TOKEN": "short-read"}, "API_READ_TOKEN is 10 characters"},
+		{map[string]string{"API_TOKEN": "0123456789abcdef", "API_READ_TOKEN": "short-read"}, "API_READ_TOKEN is too short (10 characters)"},
 		{map[string]string{"AUDIT_MAX_BYTES": "1KiB"}, "AUDIT_MAX_BYTES"},
 		{map[string]string{"AUDIT_MAX_BYTES": "lots"}, "AUDIT_MAX_BYTES"},
 		{map[string]string{"ALLOW_EMPTY_STATE": "maybe"}, "ALLOW_EMPTY_STATE"},
