@@ -5,6 +5,7 @@ import (
 	"io/fs"
 	"path/filepath"
 
+	"github.com/streamconductor/stream-conductor/internal/safefile"
 	"github.com/streamconductor/stream-conductor/nginxconf"
 	"github.com/streamconductor/stream-conductor/stream"
 )
@@ -93,7 +94,7 @@ func (r *Reconciler) observe() (map[string][]byte, error) {
 		onDisk[name] = b
 	}
 	for name := range d.names {
-		b, err := readRegular(filepath.Join(r.cfg.Dir, name))
+		b, err := safefile.ReadRegular(filepath.Join(r.cfg.Dir, name))
 		switch {
 		case err == nil:
 			onDisk[name] = b

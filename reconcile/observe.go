@@ -25,38 +25,21 @@ import (
 //     30-60 ms with 10,000 streams (BenchmarkListeningLook10000), which is
 //     why it is not on every tick nor in the write's path.
 
-// mainWatcher is the part of Managed that reports the main configuration
-// on disk drifting from ours.
-type mainWatcher interface {
-	// MainDrifted reports whether the file on disk is not ours.
-	MainDrifted() bool
-	// TakeMainRepaired reports, once, that Prepare rewrote it under a
-	// running nginx.
-	TakeMainRepaired() bool
-	// Signalled reports whether nginx logged a signal since the last
-	// call, or cannot tell.
-	Signalled() bool
-}
-
 // lookAgain is the watch tick: it reports whether a pass is needed because
 // the managed nginx is not running, its main configuration is not ours, or
 // it does not listen on the ports of streams it was given.
 func (r *Reconciler) lookAgain() bool {
-	if _, managed := r.nginx.(*Managed); managed {
-		reapZombies() // as PID 1: workers that left after their master died
-		if !r.nginx.Running() {
-			r.log.Warn().Msg("nginx master is not running; starting it")
-			return true
-		}
+	if r.nginx.Supervises() && !r.nginx.Running() {
+		r.log.Warn().Msg("nginx master is not running; starting it")
+		return true
 	}
-	mw, ok := r.nginx.(mainWatcher)
-	if !ok || !r.nginx.Confirms() || r.appliedFiles == nil {
+	if !r.nginx.Confirms() || r.appliedFiles == nil {
 		return false
 	}
-	if mw.MainDrifted() {
+	if r.nginx.MainDrifted() {
 		return true // the pass's Prepare rewrites it, logs and counts
 	}
-	if !mw.Signalled() && time.Since(r.lastLook) < r.cfg.ResyncInterval {
+	if !r.nginx.Signalled() && time.Since(r.lastLook) < r.cfg.ResyncInterval {
 		return false
 	}
 	r.lastLook = time.Now()
@@ -107,8 +90,8 @@ func (r *Reconciler) notListening(files map[string][]byte) ([]string, error) {
 // repair rate). It reports whether a pass should run.
 func (r *Reconciler) listenDrift(log zerolog.Logger, missing []string) bool {
 	r.mu.Lock()
-	known := slices.Equal(r.health.NotListening, missing)
-	r.health.NotListening = missing
+	known := slices.Equal(r.node.NotListening, missing)
+	r.node.NotListening = missing
 	r.mu.Unlock()
 	if len(missing) == 0 {
 		return false
@@ -120,7 +103,7 @@ func (r *Reconciler) listenDrift(log zerolog.Logger, missing []string) bool {
 		}
 		return false
 	}
-	r.count(func(c *Counters) { c.ListenDrift++ })
+	r.count(func(c *stream.NodeCounters) { c.ListenDrift++ })
 	log.Warn().Int("streams", len(missing)).Strs("first", missing[:min(10, len(missing))]).
 		Msg("nginx does not listen on the ports of streams it applied; reloading it")
 	r.forceReload = true
@@ -149,8 +132,8 @@ func (r *Reconciler) lookFirst(log zerolog.Logger, running bool, desired map[str
 
 // takeForce makes the pass reload even if the fingerprint matches.
 func (r *Reconciler) takeForce() {
-	if mw, ok := r.nginx.(mainWatcher); ok && mw.TakeMainRepaired() {
-		r.count(func(c *Counters) { c.MainConfigRepairs++ })
+	if r.nginx.TakeMainRepaired() {
+		r.count(func(c *stream.NodeCounters) { c.MainConfigRepairs++ })
 		r.forceReload = true
 	}
 	if r.forceReload {

@@ -16,6 +16,8 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/streamconductor/stream-conductor/internal/safefile"
+	"github.com/streamconductor/stream-conductor/nginx"
 	"github.com/streamconductor/stream-conductor/nginxconf"
 	"github.com/streamconductor/stream-conductor/stream"
 )
@@ -31,17 +33,11 @@ type file struct {
 func (r *Reconciler) pass(ctx context.Context, log zerolog.Logger) (uint64, error) {
 	specs, rev := r.store.List()
 	r.dropStaleQuarantine(specs)
-	if rz, ok := r.nginx.(interface{ Resize(int) error }); ok {
-		if err := rz.Resize(len(specs)); err != nil {
-			return 0, fmt.Errorf("%w: %w", ErrNotApplied, err)
-		}
-	}
-	if err := r.nginx.Prepare(ctx); err != nil {
+	if err := r.nginx.Prepare(ctx, len(specs)); err != nil {
 		return 0, fmt.Errorf("%w: %w", ErrNotApplied, err)
 	}
 	r.takeForce() // the main configuration was repaired, or nginx did not listen
-	reapZombies()
-	running := r.nginx.Running()
+	running := !r.nginx.Supervises() || r.nginx.Running()
 	if !running {
 		if err := r.nginx.Recover(ctx); err != nil {
 			return 0, fmt.Errorf("%w: %w", ErrNotApplied, err)
@@ -72,8 +68,8 @@ func (r *Reconciler) pass(ctx context.Context, log zerolog.Logger) (uint64, erro
 		// holds, files or not (a file removed while we were down). Later
 		// passes know what nginx loaded; reading the socket table costs
 		// O(sockets on the host).
-		if h, ok := r.nginx.(interface{ HeldPorts() map[string]bool }); ok && r.appliedFiles == nil {
-			for id := range h.HeldPorts() {
+		if r.appliedFiles == nil {
+			for id := range r.nginx.HeldPorts() {
 				owned[id] = true
 			}
 		}
@@ -91,7 +87,7 @@ func (r *Reconciler) pass(ctx context.Context, log zerolog.Logger) (uint64, erro
 	// configuration), retries first test the last good files as they are:
 	// while that still fails, nothing is written, so those files stay.
 	if r.foreignBroken {
-		r.count(func(c *Counters) { c.Tests++ })
+		r.count(func(c *stream.NodeCounters) { c.Tests++ })
 		if err := r.nginx.Test(ctx); err != nil {
 			return 0, fmt.Errorf("%w: %w", ErrNotApplied, err)
 		}
@@ -127,7 +123,7 @@ func (r *Reconciler) pass(ctx context.Context, log zerolog.Logger) (uint64, erro
 		// the old configuration, exactly as if -t had refused it).
 		var testTook time.Duration
 		if !r.nginx.Confirms() {
-			r.count(func(c *Counters) { c.Tests++ })
+			r.count(func(c *stream.NodeCounters) { c.Tests++ })
 			testStart := time.Now()
 			err := r.nginx.Test(ctx)
 			testTook = time.Since(testStart)
@@ -153,7 +149,7 @@ func (r *Reconciler) pass(ctx context.Context, log zerolog.Logger) (uint64, erro
 			changed = diffNames(nil, onNow)
 		}
 		r.observeApply(op, time.Since(applyStart), err)
-		r.count(func(c *Counters) {
+		r.count(func(c *stream.NodeCounters) {
 			if running {
 				c.Reloads++
 			} else {
@@ -221,8 +217,8 @@ func (r *Reconciler) rejected(log zerolog.Logger, nerr error, specs []stream.Spe
 	// Only a configuration nginx refused in words (a fatal diagnostic)
 	// sends the files back to what nginx last loaded; a timeout, a
 	// shutdown or a dead master leaves them for the next pass.
-	var ne *Error
-	if !errors.As(nerr, &ne) || !hasFatal(ne.Diags) {
+	var ne *nginx.Error
+	if !errors.As(nerr, &ne) || !ne.Refused() {
 		return fmt.Errorf("%w: %w", ErrNotApplied, nerr)
 	}
 	good := onDisk
@@ -239,15 +235,6 @@ func (r *Reconciler) rejected(log zerolog.Logger, nerr error, specs []stream.Spe
 	}
 	r.foreignBroken = true
 	return fmt.Errorf("%w: %w", ErrNotApplied, nerr)
-}
-
-func hasFatal(ds []nginxconf.Diagnostic) bool {
-	for _, d := range ds {
-		if d.IsFatal() {
-			return true
-		}
-	}
-	return false
 }
 
 // errChangedDuringPass means someone changed our files while a pass was
@@ -358,7 +345,7 @@ func (r *Reconciler) sync(log zerolog.Logger, target, onNow map[string][]byte, f
 		if cur, ok := onNow[name]; ok && bytes.Equal(cur, body) {
 			continue
 		}
-		if err := writeAtomic(r.cfg.Dir, name, body); err != nil {
+		if err := safefile.Write(r.cfg.Dir, name, body); err != nil {
 			if failed != nil && fileOnly(r.cfg.Dir, r.cfg.Render.Prefix, err) {
 				failed[name] = fmt.Errorf("write %s: %w", name, err)
 				continue
@@ -368,7 +355,7 @@ func (r *Reconciler) sync(log zerolog.Logger, target, onNow map[string][]byte, f
 		onNow[name] = body
 		delete(r.unremovable, name)
 		changed = append(changed, name)
-		r.count(func(c *Counters) { c.FilesWritten++ })
+		r.count(func(c *stream.NodeCounters) { c.FilesWritten++ })
 	}
 	for name := range onNow {
 		if _, ok := target[name]; ok {
@@ -384,14 +371,14 @@ func (r *Reconciler) sync(log zerolog.Logger, target, onNow map[string][]byte, f
 		delete(onNow, name)
 		delete(r.unremovable, name)
 		changed = append(changed, name)
-		r.count(func(c *Counters) { c.FilesRemoved++ })
+		r.count(func(c *stream.NodeCounters) { c.FilesRemoved++ })
 	}
 	if len(changed) == 0 {
 		return nil, nil
 	}
 	slices.Sort(changed)
 	log.Info().Strs("files", changed).Msg("config files changed")
-	return changed, syncDir(r.cfg.Dir)
+	return changed, safefile.SyncDir(r.cfg.Dir)
 }
 
 // quarantineNamed quarantines the streams an nginx failure names: the
@@ -399,7 +386,7 @@ func (r *Reconciler) sync(log zerolog.Logger, target, onNow map[string][]byte, f
 // could not bind (skipping the ports in owned, which nginx holds already).
 // It returns how many it quarantined; 0 means the failure is not ours.
 func (r *Reconciler) quarantineNamed(log zerolog.Logger, err error, specs []stream.Spec, onDisk map[string][]byte, owned map[string]bool) int {
-	var ne *Error
+	var ne *nginx.Error
 	if !errors.As(err, &ne) {
 		return 0
 	}
@@ -449,7 +436,7 @@ func (r *Reconciler) quarantineStream(log zerolog.Logger, s stream.Spec, reason 
 	}
 	r.quarantine[s.ID()] = q
 	r.quarantineGen++
-	r.count(func(c *Counters) { c.Quarantined++ })
+	r.count(func(c *stream.NodeCounters) { c.Quarantined++ })
 	log.Warn().Str("stream", s.ID()).Uint64("revision", s.Revision).Str("reason", reason).
 		Bool("kept_previous", q.keep != nil).Msg("stream failed; left out of the configuration")
 }
@@ -516,7 +503,7 @@ func (r *Reconciler) verify(ctx context.Context, log zerolog.Logger, specs []str
 		if len(notOpen)+len(notClosed) == 0 {
 			return 0, nil
 		}
-		if !r.nginx.Running() {
+		if r.nginx.Supervises() && !r.nginx.Running() {
 			return 0, errors.New("nginx exited while its ports were being verified")
 		}
 		if time.Now().Before(deadline) && ctx.Err() == nil {
@@ -623,9 +610,9 @@ func sortStrings(s []string) []string {
 	return s
 }
 
-func (r *Reconciler) count(f func(*Counters)) {
+func (r *Reconciler) count(f func(*stream.NodeCounters)) {
 	r.mu.Lock()
-	f(&r.health.Counters)
+	f(&r.node.Counters)
 	r.mu.Unlock()
 }
 

@@ -22,6 +22,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/streamconductor/stream-conductor/internal/safefile"
 	"github.com/streamconductor/stream-conductor/nginxconf"
 	"github.com/streamconductor/stream-conductor/stream"
 )
@@ -51,7 +52,7 @@ type Config struct {
 	// VerifyTimeout bounds the wait for nginx to open or close ports after
 	// a reload (default 3s).
 	VerifyTimeout time.Duration
-	// StuckAfter is how long a pass may run before Health reports the
+	// StuckAfter is how long a pass may run before NodeStatus reports the
 	// reconciler stuck (default 30s).
 	StuckAfter time.Duration
 	// Ports looks at the host's sockets (default HostPorts).
@@ -108,7 +109,7 @@ type Reconciler struct {
 	statusVersion uint64        // bumped with every change to status
 	passDone      chan struct{} // closed and replaced after every pass
 	ownedIDs      map[string]bool
-	health        Health
+	node          stream.NodeStatus
 	passStarted   time.Time // when the running pass started; zero between passes
 }
 
@@ -119,48 +120,6 @@ type quarantined struct {
 	revision uint64
 	reason   string
 	keep     []byte
-}
-
-// Health is what the reconciler knows about itself and nginx.
-type Health struct {
-	NginxRunning    bool      `json:"nginx_running"`
-	LastPass        time.Time `json:"last_pass"`
-	LastError       string    `json:"last_error,omitempty"`
-	AppliedRevision uint64    `json:"applied_revision"`
-	// Drifted lists our files that someone else changed and that are left
-	// as they are (DRIFT_POLICY=alert, or repairs rate-limited).
-	Drifted []string `json:"drifted"`
-	// NotListening lists applied streams whose port had no listening
-	// socket at the last look (a repair is under way or rate-limited).
-	NotListening []string `json:"not_listening,omitempty"`
-	// Unremovable lists files of ours, of no stream, that could not be
-	// removed (nginx keeps serving them).
-	Unremovable []string `json:"unremovable,omitempty"`
-	// Stuck, when set, says that a pass has run for longer than
-	// Config.StuckAfter.
-	Stuck    string   `json:"stuck,omitempty"`
-	Counters Counters `json:"counters"`
-}
-
-// Counters count what the reconciler did since the process started.
-type Counters struct {
-	Passes       uint64 `json:"passes"`
-	FailedPasses uint64 `json:"failed_passes"`
-	Tests        uint64 `json:"nginx_tests"`
-	Reloads      uint64 `json:"nginx_reloads"`
-	Starts       uint64 `json:"nginx_starts"`
-	FilesWritten uint64 `json:"files_written"`
-	FilesRemoved uint64 `json:"files_removed"`
-	Quarantined  uint64 `json:"quarantined"`
-	// DriftDetected counts files found changed by someone else;
-	// DriftRepairs counts the passes that repaired drift.
-	DriftDetected uint64 `json:"drift_detected"`
-	DriftRepairs  uint64 `json:"drift_repairs"`
-	// ListenDrift counts looks that found applied streams whose port
-	// nginx does not listen on; MainConfigRepairs counts rewrites of the
-	// main configuration found changed under a running nginx.
-	ListenDrift       uint64 `json:"listen_drift"`
-	MainConfigRepairs uint64 `json:"main_config_repairs"`
 }
 
 // New returns a Reconciler for st and nginx.
@@ -314,11 +273,11 @@ func (r *Reconciler) StatusVersion() uint64 {
 	return r.statusVersion
 }
 
-// Health returns a copy of the reconciler's health.
-func (r *Reconciler) Health() Health {
+// NodeStatus returns what the reconciler knows about itself and nginx.
+func (r *Reconciler) NodeStatus() stream.NodeStatus {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	h := r.health
+	h := r.node
 	h.AppliedRevision = r.appliedRev
 	if !r.passStarted.IsZero() {
 		if d := time.Since(r.passStarted); d > r.cfg.StuckAfter {
@@ -356,9 +315,9 @@ func (r *Reconciler) runPass(ctx context.Context) error {
 	r.mu.Lock()
 	r.passStarted = start
 	r.mu.Unlock()
-	written := r.health.Counters.FilesWritten
+	written := r.node.Counters.FilesWritten
 	rev, err := r.pass(ctx, log)
-	if r.health.Counters.FilesWritten-written > 1000 {
+	if r.node.Counters.FilesWritten-written > 1000 {
 		// A big pass (start-up, an import) leaves much garbage behind;
 		// give it back now rather than carry it as resident memory.
 		debug.FreeOSMemory()
@@ -366,23 +325,23 @@ func (r *Reconciler) runPass(ctx context.Context) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.passStarted = time.Time{}
-	r.health.Unremovable = sortStrings(slices.Collect(maps.Keys(r.unremovable)))
-	r.health.Counters.Passes++
-	r.health.LastPass = time.Now()
-	r.health.NginxRunning = r.nginx.Running()
-	r.health.Drifted = r.heldNames()
+	r.node.Unremovable = sortStrings(slices.Collect(maps.Keys(r.unremovable)))
+	r.node.Counters.Passes++
+	r.node.LastPass = time.Now()
+	r.node.NginxRunning = r.nginx.Running()
+	r.node.Drifted = r.heldNames()
 	close(r.passDone)
 	r.passDone = make(chan struct{})
 	if r.cfg.OnPass != nil {
 		r.cfg.OnPass(time.Since(start), err)
 	}
 	if err != nil {
-		r.health.Counters.FailedPasses++
-		r.health.LastError = err.Error()
+		r.node.Counters.FailedPasses++
+		r.node.LastError = err.Error()
 		log.Error().Err(err).Dur("took", time.Since(start)).Msg("pass failed")
 		return err
 	}
-	r.health.LastError = ""
+	r.node.LastError = ""
 	r.appliedRev = rev
 	log.Debug().Uint64("revision", rev).Dur("took", time.Since(start)).Msg("pass done")
 	return nil
@@ -396,7 +355,7 @@ func (r *Reconciler) writeState(fp string) error {
 	if r.cfg.StateFile == "" {
 		return nil
 	}
-	tmp := r.cfg.StateFile + tmpMarker
+	tmp := r.cfg.StateFile + safefile.TmpMarker
 	if err := os.WriteFile(tmp, []byte(fp+"\n"), 0o644); err != nil {
 		return err
 	}
