@@ -65,3 +65,11 @@ func fileOnly(dir, prefix string, err error) bool {
 	f.Close()
 	return os.Remove(f.Name()) == nil
 }
+
+func absDir(d string) string {
+	a, err := filepath.Abs(d)
+	if err != nil {
+		return d
+	}
+	return a
+}

@@ -9,7 +9,6 @@ package reconcile
 import (
 	"context"
 	"errors"
-	"fmt"
 	"maps"
 	"math/rand/v2"
 	"os"
@@ -22,7 +21,6 @@ import (
 
 	"github.com/rs/zerolog"
 
-	"github.com/streamconductor/stream-conductor/internal/safefile"
 	"github.com/streamconductor/stream-conductor/nginxconf"
 	"github.com/streamconductor/stream-conductor/stream"
 )
@@ -111,15 +109,6 @@ type Reconciler struct {
 	ownedIDs      map[string]bool
 	node          stream.NodeStatus
 	passStarted   time.Time // when the running pass started; zero between passes
-}
-
-// quarantined is a stream that nginx rejected at one revision. It stays
-// out of the configuration until its spec changes or the next resync;
-// keep, when set, is its last good file, left in place meanwhile.
-type quarantined struct {
-	revision uint64
-	reason   string
-	keep     []byte
 }
 
 // New returns a Reconciler for st and nginx.
@@ -236,57 +225,6 @@ func (r *Reconciler) nextBackoff() time.Duration {
 	return r.backoff - r.backoff/10 + jitter
 }
 
-// WaitApplied blocks until every write up to store revision rev has been
-// applied (each stream is active or failed) or ctx ends.
-func (r *Reconciler) WaitApplied(ctx context.Context, rev uint64) error {
-	for {
-		r.mu.Lock()
-		done, ch := r.appliedRev >= rev, r.passDone
-		r.mu.Unlock()
-		if done {
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-ch:
-		}
-	}
-}
-
-// Status returns the status of stream id at revision rev: pending until a
-// pass has applied that revision.
-func (r *Reconciler) Status(id string, rev uint64) stream.Status {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	st, ok := r.status[id]
-	if !ok || st.Revision != rev {
-		return stream.Status{State: stream.Pending, Revision: rev}
-	}
-	return st
-}
-
-// StatusVersion changes whenever a pass records new statuses.
-func (r *Reconciler) StatusVersion() uint64 {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return r.statusVersion
-}
-
-// NodeStatus returns what the reconciler knows about itself and nginx.
-func (r *Reconciler) NodeStatus() stream.NodeStatus {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	h := r.node
-	h.AppliedRevision = r.appliedRev
-	if !r.passStarted.IsZero() {
-		if d := time.Since(r.passStarted); d > r.cfg.StuckAfter {
-			h.Stuck = fmt.Sprintf("reconciler stuck: a pass has been running for %s (more than %s)", d.Round(time.Second), r.cfg.StuckAfter)
-		}
-	}
-	return h
-}
-
 // PortBusy reports whether another process holds the address s would
 // listen on. Ports that our nginx already serves are not busy.
 func (r *Reconciler) PortBusy(s stream.Spec) error {
@@ -345,19 +283,4 @@ func (r *Reconciler) runPass(ctx context.Context) error {
 	r.appliedRev = rev
 	log.Debug().Uint64("revision", rev).Dur("took", time.Since(start)).Msg("pass done")
 	return nil
-}
-
-// writeState records the applied fingerprint. It is not fsynced: after a
-// power cut the file may be stale or empty, which only costs one reload
-// that was not needed; it can never claim more than nginx applied, since it
-// is written after nginx applied it.
-func (r *Reconciler) writeState(fp string) error {
-	if r.cfg.StateFile == "" {
-		return nil
-	}
-	tmp := r.cfg.StateFile + safefile.TmpMarker
-	if err := os.WriteFile(tmp, []byte(fp+"\n"), 0o644); err != nil {
-		return err
-	}
-	return os.Rename(tmp, r.cfg.StateFile)
 }
