@@ -67,7 +67,7 @@ func (m *Managed) HeldPorts() map[string]bool {
 	held := map[string]bool{}
 	for _, p := range []stream.Protocol{stream.TCP, stream.UDP} {
 		byInode := map[string]int{}
-		procfs.Accepting(p == stream.UDP, func(s procfs.Socket) { byInode[s.Inode] = s.Port })
+		procfs.Host.Accepting(p == stream.UDP, func(s procfs.Socket) { byInode[s.Inode] = s.Port })
 		procfs.Sockets(pid, func(inode string) {
 			if port, ok := byInode[inode]; ok {
 				held[stream.MakeID(p, port)] = true

@@ -161,7 +161,7 @@ func (m *Managed) retire(ctx context.Context, old []int, master int) error {
 func listenInodes() map[string]bool {
 	inodes := make(map[string]bool)
 	add := func(s procfs.Socket) { inodes[s.Inode] = true }
-	procfs.Accepting(false, add)
-	procfs.Accepting(true, add)
+	procfs.Host.Accepting(false, add)
+	procfs.Host.Accepting(true, add)
 	return inodes
 }

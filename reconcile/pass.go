@@ -73,6 +73,11 @@ func (r *Reconciler) prepare(ctx context.Context, streams int) (running bool, er
 	if err := r.nginx.Prepare(ctx, streams); err != nil {
 		return false, err
 	}
+	if !r.nginx.Supervises() && !r.nginx.Running() {
+		// Only a reload tells whether an nginx we do not supervise is
+		// back: the last one found no master.
+		r.forceReload = true
+	}
 	r.takeForce() // the main configuration was repaired, or nginx did not listen
 	running = !r.nginx.Supervises() || r.nginx.Running()
 	if !running {

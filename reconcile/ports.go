@@ -86,7 +86,7 @@ func probeBind(s stream.Spec, defaultBind string) error {
 // connecting, opens no session to any backend.
 func listening(p stream.Protocol) (map[int]bool, error) {
 	ports := make(map[int]bool)
-	err := procfs.Accepting(p == stream.UDP, func(s procfs.Socket) { ports[s.Port] = true })
+	err := procfs.Host.Accepting(p == stream.UDP, func(s procfs.Socket) { ports[s.Port] = true })
 	return ports, err
 }
 

@@ -22,7 +22,7 @@ func (a *Active) Count(port int) int {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if time.Since(a.at) > time.Second || a.counts == nil {
-		a.counts = procfs.Established()
+		a.counts = procfs.Host.Established()
 		a.at = time.Now()
 	}
 	return a.counts[port]

@@ -55,8 +55,14 @@ func Sockets(pid int, fn func(inode string)) {
 // HoldsFile reports whether pid has the file at path open (also once it
 // was removed: such a target reads "path (deleted)").
 func HoldsFile(pid int, path string) bool {
+	return HoldsPath(pid, func(p string) bool { return p == path })
+}
+
+// HoldsPath reports whether pid has a file open whose path match accepts
+// (a removed file's path as it was).
+func HoldsPath(pid int, match func(path string) bool) bool {
 	return eachFD(pid, func(_, target string) bool {
-		return strings.TrimSuffix(target, " (deleted)") == path
+		return match(strings.TrimSuffix(target, " (deleted)"))
 	})
 }
 

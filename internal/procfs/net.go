@@ -13,10 +13,11 @@ const (
 	tcpEstablished = "01"
 	tcpListen      = "0A"
 	udpUnconnected = "07" // TCP_CLOSE: a bound, unconnected UDP socket
+	anyState       = ""
 )
 
-// ErrNoTables means no socket table could be read: not Linux, or /proc is
-// not mounted.
+// ErrNoTables means no socket table could be read: not Linux, /proc is
+// not mounted, or the process is gone.
 var ErrNoTables = errors.New("read /proc/net: not available")
 
 // Socket is one row of a socket table: its local port and its inode, by
@@ -26,29 +27,47 @@ type Socket struct {
 	Inode string
 }
 
+// Tables are the socket tables of one network namespace.
+type Tables string
+
+// Host are the socket tables of our own network namespace.
+const Host Tables = "/proc/net"
+
+// TablesOf returns the socket tables of the network namespace that
+// process pid is in.
+func TablesOf(pid int) Tables { return Tables("/proc/" + strconv.Itoa(pid) + "/net") }
+
 // Accepting calls fn with every TCP socket in LISTEN (udp false) or every
 // bound, unconnected UDP socket (udp true), IPv4 and IPv6: the sockets
 // that take new connections or datagrams. It fails only when no table
 // could be read.
-func Accepting(udp bool, fn func(Socket)) error {
+func (t Tables) Accepting(udp bool, fn func(Socket)) error {
 	if udp {
-		return scan(udpUnconnected, fn, "/proc/net/udp", "/proc/net/udp6")
+		return t.scan(udpUnconnected, fn, "udp", "udp6")
 	}
-	return scan(tcpListen, fn, "/proc/net/tcp", "/proc/net/tcp6")
+	return t.scan(tcpListen, fn, "tcp", "tcp6")
+}
+
+// Each calls fn with every TCP (udp false) or UDP socket, in any state.
+func (t Tables) Each(udp bool, fn func(Socket)) error {
+	if udp {
+		return t.scan(anyState, fn, "udp", "udp6")
+	}
+	return t.scan(anyState, fn, "tcp", "tcp6")
 }
 
 // Established counts the established TCP connections by local port.
-func Established() map[int]int {
+func (t Tables) Established() map[int]int {
 	counts := map[int]int{}
-	scan(tcpEstablished, func(s Socket) { counts[s.Port]++ }, "/proc/net/tcp", "/proc/net/tcp6")
+	t.scan(tcpEstablished, func(s Socket) { counts[s.Port]++ }, "tcp", "tcp6")
 	return counts
 }
 
-// scan calls fn with every socket in state found in tables.
-func scan(state string, fn func(Socket), tables ...string) error {
+// scan calls fn with every socket in state found in the tables named.
+func (t Tables) scan(state string, fn func(Socket), tables ...string) error {
 	found := false
 	for _, name := range tables {
-		f, err := os.Open(name)
+		f, err := os.Open(string(t) + "/" + name)
 		if err != nil {
 			continue // no IPv6 on this host
 		}
@@ -69,10 +88,10 @@ func scan(state string, fn func(Socket), tables ...string) error {
 }
 
 // parseRow reads "sl local_address rem_address st ... inode" when its
-// state is state.
+// state is state (or state is anyState).
 func parseRow(line, state string) (Socket, bool) {
 	fields := strings.Fields(line)
-	if len(fields) < 10 || fields[3] != state {
+	if len(fields) < 10 || (state != anyState && fields[3] != state) {
 		return Socket{}, false
 	}
 	_, hexPort, ok := strings.Cut(fields[1], ":")

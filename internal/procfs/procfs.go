@@ -82,3 +82,19 @@ func Scan(keep func(p Proc, cmdline []byte) bool) []int {
 func Children(pid int) []int {
 	return Scan(func(p Proc, _ []byte) bool { return p.PPID == pid })
 }
+
+// RealUID returns the real user id process pid runs as (the first of the
+// Uid: line of /proc/PID/status).
+func RealUID(pid int) (uint32, error) {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
+	if err != nil {
+		return 0, err
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(line); len(f) > 1 && f[0] == "Uid:" {
+			uid, err := strconv.ParseUint(f[1], 10, 32)
+			return uint32(uid), err
+		}
+	}
+	return 0, syscall.EINVAL
+}
