@@ -167,8 +167,9 @@ func (r *Reconciler) Trigger() {
 
 // Run does passes until ctx ends: one at once, then one for every burst of
 // store changes or triggers, one every ResyncInterval, and retries with
-// jittered exponential backoff after a failed pass.
-func (r *Reconciler) Run(ctx context.Context) error {
+// jittered exponential backoff after a failed pass. A failure is logged
+// and shown in NodeStatus, never returned.
+func (r *Reconciler) Run(ctx context.Context) {
 	go r.watch(ctx)
 	resync := time.NewTicker(r.cfg.ResyncInterval)
 	defer resync.Stop()
@@ -179,7 +180,7 @@ func (r *Reconciler) Run(ctx context.Context) error {
 	for {
 		select {
 		case <-ctx.Done():
-			return nil
+			return
 		case <-r.store.Changes():
 		case <-r.trigger:
 		case <-retry.C:
@@ -200,13 +201,13 @@ func (r *Reconciler) Run(ctx context.Context) error {
 		if wait := time.Until(r.lastReload.Add(ReloadSpacing)); wait > 0 {
 			select {
 			case <-ctx.Done():
-				return nil
+				return
 			case <-time.After(wait):
 			}
 		}
 		if err := r.runPass(ctx); err != nil {
 			if ctx.Err() != nil {
-				return nil
+				return
 			}
 			retry.Reset(r.nextBackoff())
 			continue
