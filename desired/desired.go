@@ -1,12 +1,14 @@
 // Package desired defines the desired state as its consumers use it: the
 // write path stores specs with preconditions and allocates ports, the
-// reconciler lists them at a revision and follows their changes. Every
+// reconciler lists them at a revision and follows their changes, the API
+// exports them, reads and appends the audit log and takes backups. Every
 // implementation (bbolt on one node, etcd for a fleet) returns the errors
 // below and passes the suite in package conformance.
 package desired
 
 import (
 	"errors"
+	"io"
 
 	"github.com/streamconductor/stream-conductor/stream"
 )
@@ -26,6 +28,10 @@ var (
 	ErrCompacted = errors.New("changes no longer kept")
 	// ErrDuplicate: an import names the same stream twice.
 	ErrDuplicate = errors.New("stream listed twice")
+	// ErrUnavailable: the state takes no writes now (its storage was
+	// deleted or replaced, or cannot be reached). Implementations wrap it
+	// in an error that says why and how to recover.
+	ErrUnavailable = errors.New("desired state unavailable")
 )
 
 // Match is a precondition on a write. The zero value matches anything.
@@ -104,4 +110,22 @@ type State interface {
 	// Updated returns a channel that is closed at the next commit. Take
 	// it before calling Since, and no change is missed.
 	Updated() <-chan struct{}
+
+	// AppendAudit adds rec to the audit log with the next sequence
+	// number (rec.Seq is ignored), durably, and drops the oldest records
+	// beyond the retention the implementation was opened with. A record
+	// is not desired state: it takes no revision and wakes no watcher.
+	AppendAudit(rec AuditRecord) error
+	// Audit returns up to limit records older than before (the newest
+	// when before is 0), newest first: the last one's Seq is the cursor
+	// of the next page.
+	Audit(before uint64, limit int) ([]AuditRecord, error)
+	// Backup writes a consistent snapshot of the whole state (streams
+	// and audit log) to w, in the implementation's own format, one it
+	// can be restored from; it calls begin once, before the first byte,
+	// with the snapshot's size and revision. Writes go on meanwhile.
+	Backup(w io.Writer, begin func(BackupInfo)) error
+	// Check returns nil while the state takes writes; else the reason,
+	// wrapping ErrUnavailable when it lasts until an operator acts.
+	Check() error
 }

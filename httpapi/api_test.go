@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -70,8 +71,12 @@ func (f *fakeApplier) PortBusy(s stream.Spec) error {
 }
 
 func (f *fakeApplier) Preview(s stream.Spec) (string, []byte, []byte, error) {
-	name, body := nginxconf.Render(s, nginxconf.RenderOptions{Prefix: "stream-"})
-	return name, body, f.onDisk[name], nil
+	addrs := nginxconf.Addrs{}
+	for _, n := range nginxconf.Names(s) {
+		addrs[n] = []netip.Addr{netip.MustParseAddr("192.0.2.1")}
+	}
+	name, body, err := nginxconf.Render(s, addrs, nginxconf.RenderOptions{Prefix: "stream-"})
+	return name, body, f.onDisk[name], err
 }
 
 func (f *fakeApplier) StatusVersion() uint64 {
@@ -388,16 +393,16 @@ func TestDryRunChangesNothing(t *testing.T) {
 	srv, st, ap := newTestServer(t)
 	rec, body := do(t, srv, call{method: "PUT", path: "/v1/streams/tcp/9001?dry_run=true", body: `{"backend":"a:1"}`})
 	if rec.Code != 200 || body["change"] != "create" || body["file"] != "stream-tcp-9001.conf" ||
-		!strings.Contains(body["config"].(string), "proxy_pass a:1;") || !strings.Contains(body["diff"].(string), "+    proxy_pass a:1;") {
+		!strings.Contains(body["config"].(string), "proxy_pass 192.0.2.1:1;") || !strings.Contains(body["diff"].(string), "+    proxy_pass 192.0.2.1:1;") {
 		t.Fatalf("dry run: %d %s", rec.Code, rec.Body)
 	}
 	if l, _ := st.List(); len(l) != 0 {
 		t.Fatal("a dry run stored the stream")
 	}
-	_, old := nginxconf.Render(stream.Spec{Protocol: stream.TCP, Listen: 9001, Backends: []string{"a:1"}}, nginxconf.RenderOptions{Prefix: "stream-"})
+	_, old, _, _ := ap.Preview(stream.Spec{Protocol: stream.TCP, Listen: 9001, Backends: []string{"a:1"}})
 	ap.onDisk = map[string][]byte{"stream-tcp-9001.conf": old}
 	_, body = do(t, srv, call{method: "PUT", path: "/v1/streams/tcp/9001?dry_run=true", body: `{"backend":"b:2"}`})
-	if body["change"] != "update" || !strings.Contains(body["diff"].(string), "-    proxy_pass a:1;\n+    proxy_pass b:2;") {
+	if body["change"] != "update" || !strings.Contains(body["diff"].(string), "-    proxy_pass 192.0.2.1:1;") || !strings.Contains(body["diff"].(string), "+    proxy_pass 192.0.2.1:2;") {
 		t.Fatalf("update dry run: %v", body)
 	}
 	rec, _ = do(t, srv, call{method: "PUT", path: "/v1/streams/tcp/9001?dry_run=true", body: `{"backend":"a:1;"}`})
@@ -405,10 +410,10 @@ func TestDryRunChangesNothing(t *testing.T) {
 		t.Fatalf("a dry run skipped validation: %d", rec.Code)
 	}
 	do(t, srv, call{method: "PUT", path: "/v1/streams/tcp/9003", body: `{"backend":"c:3"}`})
-	_, c3 := nginxconf.Render(stream.Spec{Protocol: stream.TCP, Listen: 9003, Backends: []string{"c:3"}}, nginxconf.RenderOptions{Prefix: "stream-"})
+	_, c3, _, _ := ap.Preview(stream.Spec{Protocol: stream.TCP, Listen: 9003, Backends: []string{"c:3"}})
 	ap.onDisk["stream-tcp-9003.conf"] = c3
 	rec, body = do(t, srv, call{method: "DELETE", path: "/v1/streams/tcp/9003?dry_run=true"})
-	if rec.Code != 200 || body["change"] != "delete" || !strings.Contains(body["diff"].(string), "-    proxy_pass c:3;") {
+	if rec.Code != 200 || body["change"] != "delete" || !strings.Contains(body["diff"].(string), "-    proxy_pass 192.0.2.1:3;") {
 		t.Fatalf("DELETE dry run: %d %s", rec.Code, rec.Body)
 	}
 	if _, err := st.Get("tcp/9003"); err != nil {

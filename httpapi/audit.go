@@ -9,7 +9,7 @@ import (
 
 	"github.com/rs/zerolog"
 
-	"github.com/streamconductor/stream-conductor/store"
+	"github.com/streamconductor/stream-conductor/desired"
 	"github.com/streamconductor/stream-conductor/stream"
 	"github.com/streamconductor/stream-conductor/writes"
 )
@@ -46,31 +46,65 @@ func noteChange(r *http.Request, id string, before, after *stream.Spec) {
 const UndoResult = "undone: nginx refused it"
 
 // AuditUndos returns what the write path tells of each write it undid
-// (writes.Config.OnUndo): it records an audit entry with route "undo",
-// the request id of the refused write, before the spec nginx refused and
-// after what was put back (null: the stream is gone). Nobody asked for
-// the undo, so the request's fields (remote, token, method, path, status)
-// are empty.
-func AuditUndos(st interface{ AppendAudit(store.AuditEntry) error }, log zerolog.Logger) func(writes.Undo) {
+// (writes.Config.OnUndo): it records an audit entry with route "undo"
+// (desired.OpUndo), the request id of the refused write, before the spec
+// nginx refused and after what was put back (null: the stream is gone).
+// Nobody asked for the undo, so the request's fields (remote, token,
+// method, path, status) are empty.
+func AuditUndos(st interface {
+	AppendAudit(desired.AuditRecord) error
+}, log zerolog.Logger) func(writes.Undo) {
 	return func(u writes.Undo) {
 		refused := u.Refused
-		e := store.AuditEntry{Time: time.Now().UTC(), RequestID: u.By, Route: "undo", Stream: u.Stream,
+		rec := desired.AuditRecord{Time: time.Now().UTC(), RequestID: u.By, Operation: desired.OpUndo, Stream: u.Stream,
 			Before: &refused, After: u.Restored, Result: UndoResult + ": " + u.Reason}
-		if err := st.AppendAudit(e); err != nil {
+		if err := st.AppendAudit(rec); err != nil {
 			log.Error().Err(err).Str("stream", u.Stream).Str("component", "httpapi").Msg("audit log: an undo")
 		}
 	}
 }
 
+// recordAudit appends the record of a write request: the route names the
+// operation, "METHOD PATH" the request, the status its outcome.
 func (s *Server) recordAudit(r *http.Request, c *change, id, token, route string, status int, result string) {
-	e := store.AuditEntry{
-		Time: time.Now().UTC(), RequestID: id, Remote: r.RemoteAddr, Token: token,
-		Method: r.Method, Path: r.URL.Path, Route: route, Stream: c.stream,
-		Before: c.before, After: c.after, Status: status, Result: result,
+	rec := desired.AuditRecord{
+		Time: time.Now().UTC(), RequestID: id, Source: r.RemoteAddr, Actor: token,
+		Operation: route, Request: r.Method + " " + r.URL.Path, Stream: c.stream,
+		Before: c.before, After: c.after, Outcome: status, Result: result,
 	}
-	if err := s.store.AppendAudit(e); err != nil {
+	if err := s.store.AppendAudit(rec); err != nil {
 		s.log.Error().Err(err).Str("request_id", id).Msg("audit log")
 	}
+}
+
+// auditEntry is an audit record as /v1/audit shows it.
+type auditEntry struct {
+	Seq       uint64       `json:"seq"`
+	Time      time.Time    `json:"time"`
+	RequestID string       `json:"request_id"`
+	Remote    string       `json:"remote"`
+	Token     string       `json:"token"` // which token, never the token
+	Method    string       `json:"method"`
+	Path      string       `json:"path"`
+	Route     string       `json:"route"`
+	Stream    string       `json:"stream,omitempty"`
+	Before    *stream.Spec `json:"before"`
+	After     *stream.Spec `json:"after"`
+	Status    int          `json:"status"`
+	Result    string       `json:"result"` // "ok" or the error code
+	// Compacted, when set, says what was left out of Before and After to
+	// keep the entry within the store's bound.
+	Compacted string `json:"compacted,omitempty"`
+}
+
+// entryOf is rec as /v1/audit shows it: its request "METHOD PATH" split
+// in two (both empty when the daemon acted of itself), its token id
+// redacted if it is of the legacy form.
+func entryOf(rec desired.AuditRecord) auditEntry {
+	method, path, _ := strings.Cut(rec.Request, " ")
+	return auditEntry{Seq: rec.Seq, Time: rec.Time, RequestID: rec.RequestID, Remote: rec.Source,
+		Token: redactLegacyTokenID(rec.Actor), Method: method, Path: path, Route: rec.Operation, Stream: rec.Stream,
+		Before: rec.Before, After: rec.After, Status: rec.Outcome, Result: rec.Result, Compacted: rec.Compacted}
 }
 
 // audit serves the audit log, newest first: ?limit=N (default 100, at most
@@ -93,15 +127,13 @@ func (s *Server) audit(w http.ResponseWriter, r *http.Request) error {
 		}
 		before = n
 	}
-	entries, err := s.store.Audit(before, limit)
+	recs, err := s.store.Audit(before, limit)
 	if err != nil {
 		return err
 	}
-	if entries == nil {
-		entries = []store.AuditEntry{}
-	}
-	for i := range entries {
-		entries[i].Token = redactLegacyTokenID(entries[i].Token)
+	entries := make([]auditEntry, len(recs))
+	for i, rec := range recs {
+		entries[i] = entryOf(rec)
 	}
 	out := map[string]any{"entries": entries}
 	if len(entries) == limit {

@@ -4,7 +4,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/streamconductor/stream-conductor/store"
+	"github.com/streamconductor/stream-conductor/desired"
 )
 
 // Entries recorded before token ids were keyed hashes show "write:" and
@@ -13,7 +13,7 @@ import (
 func TestAuditHidesLegacyTokenIDs(t *testing.T) {
 	srv, st, _ := newTestServer(t)
 	for _, tok := range []string{"write:1a2b3c4d", "read:DEADBEEF", "write:hmac-0123456789ab", "none", "write:xyzxyzxy", "other:1a2b3c4d"} {
-		if err := st.AppendAudit(store.AuditEntry{Time: time.Now(), Token: tok, Method: "PUT", Path: "/v1/streams/tcp/9000", Status: 200}); err != nil {
+		if err := st.AppendAudit(desired.AuditRecord{Time: time.Now(), Actor: tok, Request: "PUT /v1/streams/tcp/9000", Outcome: 200}); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -7,7 +7,7 @@ import (
 	"net/http"
 	"strconv"
 
-	"github.com/streamconductor/stream-conductor/store"
+	"github.com/streamconductor/stream-conductor/desired"
 )
 
 // Error is an API failure: the status and the body the client sees, kept
@@ -48,7 +48,7 @@ const (
 	CodeNginxRejected    = "nginx_rejected"    // 422
 	CodeApplyTimeout     = "apply_timeout"     // 503
 	CodeNginxUnavailable = "nginx_unavailable" // 503
-	CodeStoreUnavailable = "store_unavailable" // 503: state.db was deleted or replaced under the daemon
+	CodeStoreUnavailable = "store_unavailable" // 503: the desired state takes no writes (state.db was deleted or replaced under the daemon)
 	CodeInternal         = "internal"          // 500
 )
 
@@ -74,7 +74,7 @@ func asAPIError(err error) *Error {
 	if errors.As(err, &e) {
 		return e
 	}
-	if errors.Is(err, store.ErrDetached) {
+	if errors.Is(err, desired.ErrUnavailable) {
 		return &Error{Status: http.StatusServiceUnavailable, Code: CodeStoreUnavailable, Message: err.Error()}
 	}
 	return &Error{Status: http.StatusInternalServerError, Code: CodeInternal, Message: "internal error; see the daemon's log", Cause: err}

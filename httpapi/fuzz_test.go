@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"net/http/httptest"
+	"net/netip"
 	"net/url"
 	"strings"
 	"testing"
@@ -27,7 +28,14 @@ func checkAnswer(t *testing.T, srv *Server, code int, body []byte) {
 		if _, err := nginxconf.Validate(sp, srv.writes.Rules()); err != nil {
 			t.Fatalf("the store holds a spec the validator refuses: %+v: %v", sp, err)
 		}
-		_, out := nginxconf.Render(sp, nginxconf.RenderOptions{Prefix: "stream-"})
+		addrs := nginxconf.Addrs{}
+		for _, n := range nginxconf.Names(sp) {
+			addrs[n] = []netip.Addr{netip.MustParseAddr("192.0.2.1")}
+		}
+		_, out, err := nginxconf.Render(sp, addrs, nginxconf.RenderOptions{Prefix: "stream-"})
+		if err != nil {
+			t.Fatalf("stored spec does not render: %v", err)
+		}
 		if bytes.Count(out, []byte("server {")) != 1 {
 			t.Fatalf("stored spec renders to %d server blocks", bytes.Count(out, []byte("server {")))
 		}

@@ -5,7 +5,6 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/streamconductor/stream-conductor/nginxconf"
 	"github.com/streamconductor/stream-conductor/store"
 	"github.com/streamconductor/stream-conductor/stream"
 )
@@ -22,11 +21,11 @@ func TestSeedDryRunChangesNothing(t *testing.T) {
 		config string // in the rendered config
 		diff   string // in the diff
 	}{
-		{"create", "/createstream/9001/a:1?dry_run=true", 200, "create", "proxy_pass a:1;", "+    proxy_pass a:1;"},
-		{"create with dry_run=1", "/createstream/9001/a:1?dry_run=1", 200, "create", "proxy_pass a:1;", "+    proxy_pass a:1;"},
-		{"replace", "/createstream/9000/b:2?dry_run=true", 200, "update", "proxy_pass b:2;", "-    proxy_pass keep:1;\n+    proxy_pass b:2;"},
-		{"same again", "/createstream/9000/keep:1?dry_run=true", 200, "none", "proxy_pass keep:1;", " "},
-		{"remove", "/removestream/9000?dry_run=true", 200, "delete", "", "-    proxy_pass keep:1;"},
+		{"create", "/createstream/9001/a:1?dry_run=true", 200, "create", "# backend a:1\n    proxy_pass 192.0.2.1:1;", "+    # backend a:1"},
+		{"create with dry_run=1", "/createstream/9001/a:1?dry_run=1", 200, "create", "# backend a:1\n    proxy_pass 192.0.2.1:1;", "+    # backend a:1"},
+		{"replace", "/createstream/9000/b:2?dry_run=true", 200, "update", "# backend b:2\n    proxy_pass 192.0.2.1:2;", "-    # backend keep:1\n-    proxy_pass 192.0.2.1:1;\n+    # backend b:2\n+    proxy_pass 192.0.2.1:2;"},
+		{"same again", "/createstream/9000/keep:1?dry_run=true", 200, "none", "# backend keep:1", " "},
+		{"remove", "/removestream/9000?dry_run=true", 200, "delete", "", "-    # backend keep:1"},
 		{"create, bad backend", "/createstream/9001/a%3B:1?dry_run=true", 400, "", "", ""},
 		{"create, port outside the range", "/createstream/9010/a:1?dry_run=true", 400, "", "", ""},
 		{"create, backend is the API", "/createstream/9001/127.0.0.1:9005?dry_run=true", 403, "", "", ""},
@@ -38,7 +37,10 @@ func TestSeedDryRunChangesNothing(t *testing.T) {
 			if _, _, err := st.Put(stream.Spec{Protocol: stream.TCP, Listen: 9000, Backends: []string{"keep:1"}}, store.Match{}); err != nil {
 				t.Fatal(err)
 			}
-			_, onDisk := nginxconf.Render(stream.Spec{Protocol: stream.TCP, Listen: 9000, Backends: []string{"keep:1"}}, nginxconf.RenderOptions{Prefix: "stream-"})
+			_, onDisk, _, err := ap.Preview(stream.Spec{Protocol: stream.TCP, Listen: 9000, Backends: []string{"keep:1"}})
+			if err != nil {
+				t.Fatal(err)
+			}
 			ap.onDisk = map[string][]byte{"stream-tcp-9000.conf": onDisk}
 			rev := st.Revision()
 			rec, body := do(t, srv, call{method: "GET", path: tc.path})

@@ -16,22 +16,23 @@ import (
 	"github.com/gorilla/mux"
 	"github.com/rs/zerolog"
 
+	"github.com/streamconductor/stream-conductor/desired"
 	"github.com/streamconductor/stream-conductor/health"
-	"github.com/streamconductor/stream-conductor/store"
 	"github.com/streamconductor/stream-conductor/stream"
 	"github.com/streamconductor/stream-conductor/traffic"
 	"github.com/streamconductor/stream-conductor/writes"
 )
 
-// Store is what the API reads: the desired state, the audit log and the
-// backup. Every change goes through the write path.
+// Store is what the API reads of the desired state (desired.State): the
+// streams, the audit log, backups and whether it takes writes. Every
+// change of a stream goes through the write path.
 type Store interface {
 	Get(id string) (stream.Spec, error)
 	List() ([]stream.Spec, uint64)
-	AppendAudit(e store.AuditEntry) error
-	Audit(before uint64, limit int) ([]store.AuditEntry, error)
-	Backup(w io.Writer) (int64, error)
-	BackupSize() int64
+	AppendAudit(rec desired.AuditRecord) error
+	Audit(before uint64, limit int) ([]desired.AuditRecord, error)
+	Backup(w io.Writer, begin func(desired.BackupInfo)) error
+	Check() error
 }
 
 // Applier is the reconciler as the API reads it.

@@ -20,10 +20,8 @@ func (s *Server) healthz(w http.ResponseWriter, r *http.Request) error {
 func (s *Server) readyz(w http.ResponseWriter, r *http.Request) error {
 	h := s.applier.NodeStatus()
 	var reasons []string
-	if c, ok := s.store.(interface{ Check() error }); ok {
-		if err := c.Check(); err != nil {
-			reasons = append(reasons, err.Error())
-		}
+	if err := s.store.Check(); err != nil {
+		reasons = append(reasons, err.Error())
 	}
 	if h.Counters.Passes == 0 {
 		reasons = append(reasons, "no reconcile pass has finished yet")

@@ -49,11 +49,11 @@ func TestRefusedWriteUndoneWhoeverWaits(t *testing.T) {
 				}
 				var undo, request int
 				for _, e := range entries {
-					if e.Route == "undo" && e.Stream == "tcp/9001" && strings.HasPrefix(e.Result, UndoResult+": host not found") &&
+					if e.Operation == desired.OpUndo && e.Stream == "tcp/9001" && strings.HasPrefix(e.Result, UndoResult+": host not found") &&
 						e.RequestID == rec.Header().Get("X-Request-Id") && e.After == nil && e.Before.Backends[0] == "bad.invalid:1" {
 						undo++
 					}
-					if e.Method == "PUT" && e.Stream == "tcp/9001" {
+					if strings.HasPrefix(e.Request, "PUT ") && e.Stream == "tcp/9001" {
 						request++
 					}
 				}

@@ -113,10 +113,7 @@ func writesError(err error, id string) error {
 	}
 	var refused *writes.PolicyError
 	if errors.As(err, &refused) {
-		var e *Error
-		if errors.As(refused.Err, &e) { // BackendPolicy answers in our terms already
-			return e
-		}
+		// A *policy.Violation's text names its rule: "... (rule: loop)".
 		return &Error{Status: http.StatusForbidden, Code: CodeForbidden, Field: "backends", Message: refused.Error()}
 	}
 	if e := validationError(err); e != err {

@@ -7,6 +7,7 @@ import (
 
 	"github.com/streamconductor/stream-conductor/desired"
 	"github.com/streamconductor/stream-conductor/nginxconf"
+	"github.com/streamconductor/stream-conductor/policy"
 	"github.com/streamconductor/stream-conductor/writes"
 )
 
@@ -21,7 +22,7 @@ func TestWritesErrorsBecomeStatuses(t *testing.T) {
 		msg    string
 	}{
 		{&writes.PolicyError{Err: errors.New("10.1.2.3:22 is outside 127.0.0.0/8 (rule: BACKEND_ALLOW)")}, 403, CodeForbidden, "backends", "10.1.2.3:22 is outside 127.0.0.0/8 (rule: BACKEND_ALLOW)"},
-		{&writes.PolicyError{Err: forbidden("loop", "a loop")}, 403, CodeForbidden, "backends", "a loop (rule: loop)"},
+		{&writes.PolicyError{Err: &policy.Violation{Rule: "loop", Message: "a loop"}}, 403, CodeForbidden, "backends", "a loop (rule: loop)"},
 		{&writes.PortHeldError{Port: 9008, Err: errors.New("address in use")}, 409, CodePortInUse, "listen", "port 9008 is held by another process: address in use"},
 		{&nginxconf.FieldError{Field: "allow", Message: "bad CIDR"}, 400, CodeInvalid, "allow", "bad CIDR"},
 		{fmt.Errorf("put tcp/9000: %w", desired.ErrRevisionMismatch), 412, CodeRevision, "", "stream tcp/9000 has changed since that revision; GET it again"},

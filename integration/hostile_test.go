@@ -163,6 +163,23 @@ func TestHostileInputs(t *testing.T) {
 		// DNS rebinding.
 		{"foreign Host", strings.Replace(backend(be.addr()), "Host: "+addr, "Host: evil.example", 1)},
 		{"foreign Origin", strings.Replace(backend(be.addr()), "Host: "+addr+"\r\n", "Host: "+addr+"\r\nOrigin: http://evil.example\r\n", 1)},
+		// Names that a C resolver reads as numbers (the API, loopback,
+		// the metadata address in disguise).
+		{"hex address of the API", backend(fmt.Sprintf("0x7f000001:%d", d.apiPort))},
+		{"hex dotted pair", backend("0x7f.0x1:80")},
+		{"trailing hex part", backend("127.0.0.0x1:80")},
+		{"hex zero", backend("0x0:80")},
+		{"hex metadata address", backend("0xa9fea9fe:80")},
+		{"octal address", backend("0177.0.0.1:80")},
+		{"short address", backend("127.1:80")},
+		{"decimal address", backend("2130706433:80")},
+		// Writes a web page could make a browser send (CSRF): the seed
+		// GET routes and every write, with the token a page never has
+		// (these carry it, so only the cross-site headers refuse them).
+		{"seed create from an <img>", get(fmt.Sprintf("/createstream/%d/%s", p, be.addr()), auth+"Sec-Fetch-Site: cross-site\r\nSec-Fetch-Mode: no-cors\r\nReferer: http://evil.example/\r\n")},
+		{"seed remove by a link", get(fmt.Sprintf("/removestream/%d", d.portMin), auth+"Referer: http://evil.example/page\r\n")},
+		{"seed create from a same-site page", get(fmt.Sprintf("/createstream/%d/%s", p, be.addr()), auth+"Sec-Fetch-Site: same-site\r\n")},
+		{"PUT from another site", strings.Replace(backend(be.addr()), "Host: "+addr+"\r\n", "Host: "+addr+"\r\nSec-Fetch-Site: cross-site\r\n", 1)},
 	}
 	tried, refused := 0, 0
 	for _, tc := range cases {

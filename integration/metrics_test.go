@@ -61,8 +61,10 @@ func TestPrometheusMetrics(t *testing.T) {
 	if v := metricValue(t, text, `stream_conductor_http_request_duration_seconds_count{code="201",route="/v1/streams/{protocol}/{port}"}`); v != 2 {
 		t.Errorf("201s on PUT %v, want 2", v)
 	}
-	if v := metricValue(t, text, `stream_conductor_nginx_apply_duration_seconds_count{op="reload",result="error"}`); v < 1 {
-		t.Errorf("failed reloads %v", v)
+	// The unresolvable name never reaches nginx (the daemon resolves
+	// names), so no reload fails here: count the successful ones.
+	if v := metricValue(t, text, `stream_conductor_nginx_apply_duration_seconds_count{op="reload",result="ok"}`); v < 2 {
+		t.Errorf("successful reloads %v, want at least 2", v)
 	}
 	if !strings.Contains(text, "process_resident_memory_bytes") {
 		t.Error("no process metrics")

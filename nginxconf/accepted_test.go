@@ -103,18 +103,16 @@ func TestAcceptedSpecsPassNginxTest(t *testing.T) {
 		if err != nil {
 			continue
 		}
-		// nginx -t resolves host names: keep the shape, point names at
-		// localhost so that a name's resolution is not what is tested.
-		for j, b := range s.Backends {
-			host := b[:strings.LastIndexByte(b, ':')]
-			if _, err := netip.ParseAddr(strings.Trim(host, "[]")); err != nil {
-				s.Backends[j] = "localhost" + b[len(host):]
-			}
+		// Names render as the addresses they resolved to: give each an
+		// IPv4 and an IPv6 one.
+		addrs := Addrs{}
+		for _, n := range Names(s) {
+			addrs[n] = []netip.Addr{netip.MustParseAddr("127.0.0.1"), netip.MustParseAddr("::1")}
 		}
-		if dup := firstDuplicate(s.Backends); dup != "" {
-			continue
+		name, body, err := Render(s, addrs, RenderOptions{Prefix: "stream-"})
+		if err != nil {
+			t.Fatal(err)
 		}
-		name, body := Render(s, RenderOptions{Prefix: "stream-"})
 		if err := os.WriteFile(filepath.Join(dir, name), body, 0o644); err != nil {
 			t.Fatal(err)
 		}

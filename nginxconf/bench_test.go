@@ -1,6 +1,7 @@
 package nginxconf
 
 import (
+	"net/netip"
 	"testing"
 
 	"github.com/streamconductor/stream-conductor/stream"
@@ -16,11 +17,12 @@ func BenchmarkRender10000(b *testing.B) {
 			Balance: stream.LeastConn, MaxFails: &mf, FailTimeout: "10s", ConnectTimeout: "5s", Allow: []string{"10.0.0.0/8"}}
 	}
 	o := RenderOptions{Prefix: "stream-"}
+	addrs := Addrs{"backend.internal": {netip.MustParseAddr("10.0.0.2")}}
 	b.ReportAllocs()
 	b.ResetTimer()
 	for range b.N {
 		for _, s := range specs {
-			Render(s, o)
+			Render(s, addrs, o)
 		}
 	}
 }

@@ -2,6 +2,7 @@ package nginxconf
 
 import (
 	"bytes"
+	"net/netip"
 	"strings"
 	"testing"
 
@@ -30,7 +31,14 @@ func FuzzValidateRender(f *testing.F) {
 		if err != nil {
 			return
 		}
-		_, body := Render(s, RenderOptions{Prefix: "stream-"})
+		addrs := Addrs{}
+		for _, n := range Names(s) {
+			addrs[n] = []netip.Addr{netip.MustParseAddr("192.0.2.1"), netip.MustParseAddr("2001:db8::1")}
+		}
+		_, body, err := Render(s, addrs, RenderOptions{Prefix: "stream-"})
+		if err != nil {
+			t.Fatalf("render: %v", err)
+		}
 		if n := bytes.Count(body, []byte("server {")); n != 1 {
 			t.Fatalf("%d server blocks:\n%s", n, body)
 		}
@@ -49,6 +57,9 @@ func FuzzValidateRender(f *testing.F) {
 			if strings.Count(line, ";") > 1 || strings.ContainsAny(line, "\"'\\#") {
 				t.Fatalf("injected syntax in %q", line)
 			}
+			if !addressOnly(line) {
+				t.Fatalf("nginx would resolve a name in %q", line)
+			}
 		}
 	})
 }
@@ -61,4 +72,18 @@ func allowedLine(line string) bool {
 		}
 	}
 	return false
+}
+
+// addressOnly holds for every line but proxy_pass and server lines, and
+// for those when they point at an address or at our upstream: nginx is
+// never given a name to resolve.
+func addressOnly(line string) bool {
+	f := strings.Fields(strings.TrimSuffix(line, ";"))
+	if len(f) < 2 || (f[0] != "proxy_pass" && f[0] != "server") || f[1] == "{" {
+		return true
+	}
+	if _, err := netip.ParseAddrPort(f[1]); err == nil {
+		return true
+	}
+	return f[0] == "proxy_pass" && strings.HasPrefix(f[1], "stream_conductor_")
 }

@@ -5,7 +5,9 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"net"
 	"net/netip"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -52,38 +54,89 @@ func ParseFileName(prefix, name string) (string, bool) {
 	return id, true
 }
 
-// Render returns the file name and contents for one validated spec. The
-// output depends only on its arguments and is byte-for-byte stable. The
-// first line is a managed-file header carrying the SHA-256 of the rest.
-func Render(s stream.Spec, o RenderOptions) (name string, body []byte) {
+// Addrs holds the addresses each backend host name resolved to, keyed by
+// the host exactly as the canonical backend spells it.
+type Addrs map[string][]netip.Addr
+
+// UnresolvedError is a backend host name with no address in Addrs.
+type UnresolvedError struct{ Host string }
+
+func (e *UnresolvedError) Error() string { return "no address for backend host " + e.Host }
+
+// Names returns the host names (not IP literals) among s's backends, each
+// once, in the order of the backends.
+func Names(s stream.Spec) []string {
+	var names []string
+	for _, b := range s.Backends {
+		host, _, ok := splitBackend(b)
+		if ok && !slices.Contains(names, host) {
+			names = append(names, host)
+		}
+	}
+	return names
+}
+
+// splitBackend splits a canonical backend; ok says the host is a name.
+func splitBackend(b string) (host string, port uint16, ok bool) {
+	h, p, err := net.SplitHostPort(b)
+	if err != nil {
+		return "", 0, false
+	}
+	n, _ := strconv.ParseUint(p, 10, 16)
+	_, aerr := netip.ParseAddr(h)
+	return h, uint16(n), aerr != nil
+}
+
+// target is one server nginx proxies to: an address, and the backend it
+// stands for when that backend is a name.
+type target struct {
+	addr, name string
+}
+
+// targets expands s's backends into addresses: an IP literal is itself,
+// a name is every address it resolved to.
+func targets(s stream.Spec, addrs Addrs) ([]target, error) {
+	var ts []target
+	for _, b := range s.Backends {
+		host, port, named := splitBackend(b)
+		if !named {
+			ts = append(ts, target{addr: b})
+			continue
+		}
+		as := addrs[host]
+		if len(as) == 0 {
+			return nil, &UnresolvedError{Host: host}
+		}
+		for _, a := range as {
+			ts = append(ts, target{addr: netip.AddrPortFrom(a.Unmap(), port).String(), name: b})
+		}
+	}
+	return ts, nil
+}
+
+// Render returns the file name and contents for one validated spec whose
+// host names resolved to addrs: nginx is given addresses only (each name
+// in a comment), so it never resolves a name itself. The output depends
+// only on its arguments and is byte-for-byte stable. The first line is a
+// managed-file header carrying the SHA-256 of the rest. The error is an
+// *UnresolvedError when a name has no address in addrs.
+func Render(s stream.Spec, addrs Addrs, o RenderOptions) (name string, body []byte, err error) {
+	ts, err := targets(s, addrs)
+	if err != nil {
+		return "", nil, err
+	}
 	var b bytes.Buffer
 	fmt.Fprintf(&b, "# stream %s\n", s.ID())
-	// One backend without passive-health settings is proxied to directly:
-	// an upstream block per stream doubles the time nginx takes to parse
-	// 1,000 streams, and every reload pays it.
-	target := ""
-	if len(s.Backends) == 1 && s.MaxFails == nil && s.FailTimeout == "" {
-		target = s.Backends[0]
+	// One address without passive-health settings is proxied to
+	// directly: an upstream block per stream doubles the time nginx takes
+	// to parse 1,000 streams, and every reload pays it.
+	proxyTo := ""
+	direct := len(ts) == 1 && s.MaxFails == nil && s.FailTimeout == ""
+	if direct {
+		proxyTo = ts[0].addr
 	} else {
-		target = "stream_conductor_" + string(s.Protocol) + "_" + strconv.Itoa(s.Listen)
-		fmt.Fprintf(&b, "upstream %s {\n", target)
-		switch s.Balance {
-		case stream.LeastConn:
-			b.WriteString("    least_conn;\n")
-		case stream.HashClientIP:
-			b.WriteString("    hash $remote_addr consistent;\n")
-		}
-		var params string
-		if s.MaxFails != nil {
-			params += " max_fails=" + strconv.Itoa(*s.MaxFails)
-		}
-		if s.FailTimeout != "" {
-			params += " fail_timeout=" + NginxTime(s.FailTimeout)
-		}
-		for _, be := range s.Backends {
-			fmt.Fprintf(&b, "    server %s%s;\n", be, params)
-		}
-		b.WriteString("}\n")
+		proxyTo = "stream_conductor_" + string(s.Protocol) + "_" + strconv.Itoa(s.Listen)
+		writeUpstream(&b, s, proxyTo, ts)
 	}
 	b.WriteString("server {\n")
 	fmt.Fprintf(&b, "    listen %s", ListenAddress(s, o.DefaultBind))
@@ -91,7 +144,10 @@ func Render(s stream.Spec, o RenderOptions) (name string, body []byte) {
 		b.WriteString(" udp")
 	}
 	b.WriteString(";\n")
-	fmt.Fprintf(&b, "    proxy_pass %s;\n", target)
+	if direct && ts[0].name != "" {
+		fmt.Fprintf(&b, "    # backend %s\n", ts[0].name)
+	}
+	fmt.Fprintf(&b, "    proxy_pass %s;\n", proxyTo)
 	if s.ConnectTimeout != "" {
 		fmt.Fprintf(&b, "    proxy_connect_timeout %s;\n", NginxTime(s.ConnectTimeout))
 	}
@@ -108,7 +164,35 @@ func Render(s stream.Spec, o RenderOptions) (name string, body []byte) {
 		b.WriteString("    deny all;\n")
 	}
 	b.WriteString("}\n")
-	return FileName(o.Prefix, s.Protocol, s.Listen), withHeader(b.Bytes())
+	return FileName(o.Prefix, s.Protocol, s.Listen), withHeader(b.Bytes()), nil
+}
+
+// writeUpstream writes the upstream block of ts, each name's addresses
+// under a comment naming the backend.
+func writeUpstream(b *bytes.Buffer, s stream.Spec, name string, ts []target) {
+	fmt.Fprintf(b, "upstream %s {\n", name)
+	switch s.Balance {
+	case stream.LeastConn:
+		b.WriteString("    least_conn;\n")
+	case stream.HashClientIP:
+		b.WriteString("    hash $remote_addr consistent;\n")
+	}
+	var params string
+	if s.MaxFails != nil {
+		params += " max_fails=" + strconv.Itoa(*s.MaxFails)
+	}
+	if s.FailTimeout != "" {
+		params += " fail_timeout=" + NginxTime(s.FailTimeout)
+	}
+	last := ""
+	for _, t := range ts {
+		if t.name != "" && t.name != last {
+			fmt.Fprintf(b, "    # backend %s\n", t.name)
+		}
+		last = t.name
+		fmt.Fprintf(b, "    server %s%s;\n", t.addr, params)
+	}
+	b.WriteString("}\n")
 }
 
 // ListenAddress is the address nginx binds for s: "9000", "127.0.0.1:9000"

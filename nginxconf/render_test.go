@@ -3,7 +3,9 @@ package nginxconf
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"flag"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -17,6 +19,23 @@ import (
 var update = flag.Bool("update", false, "rewrite the golden files in testdata")
 
 var goldenOptions = RenderOptions{Prefix: "stream-"}
+
+// goldenAddrs are what the golden cases' host names resolve to.
+var goldenAddrs = Addrs{
+	"db.example":     {netip.MustParseAddr("192.0.2.10"), netip.MustParseAddr("192.0.2.11"), netip.MustParseAddr("2001:db8::10")},
+	"single.example": {netip.MustParseAddr("192.0.2.20")},
+	"localhost":      {netip.MustParseAddr("127.0.0.1"), netip.MustParseAddr("::1")},
+}
+
+// mustRender renders s with the golden addresses.
+func mustRender(t *testing.T, s stream.Spec) (string, []byte) {
+	t.Helper()
+	name, body, err := Render(s, goldenAddrs, goldenOptions)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return name, body
+}
 
 // goldenCases returns the names of testdata/*.json.
 func goldenCases(t *testing.T) []string {
@@ -54,7 +73,7 @@ func TestRenderGolden(t *testing.T) {
 	for _, name := range goldenCases(t) {
 		t.Run(name, func(t *testing.T) {
 			s := loadCase(t, name)
-			fileName, body := Render(s, goldenOptions)
+			fileName, body := mustRender(t, s)
 			if want := "stream-" + string(s.Protocol) + "-" + strconv.Itoa(s.Listen) + ".conf"; fileName != want {
 				t.Errorf("file name %q, want %q", fileName, want)
 			}
@@ -71,7 +90,7 @@ func TestRenderGolden(t *testing.T) {
 			if !bytes.Equal(body, want) {
 				t.Errorf("render differs from %s:\n--- got\n%s\n--- want\n%s", golden, body, want)
 			}
-			if _, body2 := Render(s, goldenOptions); !bytes.Equal(body, body2) {
+			if _, body2 := mustRender(t, s); !bytes.Equal(body, body2) {
 				t.Error("render is not deterministic")
 			}
 			if h, intact := HeaderHash(body); !intact || len(h) != 64 {
@@ -85,7 +104,7 @@ func TestRenderGolden(t *testing.T) {
 }
 
 func TestHeaderHashDetectsEdits(t *testing.T) {
-	_, body := Render(loadCase(t, "tcp-single"), goldenOptions)
+	_, body := mustRender(t, loadCase(t, "tcp-single"))
 	edited := bytes.Replace(body, []byte("127.0.0.1:2000"), []byte("127.0.0.1:2001"), 1)
 	if _, intact := HeaderHash(edited); intact {
 		t.Error("an edited file still matches its header hash")
@@ -183,9 +202,10 @@ func TestGoldenFilesPassNginxTest(t *testing.T) {
 func TestNginxTestErrorsParseToOurFile(t *testing.T) {
 	bin := nginxBinary(t)
 	dir := t.TempDir()
-	s := loadCase(t, "tcp-single")
-	s.Backends = []string{"no-such-host.invalid:2000"}
-	name, body := Render(s, goldenOptions)
+	// Our files hold addresses only; a hand-edited file with a name is
+	// what makes nginx resolve, and fail.
+	name, body := mustRender(t, loadCase(t, "tcp-single"))
+	body = bytes.Replace(body, []byte("proxy_pass 127.0.0.1:2000;"), []byte("proxy_pass no-such-host.invalid:2000;"), 1)
 	if err := os.WriteFile(filepath.Join(dir, name), body, 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -196,5 +216,18 @@ func TestNginxTestErrorsParseToOurFile(t *testing.T) {
 	ds := ParseDiagnostics(out)
 	if len(ds) == 0 || ds[0].File != filepath.Join(dir, name) || !strings.Contains(ds[0].Message, `host not found in upstream "no-such-host.invalid"`) {
 		t.Fatalf("diagnostics %+v from output:\n%s", ds, out)
+	}
+}
+
+// A name without addresses is not rendered: nginx would resolve it.
+func TestRenderRefusesUnresolvedNames(t *testing.T) {
+	s := loadCase(t, "named-single")
+	_, _, err := Render(s, Addrs{}, goldenOptions)
+	var ue *UnresolvedError
+	if !errors.As(err, &ue) || ue.Host != "single.example" {
+		t.Fatalf("render without addresses: %v", err)
+	}
+	if got := Names(loadCase(t, "named-upstream")); len(got) != 1 || got[0] != "db.example" {
+		t.Fatalf("Names = %v", got)
 	}
 }

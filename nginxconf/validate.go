@@ -220,11 +220,23 @@ func checkHostName(h string) error {
 			return fmt.Errorf("%q is not a host name or IP address", truncate(h))
 		}
 	}
-	// An all-numeric name would be read as a (bad) IPv4 address.
-	if strings.Trim(labels[len(labels)-1], "0123456789") == "" {
-		return fmt.Errorf("%q is not a valid IPv4 address or host name", truncate(h))
+	// A name whose last label is a number (decimal, octal or hex) is
+	// what glibc's inet_aton reads as an IPv4 address: 127.1,
+	// 0x7f000001, 0x7f.0x1, 127.0.0.0x1 are all 127.0.0.1 to it, and
+	// would slip past every rule that looks at addresses.
+	if isNumber(labels[len(labels)-1]) {
+		return fmt.Errorf("%q is not a valid IPv4 address or host name (write an IPv4 address as four decimal numbers, such as 127.0.0.1)", truncate(h))
 	}
 	return nil
+}
+
+// isNumber reports whether l is a number in inet_aton's grammar: decimal,
+// octal (leading 0) or hexadecimal (0x, even with no digits).
+func isNumber(l string) bool {
+	if len(l) >= 2 && l[0] == '0' && (l[1] == 'x' || l[1] == 'X') {
+		return strings.Trim(l[2:], "0123456789abcdefABCDEF") == ""
+	}
+	return strings.Trim(l, "0123456789") == ""
 }
 
 func canonicalCIDR(a string) (string, error) {

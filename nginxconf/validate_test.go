@@ -136,3 +136,29 @@ func TestNginxTime(t *testing.T) {
 		}
 	}
 }
+
+// numericSpellings are host names that glibc's inet_aton reads as IPv4
+// addresses (and nginx would then resolve to them), although no rule that
+// looks at addresses sees one: each must be refused as a backend.
+var numericSpellings = []string{
+	"0x7f000001", "0X7F000001", "0x7f.0x1", "127.0.0.0x1", "0x0", "0x", "0xa9fea9fe", "127.1", "127.0.1",
+	"2130706433", "0177.0.0.1", "017700000001", "127.0.0.01", "0", "127.0.0.1.", "10.0x0.0.1",
+}
+
+func TestValidateRefusesNumericSpellings(t *testing.T) {
+	for _, h := range numericSpellings {
+		for _, port := range []string{":80", ":8080"} {
+			_, err := Validate(stream.Spec{Listen: 9000, Backends: []string{h + port}}, testRules)
+			var fe *FieldError
+			if !errors.As(err, &fe) || fe.Field != "backends" {
+				t.Errorf("%s%s: %v, want refused in backends", h, port, err)
+			}
+		}
+	}
+	// Names that only contain digits or hex letters stay names.
+	for _, h := range []string{"0x7f.example", "db0x1.internal", "1.2.3.4.nip.example", "cafe.beef", "abc"} {
+		if _, err := Validate(stream.Spec{Listen: 9000, Backends: []string{h + ":80"}}, testRules); err != nil {
+			t.Errorf("%s:80 refused: %v", h, err)
+		}
+	}
+}

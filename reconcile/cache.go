@@ -1,8 +1,12 @@
 package reconcile
 
 import (
+	"bytes"
+	"context"
 	"errors"
+	"fmt"
 	"io/fs"
+	"net"
 	"path/filepath"
 
 	"github.com/streamconductor/stream-conductor/internal/safefile"
@@ -10,23 +14,113 @@ import (
 	"github.com/streamconductor/stream-conductor/stream"
 )
 
-// rendered is a spec's file, rendered once per revision.
+// rendered is a spec's file, rendered once per revision and, for specs
+// with host names, again when the resolver's answers change.
 type rendered struct {
 	revision uint64
+	gen      uint64 // the resolver's generation it was rendered at
+	named    bool   // some backend is a host name
 	name     string
 	body     []byte
+	// fail, when set, says why the spec cannot be rendered: a name that
+	// never resolved, or an address a backend rule refuses.
+	fail string
 }
 
 // render returns s's file from the cache, rendering it only when its
-// revision is new: a pass over 10,000 unchanged streams renders nothing.
-func (r *Reconciler) render(s stream.Spec) (string, []byte) {
+// revision is new or, for a spec with host names, when the resolver's
+// answers changed: a pass over 10,000 unchanged streams renders nothing
+// and looks nothing up.
+func (r *Reconciler) render(s stream.Spec) rendered {
 	id := s.ID()
-	if c, ok := r.renderCache[id]; ok && c.revision == s.Revision {
-		return c.name, c.body
+	gen := r.resolver.Generation()
+	if c, fresh := r.cached(id, s, gen); fresh {
+		return c
 	}
-	name, body := nginxconf.Render(s, r.cfg.Render)
-	r.renderCache[id] = rendered{revision: s.Revision, name: name, body: body}
-	return name, body
+	c, ok := r.renderCache[id]
+	n := r.renderNow(s, gen)
+	if ok && c.revision == n.revision && c.fail == n.fail && bytes.Equal(c.body, n.body) {
+		n.body = c.body // same bytes: keep the ones whose hash is known
+	}
+	r.renderCache[id] = n
+	return n
+}
+
+// renderNow resolves s's host names (from the resolver's cache; a name
+// never seen is looked up now, bounded by its timeout), checks every
+// address against the backend rules and renders the file.
+func (r *Reconciler) renderNow(s stream.Spec, gen uint64) rendered {
+	out := rendered{revision: s.Revision, gen: gen, name: nginxconf.FileName(r.cfg.Render.Prefix, s.Protocol, s.Listen)}
+	names := nginxconf.Names(s)
+	out.named = len(names) > 0
+	addrs := nginxconf.Addrs{}
+	if out.named {
+		answers := r.resolver.Answers(context.Background(), names)
+		for _, n := range names {
+			a := answers[n]
+			if a.Addrs == nil {
+				why := "no address"
+				if a.Err != nil {
+					why = a.Err.Error()
+				}
+				// nginx's words, which clients and tests know.
+				out.fail = fmt.Sprintf("host not found in upstream %q: %s", n, why)
+				return out
+			}
+			addrs[n] = a.Addrs
+		}
+	}
+	if r.cfg.Policy != nil {
+		for _, b := range s.Backends {
+			host, _, _ := net.SplitHostPort(b)
+			if err := r.cfg.Policy.CheckResolved(b, addrs[host]); err != nil {
+				out.fail = err.Error()
+				return out
+			}
+		}
+	}
+	_, body, err := nginxconf.Render(s, addrs, r.cfg.Render)
+	if err != nil {
+		out.fail = err.Error()
+		return out
+	}
+	out.body = body
+	return out
+}
+
+// cached returns s's cached render and whether it is still current.
+func (r *Reconciler) cached(id string, s stream.Spec, gen uint64) (rendered, bool) {
+	c, ok := r.renderCache[id]
+	return c, ok && c.revision == s.Revision && (!c.named || c.gen == gen)
+}
+
+// prefetch has the resolver look up, in parallel, the names of specs
+// about to be rendered: names it knows cost a map lookup, new ones a
+// lookup bounded by its timeout.
+func (r *Reconciler) prefetch(specs []stream.Spec) {
+	var names []string
+	for _, s := range specs {
+		names = append(names, nginxconf.Names(s)...)
+	}
+	if len(names) > 0 {
+		r.resolver.Answers(context.Background(), names)
+	}
+}
+
+// retainNames tells the resolver which names the streams use, when the
+// store changed since it was last told, so that only those are refreshed.
+func (r *Reconciler) retainNames(specs []stream.Spec, rev uint64) {
+	if rev == r.retainedRev {
+		return
+	}
+	r.retainedRev = rev
+	inUse := map[string]bool{}
+	for _, s := range specs {
+		for _, n := range nginxconf.Names(s) {
+			inUse[n] = true
+		}
+	}
+	r.resolver.Retain(inUse)
 }
 
 // hashed is a remembered content hash.

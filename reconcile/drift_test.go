@@ -69,7 +69,7 @@ func TestDriftAlertLeavesFilesAndDoesNotReload(t *testing.T) {
 	// Writing the stream through the API takes it back.
 	h.put(9000, "a:2")
 	h.mustPass("test", "reload")
-	if got := h.files()["stream-tcp-9000.conf"]; !strings.Contains(got, "proxy_pass a:2;") {
+	if got := h.files()["stream-tcp-9000.conf"]; !strings.Contains(got, "proxy_pass 192.0.2.1:2;") {
 		t.Fatalf("API write did not take the file back: %q", got)
 	}
 	if d := h.rec.NodeStatus().Drifted; len(d) != 1 || d[0] != "stream-tcp-9001.conf" {
@@ -97,7 +97,7 @@ func TestDriftRepairsAreRateLimited(t *testing.T) {
 	}
 	now = now.Add(DefaultRepairRate.every())
 	h.mustPass("test", "reload")
-	if got := h.files()["stream-tcp-9000.conf"]; !strings.Contains(got, "proxy_pass a:1;") {
+	if got := h.files()["stream-tcp-9000.conf"]; !strings.Contains(got, "proxy_pass 192.0.2.1:1;") {
 		t.Fatalf("not repaired once a token came back: %q", got)
 	}
 	if st := h.state_("tcp/9000"); st.State != stream.Active {

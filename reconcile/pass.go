@@ -28,6 +28,7 @@ func notApplied(err error) error {
 func (r *Reconciler) pass(ctx context.Context, log zerolog.Logger) (uint64, error) {
 	specs, rev := r.store.List()
 	r.dropStaleQuarantine(specs)
+	r.retainNames(specs, rev)
 	running, err := r.prepare(ctx, len(specs))
 	if err != nil {
 		return 0, notApplied(err)

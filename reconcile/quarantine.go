@@ -124,7 +124,8 @@ func (r *Reconciler) quarantineNamed(log zerolog.Logger, err error, specs []stre
 // version down); otherwise the file goes.
 func (r *Reconciler) quarantineStream(log zerolog.Logger, s stream.Spec, reason string, onDisk map[string][]byte) {
 	q := quarantined{revision: s.Revision, reason: reason}
-	name, body := r.render(s)
+	c := r.render(s)
+	name, body := c.name, c.body
 	prev, again := r.quarantine[s.ID()]
 	// When the kept file is the one rejected now, nothing is kept.
 	if old, ok := onDisk[name]; ok && !bytes.Equal(old, body) && !(again && prev.keep != nil) {

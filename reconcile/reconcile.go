@@ -3,7 +3,8 @@
 // full desired file set, changes only the files that differ, tests the
 // result with `nginx -t`, leaves out exactly the streams nginx rejects,
 // reloads, and verifies that nginx really listens before it calls a stream
-// active.
+// active. Backend host names are resolved here (Config.Resolver) and
+// rendered as addresses, so nginx never resolves a name.
 package reconcile
 
 import (
@@ -11,6 +12,7 @@ import (
 	"errors"
 	"maps"
 	"math/rand/v2"
+	"net/netip"
 	"os"
 	"runtime/debug"
 	"slices"
@@ -22,6 +24,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/streamconductor/stream-conductor/nginxconf"
+	"github.com/streamconductor/stream-conductor/resolve"
 	"github.com/streamconductor/stream-conductor/stream"
 )
 
@@ -64,7 +67,30 @@ type Config struct {
 	// every pass and of every nginx test, start and reload (metrics).
 	OnPass  func(d time.Duration, err error)
 	OnApply func(op string, d time.Duration, err error)
-	Log     zerolog.Logger
+	// Resolver resolves backend host names, so that nginx is given
+	// addresses only (default: a resolve.Resolver that Run refreshes).
+	Resolver Resolver
+	// Policy, when set, judges every address before it is rendered: a
+	// name that now resolves where a backend rule forbids (DNS rebinding)
+	// fails its stream instead.
+	Policy Policy
+	Log    zerolog.Logger
+}
+
+// Resolver answers what addresses backend host names have.
+type Resolver interface {
+	// Answers returns what is known of each name; names it never looked
+	// up are looked up now, bounded by its timeout.
+	Answers(ctx context.Context, names []string) map[string]resolve.Answer
+	// Generation changes whenever an answer's addresses change.
+	Generation() uint64
+	// Retain says which names the streams use.
+	Retain(inUse map[string]bool)
+}
+
+// Policy judges a backend and the addresses its name resolved to.
+type Policy interface {
+	CheckResolved(backend string, addrs []netip.Addr) error
 }
 
 // Reconciler drives nginx toward the store. Create it with New and start
@@ -75,7 +101,10 @@ type Reconciler struct {
 	nginx Nginx
 	log   zerolog.Logger
 
-	trigger chan struct{}
+	trigger  chan struct{}
+	resolver Resolver
+	// ownResolver: the default resolver, which Run refreshes.
+	ownResolver *resolve.Resolver
 
 	// Owned by the Run goroutine.
 	quarantine    map[string]quarantined
@@ -90,11 +119,13 @@ type Reconciler struct {
 	repairs       *limiter
 	backoff       time.Duration
 	passID        uint64
-	lastReload    time.Time       // when nginx last took a configuration
-	foreignBroken bool            // the last failure was in a file not ours
-	forceReload   bool            // what nginx serves differs from what it was given
-	unremovable   map[string]bool // files of no stream that cannot be removed
-	lastLook      time.Time       // the watch tick's last look at the socket table
+	lastReload    time.Time         // when nginx last took a configuration
+	foreignBroken bool              // the last failure was in a file not ours
+	forceReload   bool              // what nginx serves differs from what it was given
+	unremovable   map[string]bool   // files of no stream that cannot be removed
+	lastLook      time.Time         // the watch tick's last look at the socket table
+	unrenderable  map[string]string // streams that cannot be rendered, and why
+	retainedRev   uint64            // store revision whose names the resolver was told
 
 	// Set by the watcher, taken by passes.
 	dirtyMu  sync.Mutex
@@ -150,6 +181,11 @@ func New(cfg Config, st Store, ngx Nginx) *Reconciler {
 		unremovable: make(map[string]bool),
 		repairs:     newLimiter(cfg.RepairRate, time.Now),
 	}
+	r.resolver = cfg.Resolver
+	if r.resolver == nil {
+		r.ownResolver = resolve.New(resolve.Config{OnChange: r.Trigger, Log: cfg.Log})
+		r.resolver = r.ownResolver
+	}
 	if b, err := os.ReadFile(cfg.StateFile); err == nil {
 		r.applied = strings.TrimSpace(string(b))
 	}
@@ -171,6 +207,9 @@ func (r *Reconciler) Trigger() {
 // and shown in NodeStatus, never returned.
 func (r *Reconciler) Run(ctx context.Context) {
 	go r.watch(ctx)
+	if r.ownResolver != nil {
+		go r.ownResolver.Run(ctx)
+	}
 	resync := time.NewTicker(r.cfg.ResyncInterval)
 	defer resync.Stop()
 	watch := time.NewTicker(r.cfg.WatchInterval)

@@ -24,6 +24,9 @@ type harness struct {
 	nginx *fakeNginx
 	ports *fakePorts
 	rec   *Reconciler
+	// resolver answers every name with 192.0.2.1 unless told otherwise.
+	resolver *fakeResolver
+	policy   Policy
 }
 
 func newHarness(t *testing.T) *harness {
@@ -40,6 +43,7 @@ func newHarness(t *testing.T) *harness {
 	}
 	h.nginx = newFakeNginx(h.dir)
 	h.ports = &fakePorts{nginx: h.nginx, busy: map[int]bool{}}
+	h.resolver = newFakeResolver()
 	h.rec = h.newReconciler()
 	return h
 }
@@ -51,6 +55,8 @@ func (h *harness) newReconciler() *Reconciler {
 		StateFile:     h.state,
 		VerifyTimeout: 50 * time.Millisecond,
 		Ports:         h.ports,
+		Resolver:      h.resolver,
+		Policy:        h.policy,
 		Log:           zerolog.Nop(),
 	}, h.store, h.nginx)
 }
@@ -111,7 +117,7 @@ func TestFirstPassStartsNginxAndSecondDoesNothing(t *testing.T) {
 	h.put(9001, "b:1")
 	h.mustPass("test", "start")
 	files := h.files()
-	if len(files) != 2 || !strings.Contains(files["stream-tcp-9000.conf"], "proxy_pass a:1;") {
+	if len(files) != 2 || !strings.Contains(files["stream-tcp-9000.conf"], "proxy_pass 192.0.2.1:1;") {
 		t.Fatalf("files after first pass: %v", files)
 	}
 	for _, id := range []string{"tcp/9000", "tcp/9001"} {

@@ -77,6 +77,8 @@ func (r *Reconciler) finish(specs []stream.Spec, desired map[string]file, rev ui
 		st := stream.Status{State: stream.Active, Revision: s.Revision, Since: now}
 		if q, ok := r.quarantine[s.ID()]; ok {
 			st.State, st.Error = stream.Failed, q.reason
+		} else if why, ok := r.unrenderable[s.ID()]; ok {
+			st.State, st.Error = stream.Failed, why
 		}
 		if old, ok := r.status[s.ID()]; ok && old.State == st.State && old.Error == st.Error {
 			st.Since = old.Since

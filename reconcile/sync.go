@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -16,20 +17,68 @@ import (
 )
 
 // desiredFiles renders every spec that is not quarantined; a quarantined
-// stream keeps its last good file, if it has one.
+// stream keeps its last good file, if it has one. A spec that cannot be
+// rendered (a name that never resolved, an address a backend rule
+// refuses) is failed with the reason (r.unrenderable) and keeps the file
+// nginx last loaded for it, if any.
 func (r *Reconciler) desiredFiles(specs []stream.Spec) map[string]file {
 	files := make(map[string]file, len(specs))
+	unrenderable := map[string]string{}
+	gen := r.resolver.Generation()
+	var stale []stream.Spec
 	for _, s := range specs {
-		if q, ok := r.quarantine[s.ID()]; ok {
+		id := s.ID()
+		if q, ok := r.quarantine[id]; ok {
 			if q.keep != nil {
 				files[nginxconf.FileName(r.cfg.Render.Prefix, s.Protocol, s.Listen)] = file{spec: s, body: q.keep}
 			}
 			continue
 		}
-		name, body := r.render(s)
-		files[name] = file{spec: s, body: body}
+		c, fresh := r.cached(id, s, gen)
+		if !fresh {
+			stale = append(stale, s) // rendered below, names looked up together
+			continue
+		}
+		r.addFile(files, unrenderable, s, id, c)
 	}
+	if len(stale) > 0 {
+		r.prefetch(stale)
+		for _, s := range stale {
+			r.addFile(files, unrenderable, s, s.ID(), r.render(s))
+		}
+	}
+	r.noteUnrenderable(unrenderable)
 	return files
+}
+
+// addFile adds s's render c to files, or, when s cannot be rendered,
+// notes why in unrenderable and keeps the file nginx last loaded for it:
+// as with a rejected update, the stream keeps its last good addresses.
+func (r *Reconciler) addFile(files map[string]file, unrenderable map[string]string, s stream.Spec, id string, c rendered) {
+	if c.fail == "" {
+		files[c.name] = file{spec: s, body: c.body}
+		return
+	}
+	unrenderable[id] = c.fail
+	if b, ok := r.appliedFiles[c.name]; ok {
+		files[c.name] = file{spec: s, body: b}
+	}
+}
+
+// noteUnrenderable records which streams cannot be rendered, counting and
+// logging those that are new or fail for a new reason.
+func (r *Reconciler) noteUnrenderable(unrenderable map[string]string) {
+	if maps.Equal(unrenderable, r.unrenderable) {
+		return
+	}
+	for id, why := range unrenderable {
+		if r.unrenderable[id] != why {
+			r.count(func(c *stream.NodeCounters) { c.Quarantined++ })
+			r.log.Warn().Str("stream", id).Str("reason", why).Msg("stream failed; left out of the configuration")
+		}
+	}
+	r.unrenderable = unrenderable
+	r.quarantineGen++
 }
 
 // withoutHeld drops held (drifted) files from desired: the pass keeps its

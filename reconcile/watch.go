@@ -2,7 +2,9 @@ package reconcile
 
 import (
 	"context"
+	"os"
 	"path/filepath"
+	"syscall"
 	"time"
 
 	"github.com/fsnotify/fsnotify"
@@ -59,6 +61,9 @@ func (r *Reconciler) watch(ctx context.Context) {
 					continue
 				}
 				r.markDirty(name)
+				if ev.Has(fsnotify.Create) {
+					go unblockFIFO(ctx, ev.Name)
+				}
 			default:
 				continue
 			}
@@ -71,6 +76,37 @@ func (r *Reconciler) watch(ctx context.Context) {
 			}
 			r.markDirty("") // events may be lost (overflow): read everything
 			r.log.Warn().Err(err).Msg("config directory watch")
+		}
+	}
+}
+
+// unblockFIFO keeps a FIFO named like one of our files from hanging
+// nginx: nginx's include opens every match for reading, and an open of a
+// FIFO blocks until someone opens it for writing. While the FIFO is there
+// (the next pass replaces it), it is opened for writing and closed again
+// every fifoPoke, so that a reader waiting on it reads an empty file. It
+// gives up after fifoWatch.
+func unblockFIFO(ctx context.Context, path string) {
+	const fifoPoke, fifoWatch = 20 * time.Millisecond, time.Minute
+	tick := time.NewTicker(fifoPoke)
+	defer tick.Stop()
+	deadline := time.After(fifoWatch)
+	for {
+		fi, err := os.Lstat(path)
+		if err != nil || fi.Mode()&os.ModeNamedPipe == 0 {
+			return
+		}
+		// Without a reader this fails at once (ENXIO); with one, the
+		// reader sees end of file when it is closed.
+		if fd, err := syscall.Open(path, syscall.O_WRONLY|syscall.O_NONBLOCK|syscall.O_CLOEXEC, 0); err == nil {
+			syscall.Close(fd)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-deadline:
+			return
+		case <-tick.C:
 		}
 	}
 }

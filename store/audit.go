@@ -9,6 +9,7 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 
+	"github.com/streamconductor/stream-conductor/desired"
 	"github.com/streamconductor/stream-conductor/stream"
 )
 
@@ -40,31 +41,61 @@ const (
 	compactDescription = 256
 )
 
-// AuditEntry records one request that asked for a change.
-type AuditEntry struct {
+// auditEntry is an audit record as the file keeps it (JSON). Entries
+// written before the record named no transport carry the request in the
+// legacy fields instead; fromDisk reads both.
+type auditEntry struct {
 	Seq       uint64       `json:"seq"`
 	Time      time.Time    `json:"time"`
 	RequestID string       `json:"request_id"`
-	Remote    string       `json:"remote"`
-	Token     string       `json:"token"` // which token, never the token
-	Method    string       `json:"method"`
-	Path      string       `json:"path"`
-	Route     string       `json:"route"`
+	Source    string       `json:"source,omitempty"`
+	Actor     string       `json:"actor,omitempty"`
+	Operation string       `json:"operation,omitempty"`
+	Request   string       `json:"request,omitempty"`
 	Stream    string       `json:"stream,omitempty"`
 	Before    *stream.Spec `json:"before"`
 	After     *stream.Spec `json:"after"`
-	Status    int          `json:"status"`
-	Result    string       `json:"result"` // "ok" or the error code
-	// Compacted, when set, says what was left out of Before and After to
-	// keep the entry within MaxAuditEntryBytes.
-	Compacted string `json:"compacted,omitempty"`
+	Outcome   int          `json:"outcome,omitempty"`
+	Result    string       `json:"result"`
+	Compacted string       `json:"compacted,omitempty"`
+
+	// The legacy fields: the remote address, the token id, the HTTP
+	// method, path, route and status.
+	Remote string `json:"remote,omitempty"`
+	Token  string `json:"token,omitempty"`
+	Method string `json:"method,omitempty"`
+	Path   string `json:"path,omitempty"`
+	Route  string `json:"route,omitempty"`
+	Status int    `json:"status,omitempty"`
 }
 
-// AppendAudit records e, giving it the next sequence number, and drops the
-// oldest entries beyond the retention count or the byte budget. It goes
-// through the commit loop, so it shares fsyncs with concurrent writes and
-// waits for no timer.
-func (s *Store) AppendAudit(e AuditEntry) error {
+func toDisk(r desired.AuditRecord) auditEntry {
+	return auditEntry{Seq: r.Seq, Time: r.Time, RequestID: r.RequestID, Source: r.Source, Actor: r.Actor,
+		Operation: r.Operation, Request: r.Request, Stream: r.Stream, Before: r.Before, After: r.After,
+		Outcome: r.Outcome, Result: r.Result, Compacted: r.Compacted}
+}
+
+// fromDisk is the record e keeps. A legacy entry's method and path become
+// the request "METHOD PATH", as the API writes it now.
+func fromDisk(e auditEntry) desired.AuditRecord {
+	r := desired.AuditRecord{Seq: e.Seq, Time: e.Time, RequestID: e.RequestID, Source: e.Source, Actor: e.Actor,
+		Operation: e.Operation, Request: e.Request, Stream: e.Stream, Before: e.Before, After: e.After,
+		Outcome: e.Outcome, Result: e.Result, Compacted: e.Compacted}
+	if e.Method != "" || e.Path != "" || e.Route != "" || e.Remote != "" || e.Token != "" || e.Status != 0 {
+		r.Source, r.Actor, r.Operation, r.Outcome = e.Remote, e.Token, e.Route, e.Status
+		if e.Method != "" || e.Path != "" {
+			r.Request = e.Method + " " + e.Path
+		}
+	}
+	return r
+}
+
+// AppendAudit records rec, giving it the next sequence number, and drops
+// the oldest entries beyond the retention count or the byte budget. It
+// goes through the commit loop, so it shares fsyncs with concurrent writes
+// and waits for no timer.
+func (s *Store) AppendAudit(rec desired.AuditRecord) error {
+	e := toDisk(rec)
 	return s.enqueue(&op{sideline: true, done: make(chan error, 1), fn: func(tx *bolt.Tx, _ uint64) error {
 		b, err := tx.CreateBucketIfNotExists(bucketAudit)
 		if err != nil {
@@ -119,7 +150,7 @@ func (s *Store) trimAudit(b *bolt.Bucket, seq uint64, total int64) (int64, error
 }
 
 // marshalAudit encodes e, compacted if it is over MaxAuditEntryBytes.
-func marshalAudit(e AuditEntry) ([]byte, error) {
+func marshalAudit(e auditEntry) ([]byte, error) {
 	v, err := json.Marshal(e)
 	if err != nil || len(v) <= MaxAuditEntryBytes {
 		return v, err
@@ -136,7 +167,7 @@ func marshalAudit(e AuditEntry) ([]byte, error) {
 // compactAudit keeps the first few backends and allow entries and the
 // start of the description of the stream before and after, and says in
 // Compacted what it left out.
-func compactAudit(e AuditEntry) AuditEntry {
+func compactAudit(e auditEntry) auditEntry {
 	var notes []string
 	compact := func(name string, sp *stream.Spec) *stream.Spec {
 		if sp == nil {
@@ -192,10 +223,10 @@ func initAuditBytes(tx *bolt.Tx, meta *bolt.Bucket) error {
 	return meta.Put(keyAuditBytes, u64(total))
 }
 
-// Audit returns up to limit entries older than before (all when before is
-// 0), newest first.
-func (s *Store) Audit(before uint64, limit int) ([]AuditEntry, error) {
-	var out []AuditEntry
+// Audit returns up to limit records older than before (the newest when
+// before is 0), newest first.
+func (s *Store) Audit(before uint64, limit int) ([]desired.AuditRecord, error) {
+	var out []desired.AuditRecord
 	err := s.db.View(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketAudit)
 		if b == nil {
@@ -210,11 +241,11 @@ func (s *Store) Audit(before uint64, limit int) ([]AuditEntry, error) {
 			k, v = c.Prev()
 		}
 		for ; k != nil && len(out) < limit; k, v = c.Prev() {
-			var e AuditEntry
+			var e auditEntry
 			if err := json.Unmarshal(v, &e); err != nil {
 				return fmt.Errorf("decode audit entry %d: %w", binary.BigEndian.Uint64(k), err)
 			}
-			out = append(out, e)
+			out = append(out, fromDisk(e))
 		}
 		return nil
 	})

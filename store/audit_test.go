@@ -4,11 +4,16 @@ import (
 	"encoding/json"
 	"fmt"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 	"unicode/utf8"
 
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/streamconductor/stream-conductor/desired"
 	"github.com/streamconductor/stream-conductor/stream"
 )
 
@@ -23,7 +28,7 @@ func TestAuditPagesNewestFirstAndKeepsRetention(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if err := s.AppendAudit(AuditEntry{Method: "PUT", Path: "/v1/streams/tcp/9000", Status: 200 + i%2}); err != nil {
+			if err := s.AppendAudit(desired.AuditRecord{Request: "PUT /v1/streams/tcp/9000", Outcome: 200 + i%2}); err != nil {
 				t.Error(err)
 			}
 		}()
@@ -51,7 +56,7 @@ func TestAuditKeepsWithinTheByteBudget(t *testing.T) {
 	big := strings.Repeat("d", 900)
 	for range 300 {
 		sp := stream.Spec{Protocol: stream.TCP, Listen: 9000, Backends: []string{"10.0.0.1:1"}, Description: big}
-		if err := s.AppendAudit(AuditEntry{Method: "PUT", After: &sp}); err != nil {
+		if err := s.AppendAudit(desired.AuditRecord{Request: "PUT /", After: &sp}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -63,7 +68,7 @@ func TestAuditKeepsWithinTheByteBudget(t *testing.T) {
 		}
 		var total int
 		for _, e := range all {
-			v, _ := json.Marshal(e)
+			v, _ := json.Marshal(toDisk(e))
 			total += len(v)
 		}
 		if total > budget || total < budget-2*MaxAuditEntryBytes || all[0].Seq != newest || len(all) >= 300 {
@@ -77,7 +82,7 @@ func TestAuditKeepsWithinTheByteBudget(t *testing.T) {
 	}
 	defer s.Close()
 	for range 100 {
-		s.AppendAudit(AuditEntry{Method: "DELETE", Before: &stream.Spec{Description: big}})
+		s.AppendAudit(desired.AuditRecord{Request: "DELETE /", Before: &stream.Spec{Description: big}})
 	}
 	check(s, 400, "after a reopen and 100 more")
 }
@@ -100,18 +105,69 @@ func TestOversizedAuditEntryIsCompacted(t *testing.T) {
 		}
 		return &sp
 	}
-	if err := s.AppendAudit(AuditEntry{Method: "PUT", Path: "/v1/streams/tcp/9000", Before: huge(), After: huge(), Status: 200, Result: "ok"}); err != nil {
+	if err := s.AppendAudit(desired.AuditRecord{Request: "PUT /v1/streams/tcp/9000", Before: huge(), After: huge(), Outcome: 200, Result: "ok"}); err != nil {
 		t.Fatal(err)
 	}
 	e, _ := s.Audit(0, 1)
-	v, _ := json.Marshal(e[0])
+	v, _ := json.Marshal(toDisk(e[0]))
 	if len(v) > MaxAuditEntryBytes {
 		t.Fatalf("entry of %d bytes", len(v))
 	}
 	if len(e[0].After.Backends) != compactListItems || e[0].After.Backends[0] != huge().Backends[0] || !utf8.ValidString(e[0].After.Description) {
 		t.Fatalf("compacted after: %+v", e[0].After)
 	}
-	if !strings.Contains(e[0].Compacted, "before: 56 of 64 backends, 248 of 256 allow entries") || e[0].Status != 200 || e[0].Path != "/v1/streams/tcp/9000" {
+	if !strings.Contains(e[0].Compacted, "before: 56 of 64 backends, 248 of 256 allow entries") || e[0].Outcome != 200 || e[0].Request != "PUT /v1/streams/tcp/9000" {
 		t.Fatalf("entry: %+v", e[0])
+	}
+}
+
+// Entries written before the record named no transport (remote, token,
+// method, path, route, status) read back as records: the request is
+// "METHOD PATH"; an undo has no request.
+func TestLegacyAuditEntriesReadAsRecords(t *testing.T) {
+	s, err := Open(filepath.Join(t.TempDir(), "state.db"), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	legacy := []string{
+		`{"seq":1,"time":"2026-11-01T10:00:00.123456789Z","request_id":"7","remote":"127.0.0.1:5000","token":"write:1a2b3c4d","method":"PUT","path":"/v1/streams/tcp/9000","route":"/v1/streams/{protocol}/{port}","stream":"tcp/9000","before":null,"after":{"protocol":"tcp","listen":9000,"backends":["a:1"],"revision":3,"created_at":"2026-11-01T10:00:00Z","updated_at":"2026-11-01T10:00:00Z"},"status":201,"result":"ok"}`,
+		`{"seq":2,"time":"2026-11-01T10:00:01Z","request_id":"7","remote":"","token":"","method":"","path":"","route":"undo","stream":"tcp/9000","before":null,"after":null,"status":0,"result":"undone: nginx refused it: x"}`,
+	}
+	if err := s.db.Update(func(tx *bolt.Tx) error {
+		b, err := tx.CreateBucketIfNotExists(bucketAudit)
+		if err != nil {
+			return err
+		}
+		for i, v := range legacy {
+			if err := b.Put(u64(uint64(i+1)), []byte(v)); err != nil {
+				return err
+			}
+		}
+		return b.SetSequence(2)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.Audit(0, 10)
+	if err != nil || len(got) != 2 {
+		t.Fatalf("audit: %+v, %v", got, err)
+	}
+	put := desired.AuditRecord{Seq: 1, Time: time.Date(2026, 11, 1, 10, 0, 0, 123456789, time.UTC), RequestID: "7", Source: "127.0.0.1:5000",
+		Actor: "write:1a2b3c4d", Operation: "/v1/streams/{protocol}/{port}", Request: "PUT /v1/streams/tcp/9000", Stream: "tcp/9000", Outcome: 201, Result: "ok"}
+	undo := desired.AuditRecord{Seq: 2, Time: time.Date(2026, 11, 1, 10, 0, 1, 0, time.UTC), RequestID: "7", Operation: desired.OpUndo, Stream: "tcp/9000",
+		Result: "undone: nginx refused it: x"}
+	g := got[1]
+	if g.After == nil || g.After.Backends[0] != "a:1" || g.After.Revision != 3 {
+		t.Fatalf("legacy after: %+v", g.After)
+	}
+	g.After = nil
+	if !reflect.DeepEqual(g, put) || !reflect.DeepEqual(got[0], undo) {
+		t.Fatalf("legacy entries read as\n%+v\n%+v\nwant\n%+v\n%+v", g, got[0], put, undo)
+	}
+	if err := s.AppendAudit(desired.AuditRecord{Operation: "x"}); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := s.Audit(0, 1); got[0].Seq != 3 {
+		t.Fatalf("the next record after legacy ones has seq %d, want 3", got[0].Seq)
 	}
 }

@@ -1,6 +1,7 @@
 package store
 
 import (
+	"os"
 	"path/filepath"
 	"testing"
 
@@ -12,13 +13,25 @@ import (
 var _ desired.State = (*Store)(nil)
 
 func TestConformance(t *testing.T) {
-	conformance.Run(t, func(t *testing.T) desired.State {
-		s, err := Open(filepath.Join(t.TempDir(), "state.db"), Options{})
+	open := func(t *testing.T, path string, o Options) desired.State {
+		s, err := Open(path, o)
 		if err != nil {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { s.Close() })
 		return s
+	}
+	conformance.Run(t, conformance.Impl{
+		Open: func(t *testing.T, o conformance.Options) desired.State {
+			return open(t, filepath.Join(t.TempDir(), "state.db"), Options{AuditRetention: o.AuditRetention})
+		},
+		Restore: func(t *testing.T, backup []byte) desired.State {
+			path := filepath.Join(t.TempDir(), "restored.db")
+			if err := os.WriteFile(path, backup, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			return open(t, path, Options{})
+		},
 	})
 }
 

@@ -5,13 +5,23 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+
+	"github.com/streamconductor/stream-conductor/desired"
 )
 
 // ErrDetached: the database file the store has open is no longer the file
 // at its path (deleted, or replaced with mv or a copy): a write committed
 // now would go into a file that nobody will open again, so writes are
-// refused until the daemon is restarted on the file now at the path.
-var ErrDetached = errors.New("the state database was deleted or replaced while stream-conductor was running")
+// refused until the daemon is restarted on the file now at the path. It
+// is a desired.ErrUnavailable.
+var ErrDetached error = &unavailableError{"the state database was deleted or replaced while stream-conductor was running"}
+
+// unavailableError is an error of its own that is also
+// desired.ErrUnavailable, saying only its own message.
+type unavailableError struct{ msg string }
+
+func (e *unavailableError) Error() string { return e.msg }
+func (e *unavailableError) Unwrap() error { return desired.ErrUnavailable }
 
 // Check reports whether the store can take writes: nil while the file at
 // its path is the one it has open. It costs one stat(2). Once the file is

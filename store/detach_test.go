@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/streamconductor/stream-conductor/desired"
 	"github.com/streamconductor/stream-conductor/stream"
 )
 
@@ -46,11 +47,11 @@ func TestWritesRefusedOnceTheFileIsGone(t *testing.T) {
 			if _, _, err := s.Delete("tcp/9000", Match{}); !errors.Is(err, ErrDetached) {
 				t.Fatalf("delete: %v", err)
 			}
-			if err := s.AppendAudit(AuditEntry{Method: "PUT"}); !errors.Is(err, ErrDetached) {
+			if err := s.AppendAudit(desired.AuditRecord{Request: "PUT /"}); !errors.Is(err, ErrDetached) {
 				t.Fatalf("audit: %v", err)
 			}
-			if !errors.Is(s.Check(), ErrDetached) {
-				t.Fatalf("check: %v", s.Check())
+			if !errors.Is(s.Check(), ErrDetached) || !errors.Is(s.Check(), desired.ErrUnavailable) {
+				t.Fatalf("check: %v, want ErrDetached, a desired.ErrUnavailable", s.Check())
 			}
 			if l, rev := s.List(); len(l) != 1 || rev != 1 {
 				t.Fatalf("reads: %d streams at revision %d", len(l), rev)

@@ -14,13 +14,6 @@ import (
 // ImportResult says what an import changed, by stream id.
 type ImportResult = desired.ImportResult
 
-// PlanImport says what Import(specs, prune) would do now.
-func (s *Store) PlanImport(specs []stream.Spec, prune bool) ImportResult {
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	return plan(s.specs, specs, prune)
-}
-
 // Import creates or replaces every spec in specs and, with prune, deletes
 // the streams specs does not name, all in one transaction: either all of
 // it is stored or none. Specs equal to what is stored are left as they are.

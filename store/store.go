@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"runtime/debug"
 	"slices"
 	"sync"
 	"time"
@@ -141,8 +142,11 @@ func Open(path string, o Options) (*Store, error) {
 }
 
 // openBolt opens the file, turning the panics bbolt raises on some damaged
-// files into errors.
+// files into errors, and so the memory faults of a damaged file's pages
+// read through bbolt's mmap (a freelist page beyond the file's end, say),
+// which would otherwise end the process.
 func openBolt(path string, timeout time.Duration) (db *bolt.DB, err error) {
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
 	defer func() {
 		if p := recover(); p != nil {
 			db, err = nil, fmt.Errorf("%v", p)
@@ -154,6 +158,7 @@ func openBolt(path string, timeout time.Duration) (db *bolt.DB, err error) {
 // init creates the buckets, checks the schema and the file's consistency,
 // and loads every spec. A damaged file is an error, never an empty state.
 func (s *Store) init() (err error) {
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true)) // see openBolt
 	defer func() {
 		if p := recover(); p != nil {
 			err = fmt.Errorf("%w: %v", ErrCorrupt, p)
@@ -195,19 +200,24 @@ func (s *Store) init() (err error) {
 	})
 }
 
-// Backup writes a consistent snapshot of the whole database file to w (a
-// read transaction's view, taken while writes go on) and returns its size.
-func (s *Store) Backup(w io.Writer) (int64, error) {
-	var n int64
-	err := s.db.View(func(tx *bolt.Tx) error {
-		var err error
-		n, err = tx.WriteTo(w)
-		return err
+// Backup writes a consistent snapshot of the whole database file to w: a
+// read transaction's view, taken while writes go on. begin is told its
+// size and revision from the same transaction, before the first byte.
+// The snapshot is a database file: put it at the path of the state and
+// open it to restore.
+func (s *Store) Backup(w io.Writer, begin func(desired.BackupInfo)) error {
+	return s.db.View(func(tx *bolt.Tx) error {
+		begin(desired.BackupInfo{Size: tx.Size(), Revision: revision(tx.Bucket(bucketMeta))})
+		n, err := tx.WriteTo(w)
+		if err != nil {
+			return fmt.Errorf("backup after %d bytes: %w", n, err)
+		}
+		return nil
 	})
-	return n, err
 }
 
-// BackupSize is the size Backup will write.
+// BackupSize is the size a backup taken now would have: the database
+// file's.
 func (s *Store) BackupSize() int64 {
 	var n int64
 	s.db.View(func(tx *bolt.Tx) error {
@@ -224,9 +234,6 @@ func (s *Store) Close() error {
 	<-s.loopDone
 	return s.db.Close()
 }
-
-// Path is the database file's path.
-func (s *Store) Path() string { return s.db.Path() }
 
 // Changes delivers a value after writes commit. Sends never block and
 // coalesce: one receive may stand for many writes. It has one consumer.

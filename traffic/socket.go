@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strings"
 	"syscall"
+	"time"
 )
 
 // Listen creates the Unix datagram socket nginx logs to at path (a stale
@@ -14,9 +15,10 @@ import (
 // worker user; -1: the daemon's own) and by root: other local users cannot
 // forge sessions. The socket is bound in a private directory and renamed
 // into place with its final owner and mode, so it is never open to others,
-// not even for a moment. Lines are counted only for streams that known
-// says exist (nil: every stream), so made-up ids cost nothing.
-func Listen(path string, uid int, known func(id string) bool) (*Collector, error) {
+// not even for a moment. Lines are counted only for streams that lookup
+// says exist (nil: every stream, all created at once), so made-up ids cost
+// nothing, and for the stream created last under each id.
+func Listen(path string, uid int, lookup Lookup) (*Collector, error) {
 	if len(path) > maxSocketPath {
 		return nil, fmt.Errorf("traffic log socket %s: longer than the %d bytes a Unix socket path may have; use a shorter DATA_DIR", path, maxSocketPath)
 	}
@@ -37,10 +39,10 @@ func Listen(path string, uid int, known func(id string) bool) (*Collector, error
 		conn.Close()
 		return nil, fmt.Errorf("traffic log socket %s: %w", path, err)
 	}
-	if known == nil {
-		known = func(string) bool { return true }
+	if lookup == nil {
+		lookup = func(string) (time.Time, bool) { return time.Time{}, true }
 	}
-	return &Collector{conn: conn, path: path, known: known, stats: map[string]*Stats{}}, nil
+	return &Collector{conn: conn, path: path, lookup: lookup, stats: map[string]*counts{}}, nil
 }
 
 // Reachable returns nil when the user uid (with primary group gid) may

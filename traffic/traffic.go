@@ -28,7 +28,8 @@ const (
 	OtherBackends   = "other"
 )
 
-// Stats is one stream's traffic since the daemon started.
+// Stats is one stream's traffic since the daemon started or the stream
+// was created, whichever came later.
 type Stats struct {
 	Sessions uint64 `json:"sessions"`
 	// Active is the TCP sessions open now (from the socket table; UDP: 0).
@@ -43,15 +44,45 @@ type Stats struct {
 	Backends        map[string]uint64 `json:"backends"` // sessions by upstream address
 }
 
+// Lookup says whether stream id exists and when it was created. A stream
+// deleted and created again under the same id is another stream: its
+// counts start from zero.
+type Lookup func(id string) (created time.Time, ok bool)
+
 // Collector receives nginx's session log and keeps per-stream Stats.
 type Collector struct {
 	active Active
 	conn   *net.UnixConn
 	path   string
-	known  func(id string) bool
+	lookup Lookup
 	mu     sync.Mutex
-	stats  map[string]*Stats
+	stats  map[string]*counts
 	lines  uint64
+}
+
+// counts are the Stats of the stream created at created.
+type counts struct {
+	created time.Time
+	Stats
+}
+
+// current returns the counts of stream id, created at created, and
+// forgets those of an earlier stream of the same id; c.mu is held.
+func (c *Collector) current(id string, created time.Time) *counts {
+	s := c.stats[id]
+	if s == nil || !s.created.Equal(created) {
+		s = &counts{created: created, Stats: Stats{Backends: map[string]uint64{}}}
+		c.stats[id] = s
+	}
+	return s
+}
+
+// forgetStale drops the counts of id unless they are of the stream that
+// has it now (ok: it exists, created at created); c.mu is held.
+func (c *Collector) forgetStale(id string, created time.Time, ok bool) {
+	if s := c.stats[id]; s != nil && (!ok || !s.created.Equal(created)) {
+		delete(c.stats, id)
+	}
 }
 
 // Addr is where nginx must send its log: the syslog server
@@ -90,7 +121,8 @@ func (c *Collector) record(msg []byte, now time.Time) {
 		return
 	}
 	id := stream.MakeID(stream.Protocol(strings.ToLower(f[1])), port)
-	if !c.known(id) {
+	created, ok := c.lookup(id)
+	if !ok {
 		return // no such stream: a stale line, or a forged one
 	}
 	sent, _ := strconv.ParseUint(f[4], 10, 64)
@@ -98,11 +130,7 @@ func (c *Collector) record(msg []byte, now time.Time) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.lines++
-	s := c.stats[id]
-	if s == nil {
-		s = &Stats{Backends: map[string]uint64{}}
-		c.stats[id] = s
-	}
+	s := c.current(id, created)
 	s.Sessions++
 	s.BytesOut += sent
 	s.BytesIn += received
@@ -122,14 +150,16 @@ func (c *Collector) record(msg []byte, now time.Time) {
 }
 
 // Get returns a copy of the stats of stream id, or nil if it carried
-// nothing since the daemon started.
+// nothing since the daemon started or it was created.
 func (c *Collector) Get(id string) *Stats {
 	active := 0
 	if p, port, err := stream.ParseID(id); err == nil && p == stream.TCP {
 		active = c.active.Count(port) // outside c.mu: it may read the socket table
 	}
+	created, ok := c.lookup(id)
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	c.forgetStale(id, created, ok)
 	s := c.stats[id]
 	if s == nil {
 		if active == 0 {
@@ -137,7 +167,7 @@ func (c *Collector) Get(id string) *Stats {
 		}
 		return &Stats{Active: active, Backends: map[string]uint64{}}
 	}
-	cp := *s
+	cp := s.Stats
 	cp.Active = active
 	cp.Backends = make(map[string]uint64, len(s.Backends))
 	for k, v := range s.Backends {
@@ -147,17 +177,17 @@ func (c *Collector) Get(id string) *Stats {
 }
 
 // All returns a copy of the stats of every stream that exists, and
-// forgets those of streams deleted since.
+// forgets those of streams deleted (or deleted and created again) since.
 func (c *Collector) All() map[string]Stats {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	out := make(map[string]Stats, len(c.stats))
-	for id, s := range c.stats {
-		if !c.known(id) {
-			delete(c.stats, id)
-			continue
+	for id := range c.stats {
+		created, ok := c.lookup(id)
+		c.forgetStale(id, created, ok)
+		if s := c.stats[id]; s != nil {
+			out[id] = s.Stats
 		}
-		out[id] = *s
 	}
 	return out
 }

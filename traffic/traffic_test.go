@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -18,7 +19,7 @@ func listen(t *testing.T, ids ...string) (*Collector, net.Conn) {
 	for _, id := range ids {
 		known[id] = true
 	}
-	c, err := Listen(filepath.Join(t.TempDir(), "traffic.sock"), -1, func(id string) bool { return known[id] })
+	c, err := Listen(filepath.Join(t.TempDir(), "traffic.sock"), -1, func(id string) (time.Time, bool) { return time.Time{}, known[id] })
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -105,7 +106,7 @@ func TestBackendAddressesAreBounded(t *testing.T) {
 // Stats of a stream deleted since are forgotten by All.
 func TestAllForgetsDeletedStreams(t *testing.T) {
 	exists := true
-	c, err := Listen(filepath.Join(t.TempDir(), "traffic.sock"), -1, func(string) bool { return exists })
+	c, err := Listen(filepath.Join(t.TempDir(), "traffic.sock"), -1, func(string) (time.Time, bool) { return time.Time{}, exists })
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -117,6 +118,49 @@ func TestAllForgetsDeletedStreams(t *testing.T) {
 	exists = false
 	if all := c.All(); len(all) != 0 || len(c.stats) != 0 {
 		t.Fatalf("stats of a deleted stream: %v", all)
+	}
+}
+
+// A stream deleted and created again on the same port is another stream:
+// it shows no traffic until it carries some, and then only its own.
+func TestRecreatedStreamStartsFromZero(t *testing.T) {
+	var mu sync.Mutex
+	created := map[string]time.Time{"tcp/9000": time.Date(2026, 11, 30, 0, 0, 0, 0, time.UTC), "tcp/9001": time.Date(2026, 11, 30, 0, 0, 0, 0, time.UTC)}
+	c, err := Listen(filepath.Join(t.TempDir(), "traffic.sock"), -1, func(id string) (time.Time, bool) {
+		mu.Lock()
+		defer mu.Unlock()
+		at, ok := created[id]
+		return at, ok
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	line := func(port int) []byte {
+		return []byte(fmt.Sprintf("x: %d TCP 127.0.0.1 10.0.0.1:2000 700 500 0.001 200", port))
+	}
+	now := time.Now()
+	c.record(line(9000), now)
+	c.record(line(9000), now)
+	c.record(line(9001), now)
+	if s := c.Get("tcp/9000"); s == nil || s.Sessions != 2 || s.BytesOut != 1400 {
+		t.Fatalf("before: %+v", s)
+	}
+	mu.Lock()
+	created["tcp/9000"] = created["tcp/9000"].Add(time.Minute) // deleted, created again
+	mu.Unlock()
+	if s := c.Get("tcp/9000"); s != nil && (s.Sessions != 0 || s.BytesOut != 0 || s.BytesIn != 0 || len(s.Backends) != 0) {
+		t.Fatalf("the new tcp/9000 shows the old one's traffic: %+v", s)
+	}
+	if _, ok := c.All()["tcp/9000"]; ok {
+		t.Fatal("All lists the old tcp/9000's traffic for the new one")
+	}
+	c.record(line(9000), now)
+	if s := c.Get("tcp/9000"); s == nil || s.Sessions != 1 || s.BytesOut != 700 || s.BytesIn != 500 || s.Backends["10.0.0.1:2000"] != 1 {
+		t.Fatalf("after its first session, the new tcp/9000 has %+v; want 1 session, 700 bytes out", s)
+	}
+	if s := c.All()["tcp/9001"]; s.Sessions != 1 {
+		t.Fatalf("another stream lost its counts: %+v", s)
 	}
 }
 

@@ -48,6 +48,8 @@ type config struct {
 	AllowEmptyState       bool
 	HealthInterval        time.Duration
 	HealthTimeout         time.Duration
+	ResolveInterval       time.Duration
+	ResolveTimeout        time.Duration
 	LogLevel              string
 	LogFormat             string
 	ShowVersion           bool
@@ -86,6 +88,8 @@ var settings = []setting{
 	{"allow-empty-state", "ALLOW_EMPTY_STATE", "false", "start even when the state database holds no stream but STREAM_CONFIG_PATH holds stream files of ours, and remove them (a lost or replaced state.db is otherwise refused)"},
 	{"health-interval", "HEALTH_INTERVAL", "10s", "how often every TCP backend is probed with a connect (0: never); the result is reported, not acted on"},
 	{"health-timeout", "HEALTH_TIMEOUT", "2s", "how long a backend probe may take"},
+	{"resolve-interval", "RESOLVE_INTERVAL", "30s", "how often backend host names are looked up again (1s-24h); a name that moved is followed, one that fails keeps its last good addresses"},
+	{"resolve-timeout", "RESOLVE_TIMEOUT", "2s", "how long one lookup of a backend host name may take (100ms-1m)"},
 	{"log-level", "LOG_LEVEL", "info", "debug, info, warn or error"},
 	{"log-format", "LOG_FORMAT", "auto", "json, console, or auto (console on a terminal, json otherwise)"},
 }
@@ -204,6 +208,12 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 	}
 	if c.HealthTimeout, err = parseDuration("HEALTH_TIMEOUT", v("health-timeout")); err != nil {
 		return c, err
+	}
+	if c.ResolveInterval, err = time.ParseDuration(v("resolve-interval")); err != nil || c.ResolveInterval < time.Second || c.ResolveInterval > 24*time.Hour {
+		return c, fmt.Errorf("RESOLVE_INTERVAL must be a duration from 1s to 24h such as 30s, not %q", v("resolve-interval"))
+	}
+	if c.ResolveTimeout, err = time.ParseDuration(v("resolve-timeout")); err != nil || c.ResolveTimeout < 100*time.Millisecond || c.ResolveTimeout > time.Minute {
+		return c, fmt.Errorf("RESOLVE_TIMEOUT must be a duration from 100ms to 1m such as 2s, not %q", v("resolve-timeout"))
 	}
 	if c.AuditRetention, err = strconv.Atoi(v("audit-retention")); err != nil || c.AuditRetention < 1 {
 		return c, fmt.Errorf("AUDIT_RETENTION must be a positive number, not %q", v("audit-retention"))

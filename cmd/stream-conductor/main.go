@@ -28,7 +28,9 @@ import (
 	"github.com/streamconductor/stream-conductor/metrics"
 	"github.com/streamconductor/stream-conductor/nginx"
 	"github.com/streamconductor/stream-conductor/nginxconf"
+	"github.com/streamconductor/stream-conductor/policy"
 	"github.com/streamconductor/stream-conductor/reconcile"
+	"github.com/streamconductor/stream-conductor/resolve"
 	"github.com/streamconductor/stream-conductor/store"
 	"github.com/streamconductor/stream-conductor/traffic"
 	"github.com/streamconductor/stream-conductor/writes"
@@ -102,7 +104,7 @@ func run(ctx context.Context, cfg config, log zerolog.Logger) error {
 		}
 		log.Warn().Str("bind_address", cfg.BindAddress).Msg("INSECURE: the API listens beyond loopback WITHOUT a token (ALLOW_INSECURE_REMOTE=true); anyone who reaches it can open ports to anywhere")
 	}
-	cidrs, suffixes, err := httpapi.ParseBackendAllow(cfg.BackendAllow)
+	cidrs, suffixes, err := policy.ParseAllow(cfg.BackendAllow)
 	if err != nil {
 		return err
 	}
@@ -127,7 +129,7 @@ func run(ctx context.Context, cfg config, log zerolog.Logger) error {
 	stateFile := filepath.Join(cfg.DataDir, "applied")
 	var tc *traffic.Collector
 	if cfg.NginxMode == "managed" {
-		if tc, err = listenTraffic(cfg.DataDir, cfg.NginxBin, st.Has, log); err != nil {
+		if tc, err = listenTraffic(cfg.DataDir, cfg.NginxBin, createdAt(st), log); err != nil {
 			return err
 		}
 		defer tc.Close()
@@ -154,8 +156,18 @@ func run(ctx context.Context, cfg config, log zerolog.Logger) error {
 		ngx = &nginx.External{Bin: cfg.NginxBin}
 	}
 
+	// Backend names are resolved here, never by nginx: the API's check,
+	// the rules and the rendered files all see the same addresses.
+	var rec *reconcile.Reconciler
+	resolver := resolve.New(resolve.Config{
+		Timeout: cfg.ResolveTimeout, Interval: cfg.ResolveInterval,
+		OnChange: func() { rec.Trigger() },
+		Log:      log,
+	})
+	backends := &policy.Backends{AllowCIDRs: cidrs, AllowSuffixes: suffixes, APIPort: cfg.BindPort,
+		PortMin: cfg.PortMin, PortMax: cfg.PortMax, Lookup: resolver.Lookup}
 	var mx *metrics.Metrics
-	rec := reconcile.New(reconcile.Config{
+	rec = reconcile.New(reconcile.Config{
 		Dir:            cfg.StreamConfigPath,
 		Render:         nginxconf.RenderOptions{Prefix: cfg.StreamPrefix, DefaultBind: cfg.StreamBindAddress},
 		StateFile:      stateFile,
@@ -166,6 +178,8 @@ func run(ctx context.Context, cfg config, log zerolog.Logger) error {
 		StuckAfter:     cfg.StuckAfter,
 		OnPass:         func(d time.Duration, err error) { mx.ObservePass(d, err) },
 		OnApply:        func(op string, d time.Duration, err error) { mx.ObserveApply(op, d, err) },
+		Resolver:       resolver,
+		Policy:         backends,
 		Log:            log,
 	}, st, ngx)
 	var prober *health.Prober
@@ -183,7 +197,7 @@ func run(ctx context.Context, cfg config, log zerolog.Logger) error {
 	wp := writes.New(writes.Config{
 		PortMin: cfg.PortMin, PortMax: cfg.PortMax, Reserved: []int{cfg.BindPort},
 		ApplyTimeout: cfg.ApplyTimeout, OnUndo: httpapi.AuditUndos(st, log), Log: log,
-	}, st, rec, &httpapi.BackendPolicy{AllowCIDRs: cidrs, AllowSuffixes: suffixes, APIPort: cfg.BindPort, PortMin: cfg.PortMin, PortMax: cfg.PortMax})
+	}, st, rec, backends)
 	defer wp.Close()
 	api := httpapi.New(httpapi.Config{
 		PortMin: cfg.PortMin, PortMax: cfg.PortMax,
@@ -223,6 +237,7 @@ func run(ctx context.Context, cfg config, log zerolog.Logger) error {
 		defer close(recDone)
 		rec.Run(recCtx)
 	}()
+	go resolver.Run(recCtx)
 	if prober != nil {
 		go prober.Run(recCtx)
 	}

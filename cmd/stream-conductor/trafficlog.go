@@ -12,21 +12,22 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/streamconductor/stream-conductor/nginxconf"
+	"github.com/streamconductor/stream-conductor/stream"
 	"github.com/streamconductor/stream-conductor/traffic"
 )
 
 // listenTraffic opens the Unix datagram socket nginx's workers send their
 // session log to, DATA_DIR/traffic.sock (the same path at every start, so
 // that the main nginx.conf does not change), writable by the workers' user
-// alone, and counting lines only for streams that exist.
-func listenTraffic(dataDir, nginxBin string, known func(id string) bool, log zerolog.Logger) (*traffic.Collector, error) {
+// alone, and counting lines only for streams that exist, as lookup says.
+func listenTraffic(dataDir, nginxBin string, lookup traffic.Lookup, log zerolog.Logger) (*traffic.Collector, error) {
 	path, err := filepath.Abs(filepath.Join(dataDir, "traffic.sock"))
 	if err != nil {
 		return nil, err
 	}
 	os.Remove(filepath.Join(dataDir, "traffic.addr")) // the UDP port of older versions
 	uid, gid, who := workerUser(nginxBin, log)
-	tc, err := traffic.Listen(path, uid, known)
+	tc, err := traffic.Listen(path, uid, lookup)
 	if err != nil {
 		return nil, err
 	}
@@ -38,6 +39,18 @@ func listenTraffic(dataDir, nginxBin string, known func(id string) bool, log zer
 	}
 	log.Debug().Str("socket", path).Str("worker_user", who).Msg("traffic log socket")
 	return tc, nil
+}
+
+// createdAt tells the traffic collector whether a stream exists and when
+// it was created, so that a stream created again on a port counts from
+// zero.
+func createdAt(st interface {
+	Get(id string) (stream.Spec, error)
+}) traffic.Lookup {
+	return func(id string) (time.Time, bool) {
+		sp, err := st.Get(id)
+		return sp.CreatedAt, err == nil
+	}
 }
 
 // workerUser is the user nginx's workers run as, who alone may write to

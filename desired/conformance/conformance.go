@@ -1,7 +1,9 @@
 // Package conformance is the test suite every implementation of
 // desired.State passes: revision ordering, preconditions, atomic
 // allocation under concurrent allocators, changes delivered in order
-// without loss, and imports that are all or nothing.
+// without loss, imports that are all or nothing, lists and backups that
+// are each one revision of the state, and an audit log paged newest first
+// that keeps its retention.
 package conformance
 
 import (
@@ -16,12 +18,24 @@ import (
 	"github.com/streamconductor/stream-conductor/stream"
 )
 
-// Open returns a new, empty implementation for one test; it cleans up
-// after itself with t.Cleanup.
-type Open func(t *testing.T) desired.State
+// Options are what the suite asks of an implementation it opens.
+type Options struct {
+	// AuditRetention is how many audit records it keeps (0: its
+	// default, at least 1,000).
+	AuditRetention int
+}
 
-// Run runs every case of the suite against open, each as a subtest.
-func Run(t *testing.T, open Open) {
+// Impl is an implementation under test.
+type Impl struct {
+	// Open returns a new, empty state for one test; it cleans up after
+	// itself with t.Cleanup.
+	Open func(t *testing.T, o Options) desired.State
+	// Restore returns a state restored from the bytes of a backup.
+	Restore func(t *testing.T, backup []byte) desired.State
+}
+
+// Run runs every case of the suite against impl, each as a subtest.
+func Run(t *testing.T, impl Impl) {
 	cases := []struct {
 		name string
 		fn   func(t *testing.T, st desired.State)
@@ -35,13 +49,24 @@ func Run(t *testing.T, open Open) {
 		{"WatcherSeesEveryChange", watcherSeesEveryChange},
 		{"ImportAllOrNothing", importAllOrNothing},
 		{"ImportNeverSeenHalfDone", importNeverHalfDone},
+		{"ListIsOneRevision", listIsOneRevision},
+		{"AuditNewestFirstAndNotDesiredState", auditNewestFirst},
+		{"AuditPagesWithACursor", auditPages},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			t.Parallel()
-			c.fn(t, open(t))
+			c.fn(t, impl.Open(t, Options{}))
 		})
 	}
+	t.Run("AuditKeepsItsRetention", func(t *testing.T) {
+		t.Parallel()
+		auditRetention(t, impl.Open(t, Options{AuditRetention: 5}))
+	})
+	t.Run("BackupIsTheStateAtItsRevision", func(t *testing.T) {
+		t.Parallel()
+		backupAtItsRevision(t, impl.Open(t, Options{}), impl.Restore)
+	})
 }
 
 func spec(port int, backend string) stream.Spec {
