@@ -17,7 +17,6 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/streamconductor/stream-conductor/nginxconf"
-	"github.com/streamconductor/stream-conductor/reconcile"
 	"github.com/streamconductor/stream-conductor/store"
 	"github.com/streamconductor/stream-conductor/stream"
 	"github.com/streamconductor/stream-conductor/writes"
@@ -86,8 +85,8 @@ func (f *fakeApplier) StatusVersion() uint64 {
 	return f.version
 }
 
-func (f *fakeApplier) Health() reconcile.Health {
-	return reconcile.Health{NginxRunning: true, Counters: reconcile.Counters{Passes: 1}}
+func (f *fakeApplier) NodeStatus() stream.NodeStatus {
+	return stream.NodeStatus{NginxRunning: true, Counters: stream.NodeCounters{Passes: 1}}
 }
 
 func newTestServer(t testing.TB) (*Server, *store.Store, *fakeApplier) {

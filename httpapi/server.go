@@ -18,7 +18,6 @@ import (
 
 	"github.com/streamconductor/stream-conductor/desired"
 	"github.com/streamconductor/stream-conductor/health"
-	"github.com/streamconductor/stream-conductor/reconcile"
 	"github.com/streamconductor/stream-conductor/stream"
 	"github.com/streamconductor/stream-conductor/traffic"
 	"github.com/streamconductor/stream-conductor/writes"
@@ -39,7 +38,7 @@ type Store interface {
 // Applier is the reconciler as the API reads it.
 type Applier interface {
 	Status(id string, rev uint64) stream.Status
-	Health() reconcile.Health
+	NodeStatus() stream.NodeStatus
 	// StatusVersion changes whenever a stream's status may have.
 	StatusVersion() uint64
 	// Preview renders a spec and reads its file, changing nothing.

@@ -18,7 +18,7 @@ func (s *Server) healthz(w http.ResponseWriter, r *http.Request) error {
 // file is still the one at its path), nginx runs, the last pass succeeded,
 // no pass is stuck, and nginx listens on every port it was given.
 func (s *Server) readyz(w http.ResponseWriter, r *http.Request) error {
-	h := s.applier.Health()
+	h := s.applier.NodeStatus()
 	var reasons []string
 	if err := s.store.Check(); err != nil {
 		reasons = append(reasons, err.Error())
@@ -59,7 +59,7 @@ func (s *Server) status(w http.ResponseWriter, r *http.Request) error {
 			failed = append(failed, map[string]string{"id": sp.ID(), "error": st.Error})
 		}
 	}
-	h := s.applier.Health()
+	h := s.applier.NodeStatus()
 	writeJSON(w, http.StatusOK, map[string]any{
 		"version":        s.cfg.Version,
 		"pid":            os.Getpid(),

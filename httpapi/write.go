@@ -89,7 +89,7 @@ func (s *Server) await(r *http.Request, w *writes.Pending) ([]writes.Refusal, er
 	defer cancel()
 	refused, err := w.Wait(ctx)
 	if err != nil {
-		h := s.applier.Health()
+		h := s.applier.NodeStatus()
 		msg := fmt.Sprintf("the change is stored but was not applied within %v", s.cfg.ApplyTimeout)
 		if h.LastError != "" {
 			return nil, &Error{Status: http.StatusServiceUnavailable, Code: CodeNginxUnavailable, Message: msg + "; nginx: " + h.LastError}

@@ -1,6 +1,7 @@
 package integration
 
 import (
+	"bytes"
 	"fmt"
 	"math/rand/v2"
 	"net"
@@ -13,6 +14,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/streamconductor/stream-conductor/internal/procfs"
 )
 
 // requireTool skips when a tool a test needs is missing, except in CI.
@@ -381,24 +384,9 @@ func TestOldWorkersDoNotPileUp(t *testing.T) {
 // ones included: they share the master's session.
 func (d *daemon) nginxWorkers() int {
 	master := d.nginxPID()
-	entries, _ := os.ReadDir("/proc")
-	n := 0
-	for _, e := range entries {
-		stat, err := os.ReadFile("/proc/" + e.Name() + "/stat")
-		if err != nil {
-			continue
-		}
-		i := strings.LastIndexByte(string(stat), ')')
-		f := strings.Fields(string(stat[i+1:]))
-		if len(f) < 4 || f[0] == "Z" || f[3] != strconv.Itoa(master) {
-			continue
-		}
-		cmdline, _ := os.ReadFile("/proc/" + e.Name() + "/cmdline")
-		if strings.HasPrefix(string(cmdline), "nginx: worker process") {
-			n++
-		}
-	}
-	return n
+	return len(procfs.Scan(func(p procfs.Proc, cmdline []byte) bool {
+		return !p.Zombie() && p.PPID == master && bytes.HasPrefix(cmdline, []byte("nginx: worker process"))
+	}))
 }
 
 // runtimeWorkers is what worker_processes auto gives on this machine.

@@ -1,7 +1,6 @@
 package integration
 
 import (
-	"bufio"
 	"bytes"
 	"fmt"
 	"net"
@@ -13,6 +12,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/streamconductor/stream-conductor/internal/procfs"
 )
 
 // The state database deleted, or replaced with mv (a botched restore),
@@ -243,48 +244,31 @@ func TestTrafficLogOnlyFromNginxWorkers(t *testing.T) {
 func workerUIDs(t *testing.T, master int) map[uint32]bool {
 	t.Helper()
 	uids := map[uint32]bool{}
-	entries, _ := os.ReadDir("/proc")
-	for _, e := range entries {
-		status, err := os.ReadFile("/proc/" + e.Name() + "/status")
-		if err != nil || !bytes.Contains(status, []byte(fmt.Sprintf("\nPPid:\t%d\n", master))) {
+	for _, pid := range procfs.Children(master) {
+		if !bytes.HasPrefix(procfs.Cmdline(pid), []byte("nginx: worker process")) {
 			continue
 		}
-		if cmdline, _ := os.ReadFile("/proc/" + e.Name() + "/cmdline"); !bytes.HasPrefix(cmdline, []byte("nginx: worker process")) {
-			continue
-		}
-		sc := bufio.NewScanner(bytes.NewReader(status))
-		for sc.Scan() {
-			if f := strings.Fields(sc.Text()); len(f) > 1 && f[0] == "Uid:" {
-				uid, _ := strconv.ParseUint(f[1], 10, 32)
-				uids[uint32(uid)] = true
-			}
+		if uid, err := procfs.RealUID(pid); err == nil {
+			uids[uid] = true
 		}
 	}
 	return uids
 }
 
 // udpSockets returns the local ports of the UDP sockets process pid holds.
-func udpSockets(t *testing.T, pid int) []string {
+func udpSockets(t *testing.T, pid int) []int {
 	t.Helper()
-	inodes := map[string]bool{}
-	fds, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
-	if err != nil {
+	if _, err := procfs.Stat(pid); err != nil {
 		t.Fatal(err)
 	}
-	for _, fd := range fds {
-		if target, err := os.Readlink(fmt.Sprintf("/proc/%d/fd/%s", pid, fd.Name())); err == nil && strings.HasPrefix(target, "socket:[") {
-			inodes[strings.TrimSuffix(strings.TrimPrefix(target, "socket:["), "]")] = true
+	inodes := map[string]bool{}
+	procfs.Sockets(pid, func(inode string) { inodes[inode] = true })
+	var ports []int
+	procfs.TablesOf(pid).Each(true, func(s procfs.Socket) {
+		if inodes[s.Inode] {
+			ports = append(ports, s.Port)
 		}
-	}
-	var ports []string
-	for _, table := range []string{"udp", "udp6"} {
-		b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/net/%s", pid, table))
-		for _, line := range strings.Split(string(b), "\n")[1:] {
-			if f := strings.Fields(line); len(f) > 9 && inodes[f[9]] {
-				ports = append(ports, f[1])
-			}
-		}
-	}
+	})
 	return ports
 }
 

@@ -18,6 +18,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/streamconductor/stream-conductor/internal/procfs"
 )
 
 // binary is the daemon built once for the whole run.
@@ -288,8 +290,7 @@ func (d *daemon) nginxPID() int {
 		return 0
 	}
 	pid, _ := strconv.Atoi(strings.TrimSpace(string(b)))
-	cmdline, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/cmdline")
-	if err != nil || !bytes.Contains(cmdline, []byte(d.dataDir)) {
+	if cmdline := procfs.Cmdline(pid); !bytes.Contains(cmdline, []byte(d.dataDir)) {
 		return 0 // not ours
 	}
 	return pid
@@ -315,7 +316,7 @@ func (d *daemon) stopNginx() {
 	syscall.Kill(pid, syscall.SIGTERM)
 	deadline := time.Now().Add(10 * time.Second)
 	for time.Now().Before(deadline) {
-		if stat, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat"); err != nil || bytes.Contains(stat, []byte(") Z ")) {
+		if p, err := procfs.Stat(pid); err != nil || p.Zombie() {
 			return
 		}
 		time.Sleep(10 * time.Millisecond)
@@ -327,23 +328,11 @@ func (d *daemon) stopNginx() {
 // test's data dir open (its error log): the workers a master killed with
 // SIGKILL leaves behind.
 func (d *daemon) stopOrphans() {
-	entries, _ := os.ReadDir("/proc")
-	for _, e := range entries {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		cmdline, _ := os.ReadFile("/proc/" + e.Name() + "/cmdline")
-		if !bytes.HasPrefix(cmdline, []byte("nginx: ")) {
-			continue
-		}
-		fds, _ := os.ReadDir("/proc/" + e.Name() + "/fd")
-		for _, fd := range fds {
-			if target, err := os.Readlink("/proc/" + e.Name() + "/fd/" + fd.Name()); err == nil && strings.HasPrefix(target, d.dataDir+"/") {
-				syscall.Kill(pid, syscall.SIGKILL)
-				break
-			}
-		}
+	ours := func(path string) bool { return strings.HasPrefix(path, d.dataDir+"/") }
+	for _, pid := range procfs.Scan(func(p procfs.Proc, cmdline []byte) bool {
+		return bytes.HasPrefix(cmdline, []byte("nginx: ")) && procfs.HoldsPath(p.PID, ours)
+	}) {
+		syscall.Kill(pid, syscall.SIGKILL)
 	}
 }
 

@@ -1,7 +1,6 @@
 package integration
 
 import (
-	"bufio"
 	"fmt"
 	"math/rand/v2"
 	"os"
@@ -12,6 +11,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/streamconductor/stream-conductor/internal/procfs"
 )
 
 // TestRandomisedModel drives one daemon through a seeded, bounded sequence
@@ -252,23 +253,10 @@ func agrees(t *testing.T, d *daemon, model map[int]string, echos map[string]*ech
 // tcpListening returns the ports in [lo, hi] with a listening socket.
 func tcpListening(lo, hi int) map[int]bool {
 	ports := map[int]bool{}
-	for _, name := range []string{"/proc/net/tcp", "/proc/net/tcp6"} {
-		f, err := os.Open(name)
-		if err != nil {
-			continue
+	procfs.Host.Accepting(false, func(s procfs.Socket) {
+		if s.Port >= lo && s.Port <= hi {
+			ports[s.Port] = true
 		}
-		sc := bufio.NewScanner(f)
-		for sc.Scan() {
-			fields := strings.Fields(sc.Text())
-			if len(fields) < 4 || fields[3] != "0A" {
-				continue
-			}
-			_, hex, _ := strings.Cut(fields[1], ":")
-			if p, err := strconv.ParseUint(hex, 16, 16); err == nil && int(p) >= lo && int(p) <= hi {
-				ports[int(p)] = true
-			}
-		}
-		f.Close()
-	}
+	})
 	return ports
 }

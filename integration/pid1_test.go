@@ -2,41 +2,13 @@ package integration
 
 import (
 	"bytes"
-	"os"
 	"slices"
-	"strconv"
-	"strings"
 	"syscall"
 	"testing"
 	"time"
-)
 
-// procs returns the host pids whose /proc/PID/stat satisfies keep.
-func procs(keep func(pid, ppid int, state string, cmdline []byte) bool) []int {
-	entries, _ := os.ReadDir("/proc")
-	var out []int
-	for _, e := range entries {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		stat, err := os.ReadFile("/proc/" + e.Name() + "/stat")
-		if err != nil {
-			continue
-		}
-		i := bytes.LastIndexByte(stat, ')')
-		f := strings.Fields(string(stat[i+1:]))
-		if len(f) < 2 {
-			continue
-		}
-		ppid, _ := strconv.Atoi(f[1])
-		cmdline, _ := os.ReadFile("/proc/" + e.Name() + "/cmdline")
-		if keep(pid, ppid, f[0], cmdline) {
-			out = append(out, pid)
-		}
-	}
-	return out
-}
+	"github.com/streamconductor/stream-conductor/internal/procfs"
+)
 
 // As a container's entrypoint the daemon is PID 1: the nginx master it
 // starts is its child after daemonizing, and when that master dies its
@@ -53,7 +25,7 @@ func TestAsPID1ReapsAndRestartsNginx(t *testing.T) {
 	d.mustPut("tcp", d.portMin, `{"backend":"`+be.addr()+`"}`)
 	mustEcho(t, d.portMin, "A:")
 
-	inner := procs(func(_, ppid int, _ string, _ []byte) bool { return ppid == d.cmd.Process.Pid })
+	inner := procfs.Children(d.cmd.Process.Pid)
 	if len(inner) != 1 {
 		t.Fatalf("the daemon's pid in the namespace: %v", inner)
 	}
@@ -63,12 +35,12 @@ func TestAsPID1ReapsAndRestartsNginx(t *testing.T) {
 	// A worker just forked still carries its master's title for a moment:
 	// a master is one whose parent is not itself a master of ours.
 	master := func() int {
-		m := procs(func(_, ppid int, state string, cmdline []byte) bool {
-			return state != "Z" && bytes.HasPrefix(cmdline, []byte("nginx: master process")) && bytes.Contains(cmdline, []byte(d.dataDir))
+		m := procfs.Scan(func(p procfs.Proc, cmdline []byte) bool {
+			return !p.Zombie() && bytes.HasPrefix(cmdline, []byte("nginx: master process")) && bytes.Contains(cmdline, []byte(d.dataDir))
 		})
 		var top []int
 		for _, pid := range m {
-			if len(procs(func(p, pp int, _ string, _ []byte) bool { return p == pid && slices.Contains(m, pp) })) == 0 {
+			if p, err := procfs.Stat(pid); err != nil || !slices.Contains(m, p.PPID) {
 				top = append(top, pid)
 			}
 		}
@@ -81,7 +53,7 @@ func TestAsPID1ReapsAndRestartsNginx(t *testing.T) {
 	if old == 0 {
 		t.Fatal("no nginx master")
 	}
-	if ppid := procs(func(pid, ppid int, _ string, _ []byte) bool { return pid == old && ppid == pid1 }); len(ppid) != 1 {
+	if p, err := procfs.Stat(old); err != nil || p.PPID != pid1 {
 		t.Fatal("the daemonized nginx master is not the daemon's child: nobody would reap it")
 	}
 	syscall.Kill(old, syscall.SIGKILL)
@@ -94,6 +66,6 @@ func TestAsPID1ReapsAndRestartsNginx(t *testing.T) {
 		return err == nil && got == "A:pid1\n"
 	})
 	eventually(t, "no zombie left", 10*time.Second, func() bool {
-		return len(procs(func(_, ppid int, state string, _ []byte) bool { return ppid == pid1 && state == "Z" })) == 0
+		return len(procfs.Scan(func(p procfs.Proc, _ []byte) bool { return p.PPID == pid1 && p.Zombie() })) == 0
 	})
 }

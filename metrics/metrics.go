@@ -14,14 +14,13 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/streamconductor/stream-conductor/health"
-	"github.com/streamconductor/stream-conductor/reconcile"
 	"github.com/streamconductor/stream-conductor/stream"
 	"github.com/streamconductor/stream-conductor/traffic"
 )
 
 // Source is what the collector reads at scrape time.
 type Source interface {
-	Health() reconcile.Health
+	NodeStatus() stream.NodeStatus
 	Status(id string, rev uint64) stream.Status
 }
 
@@ -140,7 +139,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	for state, n := range counts {
 		ch <- prometheus.MustNewConstMetric(descStreams, prometheus.GaugeValue, float64(n), string(state))
 	}
-	h := c.src.Health()
+	h := c.src.NodeStatus()
 	for event, v := range map[string]uint64{
 		"pass": h.Counters.Passes, "failed_pass": h.Counters.FailedPasses, "nginx_test": h.Counters.Tests,
 		"nginx_reload": h.Counters.Reloads, "nginx_start": h.Counters.Starts, "file_written": h.Counters.FilesWritten,

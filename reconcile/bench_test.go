@@ -52,7 +52,7 @@ func BenchmarkInSyncPass10000(b *testing.B) {
 	if a := ngx.takeActions(); len(a) != 0 {
 		b.Fatalf("an in-sync pass did %v", a)
 	}
-	if c := rec.Health().Counters; c.FilesWritten != 10000 {
+	if c := rec.NodeStatus().Counters; c.FilesWritten != 10000 {
 		b.Fatalf("in-sync passes wrote files: %d written in all", c.FilesWritten)
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"net"
 	"path/filepath"
 
+	"github.com/streamconductor/stream-conductor/internal/safefile"
 	"github.com/streamconductor/stream-conductor/nginxconf"
 	"github.com/streamconductor/stream-conductor/stream"
 )
@@ -187,7 +188,7 @@ func (r *Reconciler) observe() (map[string][]byte, error) {
 		onDisk[name] = b
 	}
 	for name := range d.names {
-		b, err := readRegular(filepath.Join(r.cfg.Dir, name))
+		b, err := safefile.ReadRegular(filepath.Join(r.cfg.Dir, name))
 		switch {
 		case err == nil:
 			onDisk[name] = b

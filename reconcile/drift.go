@@ -109,7 +109,7 @@ func (r *Reconciler) handleDrift(log zerolog.Logger, specs []stream.Spec, desire
 		return
 	}
 	if len(drifted) > 0 {
-		r.count(func(c *Counters) { c.DriftDetected += uint64(len(drifted)) })
+		r.count(func(c *stream.NodeCounters) { c.DriftDetected += uint64(len(drifted)) })
 	}
 	if r.cfg.DriftPolicy == DriftRepair && r.repairs.allow() {
 		for name, h := range r.held {
@@ -118,7 +118,7 @@ func (r *Reconciler) handleDrift(log zerolog.Logger, specs []stream.Spec, desire
 				delete(r.held, name)
 			}
 		}
-		r.count(func(c *Counters) { c.DriftRepairs++ })
+		r.count(func(c *stream.NodeCounters) { c.DriftRepairs++ })
 		log.Warn().Strs("files", drifted).Msg("config files changed by someone else; repairing them from the store")
 		return
 	}

@@ -30,7 +30,7 @@ func TestDriftIsCountedOnceAndRepaired(t *testing.T) {
 	if got := h.files(); len(got) != 2 || got["stream-tcp-9000.conf"] != want["stream-tcp-9000.conf"] || got["stream-tcp-9001.conf"] != want["stream-tcp-9001.conf"] {
 		t.Fatalf("not repaired: %v", got)
 	}
-	c := h.rec.Health().Counters
+	c := h.rec.NodeStatus().Counters
 	if c.DriftDetected != 3 || c.DriftRepairs != 1 {
 		t.Fatalf("drift counters %+v, want 3 files in 1 repair", c)
 	}
@@ -38,7 +38,7 @@ func TestDriftIsCountedOnceAndRepaired(t *testing.T) {
 	h.put(9003, "c:1")
 	h.mustPass("test", "reload")
 	h.mustPass()
-	if c := h.rec.Health().Counters; c.DriftDetected != 3 {
+	if c := h.rec.NodeStatus().Counters; c.DriftDetected != 3 {
 		t.Fatalf("our own writes counted as drift: %+v", c)
 	}
 }
@@ -59,11 +59,11 @@ func TestDriftAlertLeavesFilesAndDoesNotReload(t *testing.T) {
 	if _, ok := files["stream-tcp-9001.conf"]; ok {
 		t.Fatal("alert mode recreated a removed file")
 	}
-	if d := h.rec.Health().Drifted; len(d) != 2 {
+	if d := h.rec.NodeStatus().Drifted; len(d) != 2 {
 		t.Fatalf("health shows drifted %v", d)
 	}
 	h.mustPass() // still held, still nothing to do
-	if c := h.rec.Health().Counters; c.DriftDetected != 2 || c.DriftRepairs != 0 {
+	if c := h.rec.NodeStatus().Counters; c.DriftDetected != 2 || c.DriftRepairs != 0 {
 		t.Fatalf("counters %+v", c)
 	}
 	// Writing the stream through the API takes it back.
@@ -72,7 +72,7 @@ func TestDriftAlertLeavesFilesAndDoesNotReload(t *testing.T) {
 	if got := h.files()["stream-tcp-9000.conf"]; !strings.Contains(got, "proxy_pass 192.0.2.1:2;") {
 		t.Fatalf("API write did not take the file back: %q", got)
 	}
-	if d := h.rec.Health().Drifted; len(d) != 1 || d[0] != "stream-tcp-9001.conf" {
+	if d := h.rec.NodeStatus().Drifted; len(d) != 1 || d[0] != "stream-tcp-9001.conf" {
 		t.Fatalf("drifted after the write: %v", d)
 	}
 }
@@ -92,7 +92,7 @@ func TestDriftRepairsAreRateLimited(t *testing.T) {
 	if h.files()["stream-tcp-9000.conf"] != "# fight on\n" {
 		t.Fatal("repaired beyond the rate limit")
 	}
-	if d := h.rec.Health().Drifted; len(d) != 1 {
+	if d := h.rec.NodeStatus().Drifted; len(d) != 1 {
 		t.Fatalf("a rate-limited file is not shown as drifted: %v", d)
 	}
 	now = now.Add(DefaultRepairRate.every())

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"sync"
 
+	"github.com/streamconductor/stream-conductor/nginx"
 	"github.com/streamconductor/stream-conductor/nginxconf"
 	"github.com/streamconductor/stream-conductor/stream"
 )
@@ -71,12 +72,12 @@ func (f *fakeNginx) Test(ctx context.Context) error {
 		f.duringTest()
 	}
 	if f.foreign != "" {
-		return &Error{Op: "test", Diags: []nginxconf.Diagnostic{{Level: "emerg", Message: f.foreign, File: filepath.Join(f.dir, "foreign.conf"), Line: 1}}}
+		return &nginx.Error{Op: "test", Diags: []nginxconf.Diagnostic{{Level: "emerg", Message: f.foreign, File: filepath.Join(f.dir, "foreign.conf"), Line: 1}}}
 	}
 	for _, name := range f.files() {
 		b, _ := os.ReadFile(name)
 		if f.rejectHost != "" && strings.Contains(string(b), f.rejectHost) {
-			return &Error{Op: "test", Diags: []nginxconf.Diagnostic{{Level: "emerg",
+			return &nginx.Error{Op: "test", Diags: []nginxconf.Diagnostic{{Level: "emerg",
 				Message: fmt.Sprintf("host not found in upstream %q", f.rejectHost), File: name, Line: 3}}}
 		}
 	}
@@ -92,7 +93,7 @@ func (f *fakeNginx) load(op string) error {
 		}
 		p, port, _ := stream.ParseID(id)
 		if f.bindFails[port] {
-			return &Error{Op: op, Diags: []nginxconf.Diagnostic{
+			return &nginx.Error{Op: op, Diags: []nginxconf.Diagnostic{
 				{Level: "emerg", PID: 1, Message: fmt.Sprintf("bind() to 0.0.0.0:%d failed (98: Address already in use)", port)},
 				{Level: "emerg", PID: 1, Message: "still could not bind()"},
 			}}
@@ -106,7 +107,18 @@ func (f *fakeNginx) load(op string) error {
 	return nil
 }
 
-func (f *fakeNginx) Prepare(ctx context.Context) error { return nil }
+func (f *fakeNginx) Prepare(ctx context.Context, streams int) error { return nil }
+
+// Supervises is true: the fake is started by the first pass.
+func (f *fakeNginx) Supervises() bool { return true }
+
+func (f *fakeNginx) HeldPorts() map[string]bool { return nil }
+
+func (f *fakeNginx) MainDrifted() bool { return false }
+
+func (f *fakeNginx) TakeMainRepaired() bool { return false }
+
+func (f *fakeNginx) Signalled() bool { return false }
 
 func (f *fakeNginx) Recover(ctx context.Context) error { return nil }
 

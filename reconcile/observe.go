@@ -25,38 +25,21 @@ import (
 //     30-60 ms with 10,000 streams (BenchmarkListeningLook10000), which is
 //     why it is not on every tick nor in the write's path.
 
-// mainWatcher is the part of Managed that reports the main configuration
-// on disk drifting from ours.
-type mainWatcher interface {
-	// MainDrifted reports whether the file on disk is not ours.
-	MainDrifted() bool
-	// TakeMainRepaired reports, once, that Prepare rewrote it under a
-	// running nginx.
-	TakeMainRepaired() bool
-	// Signalled reports whether nginx logged a signal since the last
-	// call, or cannot tell.
-	Signalled() bool
-}
-
 // lookAgain is the watch tick: it reports whether a pass is needed because
 // the managed nginx is not running, its main configuration is not ours, or
 // it does not listen on the ports of streams it was given.
 func (r *Reconciler) lookAgain() bool {
-	if _, managed := r.nginx.(*Managed); managed {
-		reapZombies() // as PID 1: workers that left after their master died
-		if !r.nginx.Running() {
-			r.log.Warn().Msg("nginx master is not running; starting it")
-			return true
-		}
+	if r.nginx.Supervises() && !r.nginx.Running() {
+		r.log.Warn().Msg("nginx master is not running; starting it")
+		return true
 	}
-	mw, ok := r.nginx.(mainWatcher)
-	if !ok || !r.nginx.Confirms() || r.appliedFiles == nil {
+	if !r.nginx.Confirms() || r.appliedFiles == nil {
 		return false
 	}
-	if mw.MainDrifted() {
+	if r.nginx.MainDrifted() {
 		return true // the pass's Prepare rewrites it, logs and counts
 	}
-	if !mw.Signalled() && time.Since(r.lastLook) < r.cfg.ResyncInterval {
+	if !r.nginx.Signalled() && time.Since(r.lastLook) < r.cfg.ResyncInterval {
 		return false
 	}
 	r.lastLook = time.Now()
@@ -107,8 +90,8 @@ func (r *Reconciler) notListening(files map[string][]byte) ([]string, error) {
 // repair rate). It reports whether a pass should run.
 func (r *Reconciler) listenDrift(log zerolog.Logger, missing []string) bool {
 	r.mu.Lock()
-	known := slices.Equal(r.health.NotListening, missing)
-	r.health.NotListening = missing
+	known := slices.Equal(r.node.NotListening, missing)
+	r.node.NotListening = missing
 	r.mu.Unlock()
 	if len(missing) == 0 {
 		return false
@@ -120,7 +103,7 @@ func (r *Reconciler) listenDrift(log zerolog.Logger, missing []string) bool {
 		}
 		return false
 	}
-	r.count(func(c *Counters) { c.ListenDrift++ })
+	r.count(func(c *stream.NodeCounters) { c.ListenDrift++ })
 	log.Warn().Int("streams", len(missing)).Strs("first", missing[:min(10, len(missing))]).
 		Msg("nginx does not listen on the ports of streams it applied; reloading it")
 	r.forceReload = true
@@ -149,68 +132,12 @@ func (r *Reconciler) lookFirst(log zerolog.Logger, running bool, desired map[str
 
 // takeForce makes the pass reload even if the fingerprint matches.
 func (r *Reconciler) takeForce() {
-	if mw, ok := r.nginx.(mainWatcher); ok && mw.TakeMainRepaired() {
-		r.count(func(c *Counters) { c.MainConfigRepairs++ })
+	if r.nginx.TakeMainRepaired() {
+		r.count(func(c *stream.NodeCounters) { c.MainConfigRepairs++ })
 		r.forceReload = true
 	}
 	if r.forceReload {
 		r.applied = "" // reloads, and stays so until a pass applies
 		r.forceReload = false
 	}
-}
-
-// syncDesired makes the directory hold desired (sync). A file that
-// cannot be replaced or removed while the directory takes other files
-// (immutable, a directory in its place) fails only its stream: the stream
-// is quarantined with the error, its last good file (if any) staying, and
-// the others go on. It returns desired without those streams.
-func (r *Reconciler) syncDesired(log zerolog.Logger, specs []stream.Spec, desired map[string]file, onDisk, onNow map[string][]byte) (map[string]file, error) {
-	for range len(specs) + 2 {
-		failed := map[string]error{}
-		if _, err := r.sync(log, bodies(desired), onNow, failed); err != nil {
-			return nil, err
-		}
-		if r.failFiles(log, specs, failed, onDisk) == 0 {
-			return desired, nil
-		}
-		desired = r.withoutHeld(r.desiredFiles(specs))
-	}
-	return desired, nil
-}
-
-// failFiles quarantines the streams whose file could not be written, and
-// notes (logged once) the files of no stream that could not be removed. It
-// returns how many streams it quarantined.
-func (r *Reconciler) failFiles(log zerolog.Logger, specs []stream.Spec, failed map[string]error, onDisk map[string][]byte) int {
-	n := 0
-	for name, err := range failed {
-		s, ok := r.specOf(specs, name)
-		if !ok {
-			if !r.unremovable[name] {
-				r.unremovable[name] = true
-				log.Error().Err(err).Str("file", name).Msg("cannot remove the file of a deleted stream; nginx keeps serving it")
-			}
-			continue
-		}
-		if _, q := r.quarantine[s.ID()]; q {
-			continue
-		}
-		r.quarantineStream(log, s, err.Error(), onDisk)
-		n++
-	}
-	return n
-}
-
-// specOf returns the spec whose file is name.
-func (r *Reconciler) specOf(specs []stream.Spec, name string) (stream.Spec, bool) {
-	id, ok := nginxconf.ParseFileName(r.cfg.Render.Prefix, name)
-	if !ok {
-		return stream.Spec{}, false
-	}
-	for _, s := range specs {
-		if s.ID() == id {
-			return s, true
-		}
-	}
-	return stream.Spec{}, false
 }

@@ -53,7 +53,7 @@ func TestListenDriftIsRepaired(t *testing.T) {
 	if !h.rec.lookAgain() {
 		t.Fatal("a look after a signal did not see the closed ports")
 	}
-	hl := h.rec.Health()
+	hl := h.rec.NodeStatus()
 	if hl.Counters.ListenDrift != 1 || !slices.Equal(hl.NotListening, []string{"tcp/9000", "tcp/9001"}) {
 		t.Fatalf("health after the look: %+v", hl)
 	}
@@ -61,7 +61,7 @@ func TestListenDriftIsRepaired(t *testing.T) {
 	if h.rec.lookAgain() {
 		t.Fatal("drift still seen after the reload")
 	}
-	if hl := h.rec.Health(); len(hl.NotListening) != 0 {
+	if hl := h.rec.NodeStatus(); len(hl.NotListening) != 0 {
 		t.Fatalf("not listening after the repair: %v", hl.NotListening)
 	}
 	h.mustPass()
@@ -97,7 +97,7 @@ func TestMainRepairAndFirstLookReload(t *testing.T) {
 	h.mustPass("start")
 	w.mainRepaired = true
 	h.mustPass("reload")
-	if c := h.rec.Health().Counters; c.MainConfigRepairs != 1 {
+	if c := h.rec.NodeStatus().Counters; c.MainConfigRepairs != 1 {
 		t.Fatalf("counters: %+v", c)
 	}
 	h.mustPass()

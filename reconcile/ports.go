@@ -1,16 +1,15 @@
 package reconcile
 
 import (
-	"bufio"
 	"errors"
 	"fmt"
 	"net"
 	"net/netip"
-	"os"
 	"strconv"
 	"strings"
 	"syscall"
 
+	"github.com/streamconductor/stream-conductor/internal/procfs"
 	"github.com/streamconductor/stream-conductor/nginxconf"
 	"github.com/streamconductor/stream-conductor/stream"
 )
@@ -82,66 +81,13 @@ func probeBind(s stream.Spec, defaultBind string) error {
 	return fmt.Errorf("bind() to %s failed (%v)", addr, err)
 }
 
-// socketTables are the kernel's socket tables and the state that means
-// "accepting": LISTEN for TCP, bound and unconnected (TCP_CLOSE) for UDP.
-var socketTables = map[stream.Protocol]struct {
-	files []string
-	state string
-}{
-	stream.TCP: {[]string{"/proc/net/tcp", "/proc/net/tcp6"}, "0A"},
-	stream.UDP: {[]string{"/proc/net/udp", "/proc/net/udp6"}, "07"},
-}
-
-// scanSockets calls fn with the port and inode of every accepting socket
-// of protocol p. It fails only when no table could be read.
-func scanSockets(p stream.Protocol, fn func(port int, inode string)) error {
-	t := socketTables[p]
-	found := false
-	for _, name := range t.files {
-		f, err := os.Open(name)
-		if err != nil {
-			continue // no IPv6 on this host
-		}
-		found = true
-		sc := bufio.NewScanner(f)
-		sc.Scan() // header
-		for sc.Scan() {
-			fields := strings.Fields(sc.Text())
-			if len(fields) < 10 || fields[3] != t.state {
-				continue
-			}
-			_, hexPort, ok := strings.Cut(fields[1], ":")
-			if !ok {
-				continue
-			}
-			if port, err := strconv.ParseUint(hexPort, 16, 16); err == nil {
-				fn(int(port), fields[9])
-			}
-		}
-		f.Close()
-	}
-	if !found {
-		return fmt.Errorf("read /proc/net: not available")
-	}
-	return nil
-}
-
 // listening returns the ports that have an accepting socket of protocol
 // p. Verifying a reload by the kernel's socket table, rather than by
 // connecting, opens no session to any backend.
 func listening(p stream.Protocol) (map[int]bool, error) {
 	ports := make(map[int]bool)
-	err := scanSockets(p, func(port int, _ string) { ports[port] = true })
+	err := procfs.Host.Accepting(p == stream.UDP, func(s procfs.Socket) { ports[s.Port] = true })
 	return ports, err
-}
-
-// listenInodes returns the inodes of every accepting TCP and UDP socket.
-func listenInodes() map[string]bool {
-	inodes := make(map[string]bool)
-	for _, p := range []stream.Protocol{stream.TCP, stream.UDP} {
-		scanSockets(p, func(_ int, inode string) { inodes[inode] = true })
-	}
-	return inodes
 }
 
 // idsOf returns the stream ids of our file names.

@@ -10,7 +10,6 @@ package reconcile
 import (
 	"context"
 	"errors"
-	"fmt"
 	"maps"
 	"math/rand/v2"
 	"net/netip"
@@ -54,7 +53,7 @@ type Config struct {
 	// VerifyTimeout bounds the wait for nginx to open or close ports after
 	// a reload (default 3s).
 	VerifyTimeout time.Duration
-	// StuckAfter is how long a pass may run before Health reports the
+	// StuckAfter is how long a pass may run before NodeStatus reports the
 	// reconciler stuck (default 30s).
 	StuckAfter time.Duration
 	// Ports looks at the host's sockets (default HostPorts).
@@ -139,59 +138,8 @@ type Reconciler struct {
 	statusVersion uint64        // bumped with every change to status
 	passDone      chan struct{} // closed and replaced after every pass
 	ownedIDs      map[string]bool
-	health        Health
+	node          stream.NodeStatus
 	passStarted   time.Time // when the running pass started; zero between passes
-}
-
-// quarantined is a stream that nginx rejected at one revision. It stays
-// out of the configuration until its spec changes or the next resync;
-// keep, when set, is its last good file, left in place meanwhile.
-type quarantined struct {
-	revision uint64
-	reason   string
-	keep     []byte
-}
-
-// Health is what the reconciler knows about itself and nginx.
-type Health struct {
-	NginxRunning    bool      `json:"nginx_running"`
-	LastPass        time.Time `json:"last_pass"`
-	LastError       string    `json:"last_error,omitempty"`
-	AppliedRevision uint64    `json:"applied_revision"`
-	// Drifted lists our files that someone else changed and that are left
-	// as they are (DRIFT_POLICY=alert, or repairs rate-limited).
-	Drifted []string `json:"drifted"`
-	// NotListening lists applied streams whose port had no listening
-	// socket at the last look (a repair is under way or rate-limited).
-	NotListening []string `json:"not_listening,omitempty"`
-	// Unremovable lists files of ours, of no stream, that could not be
-	// removed (nginx keeps serving them).
-	Unremovable []string `json:"unremovable,omitempty"`
-	// Stuck, when set, says that a pass has run for longer than
-	// Config.StuckAfter.
-	Stuck    string   `json:"stuck,omitempty"`
-	Counters Counters `json:"counters"`
-}
-
-// Counters count what the reconciler did since the process started.
-type Counters struct {
-	Passes       uint64 `json:"passes"`
-	FailedPasses uint64 `json:"failed_passes"`
-	Tests        uint64 `json:"nginx_tests"`
-	Reloads      uint64 `json:"nginx_reloads"`
-	Starts       uint64 `json:"nginx_starts"`
-	FilesWritten uint64 `json:"files_written"`
-	FilesRemoved uint64 `json:"files_removed"`
-	Quarantined  uint64 `json:"quarantined"`
-	// DriftDetected counts files found changed by someone else;
-	// DriftRepairs counts the passes that repaired drift.
-	DriftDetected uint64 `json:"drift_detected"`
-	DriftRepairs  uint64 `json:"drift_repairs"`
-	// ListenDrift counts looks that found applied streams whose port
-	// nginx does not listen on; MainConfigRepairs counts rewrites of the
-	// main configuration found changed under a running nginx.
-	ListenDrift       uint64 `json:"listen_drift"`
-	MainConfigRepairs uint64 `json:"main_config_repairs"`
 }
 
 // New returns a Reconciler for st and nginx.
@@ -255,8 +203,9 @@ func (r *Reconciler) Trigger() {
 
 // Run does passes until ctx ends: one at once, then one for every burst of
 // store changes or triggers, one every ResyncInterval, and retries with
-// jittered exponential backoff after a failed pass.
-func (r *Reconciler) Run(ctx context.Context) error {
+// jittered exponential backoff after a failed pass. A failure is logged
+// and shown in NodeStatus, never returned.
+func (r *Reconciler) Run(ctx context.Context) {
 	go r.watch(ctx)
 	if r.ownResolver != nil {
 		go r.ownResolver.Run(ctx)
@@ -270,7 +219,7 @@ func (r *Reconciler) Run(ctx context.Context) error {
 	for {
 		select {
 		case <-ctx.Done():
-			return nil
+			return
 		case <-r.store.Changes():
 		case <-r.trigger:
 		case <-retry.C:
@@ -291,13 +240,13 @@ func (r *Reconciler) Run(ctx context.Context) error {
 		if wait := time.Until(r.lastReload.Add(ReloadSpacing)); wait > 0 {
 			select {
 			case <-ctx.Done():
-				return nil
+				return
 			case <-time.After(wait):
 			}
 		}
 		if err := r.runPass(ctx); err != nil {
 			if ctx.Err() != nil {
-				return nil
+				return
 			}
 			retry.Reset(r.nextBackoff())
 			continue
@@ -314,57 +263,6 @@ func (r *Reconciler) nextBackoff() time.Duration {
 	r.backoff = min(hi, max(lo, 2*r.backoff))
 	jitter := time.Duration(rand.Int64N(int64(r.backoff / 5)))
 	return r.backoff - r.backoff/10 + jitter
-}
-
-// WaitApplied blocks until every write up to store revision rev has been
-// applied (each stream is active or failed) or ctx ends.
-func (r *Reconciler) WaitApplied(ctx context.Context, rev uint64) error {
-	for {
-		r.mu.Lock()
-		done, ch := r.appliedRev >= rev, r.passDone
-		r.mu.Unlock()
-		if done {
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-ch:
-		}
-	}
-}
-
-// Status returns the status of stream id at revision rev: pending until a
-// pass has applied that revision.
-func (r *Reconciler) Status(id string, rev uint64) stream.Status {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	st, ok := r.status[id]
-	if !ok || st.Revision != rev {
-		return stream.Status{State: stream.Pending, Revision: rev}
-	}
-	return st
-}
-
-// StatusVersion changes whenever a pass records new statuses.
-func (r *Reconciler) StatusVersion() uint64 {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return r.statusVersion
-}
-
-// Health returns a copy of the reconciler's health.
-func (r *Reconciler) Health() Health {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	h := r.health
-	h.AppliedRevision = r.appliedRev
-	if !r.passStarted.IsZero() {
-		if d := time.Since(r.passStarted); d > r.cfg.StuckAfter {
-			h.Stuck = fmt.Sprintf("reconciler stuck: a pass has been running for %s (more than %s)", d.Round(time.Second), r.cfg.StuckAfter)
-		}
-	}
-	return h
 }
 
 // PortBusy reports whether another process holds the address s would
@@ -395,9 +293,9 @@ func (r *Reconciler) runPass(ctx context.Context) error {
 	r.mu.Lock()
 	r.passStarted = start
 	r.mu.Unlock()
-	written := r.health.Counters.FilesWritten
+	written := r.node.Counters.FilesWritten
 	rev, err := r.pass(ctx, log)
-	if r.health.Counters.FilesWritten-written > 1000 {
+	if r.node.Counters.FilesWritten-written > 1000 {
 		// A big pass (start-up, an import) leaves much garbage behind;
 		// give it back now rather than carry it as resident memory.
 		debug.FreeOSMemory()
@@ -405,39 +303,24 @@ func (r *Reconciler) runPass(ctx context.Context) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.passStarted = time.Time{}
-	r.health.Unremovable = sortStrings(slices.Collect(maps.Keys(r.unremovable)))
-	r.health.Counters.Passes++
-	r.health.LastPass = time.Now()
-	r.health.NginxRunning = r.nginx.Running()
-	r.health.Drifted = r.heldNames()
+	r.node.Unremovable = sortStrings(slices.Collect(maps.Keys(r.unremovable)))
+	r.node.Counters.Passes++
+	r.node.LastPass = time.Now()
+	r.node.NginxRunning = r.nginx.Running()
+	r.node.Drifted = r.heldNames()
 	close(r.passDone)
 	r.passDone = make(chan struct{})
 	if r.cfg.OnPass != nil {
 		r.cfg.OnPass(time.Since(start), err)
 	}
 	if err != nil {
-		r.health.Counters.FailedPasses++
-		r.health.LastError = err.Error()
+		r.node.Counters.FailedPasses++
+		r.node.LastError = err.Error()
 		log.Error().Err(err).Dur("took", time.Since(start)).Msg("pass failed")
 		return err
 	}
-	r.health.LastError = ""
+	r.node.LastError = ""
 	r.appliedRev = rev
 	log.Debug().Uint64("revision", rev).Dur("took", time.Since(start)).Msg("pass done")
 	return nil
-}
-
-// writeState records the applied fingerprint. It is not fsynced: after a
-// power cut the file may be stale or empty, which only costs one reload
-// that was not needed; it can never claim more than nginx applied, since it
-// is written after nginx applied it.
-func (r *Reconciler) writeState(fp string) error {
-	if r.cfg.StateFile == "" {
-		return nil
-	}
-	tmp := r.cfg.StateFile + tmpMarker
-	if err := os.WriteFile(tmp, []byte(fp+"\n"), 0o644); err != nil {
-		return err
-	}
-	return os.Rename(tmp, r.cfg.StateFile)
 }

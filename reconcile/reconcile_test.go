@@ -125,16 +125,16 @@ func TestFirstPassStartsNginxAndSecondDoesNothing(t *testing.T) {
 			t.Fatalf("%s is %+v", id, st)
 		}
 	}
-	written := h.rec.Health().Counters.FilesWritten
+	written := h.rec.NodeStatus().Counters.FilesWritten
 	h.mustPass() // in sync: no test, no reload
-	if h.rec.Health().Counters.FilesWritten != written {
+	if h.rec.NodeStatus().Counters.FilesWritten != written {
 		t.Fatal("an in-sync pass wrote files")
 	}
 	// A change reloads once and touches only its file.
 	h.put(9001, "c:1")
 	h.mustPass("test", "reload")
-	if h.rec.Health().Counters.FilesWritten != written+1 {
-		t.Fatalf("files written %d, want %d", h.rec.Health().Counters.FilesWritten, written+1)
+	if h.rec.NodeStatus().Counters.FilesWritten != written+1 {
+		t.Fatalf("files written %d, want %d", h.rec.NodeStatus().Counters.FilesWritten, written+1)
 	}
 }
 
@@ -211,7 +211,7 @@ func TestFailureInForeignFileKeepsLastGoodFiles(t *testing.T) {
 	if after := h.files(); len(after) != len(before) || after["stream-tcp-9000.conf"] != before["stream-tcp-9000.conf"] {
 		t.Fatalf("files changed though nginx was not reloaded: %v", after)
 	}
-	if he := h.rec.Health(); !strings.Contains(he.LastError, "oops") {
+	if he := h.rec.NodeStatus(); !strings.Contains(he.LastError, "oops") {
 		t.Fatalf("health does not say why: %+v", he)
 	}
 	if st := h.state_("tcp/9001"); st.State != stream.Pending {
@@ -228,7 +228,7 @@ func TestFailureInForeignFileKeepsLastGoodFiles(t *testing.T) {
 	}
 	h.nginx.foreign = ""
 	h.mustPass("test", "test", "reload") // the last good files pass, then the change
-	if he := h.rec.Health(); he.LastError != "" {
+	if he := h.rec.NodeStatus(); he.LastError != "" {
 		t.Fatalf("error not cleared: %+v", he)
 	}
 }
@@ -311,7 +311,7 @@ func TestRestartWithRunningNginxReloadsNothing(t *testing.T) {
 	h.mustPass("test", "start")
 	h.rec = h.newReconciler() // the daemon restarts; nginx keeps running
 	h.mustPass()
-	if c := h.rec.Health().Counters; c.FilesWritten != 0 || c.FilesRemoved != 0 {
+	if c := h.rec.NodeStatus().Counters; c.FilesWritten != 0 || c.FilesRemoved != 0 {
 		t.Fatalf("restart touched files: %+v", c)
 	}
 	if st := h.state_("tcp/9000"); st.State != stream.Active {
@@ -347,7 +347,7 @@ func TestRunAppliesWritesAndReleasesWaiters(t *testing.T) {
 			t.Fatalf("port %d: %s", port, st.State)
 		}
 	}
-	c := h.rec.Health().Counters
+	c := h.rec.NodeStatus().Counters
 	if c.Reloads+c.Starts > 25 {
 		t.Errorf("50 writes cost %d reloads; triggers are not coalesced", c.Reloads+c.Starts)
 	}

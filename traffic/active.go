@@ -1,12 +1,10 @@
 package traffic
 
 import (
-	"bufio"
-	"os"
-	"strconv"
-	"strings"
 	"sync"
 	"time"
+
+	"github.com/streamconductor/stream-conductor/internal/procfs"
 )
 
 // Active counts the TCP sessions open right now on each local port, from
@@ -24,32 +22,8 @@ func (a *Active) Count(port int) int {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if time.Since(a.at) > time.Second || a.counts == nil {
-		a.counts = established()
+		a.counts = procfs.Host.Established()
 		a.at = time.Now()
 	}
 	return a.counts[port]
-}
-
-func established() map[int]int {
-	counts := map[int]int{}
-	for _, name := range []string{"/proc/net/tcp", "/proc/net/tcp6"} {
-		f, err := os.Open(name)
-		if err != nil {
-			continue
-		}
-		sc := bufio.NewScanner(f)
-		sc.Scan()
-		for sc.Scan() {
-			fields := strings.Fields(sc.Text())
-			if len(fields) < 4 || fields[3] != "01" { // TCP_ESTABLISHED
-				continue
-			}
-			_, hex, _ := strings.Cut(fields[1], ":")
-			if port, err := strconv.ParseUint(hex, 16, 16); err == nil {
-				counts[int(port)]++
-			}
-		}
-		f.Close()
-	}
-	return counts
 }

@@ -26,6 +26,7 @@ import (
 	"github.com/streamconductor/stream-conductor/health"
 	"github.com/streamconductor/stream-conductor/httpapi"
 	"github.com/streamconductor/stream-conductor/metrics"
+	"github.com/streamconductor/stream-conductor/nginx"
 	"github.com/streamconductor/stream-conductor/nginxconf"
 	"github.com/streamconductor/stream-conductor/policy"
 	"github.com/streamconductor/stream-conductor/reconcile"
@@ -133,7 +134,7 @@ func run(ctx context.Context, cfg config, log zerolog.Logger) error {
 		}
 		defer tc.Close()
 		go tc.Run()
-		m, err := reconcile.NewManaged(reconcile.ManagedConfig{
+		m, err := nginx.NewManaged(nginx.ManagedConfig{
 			Bin:                   cfg.NginxBin,
 			Dir:                   filepath.Join(cfg.DataDir, "nginx"),
 			IncludeDir:            cfg.StreamConfigPath,
@@ -152,7 +153,7 @@ func run(ctx context.Context, cfg config, log zerolog.Logger) error {
 		}
 		ngx = m
 	} else {
-		ngx = &reconcile.External{Bin: cfg.NginxBin}
+		ngx = &nginx.External{Bin: cfg.NginxBin}
 	}
 
 	// Backend names are resolved here, never by nginx: the API's check,

@@ -1,4 +1,4 @@
-package reconcile
+package nginx
 
 import (
 	"bytes"
@@ -8,9 +8,10 @@ import (
 	"io"
 	"io/fs"
 	"os"
-	"strconv"
 	"syscall"
 	"time"
+
+	"github.com/streamconductor/stream-conductor/internal/procfs"
 )
 
 // nginx's error log is how managed mode hears nginx: Reload follows the
@@ -47,7 +48,7 @@ func (m *Managed) Signalled() bool {
 		return true
 	}
 	m.logMark = logMark{ino: ino, off: fi.Size()}
-	if pid := m.PID(); pid != 0 && ino != prev.ino && !holdsInode(pid, ino) {
+	if pid := m.PID(); pid != 0 && ino != prev.ino && !procfs.HoldsInode(pid, ino) {
 		m.reopenLog()
 		return true
 	}
@@ -86,7 +87,7 @@ func (m *Managed) openLog(ctx context.Context, pid int) (*os.File, error) {
 		f, err := os.Open(m.errorLog)
 		switch {
 		case err == nil:
-			if ino, ok := inodeOf(f); !ok || holdsInode(pid, ino) {
+			if ino, ok := inodeOf(f); !ok || procfs.HoldsInode(pid, ino) {
 				return f, nil
 			}
 			f.Close()
@@ -118,28 +119,4 @@ func inodeOf(f *os.File) (uint64, bool) {
 		return 0, false
 	}
 	return st.Ino, true
-}
-
-// holdsInode reports whether process pid has a file with inode ino open.
-// nginx keeps its error log on stderr too, which is looked at first: the
-// full scan costs a stat per descriptor (one per listening socket).
-func holdsInode(pid int, ino uint64) bool {
-	dir := "/proc/" + strconv.Itoa(pid) + "/fd/"
-	same := func(fd string) bool {
-		var st syscall.Stat_t
-		return syscall.Stat(dir+fd, &st) == nil && st.Ino == ino
-	}
-	if same("2") {
-		return true
-	}
-	fds, err := os.ReadDir(dir)
-	if err != nil {
-		return false
-	}
-	for _, fd := range fds {
-		if same(fd.Name()) {
-			return true
-		}
-	}
-	return false
 }

@@ -1,0 +1,106 @@
+package procfs
+
+import (
+	"bufio"
+	"errors"
+	"os"
+	"strconv"
+	"strings"
+)
+
+// Socket states as the kernel's tables spell them.
+const (
+	tcpEstablished = "01"
+	tcpListen      = "0A"
+	udpUnconnected = "07" // TCP_CLOSE: a bound, unconnected UDP socket
+	anyState       = ""
+)
+
+// ErrNoTables means no socket table could be read: not Linux, /proc is
+// not mounted, or the process is gone.
+var ErrNoTables = errors.New("read /proc/net: not available")
+
+// Socket is one row of a socket table: its local port and its inode, by
+// which the process holding it is found (Sockets, HoldsSocket).
+type Socket struct {
+	Port  int
+	Inode string
+}
+
+// Tables are the socket tables of one network namespace.
+type Tables string
+
+// Host are the socket tables of our own network namespace.
+const Host Tables = "/proc/net"
+
+// TablesOf returns the socket tables of the network namespace that
+// process pid is in.
+func TablesOf(pid int) Tables { return Tables("/proc/" + strconv.Itoa(pid) + "/net") }
+
+// Accepting calls fn with every TCP socket in LISTEN (udp false) or every
+// bound, unconnected UDP socket (udp true), IPv4 and IPv6: the sockets
+// that take new connections or datagrams. It fails only when no table
+// could be read.
+func (t Tables) Accepting(udp bool, fn func(Socket)) error {
+	if udp {
+		return t.scan(udpUnconnected, fn, "udp", "udp6")
+	}
+	return t.scan(tcpListen, fn, "tcp", "tcp6")
+}
+
+// Each calls fn with every TCP (udp false) or UDP socket, in any state.
+func (t Tables) Each(udp bool, fn func(Socket)) error {
+	if udp {
+		return t.scan(anyState, fn, "udp", "udp6")
+	}
+	return t.scan(anyState, fn, "tcp", "tcp6")
+}
+
+// Established counts the established TCP connections by local port.
+func (t Tables) Established() map[int]int {
+	counts := map[int]int{}
+	t.scan(tcpEstablished, func(s Socket) { counts[s.Port]++ }, "tcp", "tcp6")
+	return counts
+}
+
+// scan calls fn with every socket in state found in the tables named.
+func (t Tables) scan(state string, fn func(Socket), tables ...string) error {
+	found := false
+	for _, name := range tables {
+		f, err := os.Open(string(t) + "/" + name)
+		if err != nil {
+			continue // no IPv6 on this host
+		}
+		found = true
+		sc := bufio.NewScanner(f)
+		sc.Scan() // header
+		for sc.Scan() {
+			if s, ok := parseRow(sc.Text(), state); ok {
+				fn(s)
+			}
+		}
+		f.Close()
+	}
+	if !found {
+		return ErrNoTables
+	}
+	return nil
+}
+
+// parseRow reads "sl local_address rem_address st ... inode" when its
+// state is state (or state is anyState).
+func parseRow(line, state string) (Socket, bool) {
+	fields := strings.Fields(line)
+	if len(fields) < 10 || (state != anyState && fields[3] != state) {
+		return Socket{}, false
+	}
+	_, hexPort, ok := strings.Cut(fields[1], ":")
+	if !ok {
+		return Socket{}, false
+	}
+	port, err := strconv.ParseUint(hexPort, 16, 16)
+	if err != nil {
+		return Socket{}, false
+	}
+	return Socket{Port: int(port), Inode: fields[9]}, true
+}

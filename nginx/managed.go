@@ -1,0 +1,162 @@
+package nginx
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/streamconductor/stream-conductor/internal/procfs"
+)
+
+// ManagedConfig places managed mode's files.
+type ManagedConfig struct {
+	Bin string
+	// Dir holds nginx.conf, nginx.pid, error.log (DATA_DIR/nginx).
+	Dir string
+	// IncludeDir is STREAM_CONFIG_PATH.
+	IncludeDir string
+	// WorkerShutdownTimeout, in nginx time syntax ("" = nginx's default).
+	WorkerShutdownTimeout string
+	// TrafficLog, when set, is the address nginx sends its session log
+	// to (see package traffic), and TrafficLogFormat its format.
+	TrafficLog, TrafficLogFormat string
+	// WorkerConnections fixes nginx's worker_connections (0: sized by
+	// the number of streams, see connections).
+	WorkerConnections int
+	// ApplyTimeout bounds how long Start and Reload wait for nginx.
+	ApplyTimeout time.Duration
+	Log          zerolog.Logger
+}
+
+// Managed runs nginx itself with -p/-c on a main configuration it writes.
+// nginx daemonizes, so it outlives stream-conductor; the next start adopts
+// the master from its pid file.
+type Managed struct {
+	cfg      ManagedConfig
+	conf     string
+	pidFile  string
+	errorLog string
+	main     []byte
+	module   string
+	streams  int // how many streams the main configuration is sized for
+	// mainRepaired: the main configuration was rewritten under a running
+	// nginx (see ensureMain).
+	mainRepaired bool
+	// logMark is how far Signalled read the error log.
+	logMark logMark
+}
+
+// NewManaged places managed mode's files under cfg.Dir. It runs nothing:
+// the nginx binary is checked by Prepare, at every pass until it passes, so
+// that a missing or broken nginx leaves the API up and /readyz saying why.
+func NewManaged(cfg ManagedConfig) (*Managed, error) {
+	if cfg.ApplyTimeout == 0 {
+		cfg.ApplyTimeout = 10 * time.Second
+	}
+	dir, err := filepath.Abs(cfg.Dir)
+	if err != nil {
+		return nil, err
+	}
+	include, err := filepath.Abs(cfg.IncludeDir)
+	if err != nil {
+		return nil, err
+	}
+	cfg.Dir, cfg.IncludeDir = dir, include
+	return &Managed{
+		cfg:      cfg,
+		conf:     filepath.Join(dir, "nginx.conf"),
+		pidFile:  filepath.Join(dir, "nginx.pid"),
+		errorLog: filepath.Join(dir, "error.log"),
+	}, nil
+}
+
+// Supervises is true: Managed starts nginx, restarts it when it died and
+// cleans up after it.
+func (m *Managed) Supervises() bool { return true }
+
+// Confirms is true: Start returns once nginx has bound every port (it does
+// so before it daemonizes), Reload once the master has started workers on
+// the new configuration (it binds new ports and closes dropped ones
+// before that) and, when asked, the old workers stopped accepting.
+func (m *Managed) Confirms() bool { return true }
+
+// MainConfig returns the main nginx.conf.
+func (m *Managed) MainConfig() []byte { return m.main }
+
+func (m *Managed) args(extra ...string) []string {
+	return append([]string{"-p", filepath.Dir(m.conf), "-c", m.conf, "-e", m.errorLog}, extra...)
+}
+
+// PID returns the master's pid if a live nginx master serving our
+// configuration has it, and 0 otherwise. A stale pid file, or one whose pid
+// now belongs to another process, is not trusted.
+func (m *Managed) PID() int {
+	b, err := os.ReadFile(m.pidFile)
+	if err != nil {
+		return 0
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil || pid <= 0 {
+		return 0
+	}
+	if !isNginxMaster(pid, m.conf) {
+		return 0
+	}
+	return pid
+}
+
+// isNginxMaster reports whether pid is a live (not zombie) nginx master
+// running on the configuration file conf: a pid file may name a process
+// that exited, or whose pid now belongs to another program or to another
+// nginx.
+func isNginxMaster(pid int, conf string) bool {
+	p, err := procfs.Stat(pid)
+	if err != nil || p.Zombie() {
+		return false
+	}
+	cmdline := procfs.Cmdline(pid)
+	return bytes.HasPrefix(cmdline, []byte("nginx: master process")) && bytes.Contains(cmdline, []byte(" -c "+conf))
+}
+
+// Running reports whether our nginx master is alive. As PID 1 it first
+// reaps the nginx processes that exited (reapZombies).
+func (m *Managed) Running() bool {
+	reapZombies()
+	return m.PID() != 0
+}
+
+// Start starts nginx. nginx binds every listen socket before it
+// daemonizes, so a zero exit means the ports accept connections.
+func (m *Managed) Start(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, m.cfg.ApplyTimeout)
+	defer cancel()
+	os.Remove(m.pidFile) // a stale one would be mistaken for the new master
+	out, err := run(ctx, m.cfg.Bin, m.args()...)
+	if err != nil {
+		return failed("start", out, err)
+	}
+	// The daemonized child writes the pid file after the parent exits.
+	for m.PID() == 0 {
+		if ctx.Err() != nil {
+			return &Error{Op: "start", Output: "nginx started but wrote no pid file to " + m.pidFile}
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+	m.cfg.Log.Info().Int("pid", m.PID()).Msg("nginx started")
+	return nil
+}
+
+// Test runs `nginx -t` on our configuration.
+func (m *Managed) Test(ctx context.Context) error {
+	out, err := run(ctx, m.cfg.Bin, m.args("-t", "-q")...)
+	if err != nil {
+		return failed("test", out, err)
+	}
+	return nil
+}

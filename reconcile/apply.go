@@ -1,0 +1,118 @@
+package reconcile
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/streamconductor/stream-conductor/stream"
+)
+
+// apply is what a pass hands nginx, and how far it got.
+type apply struct {
+	log     zerolog.Logger
+	specs   []stream.Spec
+	desired map[string]file   // the files nginx should run
+	onDisk  map[string][]byte // our files as the pass found them
+	onNow   map[string][]byte // our files as they are now
+	owned   map[string]bool   // streams whose port nginx held already
+	running bool
+}
+
+// errKeepsRejecting ends a pass whose tries all found a stream to leave out.
+var errKeepsRejecting = errors.New("nginx keeps rejecting the configuration")
+
+// applyAll has nginx run a.desired. Each try that leaves a stream out
+// (quarantine) renders and syncs the files again and tries once more; a
+// failure that names no stream of ours ends the pass.
+func (r *Reconciler) applyAll(ctx context.Context, a *apply) error {
+	for attempt := 0; ; attempt++ {
+		if attempt > 2*len(a.specs)+2 {
+			return notApplied(errKeepsRejecting)
+		}
+		done, err := r.try(ctx, a)
+		if err != nil || done {
+			return err
+		}
+		if a.desired, err = r.syncDesired(a.log, a.specs, r.withoutHeld(r.desiredFiles(a.specs)), a.onDisk, a.onNow); err != nil {
+			return notApplied(err)
+		}
+	}
+}
+
+// try tests, starts or reloads, and verifies once. It reports done when
+// nginx runs a.desired, and not done when streams were quarantined and
+// the files must be rendered again.
+func (r *Reconciler) try(ctx context.Context, a *apply) (done bool, err error) {
+	// What nginx must pick up: files that differ from those it was given
+	// last (all of them when it starts).
+	fp := r.fingerprint(a.desired)
+	changed := diffNames(a.onDisk, a.onNow)
+	if a.running && fp == r.applied && len(changed) == 0 {
+		return true, nil
+	}
+	testTook, err := r.test(ctx)
+	if err != nil {
+		return false, r.rejected(a.log, err, a.specs, a.onDisk, a.onNow, nil)
+	}
+	op, applyStart := "reload", time.Now()
+	if a.running {
+		err = r.nginx.Reload(ctx, replacesOrRemoves(changed, a.onDisk))
+	} else {
+		op = "start"
+		err = r.nginx.Start(ctx)
+		changed = diffNames(nil, a.onNow)
+	}
+	r.counted(op, time.Since(applyStart), err)
+	if err != nil {
+		return false, r.rejected(a.log, err, a.specs, a.onDisk, a.onNow, a.owned)
+	}
+	a.running = true
+	r.lastReload = time.Now()
+	a.log.Info().Str("op", op).Int("files_changed", len(changed)).Int("streams", len(a.desired)).
+		Dur("test_ms", testTook).Dur("apply_ms", time.Since(applyStart)).Msg("nginx applied the configuration")
+	n, err := r.verify(ctx, a.log, a.specs, a.desired, changed, a.onDisk, a.onNow)
+	if err != nil {
+		return false, notApplied(err)
+	}
+	if n > 0 {
+		return false, nil // streams whose port never opened were left out
+	}
+	r.applied = fp
+	if err := r.writeState(fp); err != nil {
+		a.log.Warn().Err(err).Msg("record applied configuration")
+	}
+	return true, nil
+}
+
+// test runs `nginx -t` first, unless nginx's own start or reload
+// validates the configuration and reports the same diagnostics (managed
+// mode, which reads them from the error log: a reload that fails keeps the
+// old configuration, exactly as if -t had refused it).
+func (r *Reconciler) test(ctx context.Context) (time.Duration, error) {
+	if r.nginx.Confirms() {
+		return 0, nil
+	}
+	start := time.Now()
+	err := r.nginx.Test(ctx)
+	took := time.Since(start)
+	r.counted("test", took, err)
+	return took, err
+}
+
+// counted counts an nginx test, start or reload and reports it (OnApply).
+func (r *Reconciler) counted(op string, d time.Duration, err error) {
+	r.observeApply(op, d, err)
+	r.count(func(c *stream.NodeCounters) {
+		switch op {
+		case "test":
+			c.Tests++
+		case "start":
+			c.Starts++
+		default:
+			c.Reloads++
+		}
+	})
+}

@@ -1,0 +1,106 @@
+package reconcile
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/streamconductor/stream-conductor/stream"
+)
+
+// WaitApplied blocks until every write up to store revision rev has been
+// applied (each stream is active or failed) or ctx ends.
+func (r *Reconciler) WaitApplied(ctx context.Context, rev uint64) error {
+	for {
+		r.mu.Lock()
+		done, ch := r.appliedRev >= rev, r.passDone
+		r.mu.Unlock()
+		if done {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-ch:
+		}
+	}
+}
+
+// Status returns the status of stream id at revision rev: pending until a
+// pass has applied that revision.
+func (r *Reconciler) Status(id string, rev uint64) stream.Status {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	st, ok := r.status[id]
+	if !ok || st.Revision != rev {
+		return stream.Status{State: stream.Pending, Revision: rev}
+	}
+	return st
+}
+
+// StatusVersion changes whenever a pass records new statuses.
+func (r *Reconciler) StatusVersion() uint64 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.statusVersion
+}
+
+// NodeStatus returns what the reconciler knows about itself and nginx.
+func (r *Reconciler) NodeStatus() stream.NodeStatus {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	h := r.node
+	h.AppliedRevision = r.appliedRev
+	if !r.passStarted.IsZero() {
+		if d := time.Since(r.passStarted); d > r.cfg.StuckAfter {
+			h.Stuck = fmt.Sprintf("reconciler stuck: a pass has been running for %s (more than %s)", d.Round(time.Second), r.cfg.StuckAfter)
+		}
+	}
+	return h
+}
+
+// finish records the outcome of a successful pass: every spec is active,
+// or failed if quarantined.
+func (r *Reconciler) finish(specs []stream.Spec, desired map[string]file, rev uint64) {
+	// Nothing to record when neither the store nor a quarantine changed.
+	key := [2]uint64{rev, r.quarantineGen}
+	if key == r.finished {
+		return
+	}
+	r.finished = key
+	now := time.Now().UTC()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	status := make(map[string]stream.Status, len(specs))
+	for _, s := range specs {
+		st := stream.Status{State: stream.Active, Revision: s.Revision, Since: now}
+		if q, ok := r.quarantine[s.ID()]; ok {
+			st.State, st.Error = stream.Failed, q.reason
+		} else if why, ok := r.unrenderable[s.ID()]; ok {
+			st.State, st.Error = stream.Failed, why
+		}
+		if old, ok := r.status[s.ID()]; ok && old.State == st.State && old.Error == st.Error {
+			st.Since = old.Since
+		}
+		status[s.ID()] = st
+	}
+	r.status = status
+	r.statusVersion++
+	owned := make(map[string]bool, len(desired))
+	for _, f := range desired {
+		owned[f.spec.ID()] = true
+	}
+	r.ownedIDs = owned
+}
+
+func (r *Reconciler) count(f func(*stream.NodeCounters)) {
+	r.mu.Lock()
+	f(&r.node.Counters)
+	r.mu.Unlock()
+}
+
+func sortStrings(s []string) []string {
+	slices.Sort(s)
+	return s
+}
