@@ -331,3 +331,87 @@ func TestObserveStuckPassIsNotReady(t *testing.T) {
 		return code == 200
 	})
 }
+
+// The pid file is a record too: deleted, or replaced by a FIFO, while nginx
+// runs. The daemon finds the master by looking at /proc, keeps it (no
+// second nginx, no restart that would close every port), writes the pid
+// file again, and applies writes as usual.
+func TestObservePidFileGoneKeepsTheMaster(t *testing.T) {
+	t.Parallel()
+	for _, damage := range []string{"deleted", "fifo"} {
+		t.Run(damage, func(t *testing.T) {
+			d := startDaemon(t, 2)
+			be := startEcho(t, "A:")
+			d.mustPut("tcp", d.portMin, `{"backend":"`+be.addr()+`"}`)
+			master, starts := d.nginxPID(), d.counters()["nginx_starts"]
+			if master == 0 {
+				t.Fatal("no nginx master")
+			}
+			pidFile := filepath.Join(d.dataDir, "nginx", "nginx.pid")
+			if err := os.Remove(pidFile); err != nil {
+				t.Fatal(err)
+			}
+			if damage == "fifo" {
+				if err := syscall.Mkfifo(pidFile, 0o644); err != nil {
+					t.Fatal(err)
+				}
+				// The harness reads the pid file: never leave a FIFO there.
+				t.Cleanup(func() {
+					if fi, err := os.Lstat(pidFile); err == nil && !fi.Mode().IsRegular() {
+						os.Remove(pidFile)
+					}
+				})
+			}
+			d.mustPut("tcp", d.portMin+1, `{"backend":"`+be.addr()+`"}`)
+			mustEcho(t, d.portMin+1, "A:")
+			mustEcho(t, d.portMin, "A:")
+			eventually(t, "the pid file written again", 5*time.Second, func() bool {
+				fi, err := os.Lstat(pidFile)
+				return err == nil && fi.Mode().IsRegular() && d.nginxPID() == master
+			})
+			if got := d.counters()["nginx_starts"]; got != starts {
+				t.Fatalf("nginx was started again (%v starts, were %v): the running master was not found", got, starts)
+			}
+		})
+	}
+}
+
+// nginx's error log replaced by a FIFO (or a symlink): reading it must not
+// block the daemon, and nginx must not block writing to it. It is removed,
+// nginx creates a regular log again, and writes apply.
+func TestObserveErrorLogNotARegularFile(t *testing.T) {
+	t.Parallel()
+	for _, damage := range []string{"fifo", "symlink"} {
+		t.Run(damage, func(t *testing.T) {
+			d := startDaemon(t, 2, "APPLY_TIMEOUT=5s")
+			be := startEcho(t, "A:")
+			d.mustPut("tcp", d.portMin, `{"backend":"`+be.addr()+`"}`)
+			errorLog := filepath.Join(d.dataDir, "nginx", "error.log")
+			outside := filepath.Join(t.TempDir(), "outside.log")
+			if err := os.WriteFile(outside, nil, 0o644); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Remove(errorLog); err != nil {
+				t.Fatal(err)
+			}
+			var err error
+			if damage == "fifo" {
+				err = syscall.Mkfifo(errorLog, 0o644)
+			} else {
+				err = os.Symlink(outside, errorLog)
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			d.mustPut("tcp", d.portMin+1, `{"backend":"`+be.addr()+`"}`)
+			mustEcho(t, d.portMin+1, "A:")
+			fi, err := os.Lstat(errorLog)
+			if err != nil || !fi.Mode().IsRegular() {
+				t.Fatalf("error log is not a regular file again: %v %v", fi, err)
+			}
+			if b, _ := os.ReadFile(outside); len(b) != 0 {
+				t.Fatalf("nginx wrote through the symlink: %q", b)
+			}
+		})
+	}
+}

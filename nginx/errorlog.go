@@ -36,7 +36,7 @@ type logMark struct {
 func (m *Managed) Signalled() bool {
 	prev := m.logMark
 	m.logMark = logMark{}
-	f, err := os.Open(m.errorLog)
+	f, err := m.openLogFile()
 	if err != nil {
 		m.reopenLog()
 		return true
@@ -84,7 +84,7 @@ func (m *Managed) reopenLog() {
 func (m *Managed) openLog(ctx context.Context, pid int) (*os.File, error) {
 	signalled := false
 	for {
-		f, err := os.Open(m.errorLog)
+		f, err := m.openLogFile()
 		switch {
 		case err == nil:
 			if ino, ok := inodeOf(f); !ok || procfs.HoldsInode(pid, ino) {
@@ -119,4 +119,37 @@ func inodeOf(f *os.File) (uint64, bool) {
 		return 0, false
 	}
 	return st.Ino, true
+}
+
+// openLogFile opens the error log at its path for reading. It never
+// follows a symlink and never blocks on a FIFO put there: such an entry is
+// removed (the path is ours) and reads as missing, so that nginx is told
+// to create the file again, as when it was deleted. A FIFO left there
+// would also hang nginx itself, which opens the log for writing.
+func (m *Managed) openLogFile() (*os.File, error) {
+	f, err := os.OpenFile(m.errorLog, os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_NONBLOCK|syscall.O_CLOEXEC, 0)
+	switch {
+	case err == nil:
+		if fi, err := f.Stat(); err == nil && fi.Mode().IsRegular() {
+			return f, nil
+		}
+		f.Close()
+	case errors.Is(err, syscall.ELOOP), errors.Is(err, syscall.ENXIO): // a symlink, a socket
+	default:
+		return nil, err
+	}
+	m.removeOddLog()
+	return nil, fs.ErrNotExist
+}
+
+// removeOddLog removes whatever is at the error log's path unless it is a
+// regular file (or nothing).
+func (m *Managed) removeOddLog() {
+	fi, err := os.Lstat(m.errorLog)
+	if err != nil || fi.Mode().IsRegular() {
+		return
+	}
+	if err := os.Remove(m.errorLog); err == nil {
+		m.cfg.Log.Warn().Str("file", m.errorLog).Str("type", fi.Mode().Type().String()).Msg("nginx error log was not a regular file; removed it")
+	}
 }

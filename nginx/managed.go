@@ -5,6 +5,7 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -12,6 +13,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/streamconductor/stream-conductor/internal/procfs"
+	"github.com/streamconductor/stream-conductor/internal/safefile"
 )
 
 // ManagedConfig places managed mode's files.
@@ -97,18 +99,52 @@ func (m *Managed) args(extra ...string) []string {
 // configuration has it, and 0 otherwise. A stale pid file, or one whose pid
 // now belongs to another process, is not trusted.
 func (m *Managed) PID() int {
-	b, err := os.ReadFile(m.pidFile)
+	if pid := m.pidFromFile(); pid != 0 {
+		return pid
+	}
+	// The pid file is gone, damaged or lying: look for the master itself,
+	// and put the file right for the operator's `kill $(cat nginx.pid)`.
+	pid := m.findMaster()
+	if pid != 0 {
+		if err := safefile.Write(filepath.Dir(m.pidFile), filepath.Base(m.pidFile), []byte(strconv.Itoa(pid)+"\n")); err == nil {
+			m.cfg.Log.Warn().Int("pid", pid).Str("file", m.pidFile).Msg("nginx's pid file did not name its master; found the master and rewrote the file")
+		}
+	}
+	return pid
+}
+
+// pidFromFile returns the pid the pid file names if that is our live
+// master, and 0 otherwise. It never blocks on a FIFO put in its place.
+func (m *Managed) pidFromFile() int {
+	b, err := safefile.ReadRegular(m.pidFile)
 	if err != nil {
 		return 0
 	}
 	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
-	if err != nil || pid <= 0 {
-		return 0
-	}
-	if !isNginxMaster(pid, m.conf) {
+	if err != nil || pid <= 0 || !isNginxMaster(pid, m.conf) {
 		return 0
 	}
 	return pid
+}
+
+// findMaster returns the pid of the one live nginx master running on our
+// configuration, found in /proc, or 0. A worker just forked still carries
+// its master's title for a moment, so a match whose parent also matches is
+// not a master.
+func (m *Managed) findMaster() int {
+	matches := procfs.Scan(func(p procfs.Proc, cmdline []byte) bool {
+		return !p.Zombie() && isMasterCmdline(cmdline, m.conf)
+	})
+	var masters []int
+	for _, pid := range matches {
+		if p, err := procfs.Stat(pid); err == nil && !slices.Contains(matches, p.PPID) {
+			masters = append(masters, pid)
+		}
+	}
+	if len(masters) != 1 {
+		return 0
+	}
+	return masters[0]
 }
 
 // isNginxMaster reports whether pid is a live (not zombie) nginx master
@@ -120,7 +156,12 @@ func isNginxMaster(pid int, conf string) bool {
 	if err != nil || p.Zombie() {
 		return false
 	}
-	cmdline := procfs.Cmdline(pid)
+	return isMasterCmdline(procfs.Cmdline(pid), conf)
+}
+
+// isMasterCmdline reports whether a command line is an nginx master's on
+// the configuration file conf.
+func isMasterCmdline(cmdline []byte, conf string) bool {
 	return bytes.HasPrefix(cmdline, []byte("nginx: master process")) && bytes.Contains(cmdline, []byte(" -c "+conf))
 }
 
@@ -137,6 +178,7 @@ func (m *Managed) Start(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, m.cfg.ApplyTimeout)
 	defer cancel()
 	os.Remove(m.pidFile) // a stale one would be mistaken for the new master
+	m.removeOddLog()     // nginx would block opening a FIFO there
 	out, err := run(ctx, m.cfg.Bin, m.args()...)
 	if err != nil {
 		return failed("start", out, err)
