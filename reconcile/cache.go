@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
-	"net"
 	"path/filepath"
 
 	"github.com/streamconductor/stream-conductor/internal/safefile"
@@ -50,7 +49,7 @@ func (r *Reconciler) render(s stream.Spec) rendered {
 // never seen is looked up now, bounded by its timeout), checks every
 // address against the backend rules and renders the file.
 func (r *Reconciler) renderNow(s stream.Spec, gen uint64) rendered {
-	out := rendered{revision: s.Revision, gen: gen, name: nginxconf.FileName(r.cfg.Render.Prefix, s.Protocol, s.Listen)}
+	out := rendered{revision: s.Revision, gen: gen, name: nginxconf.FileName(r.cfg.Render.Prefix, s.ID())}
 	names := nginxconf.Names(s)
 	out.named = len(names) > 0
 	addrs := nginxconf.Addrs{}
@@ -71,9 +70,12 @@ func (r *Reconciler) renderNow(s stream.Spec, gen uint64) rendered {
 		}
 	}
 	if r.cfg.Policy != nil {
-		for _, b := range s.Backends {
-			host, _, _ := net.SplitHostPort(b)
-			if err := r.cfg.Policy.CheckResolved(b, addrs[host]); err != nil {
+		for _, text := range s.Backends {
+			b, err := stream.ParseBackend(text)
+			if err == nil {
+				err = r.cfg.Policy.CheckResolved(b, addrs[b.Host])
+			}
+			if err != nil {
 				out.fail = err.Error()
 				return out
 			}
@@ -89,7 +91,7 @@ func (r *Reconciler) renderNow(s stream.Spec, gen uint64) rendered {
 }
 
 // cached returns s's cached render and whether it is still current.
-func (r *Reconciler) cached(id string, s stream.Spec, gen uint64) (rendered, bool) {
+func (r *Reconciler) cached(id stream.ID, s stream.Spec, gen uint64) (rendered, bool) {
 	c, ok := r.renderCache[id]
 	return c, ok && c.revision == s.Revision && (!c.named || c.gen == gen)
 }
@@ -134,7 +136,7 @@ func (r *Reconciler) pruneRenderCache(specs []stream.Spec) {
 	if len(r.renderCache) <= len(specs) {
 		return
 	}
-	live := make(map[string]bool, len(specs))
+	live := make(map[stream.ID]bool, len(specs))
 	for _, s := range specs {
 		live[s.ID()] = true
 	}

@@ -90,7 +90,7 @@ type Store struct {
 	loopDone chan struct{}
 
 	mu        sync.RWMutex
-	specs     map[string]stream.Spec
+	specs     map[stream.ID]stream.Spec
 	list      []stream.Spec // sorted by protocol, then port; never mutated
 	listValid bool
 	rev       uint64
@@ -130,7 +130,7 @@ func Open(path string, o Options) (*Store, error) {
 		db: db, now: o.Now, path: path, file: fi,
 		auditRetention: o.AuditRetention, auditMaxBytes: o.AuditMaxBytes,
 		changes: make(chan struct{}, 1), updated: make(chan struct{}),
-		specs: map[string]stream.Spec{},
+		specs: map[stream.ID]stream.Spec{},
 		ops:   make(chan *op), closing: make(chan struct{}), loopDone: make(chan struct{}),
 	}
 	if err := s.init(); err != nil {
@@ -194,7 +194,7 @@ func (s *Store) init() (err error) {
 			if err := json.Unmarshal(v, &sp); err != nil {
 				return fmt.Errorf("decode stream %q: %w", k, err)
 			}
-			s.specs[string(k)] = sp
+			s.specs[sp.ID()] = sp
 			return nil
 		})
 	})
@@ -240,7 +240,7 @@ func (s *Store) Close() error {
 func (s *Store) Changes() <-chan struct{} { return s.changes }
 
 // Get returns the stream with id.
-func (s *Store) Get(id string) (stream.Spec, error) {
+func (s *Store) Get(id stream.ID) (stream.Spec, error) {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	sp, ok := s.specs[id]
@@ -251,7 +251,7 @@ func (s *Store) Get(id string) (stream.Spec, error) {
 }
 
 // Has reports whether a stream has id.
-func (s *Store) Has(id string) bool {
+func (s *Store) Has(id stream.ID) bool {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	_, ok := s.specs[id]
@@ -314,7 +314,7 @@ func (s *Store) Put(sp stream.Spec, m Match) (stored stream.Spec, prev *stream.S
 
 // Delete removes the stream with id if m holds, and returns it with the
 // store revision of the delete.
-func (s *Store) Delete(id string, m Match) (prev stream.Spec, rev uint64, err error) {
+func (s *Store) Delete(id stream.ID, m Match) (prev stream.Spec, rev uint64, err error) {
 	err = s.update(func(tx *bolt.Tx, r uint64) error {
 		cur, err := get(tx, id)
 		if err != nil {
@@ -327,7 +327,7 @@ func (s *Store) Delete(id string, m Match) (prev stream.Spec, rev uint64, err er
 			return err
 		}
 		prev, rev = *cur, r
-		return tx.Bucket(bucketStreams).Delete([]byte(id))
+		return tx.Bucket(bucketStreams).Delete([]byte(id.String()))
 	}, func() {
 		delete(s.specs, id)
 		s.history.add(desired.Change{Revision: rev, ID: id})
@@ -530,8 +530,8 @@ func (s *Store) rebuildList() {
 	s.list, s.listValid = l, true
 }
 
-func get(tx *bolt.Tx, id string) (*stream.Spec, error) {
-	v := tx.Bucket(bucketStreams).Get([]byte(id))
+func get(tx *bolt.Tx, id stream.ID) (*stream.Spec, error) {
+	v := tx.Bucket(bucketStreams).Get([]byte(id.String()))
 	if v == nil {
 		return nil, nil
 	}
@@ -547,7 +547,7 @@ func put(tx *bolt.Tx, sp stream.Spec) error {
 	if err != nil {
 		return err
 	}
-	return tx.Bucket(bucketStreams).Put([]byte(sp.ID()), v)
+	return tx.Bucket(bucketStreams).Put([]byte(sp.ID().String()), v)
 }
 
 func revision(meta *bolt.Bucket) uint64 {
