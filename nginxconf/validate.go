@@ -70,21 +70,8 @@ func Validate(s stream.Spec, r Rules) (stream.Spec, error) {
 		}
 		s.Bind = b
 	}
-	if len(s.Backends) == 0 {
-		return s, fieldErr("backends", "at least one backend host:port is required")
-	}
-	if len(s.Backends) > MaxBackends {
-		return s, fieldErr("backends", "at most %d backends", MaxBackends)
-	}
-	for i, b := range s.Backends {
-		c, err := stream.ParseBackend(b)
-		if err != nil {
-			return s, fieldErr("backends", "%q: %v", truncate(b), err)
-		}
-		s.Backends[i] = c.String()
-	}
-	if dup := firstDuplicate(s.Backends); dup != "" {
-		return s, fieldErr("backends", "%q is listed twice", dup)
+	if err := canonicalBackends(s.Backends); err != nil {
+		return s, err
 	}
 	switch s.Balance {
 	case "":
@@ -131,6 +118,28 @@ func Validate(s stream.Spec, r Rules) (stream.Spec, error) {
 		return s, fieldErr("description", "must be UTF-8 text without control characters")
 	}
 	return s, nil
+}
+
+// canonicalBackends checks the backends and puts each in canonical form,
+// in place.
+func canonicalBackends(bs []string) error {
+	if len(bs) == 0 {
+		return fieldErr("backends", "at least one backend host:port is required")
+	}
+	if len(bs) > MaxBackends {
+		return fieldErr("backends", "at most %d backends", MaxBackends)
+	}
+	for i, b := range bs {
+		c, err := stream.ParseBackend(b)
+		if err != nil {
+			return fieldErr("backends", "%q: %v", truncate(b), err)
+		}
+		bs[i] = c.String()
+	}
+	if dup := firstDuplicate(bs); dup != "" {
+		return fieldErr("backends", "%q is listed twice", dup)
+	}
+	return nil
 }
 
 func validatePort(port int, r Rules) error {

@@ -96,7 +96,8 @@ var settings = []setting{
 
 var prefixRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]*$`)
 
-// parseConfig reads flags from args and the environment from getenv.
+// parseConfig reads flags from args and the environment from getenv. It is
+// long because it checks one setting after another, each with its own message.
 func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (config, error) {
 	fs := flag.NewFlagSet("stream-conductor", flag.ContinueOnError)
 	fs.SetOutput(stderr)
