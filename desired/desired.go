@@ -65,16 +65,16 @@ func (m Match) Check(cur *stream.Spec) error {
 // import).
 type Change struct {
 	Revision uint64
-	ID       string
+	ID       stream.ID
 	Spec     *stream.Spec
 }
 
 // ImportResult says what an import changed, by stream id.
 type ImportResult struct {
-	Create    []string `json:"create"`
-	Update    []string `json:"update"`
-	Delete    []string `json:"delete"`
-	Unchanged []string `json:"unchanged"`
+	Create    []stream.ID `json:"create"`
+	Update    []stream.ID `json:"update"`
+	Delete    []stream.ID `json:"delete"`
+	Unchanged []stream.ID `json:"unchanged"`
 	// Revision is the revision after the import (0 for a plan).
 	Revision uint64 `json:"revision"`
 }
@@ -84,7 +84,7 @@ type ImportResult struct {
 // greater than all before it; reads see a write once it has returned.
 type State interface {
 	// Get returns the stream with id, or ErrNotFound.
-	Get(id string) (stream.Spec, error)
+	Get(id stream.ID) (stream.Spec, error)
 	// List returns every stream, sorted by protocol then port, and the
 	// revision they reflect. The slice is shared: callers must not
 	// modify it.
@@ -95,7 +95,7 @@ type State interface {
 	Put(sp stream.Spec, m Match) (stream.Spec, *stream.Spec, error)
 	// Delete removes the stream with id if m holds, and returns it with
 	// the revision of the delete.
-	Delete(id string, m Match) (stream.Spec, uint64, error)
+	Delete(id stream.ID, m Match) (stream.Spec, uint64, error)
 	// Allocate stores sp on the first port in [lo, hi] that has no stream
 	// of sp's protocol and for which busy (if not nil) is false,
 	// atomically: two concurrent calls never get the same port.

@@ -45,7 +45,7 @@ func (f *fakeApplier) WaitApplied(ctx context.Context, rev uint64) error {
 	return nil
 }
 
-func (f *fakeApplier) Status(id string, rev uint64) stream.Status {
+func (f *fakeApplier) Status(id stream.ID, rev uint64) stream.Status {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.hang {
@@ -61,7 +61,7 @@ func (f *fakeApplier) Status(id string, rev uint64) stream.Status {
 	return stream.Status{State: stream.Active, Revision: rev}
 }
 
-func (f *fakeApplier) PortBusy(s stream.Spec) error {
+func (f *fakeApplier) BindConflict(s stream.Spec) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.busy[s.Listen] {
@@ -263,7 +263,7 @@ func TestRejectedCreateIsRemovedAndRejectedUpdateRolledBack(t *testing.T) {
 	if code, _ := errorOf(body); rec.Code != 422 || code != CodeNginxRejected || !strings.Contains(rec.Body.String(), "host not found") {
 		t.Fatalf("rejected create: %d %s", rec.Code, rec.Body)
 	}
-	if _, err := st.Get("tcp/9001"); !errors.Is(err, store.ErrNotFound) {
+	if _, err := st.Get(stream.MustParseID("tcp/9001")); !errors.Is(err, store.ErrNotFound) {
 		t.Fatal("the store kept a stream nginx rejected")
 	}
 	do(t, srv, call{method: "PUT", path: "/v1/streams/tcp/9002", body: `{"backend":"good:1"}`})
@@ -271,7 +271,7 @@ func TestRejectedCreateIsRemovedAndRejectedUpdateRolledBack(t *testing.T) {
 	if rec.Code != 422 {
 		t.Fatalf("rejected update: %d %s", rec.Code, rec.Body)
 	}
-	if sp, err := st.Get("tcp/9002"); err != nil || sp.Backends[0] != "good:1" {
+	if sp, err := st.Get(stream.MustParseID("tcp/9002")); err != nil || sp.Backends[0] != "good:1" {
 		t.Fatalf("rejected update not rolled back: %+v %v", sp, err)
 	}
 }
@@ -286,7 +286,7 @@ func TestApplyTimeoutAnswers503WithPendingStream(t *testing.T) {
 	if s := body["stream"].(map[string]any)["status"].(map[string]any)["state"]; s != "pending" {
 		t.Fatalf("stream state %v", s)
 	}
-	if _, err := st.Get("udp/9001"); err != nil {
+	if _, err := st.Get(stream.MustParseID("udp/9001")); err != nil {
 		t.Fatal("a write that timed out was not kept: it will still be applied")
 	}
 	rec, _ = do(t, srv, call{method: "PUT", path: "/v1/streams/udp/9002?wait=false", body: `{"backend":"a:1"}`})
@@ -416,7 +416,7 @@ func TestDryRunChangesNothing(t *testing.T) {
 	if rec.Code != 200 || body["change"] != "delete" || !strings.Contains(body["diff"].(string), "-    proxy_pass 192.0.2.1:3;") {
 		t.Fatalf("DELETE dry run: %d %s", rec.Code, rec.Body)
 	}
-	if _, err := st.Get("tcp/9003"); err != nil {
+	if _, err := st.Get(stream.MustParseID("tcp/9003")); err != nil {
 		t.Fatal("a DELETE dry run deleted the stream")
 	}
 	rec, body = do(t, srv, call{method: "POST", path: "/v1/streams?dry_run=true", body: `{"backend":"a:1"}`})

@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/streamconductor/stream-conductor/store"
+	"github.com/streamconductor/stream-conductor/stream"
 )
 
 func TestBackupServesAnOpenableDatabase(t *testing.T) {
@@ -30,7 +31,7 @@ func TestBackupServesAnOpenableDatabase(t *testing.T) {
 		t.Fatalf("the backup does not open: %v", err)
 	}
 	defer st.Close()
-	if sp, err := st.Get("tcp/9001"); err != nil || sp.Backends[0] != "a:1" {
+	if sp, err := st.Get(stream.MustParseID("tcp/9001")); err != nil || sp.Backends[0] != "a:1" {
 		t.Fatalf("restored: %+v %v", sp, err)
 	}
 }

@@ -46,7 +46,7 @@ func (s *Server) planPut(sp stream.Spec) (map[string]any, error) {
 	return map[string]any{
 		"dry_run": true, "change": change, "file": name, "config": string(body),
 		"diff": lineDiff(string(current), string(body)), "stream": struct {
-			ID string `json:"id"`
+			ID stream.ID `json:"id"`
 			stream.Spec
 		}{sp.ID(), sp},
 	}, nil

@@ -57,7 +57,7 @@ func (s *Server) importStreams(w http.ResponseWriter, r *http.Request) error {
 	}
 	var failed []map[string]string
 	for _, f := range refused {
-		failed = append(failed, map[string]string{"id": f.ID, "error": f.Reason})
+		failed = append(failed, map[string]string{"id": f.ID.String(), "error": f.Reason})
 	}
 	out["failed"] = failed
 	writeJSON(w, http.StatusOK, out)

@@ -91,7 +91,7 @@ func (s *Server) seedCreate(w http.ResponseWriter, r *http.Request) error {
 func (s *Server) seedCreateDryRun(w http.ResponseWriter, r *http.Request, sp stream.Spec) error {
 	sp, err := s.writes.Check(r.Context(), sp)
 	if err != nil {
-		return writesError(err, sp.ID())
+		return writesError(err, sp.ID().String())
 	}
 	plan, err := s.planPut(sp)
 	if err != nil {
@@ -115,11 +115,11 @@ func (s *Server) seedRemove(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	id := stream.MakeID(stream.TCP, port)
+	id := stream.ID{Protocol: stream.TCP, Port: port}
 	if isDryRun(r) {
 		cur, err := s.writes.PlanDelete(id, desired.Match{})
 		if err != nil {
-			return writesError(err, id)
+			return writesError(err, id.String())
 		}
 		plan, err := s.planDelete(cur)
 		if err != nil {
@@ -130,9 +130,9 @@ func (s *Server) seedRemove(w http.ResponseWriter, r *http.Request) error {
 	}
 	prev, pending, err := s.writes.Delete(id, desired.Match{})
 	if err != nil {
-		return writesError(err, id)
+		return writesError(err, id.String())
 	}
-	noteChange(r, id, &prev, nil)
+	noteChange(r, id.String(), &prev, nil)
 	if !noWait(r) {
 		if _, err := s.await(r, pending); err != nil {
 			return err
@@ -148,7 +148,7 @@ func (s *Server) seedHas(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	_, err = s.store.Get(stream.MakeID(stream.TCP, port))
+	_, err = s.store.Get(stream.ID{Protocol: stream.TCP, Port: port})
 	switch {
 	case err == nil:
 		writeJSON(w, http.StatusOK, seedResult{Result: "true"})

@@ -27,7 +27,7 @@ import (
 // streams, the audit log, backups and whether it takes writes. Every
 // change of a stream goes through the write path.
 type Store interface {
-	Get(id string) (stream.Spec, error)
+	Get(id stream.ID) (stream.Spec, error)
 	List() ([]stream.Spec, uint64)
 	AppendAudit(rec desired.AuditRecord) error
 	Audit(before uint64, limit int) ([]desired.AuditRecord, error)
@@ -37,7 +37,7 @@ type Store interface {
 
 // Applier is the reconciler as the API reads it.
 type Applier interface {
-	Status(id string, rev uint64) stream.Status
+	Status(id stream.ID, rev uint64) stream.Status
 	NodeStatus() stream.NodeStatus
 	// StatusVersion changes whenever a stream's status may have.
 	StatusVersion() uint64
@@ -47,7 +47,7 @@ type Applier interface {
 
 // TrafficSource gives what nginx carried per stream.
 type TrafficSource interface {
-	Get(id string) *traffic.Stats
+	Get(id stream.ID) *traffic.Stats
 }
 
 // HealthSource gives the probed health of a stream's backends.

@@ -56,7 +56,7 @@ func (s *Server) status(w http.ResponseWriter, r *http.Request) error {
 		st := s.applier.Status(sp.ID(), sp.Revision)
 		counts[st.State]++
 		if st.State == stream.Failed {
-			failed = append(failed, map[string]string{"id": sp.ID(), "error": st.Error})
+			failed = append(failed, map[string]string{"id": sp.ID().String(), "error": st.Error})
 		}
 	}
 	h := s.applier.NodeStatus()

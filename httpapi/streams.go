@@ -19,7 +19,7 @@ import (
 // streamView is a stream as the API shows it: its id, its spec and its
 // status.
 type streamView struct {
-	ID string `json:"id"`
+	ID stream.ID `json:"id"`
 	stream.Spec
 	Status  stream.Status    `json:"status"`
 	Traffic *traffic.Stats   `json:"traffic,omitempty"`
@@ -42,25 +42,25 @@ func (s *Server) view(sp stream.Spec) streamView {
 
 func etag(rev uint64) string { return `"` + strconv.FormatUint(rev, 10) + `"` }
 
-// pathStream reads {protocol} and {port} from the URL.
-func pathStream(r *http.Request) (stream.Protocol, int, error) {
+// pathStream reads the stream's id from {protocol} and {port} in the URL.
+func pathStream(r *http.Request) (stream.ID, error) {
 	v := mux.Vars(r)
-	p := stream.Protocol(v["protocol"])
-	if p != stream.TCP && p != stream.UDP {
-		return "", 0, errInvalid("protocol", "must be tcp or udp, not %q", truncate(v["protocol"]))
+	p, err := stream.ParseProtocol(v["protocol"])
+	if err != nil {
+		return stream.ID{}, errInvalid("protocol", "must be tcp or udp, not %q", truncate(v["protocol"]))
 	}
 	port, err := parsePort(v["port"])
 	if err != nil {
-		return "", 0, err
+		return stream.ID{}, err
 	}
-	return p, port, nil
+	return stream.ID{Protocol: p, Port: port}, nil
 }
 
 // parsePort accepts a decimal port 1-65535 without sign, spaces or
 // leading zeros.
 func parsePort(v string) (int, error) {
-	n, err := strconv.Atoi(v)
-	if err != nil || strconv.Itoa(n) != v || n < 1 || n > 65535 {
+	n, err := stream.ParsePort(v)
+	if err != nil {
 		return 0, errInvalid("listen", "port must be a number 1-65535, not %q", truncate(v))
 	}
 	return n, nil
@@ -132,13 +132,13 @@ func (s *Server) listStreams(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (s *Server) getStream(w http.ResponseWriter, r *http.Request) error {
-	p, port, err := pathStream(r)
+	id, err := pathStream(r)
 	if err != nil {
 		return err
 	}
-	sp, err := s.store.Get(stream.MakeID(p, port))
+	sp, err := s.store.Get(id)
 	if err != nil {
-		return storeError(err, stream.MakeID(p, port))
+		return storeError(err, id.String())
 	}
 	w.Header().Set("ETag", etag(sp.Revision))
 	writeJSON(w, http.StatusOK, s.view(sp))
@@ -146,7 +146,7 @@ func (s *Server) getStream(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (s *Server) putStream(w http.ResponseWriter, r *http.Request) error {
-	p, port, err := pathStream(r)
+	id, err := pathStream(r)
 	if err != nil {
 		return err
 	}
@@ -154,7 +154,7 @@ func (s *Server) putStream(w http.ResponseWriter, r *http.Request) error {
 	if err := decodeJSON(w, r, &req); err != nil {
 		return err
 	}
-	sp, err := req.toSpec(p, port)
+	sp, err := req.toSpec(id.Protocol, id.Port)
 	if err != nil {
 		return err
 	}
@@ -164,7 +164,7 @@ func (s *Server) putStream(w http.ResponseWriter, r *http.Request) error {
 	}
 	if isDryRun(r) {
 		if sp, err = s.writes.Check(r.Context(), sp); err != nil {
-			return writesError(err, sp.ID())
+			return writesError(err, sp.ID().String())
 		}
 		return s.dryRun(w, sp)
 	}
@@ -195,7 +195,7 @@ func (s *Server) createStream(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return writesError(err, "")
 	}
-	noteChange(r, res.Stored.ID(), nil, &res.Stored)
+	noteChange(r, res.Stored.ID().String(), nil, &res.Stored)
 	out, err := s.settle(r, res)
 	if err != nil {
 		return err
@@ -205,7 +205,7 @@ func (s *Server) createStream(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (s *Server) deleteStream(w http.ResponseWriter, r *http.Request) error {
-	p, port, err := pathStream(r)
+	id, err := pathStream(r)
 	if err != nil {
 		return err
 	}
@@ -213,11 +213,10 @@ func (s *Server) deleteStream(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	id := stream.MakeID(p, port)
 	if isDryRun(r) {
 		cur, err := s.writes.PlanDelete(id, m)
 		if err != nil {
-			return writesError(err, id)
+			return writesError(err, id.String())
 		}
 		plan, err := s.planDelete(cur)
 		if err != nil {
@@ -228,9 +227,9 @@ func (s *Server) deleteStream(w http.ResponseWriter, r *http.Request) error {
 	}
 	prev, pending, err := s.writes.Delete(id, m)
 	if err != nil {
-		return writesError(err, id)
+		return writesError(err, id.String())
 	}
-	noteChange(r, id, &prev, nil)
+	noteChange(r, id.String(), &prev, nil)
 	if _, err := s.await(r, pending); err != nil {
 		return err
 	}

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/streamconductor/stream-conductor/desired"
+	"github.com/streamconductor/stream-conductor/stream"
 )
 
 // A write nginx refuses is undone by the write path whether or not the
@@ -57,7 +58,7 @@ func TestRefusedWriteUndoneWhoeverWaits(t *testing.T) {
 						request++
 					}
 				}
-				_, gerr := st.Get("tcp/9001")
+				_, gerr := st.Get(stream.MustParseID("tcp/9001"))
 				if undo == 1 && request == 1 && errors.Is(gerr, desired.ErrNotFound) {
 					return
 				}

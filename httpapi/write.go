@@ -29,7 +29,7 @@ func (s *Server) writeOutcome(w http.ResponseWriter, out outcome) {
 	code := http.StatusOK
 	if out.created {
 		code = http.StatusCreated
-		w.Header().Set("Location", "/v1/streams/"+out.stored.ID())
+		w.Header().Set("Location", "/v1/streams/"+out.stored.ID().String())
 	}
 	if out.accepted {
 		code = http.StatusAccepted
@@ -41,16 +41,16 @@ func (s *Server) writeOutcome(w http.ResponseWriter, out outcome) {
 // to wait, waits for it to be applied. Shared by PUT and the seed route
 // createstream.
 func (s *Server) write(r *http.Request, sp stream.Spec, m desired.Match) (outcome, error) {
-	id := stream.MakeID(sp.Protocol, sp.Listen)
+	id := sp.ID()
 	res, err := s.writes.Put(r.Context(), sp, m, requestID(r))
 	if err != nil {
 		if (m.Revision != 0 || m.Present) && errors.Is(err, desired.ErrNotFound) {
-			return outcome{}, &Error{Status: http.StatusPreconditionFailed, Code: CodeRevision, Message: "stream " + id + " does not exist"}
+			return outcome{}, &Error{Status: http.StatusPreconditionFailed, Code: CodeRevision, Message: "stream " + id.String() + " does not exist"}
 		}
-		return outcome{}, writesError(err, id)
+		return outcome{}, writesError(err, id.String())
 	}
 	if res.Changed {
-		noteChange(r, res.Stored.ID(), res.Prev, &res.Stored)
+		noteChange(r, res.Stored.ID().String(), res.Prev, &res.Stored)
 	}
 	return s.settle(r, res)
 }
@@ -75,7 +75,7 @@ func (s *Server) settle(r *http.Request, res writes.Result) (outcome, error) {
 	}
 	if len(refused) > 0 {
 		if res.Changed {
-			noteChange(r, res.Stored.ID(), res.Prev, res.Prev) // undone
+			noteChange(r, res.Stored.ID().String(), res.Prev, res.Prev) // undone
 		}
 		return out, &Error{Status: http.StatusUnprocessableEntity, Code: CodeNginxRejected, Message: refused[0].Reason}
 	}

@@ -21,7 +21,7 @@ import (
 // Source is what the collector reads at scrape time.
 type Source interface {
 	NodeStatus() stream.NodeStatus
-	Status(id string, rev uint64) stream.Status
+	Status(id stream.ID, rev uint64) stream.Status
 }
 
 // Store is the part of the store the collector reads.
@@ -32,7 +32,7 @@ type Store interface {
 
 // Traffic is what nginx carried per stream (nil when unknown).
 type Traffic interface {
-	All() map[string]traffic.Stats
+	All() map[stream.ID]traffic.Stats
 }
 
 // Metrics holds the registry and the histograms fed by hooks.
@@ -163,7 +163,8 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	if c.tr == nil || reflectNil(c.tr) {
 		return
 	}
-	for id, t := range c.tr.All() {
+	for sid, t := range c.tr.All() {
+		id := sid.String()
 		ch <- prometheus.MustNewConstMetric(descSessions, prometheus.CounterValue, float64(t.Sessions), id)
 		ch <- prometheus.MustNewConstMetric(descBytes, prometheus.CounterValue, float64(t.BytesIn), id, "in")
 		ch <- prometheus.MustNewConstMetric(descBytes, prometheus.CounterValue, float64(t.BytesOut), id, "out")

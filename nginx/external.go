@@ -3,6 +3,8 @@ package nginx
 import (
 	"context"
 	"strings"
+
+	"github.com/streamconductor/stream-conductor/stream"
 )
 
 // External drives a system nginx whose configuration already includes
@@ -78,4 +80,4 @@ func (x *External) TakeMainRepaired() bool { return false }
 func (x *External) Signalled() bool { return false }
 
 // HeldPorts is nil: which sockets the system nginx holds is not looked at.
-func (x *External) HeldPorts() map[string]bool { return nil }
+func (x *External) HeldPorts() map[stream.ID]bool { return nil }

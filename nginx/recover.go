@@ -59,18 +59,18 @@ func reapZombies() {
 
 // HeldPorts returns the streams' ids (tcp/9000) whose ports the nginx
 // master holds an accepting socket for (nil when it is not running).
-func (m *Managed) HeldPorts() map[string]bool {
+func (m *Managed) HeldPorts() map[stream.ID]bool {
 	pid := m.PID()
 	if pid == 0 {
 		return nil
 	}
-	held := map[string]bool{}
+	held := map[stream.ID]bool{}
 	for _, p := range []stream.Protocol{stream.TCP, stream.UDP} {
 		byInode := map[string]int{}
 		procfs.Host.Accepting(p == stream.UDP, func(s procfs.Socket) { byInode[s.Inode] = s.Port })
 		procfs.Sockets(pid, func(inode string) {
 			if port, ok := byInode[inode]; ok {
-				held[stream.MakeID(p, port)] = true
+				held[stream.ID{Protocol: p, Port: port}] = true
 			}
 		})
 	}

@@ -2,10 +2,7 @@ package nginxconf
 
 import (
 	"bytes"
-	"crypto/sha256"
-	"encoding/hex"
 	"fmt"
-	"net"
 	"net/netip"
 	"slices"
 	"strconv"
@@ -28,28 +25,28 @@ const headerMarker = "# managed by stream-conductor"
 
 // FileName is the name of the file that holds the stream with id's config:
 // <prefix><protocol>-<port>.conf.
-func FileName(prefix string, p stream.Protocol, port int) string {
-	return prefix + string(p) + "-" + strconv.Itoa(port) + ".conf"
+func FileName(prefix string, id stream.ID) string {
+	return prefix + string(id.Protocol) + "-" + strconv.Itoa(id.Port) + ".conf"
 }
 
 // ParseFileName is the inverse of FileName: it returns the stream id a file
 // name stands for, and false for any name that is not exactly one of ours.
-func ParseFileName(prefix, name string) (string, bool) {
+func ParseFileName(prefix, name string) (stream.ID, bool) {
 	rest, ok := strings.CutPrefix(name, prefix)
 	if !ok {
-		return "", false
+		return stream.ID{}, false
 	}
 	rest, ok = strings.CutSuffix(rest, ".conf")
 	if !ok {
-		return "", false
+		return stream.ID{}, false
 	}
 	p, port, ok := strings.Cut(rest, "-")
 	if !ok {
-		return "", false
+		return stream.ID{}, false
 	}
-	id := p + "/" + port
-	if _, _, err := stream.ParseID(id); err != nil {
-		return "", false
+	id, err := stream.ParseID(p + "/" + port)
+	if err != nil {
+		return stream.ID{}, false
 	}
 	return id, true
 }
@@ -68,23 +65,12 @@ func (e *UnresolvedError) Error() string { return "no address for backend host "
 func Names(s stream.Spec) []string {
 	var names []string
 	for _, b := range s.Backends {
-		host, _, ok := splitBackend(b)
-		if ok && !slices.Contains(names, host) {
-			names = append(names, host)
+		t, err := stream.ParseBackend(b)
+		if err == nil && !t.IsIP() && !slices.Contains(names, t.Host) {
+			names = append(names, t.Host)
 		}
 	}
 	return names
-}
-
-// splitBackend splits a canonical backend; ok says the host is a name.
-func splitBackend(b string) (host string, port uint16, ok bool) {
-	h, p, err := net.SplitHostPort(b)
-	if err != nil {
-		return "", 0, false
-	}
-	n, _ := strconv.ParseUint(p, 10, 16)
-	_, aerr := netip.ParseAddr(h)
-	return h, uint16(n), aerr != nil
 }
 
 // target is one server nginx proxies to: an address, and the backend it
@@ -98,17 +84,20 @@ type target struct {
 func targets(s stream.Spec, addrs Addrs) ([]target, error) {
 	var ts []target
 	for _, b := range s.Backends {
-		host, port, named := splitBackend(b)
-		if !named {
-			ts = append(ts, target{addr: b})
+		t, err := stream.ParseBackend(b)
+		if err != nil {
+			return nil, fmt.Errorf("backend %q: %w", b, err)
+		}
+		if t.IsIP() {
+			ts = append(ts, target{addr: t.String()})
 			continue
 		}
-		as := addrs[host]
+		as := addrs[t.Host]
 		if len(as) == 0 {
-			return nil, &UnresolvedError{Host: host}
+			return nil, &UnresolvedError{Host: t.Host}
 		}
 		for _, a := range as {
-			ts = append(ts, target{addr: netip.AddrPortFrom(a.Unmap(), port).String(), name: b})
+			ts = append(ts, target{addr: netip.AddrPortFrom(a.Unmap(), uint16(t.Port)).String(), name: t.String()})
 		}
 	}
 	return ts, nil
@@ -118,7 +107,8 @@ func targets(s stream.Spec, addrs Addrs) ([]target, error) {
 // host names resolved to addrs: nginx is given addresses only (each name
 // in a comment), so it never resolves a name itself. The output depends
 // only on its arguments and is byte-for-byte stable. The first line is a
-// managed-file header carrying the SHA-256 of the rest. The error is an
+// managed-file header (with no checksum: drift is judged by comparing the
+// whole file with what the reconciler last wrote). The error is an
 // *UnresolvedError when a name has no address in addrs.
 func Render(s stream.Spec, addrs Addrs, o RenderOptions) (name string, body []byte, err error) {
 	ts, err := targets(s, addrs)
@@ -139,7 +129,7 @@ func Render(s stream.Spec, addrs Addrs, o RenderOptions) (name string, body []by
 		writeUpstream(&b, s, proxyTo, ts)
 	}
 	b.WriteString("server {\n")
-	fmt.Fprintf(&b, "    listen %s", ListenAddress(s, o.DefaultBind))
+	fmt.Fprintf(&b, "    listen %s", s.ListenAddr(o.DefaultBind))
 	if s.Protocol == stream.UDP {
 		b.WriteString(" udp")
 	}
@@ -164,7 +154,7 @@ func Render(s stream.Spec, addrs Addrs, o RenderOptions) (name string, body []by
 		b.WriteString("    deny all;\n")
 	}
 	b.WriteString("}\n")
-	return FileName(o.Prefix, s.Protocol, s.Listen), withHeader(b.Bytes()), nil
+	return FileName(o.Prefix, s.ID()), withHeader(b.Bytes()), nil
 }
 
 // writeUpstream writes the upstream block of ts, each name's addresses
@@ -195,40 +185,6 @@ func writeUpstream(b *bytes.Buffer, s stream.Spec, name string, ts []target) {
 	b.WriteString("}\n")
 }
 
-// ListenAddress is the address nginx binds for s: "9000", "127.0.0.1:9000"
-// or "[::1]:9000".
-func ListenAddress(s stream.Spec, defaultBind string) string {
-	bind := s.Bind
-	if bind == "" {
-		bind = defaultBind
-	}
-	port := strconv.Itoa(s.Listen)
-	if bind == "" {
-		return port
-	}
-	if a, err := netip.ParseAddr(bind); err == nil && a.Is6() {
-		return "[" + bind + "]:" + port
-	}
-	return bind + ":" + port
-}
-
 func withHeader(body []byte) []byte {
-	sum := sha256.Sum256(body)
-	header := headerMarker + "; edits are overwritten. sha256=" + hex.EncodeToString(sum[:]) + "\n"
-	return append([]byte(header), body...)
-}
-
-// HeaderHash returns the content hash recorded in a rendered file's header,
-// and whether the rest of the file still matches it.
-func HeaderHash(file []byte) (hash string, intact bool) {
-	line, body, ok := bytes.Cut(file, []byte("\n"))
-	if !ok || !bytes.HasPrefix(line, []byte(headerMarker)) {
-		return "", false
-	}
-	_, h, ok := bytes.Cut(line, []byte("sha256="))
-	if !ok {
-		return "", false
-	}
-	sum := sha256.Sum256(body)
-	return string(h), string(h) == hex.EncodeToString(sum[:])
+	return append([]byte(headerMarker+"; edits are overwritten.\n"), body...)
 }

@@ -4,7 +4,6 @@ package nginxconf
 
 import (
 	"fmt"
-	"net"
 	"net/netip"
 	"slices"
 	"strconv"
@@ -40,8 +39,6 @@ const (
 	MaxBackends       = 64
 	MaxAllow          = 256
 	MaxDescription    = 1024
-	MaxHostLength     = 253
-	maxLabelLength    = 63
 	maxMaxFails       = 1000
 	minTimeout        = time.Second
 	maxConnectTimeout = time.Hour
@@ -73,21 +70,8 @@ func Validate(s stream.Spec, r Rules) (stream.Spec, error) {
 		}
 		s.Bind = b
 	}
-	if len(s.Backends) == 0 {
-		return s, fieldErr("backends", "at least one backend host:port is required")
-	}
-	if len(s.Backends) > MaxBackends {
-		return s, fieldErr("backends", "at most %d backends", MaxBackends)
-	}
-	for i, b := range s.Backends {
-		c, err := CanonicalBackend(b)
-		if err != nil {
-			return s, fieldErr("backends", "%q: %v", truncate(b), err)
-		}
-		s.Backends[i] = c
-	}
-	if dup := firstDuplicate(s.Backends); dup != "" {
-		return s, fieldErr("backends", "%q is listed twice", dup)
+	if err := canonicalBackends(s.Backends); err != nil {
+		return s, err
 	}
 	switch s.Balance {
 	case "":
@@ -136,8 +120,30 @@ func Validate(s stream.Spec, r Rules) (stream.Spec, error) {
 	return s, nil
 }
 
+// canonicalBackends checks the backends and puts each in canonical form,
+// in place.
+func canonicalBackends(bs []string) error {
+	if len(bs) == 0 {
+		return fieldErr("backends", "at least one backend host:port is required")
+	}
+	if len(bs) > MaxBackends {
+		return fieldErr("backends", "at most %d backends", MaxBackends)
+	}
+	for i, b := range bs {
+		c, err := stream.ParseBackend(b)
+		if err != nil {
+			return fieldErr("backends", "%q: %v", truncate(b), err)
+		}
+		bs[i] = c.String()
+	}
+	if dup := firstDuplicate(bs); dup != "" {
+		return fieldErr("backends", "%q is listed twice", dup)
+	}
+	return nil
+}
+
 func validatePort(port int, r Rules) error {
-	if port < 1 || port > 65535 {
+	if !stream.ValidPort(port) {
 		return fieldErr("listen", "port must be 1-65535, not %d", port)
 	}
 	if slices.Contains(r.Reserved, port) {
@@ -156,87 +162,6 @@ func canonicalBind(b string) (string, error) {
 		return "", fieldErr("bind", "%q is not an IPv4 or IPv6 address", truncate(b))
 	}
 	return a.Unmap().String(), nil
-}
-
-// CanonicalBackend checks one backend "host:port" and returns it in
-// canonical form: a lower-case RFC 1123 name or an IP literal (IPv6 in
-// brackets), and a decimal port 1-65535.
-func CanonicalBackend(b string) (string, error) {
-	if b == "" {
-		return "", fmt.Errorf("empty backend")
-	}
-	if len(b) > MaxHostLength+8 {
-		return "", fmt.Errorf("longer than %d characters", MaxHostLength+8)
-	}
-	for _, c := range b {
-		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || strings.ContainsRune(".-:[]", c)) {
-			return "", fmt.Errorf("character %q is not allowed (letters, digits, '.', '-', ':' and [] only)", c)
-		}
-	}
-	host, port, err := net.SplitHostPort(b)
-	if err != nil {
-		return "", fmt.Errorf("want host:port (IPv6 as [addr]:port)")
-	}
-	n, err := strconv.Atoi(port)
-	if err != nil || n < 1 || n > 65535 || strconv.Itoa(n) != port {
-		return "", fmt.Errorf("port must be 1-65535")
-	}
-	if strings.HasPrefix(b, "[") {
-		a, err := netip.ParseAddr(host)
-		if err != nil || !a.Is6() || a.Is4In6() {
-			return "", fmt.Errorf("%q is not an IPv6 address", host)
-		}
-		return "[" + a.String() + "]:" + port, nil
-	}
-	if a, err := netip.ParseAddr(host); err == nil {
-		if !a.Is4() {
-			return "", fmt.Errorf("IPv6 addresses need brackets: [%s]:%s", host, port)
-		}
-		return a.String() + ":" + port, nil
-	}
-	if err := checkHostName(host); err != nil {
-		return "", err
-	}
-	return strings.ToLower(host) + ":" + port, nil
-}
-
-// checkHostName enforces RFC 1123 host names.
-func checkHostName(h string) error {
-	if h == "" {
-		return fmt.Errorf("empty host")
-	}
-	if len(h) > MaxHostLength {
-		return fmt.Errorf("host name longer than %d characters", MaxHostLength)
-	}
-	labels := strings.Split(strings.TrimSuffix(h, "."), ".")
-	for _, l := range labels {
-		if l == "" || len(l) > maxLabelLength {
-			return fmt.Errorf("host name label %q must be 1-%d characters", truncate(l), maxLabelLength)
-		}
-		if l[0] == '-' || l[len(l)-1] == '-' {
-			return fmt.Errorf("host name label %q may not start or end with '-'", l)
-		}
-		if strings.ContainsAny(l, ":[]") {
-			return fmt.Errorf("%q is not a host name or IP address", truncate(h))
-		}
-	}
-	// A name whose last label is a number (decimal, octal or hex) is
-	// what glibc's inet_aton reads as an IPv4 address: 127.1,
-	// 0x7f000001, 0x7f.0x1, 127.0.0.0x1 are all 127.0.0.1 to it, and
-	// would slip past every rule that looks at addresses.
-	if isNumber(labels[len(labels)-1]) {
-		return fmt.Errorf("%q is not a valid IPv4 address or host name (write an IPv4 address as four decimal numbers, such as 127.0.0.1)", truncate(h))
-	}
-	return nil
-}
-
-// isNumber reports whether l is a number in inet_aton's grammar: decimal,
-// octal (leading 0) or hexadecimal (0x, even with no digits).
-func isNumber(l string) bool {
-	if len(l) >= 2 && l[0] == '0' && (l[1] == 'x' || l[1] == 'X') {
-		return strings.Trim(l[2:], "0123456789abcdefABCDEF") == ""
-	}
-	return strings.Trim(l, "0123456789") == ""
 }
 
 func canonicalCIDR(a string) (string, error) {

@@ -11,10 +11,11 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/streamconductor/stream-conductor/stream"
 )
 
 // Backends holds the rules for backends.
@@ -95,7 +96,11 @@ func ParseAllow(v string) (cidrs []netip.Prefix, suffixes []string, err error) {
 // that does not resolve passes unless BACKEND_ALLOW has CIDRs to check it
 // against: the reconciler then fails its stream with the lookup's error.
 func (p *Backends) Check(ctx context.Context, backends []string) error {
-	for _, b := range backends {
+	for _, s := range backends {
+		b, err := stream.ParseBackend(s)
+		if err != nil {
+			return fmt.Errorf("backend %q: %w", s, err)
+		}
 		if err := p.check(ctx, b); err != nil {
 			return err
 		}
@@ -103,47 +108,40 @@ func (p *Backends) Check(ctx context.Context, backends []string) error {
 	return nil
 }
 
-func (p *Backends) check(ctx context.Context, backend string) error {
-	host, _, err := net.SplitHostPort(backend)
-	if err != nil {
-		return fmt.Errorf("%q: want host:port", backend)
+func (p *Backends) check(ctx context.Context, b stream.Backend) error {
+	if b.IsIP() {
+		return p.CheckResolved(b, nil)
 	}
-	if _, err := netip.ParseAddr(host); err == nil {
-		return p.CheckResolved(backend, nil)
-	}
-	if err := p.checkName(backend, host); err != nil {
+	host := b.Host
+	if err := p.checkName(b.String(), host); err != nil {
 		return err
 	}
-	addrs, err := p.lookup(ctx, strings.ToLower(strings.TrimSuffix(host, ".")))
+	addrs, err := p.lookup(ctx, strings.TrimSuffix(host, "."))
 	if err != nil {
 		if len(p.AllowCIDRs) > 0 {
 			return violation("BACKEND_ALLOW", "%s does not resolve, so it cannot be checked against %s", host, joinPrefixes(p.AllowCIDRs))
 		}
 		return nil
 	}
-	return p.CheckResolved(backend, addrs)
+	return p.CheckResolved(b, addrs)
 }
 
-// CheckResolved judges one backend (canonical host:port) and the addresses
+// CheckResolved judges one backend and the addresses
 // its host name resolved to (ignored for an IP literal, which is its own
 // address). It does no lookup; the reconciler calls it before rendering
 // every address into nginx's configuration.
-func (p *Backends) CheckResolved(backend string, addrs []netip.Addr) error {
-	host, portStr, err := net.SplitHostPort(backend)
-	if err != nil {
-		return fmt.Errorf("%q: want host:port", backend)
-	}
-	port, _ := strconv.Atoi(portStr)
-	if a, err := netip.ParseAddr(host); err == nil {
+func (p *Backends) CheckResolved(b stream.Backend, addrs []netip.Addr) error {
+	backend := b.String()
+	if b.IsIP() {
 		if len(p.AllowSuffixes) > 0 && len(p.AllowCIDRs) == 0 {
 			return violation("BACKEND_ALLOW", "%s: BACKEND_ALLOW names only DNS suffixes, so backends must be host names", backend)
 		}
-		addrs = []netip.Addr{a}
-	} else if err := p.checkName(backend, host); err != nil {
+		addrs = []netip.Addr{b.Addr}
+	} else if err := p.checkName(backend, b.Host); err != nil {
 		return err
 	}
 	for _, a := range addrs {
-		if err := p.checkAddr(backend, a.Unmap(), port); err != nil {
+		if err := p.checkAddr(backend, a.Unmap(), b.Port); err != nil {
 			return err
 		}
 	}

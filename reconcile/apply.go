@@ -14,10 +14,10 @@ import (
 type apply struct {
 	log     zerolog.Logger
 	specs   []stream.Spec
-	desired map[string]file   // the files nginx should run
-	onDisk  map[string][]byte // our files as the pass found them
-	onNow   map[string][]byte // our files as they are now
-	owned   map[string]bool   // streams whose port nginx held already
+	desired map[string]file    // the files nginx should run
+	onDisk  map[string][]byte  // our files as the pass found them
+	onNow   map[string][]byte  // our files as they are now
+	owned   map[stream.ID]bool // streams whose port nginx held already
 	running bool
 }
 

@@ -70,7 +70,7 @@ func BenchmarkListeningLook10000(b *testing.B) {
 		}
 		defer l.Close()
 		port := l.Addr().(*net.TCPAddr).Port
-		files[nginxconf.FileName("stream-", stream.TCP, port)] = nil
+		files[nginxconf.FileName("stream-", stream.ID{Protocol: stream.TCP, Port: port})] = nil
 	}
 	rec := New(Config{Dir: b.TempDir(), Render: nginxconf.RenderOptions{Prefix: "stream-"}, Log: zerolog.Nop()}, nil, newFakeNginx(b.TempDir()))
 	b.ResetTimer()

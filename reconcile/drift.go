@@ -78,7 +78,7 @@ func (l *limiter) allow() bool {
 func (r *Reconciler) handleDrift(log zerolog.Logger, specs []stream.Spec, desired map[string]file, onDisk map[string][]byte) {
 	revs := make(map[string]uint64, len(specs))
 	for _, s := range specs {
-		revs[nginxconf.FileName(r.cfg.Render.Prefix, s.Protocol, s.Listen)] = s.Revision
+		revs[nginxconf.FileName(r.cfg.Render.Prefix, s.ID())] = s.Revision
 	}
 	// Release holds whose reason has gone.
 	for name, h := range r.held {

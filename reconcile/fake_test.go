@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"sync"
@@ -16,7 +17,8 @@ import (
 
 // fakeNginx records what the reconciler asks of nginx and answers like
 // nginx would for the files in dir: `nginx -t` names the first file that
-// has rejectHost in it, a reload fails to bind ports in bindFails, and the
+// has rejectHost in it, a reload fails to bind the listen addresses in
+// bindFails (as nginx prints them: "0.0.0.0:9001"), and the
 // ports of the loaded files "listen" except those in deaf.
 type fakeNginx struct {
 	mu         sync.Mutex
@@ -26,7 +28,7 @@ type fakeNginx struct {
 	actions    []string
 	rejectHost string
 	foreign    string // a foreign file's error, failing every test
-	bindFails  map[int]bool
+	bindFails  map[string]bool
 	deaf       map[int]bool
 	// duringTest runs inside Test, before it looks at the files: a
 	// stand-in for someone editing our files while a pass applies them.
@@ -35,7 +37,7 @@ type fakeNginx struct {
 }
 
 func newFakeNginx(dir string) *fakeNginx {
-	return &fakeNginx{dir: dir, prefix: "stream-", bindFails: map[int]bool{}, deaf: map[int]bool{},
+	return &fakeNginx{dir: dir, prefix: "stream-", bindFails: map[string]bool{}, deaf: map[int]bool{},
 		live: map[stream.Protocol]map[int]bool{stream.TCP: {}, stream.UDP: {}}}
 }
 
@@ -91,15 +93,15 @@ func (f *fakeNginx) load(op string) error {
 		if !ok {
 			continue
 		}
-		p, port, _ := stream.ParseID(id)
-		if f.bindFails[port] {
+		b, _ := os.ReadFile(name)
+		if m := listenRE.FindSubmatch(b); m != nil && f.bindFails[string(m[1])] {
 			return &nginx.Error{Op: op, Diags: []nginxconf.Diagnostic{
-				{Level: "emerg", PID: 1, Message: fmt.Sprintf("bind() to 0.0.0.0:%d failed (98: Address already in use)", port)},
+				{Level: "emerg", PID: 1, Message: fmt.Sprintf("bind() to %s failed (98: Address already in use)", m[1])},
 				{Level: "emerg", PID: 1, Message: "still could not bind()"},
 			}}
 		}
-		if !f.deaf[port] {
-			live[p][port] = true
+		if !f.deaf[id.Port] {
+			live[id.Protocol][id.Port] = true
 		}
 	}
 	f.live = live
@@ -107,12 +109,15 @@ func (f *fakeNginx) load(op string) error {
 	return nil
 }
 
+// listenRE finds the address of a rendered listen directive.
+var listenRE = regexp.MustCompile(`(?m)^    listen (\S+?)( udp)?;$`)
+
 func (f *fakeNginx) Prepare(ctx context.Context, streams int) error { return nil }
 
 // Supervises is true: the fake is started by the first pass.
 func (f *fakeNginx) Supervises() bool { return true }
 
-func (f *fakeNginx) HeldPorts() map[string]bool { return nil }
+func (f *fakeNginx) HeldPorts() map[stream.ID]bool { return nil }
 
 func (f *fakeNginx) MainDrifted() bool { return false }
 
@@ -149,7 +154,7 @@ type fakePorts struct {
 	busy  map[int]bool
 }
 
-func (p *fakePorts) Busy(s stream.Spec, defaultBind string) error {
+func (p *fakePorts) BindConflict(s stream.Spec, defaultBind string) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.busy[s.Listen] {

@@ -1,6 +1,10 @@
 package reconcile
 
-import "context"
+import (
+	"context"
+
+	"github.com/streamconductor/stream-conductor/stream"
+)
 
 // Nginx is the data plane as the reconciler drives it, whole: every
 // method is asked of every implementation, none is found by a type
@@ -38,7 +42,7 @@ type Nginx interface {
 	Confirms() bool
 	// HeldPorts returns the ids of the streams (tcp/9000) whose port the
 	// running nginx holds, or nil when that is not known.
-	HeldPorts() map[string]bool
+	HeldPorts() map[stream.ID]bool
 
 	// MainConfig is the main configuration stream-conductor owns (nil in
 	// external mode); it is part of what counts as applied.

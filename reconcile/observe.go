@@ -65,9 +65,7 @@ func (r *Reconciler) notListening(files map[string][]byte) ([]string, error) {
 		if !ok {
 			continue
 		}
-		if p, port, err := stream.ParseID(id); err == nil {
-			want[p] = append(want[p], port)
-		}
+		want[id.Protocol] = append(want[id.Protocol], id.Port)
 	}
 	var missing []string
 	for p, ports := range want {
@@ -77,7 +75,7 @@ func (r *Reconciler) notListening(files map[string][]byte) ([]string, error) {
 		}
 		for _, port := range ports {
 			if !up[port] {
-				missing = append(missing, stream.MakeID(p, port))
+				missing = append(missing, stream.ID{Protocol: p, Port: port}.String())
 			}
 		}
 	}

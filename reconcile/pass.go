@@ -95,9 +95,9 @@ func (r *Reconciler) prepare(ctx context.Context, streams int) (running bool, er
 // holds, which are not probed: they would be busy. Those are the ones of
 // the files it last loaded; before the first apply of this process, the
 // files on disk are the best guess.
-func (r *Reconciler) ownedPorts(running bool, onDisk map[string][]byte) map[string]bool {
+func (r *Reconciler) ownedPorts(running bool, onDisk map[string][]byte) map[stream.ID]bool {
 	if !running {
-		return map[string]bool{}
+		return map[stream.ID]bool{}
 	}
 	owned := idsOf(r.cfg.Render.Prefix, onDisk)
 	for id := range idsOf(r.cfg.Render.Prefix, r.appliedFiles) {
@@ -117,12 +117,12 @@ func (r *Reconciler) ownedPorts(running bool, onDisk map[string][]byte) map[stri
 
 // probePorts quarantines the streams whose address another process
 // holds, but for those in owned.
-func (r *Reconciler) probePorts(log zerolog.Logger, specs []stream.Spec, owned map[string]bool, onDisk map[string][]byte) {
+func (r *Reconciler) probePorts(log zerolog.Logger, specs []stream.Spec, owned map[stream.ID]bool, onDisk map[string][]byte) {
 	for _, s := range specs {
 		if _, q := r.quarantine[s.ID()]; q || owned[s.ID()] {
 			continue
 		}
-		if err := r.cfg.Ports.Busy(s, r.cfg.Render.DefaultBind); err != nil {
+		if err := r.cfg.Ports.BindConflict(s, r.cfg.Render.DefaultBind); err != nil {
 			r.quarantineStream(log, s, err.Error(), onDisk)
 		}
 	}

@@ -4,8 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"net/netip"
-	"strconv"
 	"strings"
 	"syscall"
 
@@ -18,9 +16,9 @@ import (
 // stream's address is free, and which ports have listeners. The default,
 // HostPorts, asks the kernel; tests substitute their own.
 type Ports interface {
-	// Busy returns nil when nginx could bind s's address, or an error
-	// worded like nginx's bind() message.
-	Busy(s stream.Spec, defaultBind string) error
+	// BindConflict returns nil when nginx could bind s's listen address,
+	// and otherwise why not: an error worded like nginx's bind() message.
+	BindConflict(s stream.Spec, defaultBind string) error
 	// Listening returns the ports with a listening socket for p.
 	Listening(p stream.Protocol) (map[int]bool, error)
 }
@@ -28,36 +26,24 @@ type Ports interface {
 // HostPorts is Ports on this host's network stack.
 type HostPorts struct{}
 
-// Busy probes the address by binding it.
-func (HostPorts) Busy(s stream.Spec, defaultBind string) error { return probeBind(s, defaultBind) }
+// BindConflict probes the address by binding it.
+func (HostPorts) BindConflict(s stream.Spec, defaultBind string) error {
+	return probeBind(s, defaultBind)
+}
 
 // Listening reads /proc/net.
 func (HostPorts) Listening(p stream.Protocol) (map[int]bool, error) { return listening(p) }
-
-// bindAddr is the socket address nginx binds for s, as nginx prints it in
-// its messages: "0.0.0.0:9000", "127.0.0.1:9000", "[::1]:9000".
-func bindAddr(s stream.Spec, defaultBind string) (network, addr string) {
-	bind := s.Bind
-	if bind == "" {
-		bind = defaultBind
-	}
-	if bind == "" {
-		bind = "0.0.0.0"
-	}
-	a, _ := netip.ParseAddr(bind)
-	family := "4"
-	if a.Is6() {
-		family = "6"
-	}
-	return string(s.Protocol) + family, net.JoinHostPort(bind, strconv.Itoa(s.Listen))
-}
 
 // probeBind tries to bind the address nginx would bind for s. It returns
 // nil when the address is free, and otherwise an error worded like nginx's
 // own bind() message, so that a stream's status reads the same whichever
 // caught the conflict first.
 func probeBind(s stream.Spec, defaultBind string) error {
-	network, addr := bindAddr(s, defaultBind)
+	ap := s.ListenAddr(defaultBind)
+	network, addr := string(s.Protocol)+"4", ap.String()
+	if ap.Addr().Is6() {
+		network = string(s.Protocol) + "6"
+	}
 	var err error
 	if s.Protocol == stream.UDP {
 		var c net.PacketConn
@@ -91,8 +77,8 @@ func listening(p stream.Protocol) (map[int]bool, error) {
 }
 
 // idsOf returns the stream ids of our file names.
-func idsOf(prefix string, files map[string][]byte) map[string]bool {
-	ids := make(map[string]bool, len(files))
+func idsOf(prefix string, files map[string][]byte) map[stream.ID]bool {
+	ids := make(map[stream.ID]bool, len(files))
 	for name := range files {
 		if id, ok := nginxconf.ParseFileName(prefix, name); ok {
 			ids[id] = true

@@ -4,8 +4,6 @@ import (
 	"bytes"
 	"errors"
 	"path/filepath"
-	"strconv"
-	"strings"
 
 	"github.com/rs/zerolog"
 
@@ -28,7 +26,7 @@ type quarantined struct {
 // quarantined and it returns nil so that the pass tries again without them.
 // Otherwise the failure is not ours to fix: the last good files go back,
 // and the error is returned.
-func (r *Reconciler) rejected(log zerolog.Logger, nerr error, specs []stream.Spec, onDisk, onNow map[string][]byte, owned map[string]bool) error {
+func (r *Reconciler) rejected(log zerolog.Logger, nerr error, specs []stream.Spec, onDisk, onNow map[string][]byte, owned map[stream.ID]bool) error {
 	if err := r.checkIntact(onNow); err != nil {
 		return err
 	}
@@ -81,12 +79,12 @@ func (r *Reconciler) checkIntact(onNow map[string][]byte) error {
 // files `nginx -t` points at, or the streams whose port a start or reload
 // could not bind (skipping the ports in owned, which nginx holds already).
 // It returns how many it quarantined; 0 means the failure is not ours.
-func (r *Reconciler) quarantineNamed(log zerolog.Logger, err error, specs []stream.Spec, onDisk map[string][]byte, owned map[string]bool) int {
+func (r *Reconciler) quarantineNamed(log zerolog.Logger, err error, specs []stream.Spec, onDisk map[string][]byte, owned map[stream.ID]bool) int {
 	var ne *nginx.Error
 	if !errors.As(err, &ne) {
 		return 0
 	}
-	byID := make(map[string]stream.Spec, len(specs))
+	byID := make(map[stream.ID]stream.Spec, len(specs))
 	for _, s := range specs {
 		byID[s.ID()] = s
 	}
@@ -108,7 +106,7 @@ func (r *Reconciler) quarantineNamed(log zerolog.Logger, err error, specs []stre
 			continue
 		}
 		for _, s := range specs {
-			if _, q := r.quarantine[s.ID()]; q || owned[s.ID()] || !hasPort(addr, s.Listen) {
+			if _, q := r.quarantine[s.ID()]; q || owned[s.ID()] || !r.listensOn(s, addr) {
 				continue
 			}
 			r.quarantineStream(log, s, d.Message, onDisk)
@@ -134,7 +132,7 @@ func (r *Reconciler) quarantineStream(log zerolog.Logger, s stream.Spec, reason 
 	r.quarantine[s.ID()] = q
 	r.quarantineGen++
 	r.count(func(c *stream.NodeCounters) { c.Quarantined++ })
-	log.Warn().Str("stream", s.ID()).Uint64("revision", s.Revision).Str("reason", reason).
+	log.Warn().Stringer("stream", s.ID()).Uint64("revision", s.Revision).Str("reason", reason).
 		Bool("kept_previous", q.keep != nil).Msg("stream failed; left out of the configuration")
 }
 
@@ -143,7 +141,7 @@ func (r *Reconciler) dropStaleQuarantine(specs []stream.Spec) {
 	if len(r.quarantine) == 0 {
 		return
 	}
-	revs := make(map[string]uint64, len(specs))
+	revs := make(map[stream.ID]uint64, len(specs))
 	for _, s := range specs {
 		revs[s.ID()] = s.Revision
 	}
@@ -192,7 +190,11 @@ func (r *Reconciler) specOf(specs []stream.Spec, name string) (stream.Spec, bool
 	return stream.Spec{}, false
 }
 
-// hasPort reports whether an nginx socket address ends in port.
-func hasPort(addr string, port int) bool {
-	return strings.HasSuffix(addr, ":"+strconv.Itoa(port))
+// listensOn reports whether addr, a socket address as nginx printed it
+// in a bind() failure ("127.0.0.1:9000", "[::1]:9000"), is the address
+// s listens on: the whole address, so that a stream on 127.0.0.2:9000 is
+// not blamed for 127.0.0.1:9000.
+func (r *Reconciler) listensOn(s stream.Spec, addr string) bool {
+	ap, err := stream.ParseListenAddr(addr)
+	return err == nil && ap == s.ListenAddr(r.cfg.Render.DefaultBind)
 }

@@ -90,7 +90,7 @@ type Resolver interface {
 
 // Policy judges a backend and the addresses its name resolved to.
 type Policy interface {
-	CheckResolved(backend string, addrs []netip.Addr) error
+	CheckResolved(b stream.Backend, addrs []netip.Addr) error
 }
 
 // Reconciler drives nginx toward the store. Create it with New and start
@@ -107,25 +107,25 @@ type Reconciler struct {
 	ownResolver *resolve.Resolver
 
 	// Owned by the Run goroutine.
-	quarantine    map[string]quarantined
+	quarantine    map[stream.ID]quarantined
 	applied       string            // fingerprint of what nginx runs
 	appliedFiles  map[string][]byte // the stream files nginx last loaded
 	lastWritten   map[string][]byte // what the last pass left on disk
 	held          map[string]held   // drifted files left alone
-	renderCache   map[string]rendered
+	renderCache   map[stream.ID]rendered
 	hashes        map[*byte]hashed // content hashes of rendered bodies
 	quarantineGen uint64           // counts changes to quarantine
 	finished      [2]uint64        // store revision and quarantineGen of the last finish
 	repairs       *limiter
 	backoff       time.Duration
 	passID        uint64
-	lastReload    time.Time         // when nginx last took a configuration
-	foreignBroken bool              // the last failure was in a file not ours
-	forceReload   bool              // what nginx serves differs from what it was given
-	unremovable   map[string]bool   // files of no stream that cannot be removed
-	lastLook      time.Time         // the watch tick's last look at the socket table
-	unrenderable  map[string]string // streams that cannot be rendered, and why
-	retainedRev   uint64            // store revision whose names the resolver was told
+	lastReload    time.Time            // when nginx last took a configuration
+	foreignBroken bool                 // the last failure was in a file not ours
+	forceReload   bool                 // what nginx serves differs from what it was given
+	unremovable   map[string]bool      // files of no stream that cannot be removed
+	lastLook      time.Time            // the watch tick's last look at the socket table
+	unrenderable  map[stream.ID]string // streams that cannot be rendered, and why
+	retainedRev   uint64               // store revision whose names the resolver was told
 
 	// Set by the watcher, taken by passes.
 	dirtyMu  sync.Mutex
@@ -133,11 +133,11 @@ type Reconciler struct {
 	watching atomic.Bool // the watcher runs: passes may trust dirty
 
 	mu            sync.Mutex
-	status        map[string]stream.Status
+	status        map[stream.ID]stream.Status
 	appliedRev    uint64        // every write up to this revision is applied
 	statusVersion uint64        // bumped with every change to status
 	passDone      chan struct{} // closed and replaced after every pass
-	ownedIDs      map[string]bool
+	ownedIDs      map[stream.ID]bool
 	node          stream.NodeStatus
 	passStarted   time.Time // when the running pass started; zero between passes
 }
@@ -171,12 +171,12 @@ func New(cfg Config, st Store, ngx Nginx) *Reconciler {
 		nginx:       ngx,
 		log:         cfg.Log.With().Str("component", "reconcile").Logger(),
 		trigger:     make(chan struct{}, 1),
-		quarantine:  make(map[string]quarantined),
-		status:      make(map[string]stream.Status),
+		quarantine:  make(map[stream.ID]quarantined),
+		status:      make(map[stream.ID]stream.Status),
 		passDone:    make(chan struct{}),
-		ownedIDs:    make(map[string]bool),
+		ownedIDs:    make(map[stream.ID]bool),
 		held:        make(map[string]held),
-		renderCache: make(map[string]rendered),
+		renderCache: make(map[stream.ID]rendered),
 		hashes:      make(map[*byte]hashed),
 		unremovable: make(map[string]bool),
 		repairs:     newLimiter(cfg.RepairRate, time.Now),
@@ -265,16 +265,17 @@ func (r *Reconciler) nextBackoff() time.Duration {
 	return r.backoff - r.backoff/10 + jitter
 }
 
-// PortBusy reports whether another process holds the address s would
-// listen on. Ports that our nginx already serves are not busy.
-func (r *Reconciler) PortBusy(s stream.Spec) error {
+// BindConflict returns why nginx could not bind s's listen address
+// (another process holds it), or nil when it is free. Ports that our
+// nginx already serves are free.
+func (r *Reconciler) BindConflict(s stream.Spec) error {
 	r.mu.Lock()
 	owned := r.ownedIDs[s.ID()]
 	r.mu.Unlock()
 	if owned {
 		return nil
 	}
-	return r.cfg.Ports.Busy(s, r.cfg.Render.DefaultBind)
+	return r.cfg.Ports.BindConflict(s, r.cfg.Render.DefaultBind)
 }
 
 // ReloadSpacing is how often nginx can take a new configuration: after

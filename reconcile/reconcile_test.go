@@ -103,7 +103,8 @@ func (h *harness) files() map[string]string {
 	return m
 }
 
-func (h *harness) state_(id string) stream.Status {
+func (h *harness) state_(text string) stream.Status {
+	id := stream.MustParseID(text)
 	sp, err := h.store.Get(id)
 	if err != nil {
 		h.t.Fatal(err)
@@ -251,7 +252,7 @@ func TestReloadBindFailureIsAttributedAndRetried(t *testing.T) {
 	h := newHarness(t)
 	h.put(9000, "a:1")
 	h.mustPass("test", "start")
-	h.nginx.bindFails[9001] = true // taken between the probe and the reload
+	h.nginx.bindFails["0.0.0.0:9001"] = true // taken between the probe and the reload
 	h.put(9001, "b:1")
 	h.put(9002, "c:1")
 	h.mustPass("test", "reload", "test", "reload")
@@ -260,6 +261,29 @@ func TestReloadBindFailureIsAttributedAndRetried(t *testing.T) {
 	}
 	if st := h.state_("tcp/9002"); st.State != stream.Active {
 		t.Fatalf("tcp/9002: %+v", st)
+	}
+}
+
+// nginx names the whole address it could not bind: a stream on the same
+// port at another address (here udp/9000 on 127.0.0.2 beside tcp/9000 on
+// 127.0.0.1) is not blamed for it.
+func TestBindFailureBlamesTheStreamOnThatAddressOnly(t *testing.T) {
+	h := newHarness(t)
+	for _, sp := range []stream.Spec{
+		{Protocol: stream.TCP, Listen: 9000, Bind: "127.0.0.1", Backends: []string{"a:1"}},
+		{Protocol: stream.UDP, Listen: 9000, Bind: "127.0.0.2", Backends: []string{"b:1"}},
+	} {
+		if _, _, err := h.store.Put(sp, store.Match{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	h.nginx.bindFails["127.0.0.2:9000"] = true
+	h.mustPass("test", "start", "test", "start")
+	if st := h.state_("udp/9000"); st.State != stream.Failed || !strings.Contains(st.Error, "bind() to 127.0.0.2:9000") {
+		t.Fatalf("udp/9000: %+v", st)
+	}
+	if st := h.state_("tcp/9000"); st.State != stream.Active {
+		t.Fatalf("tcp/9000 was blamed for udp/9000's address: %+v", st)
 	}
 }
 
@@ -343,7 +367,7 @@ func TestRunAppliesWritesAndReleasesWaiters(t *testing.T) {
 		t.Fatalf("WaitApplied: %v", err)
 	}
 	for port := 9000; port < 9050; port++ {
-		if st := h.state_(stream.MakeID(stream.TCP, port)); st.State != stream.Active {
+		if st := h.state_(stream.ID{Protocol: stream.TCP, Port: port}.String()); st.State != stream.Active {
 			t.Fatalf("port %d: %s", port, st.State)
 		}
 	}

@@ -29,7 +29,7 @@ func (r *Reconciler) WaitApplied(ctx context.Context, rev uint64) error {
 
 // Status returns the status of stream id at revision rev: pending until a
 // pass has applied that revision.
-func (r *Reconciler) Status(id string, rev uint64) stream.Status {
+func (r *Reconciler) Status(id stream.ID, rev uint64) stream.Status {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	st, ok := r.status[id]
@@ -72,7 +72,7 @@ func (r *Reconciler) finish(specs []stream.Spec, desired map[string]file, rev ui
 	now := time.Now().UTC()
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	status := make(map[string]stream.Status, len(specs))
+	status := make(map[stream.ID]stream.Status, len(specs))
 	for _, s := range specs {
 		st := stream.Status{State: stream.Active, Revision: s.Revision, Since: now}
 		if q, ok := r.quarantine[s.ID()]; ok {
@@ -87,7 +87,7 @@ func (r *Reconciler) finish(specs []stream.Spec, desired map[string]file, rev ui
 	}
 	r.status = status
 	r.statusVersion++
-	owned := make(map[string]bool, len(desired))
+	owned := make(map[stream.ID]bool, len(desired))
 	for _, f := range desired {
 		owned[f.spec.ID()] = true
 	}

@@ -23,14 +23,14 @@ import (
 // nginx last loaded for it, if any.
 func (r *Reconciler) desiredFiles(specs []stream.Spec) map[string]file {
 	files := make(map[string]file, len(specs))
-	unrenderable := map[string]string{}
+	unrenderable := map[stream.ID]string{}
 	gen := r.resolver.Generation()
 	var stale []stream.Spec
 	for _, s := range specs {
 		id := s.ID()
 		if q, ok := r.quarantine[id]; ok {
 			if q.keep != nil {
-				files[nginxconf.FileName(r.cfg.Render.Prefix, s.Protocol, s.Listen)] = file{spec: s, body: q.keep}
+				files[nginxconf.FileName(r.cfg.Render.Prefix, s.ID())] = file{spec: s, body: q.keep}
 			}
 			continue
 		}
@@ -54,7 +54,7 @@ func (r *Reconciler) desiredFiles(specs []stream.Spec) map[string]file {
 // addFile adds s's render c to files, or, when s cannot be rendered,
 // notes why in unrenderable and keeps the file nginx last loaded for it:
 // as with a rejected update, the stream keeps its last good addresses.
-func (r *Reconciler) addFile(files map[string]file, unrenderable map[string]string, s stream.Spec, id string, c rendered) {
+func (r *Reconciler) addFile(files map[string]file, unrenderable map[stream.ID]string, s stream.Spec, id stream.ID, c rendered) {
 	if c.fail == "" {
 		files[c.name] = file{spec: s, body: c.body}
 		return
@@ -67,14 +67,14 @@ func (r *Reconciler) addFile(files map[string]file, unrenderable map[string]stri
 
 // noteUnrenderable records which streams cannot be rendered, counting and
 // logging those that are new or fail for a new reason.
-func (r *Reconciler) noteUnrenderable(unrenderable map[string]string) {
+func (r *Reconciler) noteUnrenderable(unrenderable map[stream.ID]string) {
 	if maps.Equal(unrenderable, r.unrenderable) {
 		return
 	}
 	for id, why := range unrenderable {
 		if r.unrenderable[id] != why {
 			r.count(func(c *stream.NodeCounters) { c.Quarantined++ })
-			r.log.Warn().Str("stream", id).Str("reason", why).Msg("stream failed; left out of the configuration")
+			r.log.Warn().Stringer("stream", id).Str("reason", why).Msg("stream failed; left out of the configuration")
 		}
 	}
 	r.unrenderable = unrenderable

@@ -26,13 +26,12 @@ func (r *Reconciler) verify(ctx context.Context, log zerolog.Logger, specs []str
 	}
 	want := map[stream.Protocol]map[int]bool{stream.TCP: {}, stream.UDP: {}}
 	for _, name := range changed {
-		id, _ := nginxconf.ParseFileName(r.cfg.Render.Prefix, name)
-		p, port, err := stream.ParseID(id)
-		if err != nil {
+		id, ok := nginxconf.ParseFileName(r.cfg.Render.Prefix, name)
+		if !ok {
 			continue
 		}
 		_, open := desired[name]
-		want[p][port] = open
+		want[id.Protocol][id.Port] = open
 	}
 	deadline := time.Now().Add(r.cfg.VerifyTimeout)
 	for {
@@ -48,9 +47,9 @@ func (r *Reconciler) verify(ctx context.Context, log zerolog.Logger, specs []str
 			for port, open := range ports {
 				switch {
 				case open && !up[port]:
-					notOpen = append(notOpen, stream.MakeID(p, port))
+					notOpen = append(notOpen, stream.ID{Protocol: p, Port: port}.String())
 				case !open && up[port]:
-					notClosed = append(notClosed, stream.MakeID(p, port))
+					notClosed = append(notClosed, stream.ID{Protocol: p, Port: port}.String())
 				}
 			}
 		}
@@ -72,7 +71,7 @@ func (r *Reconciler) verify(ctx context.Context, log zerolog.Logger, specs []str
 		}
 		n := 0
 		for _, s := range specs {
-			if slices.Contains(notOpen, s.ID()) {
+			if slices.Contains(notOpen, s.ID().String()) {
 				r.quarantineStream(log, s, "nginx reported success but did not open the port within "+r.cfg.VerifyTimeout.String(), onDisk)
 				n++
 			}

@@ -64,7 +64,7 @@ func BenchmarkGet(b *testing.B) {
 	s := benchStore(b, 10000)
 	b.ResetTimer()
 	for i := range b.N {
-		if _, err := s.Get(stream.MakeID(stream.TCP, 10000+i%10000)); err != nil {
+		if _, err := s.Get(stream.ID{Protocol: stream.TCP, Port: 10000 + i%10000}); err != nil {
 			b.Fatal(err)
 		}
 	}

@@ -44,7 +44,7 @@ func TestWritesRefusedOnceTheFileIsGone(t *testing.T) {
 			if !errors.Is(err, ErrDetached) || !strings.Contains(err.Error(), tc.what) || !strings.Contains(err.Error(), "restart") {
 				t.Fatalf("put after the file %s: %v", tc.name, err)
 			}
-			if _, _, err := s.Delete("tcp/9000", Match{}); !errors.Is(err, ErrDetached) {
+			if _, _, err := s.Delete(stream.MustParseID("tcp/9000"), Match{}); !errors.Is(err, ErrDetached) {
 				t.Fatalf("delete: %v", err)
 			}
 			if err := s.AppendAudit(desired.AuditRecord{Request: "PUT /"}); !errors.Is(err, ErrDetached) {

@@ -19,30 +19,30 @@ type ImportResult = desired.ImportResult
 // it is stored or none. Specs equal to what is stored are left as they are.
 func (s *Store) Import(specs []stream.Spec, prune bool) (ImportResult, error) {
 	var res ImportResult
-	byID := make(map[string]stream.Spec, len(specs))
+	byID := make(map[stream.ID]stream.Spec, len(specs))
 	for _, sp := range specs {
 		if _, dup := byID[sp.ID()]; dup {
 			return res, fmt.Errorf("import: %s: %w", sp.ID(), desired.ErrDuplicate)
 		}
 		byID[sp.ID()] = sp
 	}
-	stored := make(map[string]stream.Spec, len(specs))
+	stored := make(map[stream.ID]stream.Spec, len(specs))
 	var importRev uint64
 	err := s.update(func(tx *bolt.Tx, rev uint64) error {
 		// Plan from the transaction: writes batched before this one are
 		// in it, not yet in memory.
-		cur := map[string]stream.Spec{}
+		cur := map[stream.ID]stream.Spec{}
 		if err := tx.Bucket(bucketStreams).ForEach(func(k, v []byte) error {
 			var sp stream.Spec
 			if err := json.Unmarshal(v, &sp); err != nil {
 				return fmt.Errorf("decode stream %q: %w", k, err)
 			}
-			cur[string(k)] = sp
+			cur[sp.ID()] = sp
 			return nil
 		}); err != nil {
 			return err
 		}
-		res = plan(cur, specs, prune)
+		res = desired.PlanImport(cur, specs, prune)
 		importRev = rev
 		clear(stored)
 		for _, id := range slices.Concat(res.Create, res.Update) {
@@ -56,7 +56,7 @@ func (s *Store) Import(specs []stream.Spec, prune bool) (ImportResult, error) {
 			}
 		}
 		for _, id := range res.Delete {
-			if err := tx.Bucket(bucketStreams).Delete([]byte(id)); err != nil {
+			if err := tx.Bucket(bucketStreams).Delete([]byte(id.String())); err != nil {
 				return err
 			}
 		}
@@ -77,32 +77,4 @@ func (s *Store) Import(specs []stream.Spec, prune bool) (ImportResult, error) {
 	}
 	res.Revision = s.Revision()
 	return res, nil
-}
-
-func plan(cur map[string]stream.Spec, specs []stream.Spec, prune bool) ImportResult {
-	res := ImportResult{Create: []string{}, Update: []string{}, Delete: []string{}, Unchanged: []string{}}
-	named := make(map[string]bool, len(specs))
-	for _, sp := range specs {
-		id := sp.ID()
-		named[id] = true
-		switch old, ok := cur[id]; {
-		case !ok:
-			res.Create = append(res.Create, id)
-		case old.SameDesired(sp):
-			res.Unchanged = append(res.Unchanged, id)
-		default:
-			res.Update = append(res.Update, id)
-		}
-	}
-	if prune {
-		for id := range cur {
-			if !named[id] {
-				res.Delete = append(res.Delete, id)
-			}
-		}
-	}
-	for _, l := range [][]string{res.Create, res.Update, res.Delete, res.Unchanged} {
-		slices.Sort(l)
-	}
-	return res
 }

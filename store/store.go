@@ -9,7 +9,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"runtime/debug"
 	"slices"
@@ -90,7 +89,7 @@ type Store struct {
 	loopDone chan struct{}
 
 	mu        sync.RWMutex
-	specs     map[string]stream.Spec
+	specs     map[stream.ID]stream.Spec
 	list      []stream.Spec // sorted by protocol, then port; never mutated
 	listValid bool
 	rev       uint64
@@ -130,7 +129,7 @@ func Open(path string, o Options) (*Store, error) {
 		db: db, now: o.Now, path: path, file: fi,
 		auditRetention: o.AuditRetention, auditMaxBytes: o.AuditMaxBytes,
 		changes: make(chan struct{}, 1), updated: make(chan struct{}),
-		specs: map[string]stream.Spec{},
+		specs: map[stream.ID]stream.Spec{},
 		ops:   make(chan *op), closing: make(chan struct{}), loopDone: make(chan struct{}),
 	}
 	if err := s.init(); err != nil {
@@ -194,37 +193,10 @@ func (s *Store) init() (err error) {
 			if err := json.Unmarshal(v, &sp); err != nil {
 				return fmt.Errorf("decode stream %q: %w", k, err)
 			}
-			s.specs[string(k)] = sp
+			s.specs[sp.ID()] = sp
 			return nil
 		})
 	})
-}
-
-// Backup writes a consistent snapshot of the whole database file to w: a
-// read transaction's view, taken while writes go on. begin is told its
-// size and revision from the same transaction, before the first byte.
-// The snapshot is a database file: put it at the path of the state and
-// open it to restore.
-func (s *Store) Backup(w io.Writer, begin func(desired.BackupInfo)) error {
-	return s.db.View(func(tx *bolt.Tx) error {
-		begin(desired.BackupInfo{Size: tx.Size(), Revision: revision(tx.Bucket(bucketMeta))})
-		n, err := tx.WriteTo(w)
-		if err != nil {
-			return fmt.Errorf("backup after %d bytes: %w", n, err)
-		}
-		return nil
-	})
-}
-
-// BackupSize is the size a backup taken now would have: the database
-// file's.
-func (s *Store) BackupSize() int64 {
-	var n int64
-	s.db.View(func(tx *bolt.Tx) error {
-		n = tx.Size()
-		return nil
-	})
-	return n
 }
 
 // Close stops taking writes, lets the one in progress finish, and
@@ -240,7 +212,7 @@ func (s *Store) Close() error {
 func (s *Store) Changes() <-chan struct{} { return s.changes }
 
 // Get returns the stream with id.
-func (s *Store) Get(id string) (stream.Spec, error) {
+func (s *Store) Get(id stream.ID) (stream.Spec, error) {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	sp, ok := s.specs[id]
@@ -251,7 +223,7 @@ func (s *Store) Get(id string) (stream.Spec, error) {
 }
 
 // Has reports whether a stream has id.
-func (s *Store) Has(id string) bool {
+func (s *Store) Has(id stream.ID) bool {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	_, ok := s.specs[id]
@@ -314,7 +286,7 @@ func (s *Store) Put(sp stream.Spec, m Match) (stored stream.Spec, prev *stream.S
 
 // Delete removes the stream with id if m holds, and returns it with the
 // store revision of the delete.
-func (s *Store) Delete(id string, m Match) (prev stream.Spec, rev uint64, err error) {
+func (s *Store) Delete(id stream.ID, m Match) (prev stream.Spec, rev uint64, err error) {
 	err = s.update(func(tx *bolt.Tx, r uint64) error {
 		cur, err := get(tx, id)
 		if err != nil {
@@ -327,7 +299,7 @@ func (s *Store) Delete(id string, m Match) (prev stream.Spec, rev uint64, err er
 			return err
 		}
 		prev, rev = *cur, r
-		return tx.Bucket(bucketStreams).Delete([]byte(id))
+		return tx.Bucket(bucketStreams).Delete([]byte(id.String()))
 	}, func() {
 		delete(s.specs, id)
 		s.history.add(desired.Change{Revision: rev, ID: id})
@@ -367,141 +339,6 @@ func (s *Store) Allocate(sp stream.Spec, lo, hi int, busy func(port int) bool) (
 	return stored, nil
 }
 
-// op is one write waiting for the commit loop.
-type op struct {
-	fn    func(tx *bolt.Tx, rev uint64) error
-	apply func()
-	done  chan error
-	// sideline ops (audit entries) change no desired state: they take no
-	// revision and notify nobody.
-	sideline bool
-}
-
-var errNothingToCommit = errors.New("nothing to commit")
-
-// maxBatch bounds how many writes share one transaction.
-const maxBatch = 1000
-
-// update runs fn in a write transaction with the next revision, stores that
-// revision, commits (fsync), then applies the change to memory with apply
-// and notifies Changes. Nothing is applied when fn or the commit fails.
-// Concurrent writes are grouped by the commit loop into one transaction,
-// so they share one fsync; each still gets its own revision, in order.
-func (s *Store) update(fn func(tx *bolt.Tx, rev uint64) error, apply func()) error {
-	return s.enqueue(&op{fn: fn, apply: apply, done: make(chan error, 1)})
-}
-
-// enqueue hands o to the commit loop and waits for its outcome.
-func (s *Store) enqueue(o *op) error {
-	select {
-	case s.ops <- o:
-	case <-s.closing:
-		return ErrClosed
-	}
-	return <-o.done
-}
-
-// commitLoop is the only writer: it takes every write that is waiting and
-// commits them together.
-func (s *Store) commitLoop() {
-	defer close(s.loopDone)
-	for {
-		var batch []*op
-		select {
-		case o := <-s.ops:
-			batch = append(batch, o)
-		case <-s.closing:
-			return
-		}
-	drain:
-		for len(batch) < maxBatch {
-			select {
-			case o := <-s.ops:
-				batch = append(batch, o)
-			default:
-				break drain
-			}
-		}
-		s.commit(batch)
-	}
-}
-
-// commit runs a batch in one transaction. An op that fails its own checks
-// has written nothing (every op checks before it writes) and fails alone;
-// a failed commit fails them all.
-//
-// A write is acknowledged only if the file it went into is still the one
-// at the store's path (see Check), before and after the commit.
-func (s *Store) commit(batch []*op) {
-	if err := s.Check(); err != nil {
-		failAll(batch, err)
-		return
-	}
-	results := make([]error, len(batch))
-	var rev uint64
-	ok, changed := 0, 0
-	err := s.db.Update(func(tx *bolt.Tx) error {
-		meta := tx.Bucket(bucketMeta)
-		rev = revision(meta)
-		for i, o := range batch {
-			if results[i] = o.fn(tx, rev+1); results[i] != nil {
-				continue
-			}
-			ok++
-			if !o.sideline {
-				rev++
-				changed++
-			}
-		}
-		if ok == 0 {
-			return errNothingToCommit // roll back: no fsync, no notification
-		}
-		if changed == 0 {
-			return nil
-		}
-		return meta.Put(keyRevision, u64(rev))
-	})
-	if errors.Is(err, errNothingToCommit) {
-		for i, o := range batch {
-			o.done <- results[i]
-		}
-		return
-	}
-	if err == nil {
-		err = s.Check()
-	}
-	if err != nil {
-		failAll(batch, err)
-		return
-	}
-	if changed > 0 {
-		s.mu.Lock()
-		for i, o := range batch {
-			if results[i] == nil && o.apply != nil {
-				o.apply()
-			}
-		}
-		s.rev = rev
-		s.listValid = false
-		close(s.updated)
-		s.updated = make(chan struct{})
-		s.mu.Unlock()
-		select {
-		case s.changes <- struct{}{}:
-		default:
-		}
-	}
-	for i, o := range batch {
-		o.done <- results[i]
-	}
-}
-
-func failAll(batch []*op, err error) {
-	for _, o := range batch {
-		o.done <- err
-	}
-}
-
 func (s *Store) stamp(sp stream.Spec, cur *stream.Spec, rev uint64) stream.Spec {
 	sp = sp.Clone()
 	now := s.now().UTC()
@@ -530,8 +367,8 @@ func (s *Store) rebuildList() {
 	s.list, s.listValid = l, true
 }
 
-func get(tx *bolt.Tx, id string) (*stream.Spec, error) {
-	v := tx.Bucket(bucketStreams).Get([]byte(id))
+func get(tx *bolt.Tx, id stream.ID) (*stream.Spec, error) {
+	v := tx.Bucket(bucketStreams).Get([]byte(id.String()))
 	if v == nil {
 		return nil, nil
 	}
@@ -547,7 +384,7 @@ func put(tx *bolt.Tx, sp stream.Spec) error {
 	if err != nil {
 		return err
 	}
-	return tx.Bucket(bucketStreams).Put([]byte(sp.ID()), v)
+	return tx.Bucket(bucketStreams).Put([]byte(sp.ID().String()), v)
 }
 
 func revision(meta *bolt.Bucket) uint64 {

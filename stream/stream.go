@@ -4,10 +4,7 @@
 package stream
 
 import (
-	"fmt"
 	"slices"
-	"strconv"
-	"strings"
 	"time"
 )
 
@@ -49,8 +46,8 @@ type Spec struct {
 	UpdatedAt time.Time `json:"updated_at"`
 }
 
-// ID is the stream's canonical key, "tcp/9000" or "udp/53".
-func (s Spec) ID() string { return MakeID(s.Protocol, s.Listen) }
+// ID is the stream's identity: its protocol and listen port.
+func (s Spec) ID() ID { return ID{Protocol: s.Protocol, Port: s.Listen} }
 
 // SameDesired reports whether s and o ask for the same forwarding, ignoring
 // the fields the store sets (revision and timestamps).
@@ -80,28 +77,6 @@ func equalIntPtr(a, b *int) bool {
 		return a == b
 	}
 	return *a == *b
-}
-
-// MakeID returns the canonical id of the stream on protocol p and port.
-func MakeID(p Protocol, port int) string { return string(p) + "/" + strconv.Itoa(port) }
-
-// ParseID splits a canonical id into its protocol and port. It accepts only
-// the canonical form: lower-case protocol, decimal port without sign or
-// leading zeros.
-func ParseID(id string) (Protocol, int, error) {
-	p, port, ok := strings.Cut(id, "/")
-	if !ok {
-		return "", 0, fmt.Errorf("stream id %q: want protocol/port", id)
-	}
-	n, err := strconv.Atoi(port)
-	if err != nil || strconv.Itoa(n) != port || n < 1 || n > 65535 {
-		return "", 0, fmt.Errorf("stream id %q: port must be 1-65535", id)
-	}
-	switch Protocol(p) {
-	case TCP, UDP:
-		return Protocol(p), n, nil
-	}
-	return "", 0, fmt.Errorf("stream id %q: protocol must be tcp or udp", id)
 }
 
 // State is where a stream stands between desired and applied.

@@ -8,6 +8,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/streamconductor/stream-conductor/stream"
 )
 
 // Listen creates the Unix datagram socket nginx logs to at path (a stale
@@ -40,9 +42,9 @@ func Listen(path string, uid int, lookup Lookup) (*Collector, error) {
 		return nil, fmt.Errorf("traffic log socket %s: %w", path, err)
 	}
 	if lookup == nil {
-		lookup = func(string) (time.Time, bool) { return time.Time{}, true }
+		lookup = func(stream.ID) (time.Time, bool) { return time.Time{}, true }
 	}
-	return &Collector{conn: conn, path: path, lookup: lookup, stats: map[string]*counts{}}, nil
+	return &Collector{conn: conn, path: path, lookup: lookup, stats: map[stream.ID]*counts{}}, nil
 }
 
 // Reachable returns nil when the user uid (with primary group gid) may

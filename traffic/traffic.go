@@ -47,7 +47,7 @@ type Stats struct {
 // Lookup says whether stream id exists and when it was created. A stream
 // deleted and created again under the same id is another stream: its
 // counts start from zero.
-type Lookup func(id string) (created time.Time, ok bool)
+type Lookup func(id stream.ID) (created time.Time, ok bool)
 
 // Collector receives nginx's session log and keeps per-stream Stats.
 type Collector struct {
@@ -56,7 +56,7 @@ type Collector struct {
 	path   string
 	lookup Lookup
 	mu     sync.Mutex
-	stats  map[string]*counts
+	stats  map[stream.ID]*counts
 	lines  uint64
 }
 
@@ -68,7 +68,7 @@ type counts struct {
 
 // current returns the counts of stream id, created at created, and
 // forgets those of an earlier stream of the same id; c.mu is held.
-func (c *Collector) current(id string, created time.Time) *counts {
+func (c *Collector) current(id stream.ID, created time.Time) *counts {
 	s := c.stats[id]
 	if s == nil || !s.created.Equal(created) {
 		s = &counts{created: created, Stats: Stats{Backends: map[string]uint64{}}}
@@ -79,7 +79,7 @@ func (c *Collector) current(id string, created time.Time) *counts {
 
 // forgetStale drops the counts of id unless they are of the stream that
 // has it now (ok: it exists, created at created); c.mu is held.
-func (c *Collector) forgetStale(id string, created time.Time, ok bool) {
+func (c *Collector) forgetStale(id stream.ID, created time.Time, ok bool) {
 	if s := c.stats[id]; s != nil && (!ok || !s.created.Equal(created)) {
 		delete(c.stats, id)
 	}
@@ -120,7 +120,7 @@ func (c *Collector) record(msg []byte, now time.Time) {
 	if err != nil {
 		return
 	}
-	id := stream.MakeID(stream.Protocol(strings.ToLower(f[1])), port)
+	id := stream.ID{Protocol: stream.Protocol(strings.ToLower(f[1])), Port: port}
 	created, ok := c.lookup(id)
 	if !ok {
 		return // no such stream: a stale line, or a forged one
@@ -151,10 +151,10 @@ func (c *Collector) record(msg []byte, now time.Time) {
 
 // Get returns a copy of the stats of stream id, or nil if it carried
 // nothing since the daemon started or it was created.
-func (c *Collector) Get(id string) *Stats {
+func (c *Collector) Get(id stream.ID) *Stats {
 	active := 0
-	if p, port, err := stream.ParseID(id); err == nil && p == stream.TCP {
-		active = c.active.Count(port) // outside c.mu: it may read the socket table
+	if id.Protocol == stream.TCP {
+		active = c.active.Count(id.Port) // outside c.mu: it may read the socket table
 	}
 	created, ok := c.lookup(id)
 	c.mu.Lock()
@@ -178,10 +178,10 @@ func (c *Collector) Get(id string) *Stats {
 
 // All returns a copy of the stats of every stream that exists, and
 // forgets those of streams deleted (or deleted and created again) since.
-func (c *Collector) All() map[string]Stats {
+func (c *Collector) All() map[stream.ID]Stats {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	out := make(map[string]Stats, len(c.stats))
+	out := make(map[stream.ID]Stats, len(c.stats))
 	for id := range c.stats {
 		created, ok := c.lookup(id)
 		c.forgetStale(id, created, ok)

@@ -9,6 +9,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/streamconductor/stream-conductor/stream"
 )
 
 // listen opens a Collector in a temporary directory that knows the streams
@@ -19,7 +21,7 @@ func listen(t *testing.T, ids ...string) (*Collector, net.Conn) {
 	for _, id := range ids {
 		known[id] = true
 	}
-	c, err := Listen(filepath.Join(t.TempDir(), "traffic.sock"), -1, func(id string) (time.Time, bool) { return time.Time{}, known[id] })
+	c, err := Listen(filepath.Join(t.TempDir(), "traffic.sock"), -1, func(id stream.ID) (time.Time, bool) { return time.Time{}, known[id.String()] })
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -37,7 +39,7 @@ func listen(t *testing.T, ids ...string) (*Collector, net.Conn) {
 func waitFor(t *testing.T, c *Collector, id string) {
 	t.Helper()
 	deadline := time.Now().Add(5 * time.Second)
-	for c.Get(id) == nil {
+	for c.Get(stream.MustParseID(id)) == nil {
 		if time.Now().After(deadline) {
 			t.Fatalf("no stats for %s within 5s", id)
 		}
@@ -57,17 +59,17 @@ func TestRecordsNginxSessionLines(t *testing.T) {
 		conn.Write([]byte(line))
 	}
 	waitFor(t, c, "udp/53")
-	tcp := c.Get("tcp/9000")
+	tcp := c.Get(stream.MustParseID("tcp/9000"))
 	if tcp == nil || tcp.Sessions != 3 || tcp.BytesOut != 150 || tcp.BytesIn != 100 || tcp.ConnectFailures != 1 {
 		t.Fatalf("tcp/9000: %+v", tcp)
 	}
 	if tcp.Backends["10.0.0.1:2000"] != 1 || tcp.Backends["10.0.0.2:2000"] != 2 {
 		t.Fatalf("per backend: %v", tcp.Backends)
 	}
-	if udp := c.Get("udp/53"); udp == nil || udp.Sessions != 1 || udp.BytesIn != 32 {
+	if udp := c.Get(stream.MustParseID("udp/53")); udp == nil || udp.Sessions != 1 || udp.BytesIn != 32 {
 		t.Fatalf("udp/53: %+v", udp)
 	}
-	if c.Get("tcp/1") != nil {
+	if c.Get(stream.MustParseID("tcp/1")) != nil {
 		t.Fatal("stats for a stream that carried nothing")
 	}
 }
@@ -81,7 +83,7 @@ func TestLinesForUnknownStreamsAreDropped(t *testing.T) {
 	}
 	conn.Write([]byte("<190>Nov 24 20:48:00 stream_conductor: 9000 TCP 127.0.0.1 10.0.0.1:2000 7 5 0.001 200"))
 	waitFor(t, c, "tcp/9000") // after every line before it
-	if all := c.All(); len(all) != 1 || all["tcp/9000"].BytesOut != 7 {
+	if all := c.All(); len(all) != 1 || all[stream.MustParseID("tcp/9000")].BytesOut != 7 {
 		t.Fatalf("stats: %v", all)
 	}
 }
@@ -97,7 +99,7 @@ func TestBackendAddressesAreBounded(t *testing.T) {
 	for i := range MaxBackendAddrs + 100 {
 		c.record([]byte(fmt.Sprintf("x: 9000 TCP 127.0.0.1 10.0.%d.%d:2000 7 5 0.001 200", i/250, i%250)), time.Now())
 	}
-	s := c.Get("tcp/9000")
+	s := c.Get(stream.MustParseID("tcp/9000"))
 	if s.Sessions != MaxBackendAddrs+100 || len(s.Backends) != MaxBackendAddrs+1 || s.Backends[OtherBackends] != 100 {
 		t.Fatalf("%d sessions, %d addresses, %d other", s.Sessions, len(s.Backends), s.Backends[OtherBackends])
 	}
@@ -106,7 +108,7 @@ func TestBackendAddressesAreBounded(t *testing.T) {
 // Stats of a stream deleted since are forgotten by All.
 func TestAllForgetsDeletedStreams(t *testing.T) {
 	exists := true
-	c, err := Listen(filepath.Join(t.TempDir(), "traffic.sock"), -1, func(string) (time.Time, bool) { return time.Time{}, exists })
+	c, err := Listen(filepath.Join(t.TempDir(), "traffic.sock"), -1, func(stream.ID) (time.Time, bool) { return time.Time{}, exists })
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -126,10 +128,10 @@ func TestAllForgetsDeletedStreams(t *testing.T) {
 func TestRecreatedStreamStartsFromZero(t *testing.T) {
 	var mu sync.Mutex
 	created := map[string]time.Time{"tcp/9000": time.Date(2026, 11, 30, 0, 0, 0, 0, time.UTC), "tcp/9001": time.Date(2026, 11, 30, 0, 0, 0, 0, time.UTC)}
-	c, err := Listen(filepath.Join(t.TempDir(), "traffic.sock"), -1, func(id string) (time.Time, bool) {
+	c, err := Listen(filepath.Join(t.TempDir(), "traffic.sock"), -1, func(id stream.ID) (time.Time, bool) {
 		mu.Lock()
 		defer mu.Unlock()
-		at, ok := created[id]
+		at, ok := created[id.String()]
 		return at, ok
 	})
 	if err != nil {
@@ -143,23 +145,23 @@ func TestRecreatedStreamStartsFromZero(t *testing.T) {
 	c.record(line(9000), now)
 	c.record(line(9000), now)
 	c.record(line(9001), now)
-	if s := c.Get("tcp/9000"); s == nil || s.Sessions != 2 || s.BytesOut != 1400 {
+	if s := c.Get(stream.MustParseID("tcp/9000")); s == nil || s.Sessions != 2 || s.BytesOut != 1400 {
 		t.Fatalf("before: %+v", s)
 	}
 	mu.Lock()
 	created["tcp/9000"] = created["tcp/9000"].Add(time.Minute) // deleted, created again
 	mu.Unlock()
-	if s := c.Get("tcp/9000"); s != nil && (s.Sessions != 0 || s.BytesOut != 0 || s.BytesIn != 0 || len(s.Backends) != 0) {
+	if s := c.Get(stream.MustParseID("tcp/9000")); s != nil && (s.Sessions != 0 || s.BytesOut != 0 || s.BytesIn != 0 || len(s.Backends) != 0) {
 		t.Fatalf("the new tcp/9000 shows the old one's traffic: %+v", s)
 	}
-	if _, ok := c.All()["tcp/9000"]; ok {
+	if _, ok := c.All()[stream.MustParseID("tcp/9000")]; ok {
 		t.Fatal("All lists the old tcp/9000's traffic for the new one")
 	}
 	c.record(line(9000), now)
-	if s := c.Get("tcp/9000"); s == nil || s.Sessions != 1 || s.BytesOut != 700 || s.BytesIn != 500 || s.Backends["10.0.0.1:2000"] != 1 {
+	if s := c.Get(stream.MustParseID("tcp/9000")); s == nil || s.Sessions != 1 || s.BytesOut != 700 || s.BytesIn != 500 || s.Backends["10.0.0.1:2000"] != 1 {
 		t.Fatalf("after its first session, the new tcp/9000 has %+v; want 1 session, 700 bytes out", s)
 	}
-	if s := c.All()["tcp/9001"]; s.Sessions != 1 {
+	if s := c.All()[stream.MustParseID("tcp/9001")]; s.Sessions != 1 {
 		t.Fatalf("another stream lost its counts: %+v", s)
 	}
 }

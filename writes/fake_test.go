@@ -44,7 +44,7 @@ func (f *fakeApplier) WaitApplied(ctx context.Context, rev uint64) error {
 	}
 }
 
-func (f *fakeApplier) Status(id string, rev uint64) stream.Status {
+func (f *fakeApplier) Status(id stream.ID, rev uint64) stream.Status {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if msg, ok := f.rejectRev[rev]; ok {
@@ -60,7 +60,7 @@ func (f *fakeApplier) Status(id string, rev uint64) stream.Status {
 	return stream.Status{State: stream.Active, Revision: rev}
 }
 
-func (f *fakeApplier) PortBusy(s stream.Spec) error {
+func (f *fakeApplier) BindConflict(s stream.Spec) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.busy[s.Listen] {

@@ -24,21 +24,21 @@ type ImportResult struct {
 // *ItemError and nothing is written.
 func (p *Path) checkAll(ctx context.Context, specs []stream.Spec) ([]stream.Spec, error) {
 	out := make([]stream.Spec, len(specs))
-	seen := make(map[string]bool, len(specs))
+	seen := make(map[stream.ID]bool, len(specs))
 	for i, sp := range specs {
 		v, err := nginxconf.Validate(sp, p.Rules())
 		if err != nil {
-			return nil, &ItemError{Index: i, ID: sp.ID(), Err: err}
+			return nil, &ItemError{Index: i, ID: sp.ID().String(), Err: err}
 		}
 		if seen[v.ID()] {
-			return nil, &ItemError{Index: i, ID: v.ID(), Err: fmt.Errorf("stream %s: %w", v.ID(), desired.ErrDuplicate)}
+			return nil, &ItemError{Index: i, ID: v.ID().String(), Err: fmt.Errorf("stream %s: %w", v.ID(), desired.ErrDuplicate)}
 		}
 		seen[v.ID()] = true
 		out[i] = v
 	}
 	for i, sp := range out {
 		if err := p.checkPolicy(ctx, sp); err != nil {
-			return nil, &ItemError{Index: i, ID: sp.ID(), Err: err}
+			return nil, &ItemError{Index: i, ID: sp.ID().String(), Err: err}
 		}
 	}
 	return out, nil
@@ -50,41 +50,12 @@ func (p *Path) PlanImport(ctx context.Context, specs []stream.Spec, prune bool) 
 	if err != nil {
 		return desired.ImportResult{}, err
 	}
-	cur, _ := p.st.List()
-	return plan(cur, specs, prune), nil
-}
-
-// plan says what importing specs over cur changes, each list sorted.
-func plan(cur []stream.Spec, specs []stream.Spec, prune bool) desired.ImportResult {
-	res := desired.ImportResult{Create: []string{}, Update: []string{}, Delete: []string{}, Unchanged: []string{}}
-	byID := make(map[string]stream.Spec, len(cur))
-	for _, sp := range cur {
-		byID[sp.ID()] = sp
+	list, _ := p.st.List()
+	cur := make(map[stream.ID]stream.Spec, len(list))
+	for _, sp := range list {
+		cur[sp.ID()] = sp
 	}
-	named := make(map[string]bool, len(specs))
-	for _, sp := range specs {
-		id := sp.ID()
-		named[id] = true
-		switch old, ok := byID[id]; {
-		case !ok:
-			res.Create = append(res.Create, id)
-		case old.SameDesired(sp):
-			res.Unchanged = append(res.Unchanged, id)
-		default:
-			res.Update = append(res.Update, id)
-		}
-	}
-	if prune {
-		for id := range byID {
-			if !named[id] {
-				res.Delete = append(res.Delete, id)
-			}
-		}
-	}
-	for _, l := range [][]string{res.Create, res.Update, res.Delete, res.Unchanged} {
-		slices.Sort(l)
-	}
-	return res
+	return desired.PlanImport(cur, specs, prune), nil
 }
 
 // Import makes the desired state hold every spec (and, with prune, no
@@ -116,23 +87,23 @@ func (p *Path) Import(ctx context.Context, specs []stream.Spec, prune bool, by s
 // in the changes since the import began, so that a write that slipped in
 // between is neither taken for the import's nor clobbered by an undo.
 func (p *Path) imported(before []stream.Spec, rev0 uint64, specs []stream.Spec, res desired.ImportResult) []item {
-	wrote := make(map[string]bool, len(res.Create)+len(res.Update))
+	wrote := make(map[stream.ID]bool, len(res.Create)+len(res.Update))
 	for _, id := range slices.Concat(res.Create, res.Update) {
 		wrote[id] = true
 	}
-	prev := func() map[string]*stream.Spec {
-		m := make(map[string]*stream.Spec, len(before))
+	prev := func() map[stream.ID]*stream.Spec {
+		m := make(map[stream.ID]*stream.Spec, len(before))
 		for _, sp := range before {
 			m[sp.ID()] = &sp
 		}
 		return m
 	}
-	stored, replaced := map[string]stream.Spec{}, prev()
+	stored, replaced := map[stream.ID]stream.Spec{}, prev()
 	if len(wrote) > 0 {
 		var err error
 		if stored, err = p.importChanges(rev0, specs, wrote, replaced); err != nil {
 			p.log.Warn().Err(err).Msg("import: its changes are no longer listed; watching its streams as they stand")
-			stored, replaced = map[string]stream.Spec{}, prev()
+			stored, replaced = map[stream.ID]stream.Spec{}, prev()
 		}
 	}
 	items := make([]item, 0, len(specs))
@@ -154,23 +125,23 @@ func (p *Path) imported(before []stream.Spec, rev0 uint64, specs []stream.Spec, 
 // the first at which every stream the import wrote became what it asked.
 // It returns the streams as the import stored them, and leaves in prev
 // what each was just before.
-func (p *Path) importChanges(rev0 uint64, specs []stream.Spec, wrote map[string]bool, prev map[string]*stream.Spec) (map[string]stream.Spec, error) {
+func (p *Path) importChanges(rev0 uint64, specs []stream.Spec, wrote map[stream.ID]bool, prev map[stream.ID]*stream.Spec) (map[stream.ID]stream.Spec, error) {
 	changes, err := p.st.Since(rev0)
 	if err != nil {
 		return nil, err
 	}
-	want := make(map[string]stream.Spec, len(specs))
+	want := make(map[stream.ID]stream.Spec, len(specs))
 	for _, sp := range specs {
 		want[sp.ID()] = sp
 	}
 	for i := 0; i < len(changes); {
 		j := i
-		at := map[string]*stream.Spec{}
+		at := map[stream.ID]*stream.Spec{}
 		for ; j < len(changes) && changes[j].Revision == changes[i].Revision; j++ {
 			at[changes[j].ID] = changes[j].Spec
 		}
 		if isImport(at, wrote, want) {
-			out := make(map[string]stream.Spec, len(wrote))
+			out := make(map[stream.ID]stream.Spec, len(wrote))
 			for id := range wrote {
 				out[id] = *at[id]
 			}
@@ -184,7 +155,7 @@ func (p *Path) importChanges(rev0 uint64, specs []stream.Spec, wrote map[string]
 	return nil, errors.New("the import's revision is not among the changes")
 }
 
-func isImport(at map[string]*stream.Spec, wrote map[string]bool, want map[string]stream.Spec) bool {
+func isImport(at map[stream.ID]*stream.Spec, wrote map[stream.ID]bool, want map[stream.ID]stream.Spec) bool {
 	for id := range wrote {
 		if sp := at[id]; sp == nil || !sp.SameDesired(want[id]) {
 			return false

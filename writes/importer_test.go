@@ -3,6 +3,7 @@ package writes
 import (
 	"context"
 	"errors"
+	"fmt"
 	"slices"
 	"testing"
 
@@ -24,22 +25,22 @@ func TestImportUndoesEachRefusedStream(t *testing.T) {
 			}
 			specs := []stream.Spec{tcp(9003, "bad.invalid:1"), tcp(9000, "bad.invalid:1"), tcp(9001, "good:1"), tcp(9002, "good:2")}
 			res, err := f.p.Import(context.Background(), specs, false, "req-9")
-			if err != nil || !slices.Equal(res.Create, []string{"tcp/9002", "tcp/9003"}) || !slices.Equal(res.Update, []string{"tcp/9000"}) {
+			if err != nil || fmt.Sprint(res.Create) != "[tcp/9002 tcp/9003]" || fmt.Sprint(res.Update) != "[tcp/9000]" {
 				t.Fatalf("import: %+v %v", res.ImportResult, err)
 			}
 			if caller == waits {
 				refused := wait(t, res.Pending)
-				if len(refused) != 2 || refused[0].ID != "tcp/9003" || refused[1].ID != "tcp/9000" || !refused[0].Undone || !refused[1].Undone {
+				if len(refused) != 2 || refused[0].ID.String() != "tcp/9003" || refused[1].ID.String() != "tcp/9000" || !refused[0].Undone || !refused[1].Undone {
 					t.Fatalf("refusals %+v: want tcp/9003 and tcp/9000, in the import's order, undone", refused)
 				}
 			}
 			eventually(t, "the refused streams undone", func() bool {
-				_, err := f.st.Get("tcp/9003")
-				sp, _ := f.st.Get("tcp/9000")
+				_, err := f.st.Get(stream.MustParseID("tcp/9003"))
+				sp, _ := f.st.Get(stream.MustParseID("tcp/9000"))
 				return errors.Is(err, desired.ErrNotFound) && sp.Backends[0] == "good:1"
 			})
 			for id, backend := range map[string]string{"tcp/9001": "good:1", "tcp/9002": "good:2"} {
-				if sp, err := f.st.Get(id); err != nil || sp.Backends[0] != backend {
+				if sp, err := f.st.Get(stream.MustParseID(id)); err != nil || sp.Backends[0] != backend {
 					t.Fatalf("%s: %+v %v", id, sp, err)
 				}
 			}
@@ -88,7 +89,7 @@ func TestImportUndoRestoresTheWriteJustBefore(t *testing.T) {
 	if refused := wait(t, res.Pending); len(refused) != 1 || !refused[0].Undone {
 		t.Fatalf("refusals %+v", refused)
 	}
-	if sp, err := st.Get("tcp/9000"); err != nil || sp.Backends[0] != "between:1" {
+	if sp, err := st.Get(stream.MustParseID("tcp/9000")); err != nil || sp.Backends[0] != "between:1" {
 		t.Fatalf("restored %+v %v: want the write made just before the import", sp, err)
 	}
 }
@@ -153,12 +154,12 @@ func TestPlanImportIsWhatImportDoes(t *testing.T) {
 		t.Fatal(err)
 	}
 	plan.Revision = res.Revision
-	for _, l := range [][2][]string{{plan.Create, res.Create}, {plan.Update, res.Update}, {plan.Delete, res.Delete}, {plan.Unchanged, res.Unchanged}} {
+	for _, l := range [][2][]stream.ID{{plan.Create, res.Create}, {plan.Update, res.Update}, {plan.Delete, res.Delete}, {plan.Unchanged, res.Unchanged}} {
 		if !slices.Equal(l[0], l[1]) {
 			t.Fatalf("plan %+v, import %+v", plan, res.ImportResult)
 		}
 	}
-	if !slices.Equal(res.Create, []string{"tcp/9003"}) || !slices.Equal(res.Delete, []string{"tcp/9002"}) {
+	if fmt.Sprint(res.Create) != "[tcp/9003]" || fmt.Sprint(res.Delete) != "[tcp/9002]" {
 		t.Fatalf("import %+v", res.ImportResult)
 	}
 }

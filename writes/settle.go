@@ -18,7 +18,7 @@ type item struct {
 
 // Refusal is a stream of a write that nginx refused.
 type Refusal struct {
-	ID string
+	ID stream.ID
 	// Reason is nginx's message.
 	Reason string
 	// Undone: the write was taken back (the previous spec restored, or
@@ -128,14 +128,14 @@ func (p *Path) undo(it item, reason, by string) bool {
 	} else {
 		_, _, err = p.st.Put(*it.prev, m)
 	}
-	log := p.log.With().Str("stream", id).Uint64("revision", it.stored.Revision).Str("by", by).Str("nginx", reason).Logger()
+	log := p.log.With().Stringer("stream", id).Uint64("revision", it.stored.Revision).Str("by", by).Str("nginx", reason).Logger()
 	if err != nil {
 		log.Warn().Err(err).Msg("nginx refused a write that could not be undone (a revision mismatch: the stream changed since)")
 		return false
 	}
 	log.Info().Bool("restored_previous", it.prev != nil).Msg("undid a write nginx refused")
 	if p.cfg.OnUndo != nil {
-		p.cfg.OnUndo(Undo{Stream: id, Refused: it.stored, Restored: it.prev, Reason: reason, By: by})
+		p.cfg.OnUndo(Undo{Stream: id.String(), Refused: it.stored, Restored: it.prev, Reason: reason, By: by})
 	}
 	return true
 }

@@ -37,7 +37,7 @@ func (p *Path) Put(ctx context.Context, sp stream.Spec, m desired.Match, by stri
 		return Result{Stored: cur, Pending: p.observe(cur.Revision, []item{{stored: cur}})}, nil
 	}
 	if !exists || cur.Bind != sp.Bind {
-		if err := p.ap.PortBusy(sp); err != nil {
+		if err := p.ap.BindConflict(sp); err != nil {
 			return Result{}, &PortHeldError{Port: sp.Listen, Err: err}
 		}
 	}
@@ -45,7 +45,7 @@ func (p *Path) Put(ctx context.Context, sp stream.Spec, m desired.Match, by stri
 	if err != nil {
 		return Result{}, err
 	}
-	p.log.Info().Str("stream", id).Uint64("revision", stored.Revision).Bool("created", prev == nil).Str("by", by).Msg("stored")
+	p.log.Info().Stringer("stream", id).Uint64("revision", stored.Revision).Bool("created", prev == nil).Str("by", by).Msg("stored")
 	pending := p.watch(stored.Revision, []item{{stored: stored, prev: prev, undo: true}}, by)
 	return Result{Stored: stored, Prev: prev, Created: prev == nil, Changed: true, Pending: pending}, nil
 }
@@ -81,7 +81,7 @@ func (p *Path) Create(ctx context.Context, sp stream.Spec, by string) (Result, e
 	if err != nil {
 		return Result{}, err
 	}
-	p.log.Info().Str("stream", stored.ID()).Uint64("revision", stored.Revision).Bool("created", true).Str("by", by).Msg("stored")
+	p.log.Info().Stringer("stream", stored.ID()).Uint64("revision", stored.Revision).Bool("created", true).Str("by", by).Msg("stored")
 	pending := p.watch(stored.Revision, []item{{stored: stored, undo: true}}, by)
 	return Result{Stored: stored, Created: true, Changed: true, Pending: pending}, nil
 }
@@ -102,18 +102,18 @@ func (p *Path) PlanCreate(ctx context.Context, sp stream.Spec) (stream.Spec, err
 }
 
 // Delete removes the stream id if m holds, and returns what it removed.
-func (p *Path) Delete(id string, m desired.Match) (stream.Spec, *Pending, error) {
+func (p *Path) Delete(id stream.ID, m desired.Match) (stream.Spec, *Pending, error) {
 	prev, rev, err := p.st.Delete(id, m)
 	if err != nil {
 		return prev, nil, err
 	}
-	p.log.Info().Str("stream", id).Uint64("revision", rev).Msg("deleted")
+	p.log.Info().Stringer("stream", id).Uint64("revision", rev).Msg("deleted")
 	return prev, p.observe(rev, nil), nil
 }
 
 // PlanDelete is Delete changing nothing: the stream a delete with m would
 // remove.
-func (p *Path) PlanDelete(id string, m desired.Match) (stream.Spec, error) {
+func (p *Path) PlanDelete(id stream.ID, m desired.Match) (stream.Spec, error) {
 	cur, err := p.st.Get(id)
 	if err != nil {
 		return cur, err

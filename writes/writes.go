@@ -27,10 +27,11 @@ type Applier interface {
 	// applied (each stream active or failed) or ctx ends.
 	WaitApplied(ctx context.Context, rev uint64) error
 	// Status is stream id's status at revision rev.
-	Status(id string, rev uint64) stream.Status
-	// PortBusy returns an error when another process holds the address
-	// s would listen on.
-	PortBusy(s stream.Spec) error
+	Status(id stream.ID, rev uint64) stream.Status
+	// BindConflict returns nil when s's listen address is free (or our
+	// nginx holds it already), and otherwise why another process holds
+	// it, worded like nginx's bind() message.
+	BindConflict(s stream.Spec) error
 }
 
 // Policy decides where streams may point. Its error reaches the caller
@@ -147,7 +148,7 @@ func (p *Path) held(sp stream.Spec, port int) bool {
 		return true
 	}
 	sp.Listen = port
-	return p.ap.PortBusy(sp) != nil
+	return p.ap.BindConflict(sp) != nil
 }
 
 // FreePorts lists, in order, up to limit ports (all when limit is 0) of
@@ -157,7 +158,7 @@ func (p *Path) held(sp stream.Spec, port int) bool {
 func (p *Path) FreePorts(sp stream.Spec, limit int) []int {
 	var free []int
 	for port := p.cfg.PortMin; port <= p.cfg.PortMax && p.cfg.PortMax > 0; port++ {
-		if _, err := p.st.Get(stream.MakeID(sp.Protocol, port)); err == nil || p.held(sp, port) {
+		if _, err := p.st.Get(stream.ID{Protocol: sp.Protocol, Port: port}); err == nil || p.held(sp, port) {
 			continue
 		}
 		free = append(free, port)

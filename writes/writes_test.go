@@ -7,6 +7,7 @@ import (
 
 	"github.com/streamconductor/stream-conductor/desired"
 	"github.com/streamconductor/stream-conductor/nginxconf"
+	"github.com/streamconductor/stream-conductor/stream"
 )
 
 // The callers a write may have: one that waits for the answer, one that
@@ -46,7 +47,7 @@ func TestRefusedWriteIsUndoneWhoeverWaits(t *testing.T) {
 			case waits:
 				close(gate)
 				refused := wait(t, res.Pending)
-				if len(refused) != 1 || !refused[0].Undone || refused[0].ID != "tcp/9001" || refused[0].Reason != `host not found in upstream "bad.invalid:1"` {
+				if len(refused) != 1 || !refused[0].Undone || refused[0].ID.String() != "tcp/9001" || refused[0].Reason != `host not found in upstream "bad.invalid:1"` {
 					t.Fatalf("refusals %+v", refused)
 				}
 			case gone:
@@ -60,7 +61,7 @@ func TestRefusedWriteIsUndoneWhoeverWaits(t *testing.T) {
 				close(gate)
 			}
 			eventually(t, "the refused write undone", func() bool {
-				sp, err := f.st.Get("tcp/9001")
+				sp, err := f.st.Get(stream.MustParseID("tcp/9001"))
 				if tc.existing == "" {
 					return errors.Is(err, desired.ErrNotFound)
 				}
@@ -99,7 +100,7 @@ func TestUndoNeverClobbersALaterWrite(t *testing.T) {
 	if r := wait(t, second.Pending); len(r) != 0 {
 		t.Fatalf("the later write refused: %+v", r)
 	}
-	if sp, err := f.st.Get("tcp/9001"); err != nil || sp.Backends[0] != "y:1" {
+	if sp, err := f.st.Get(stream.MustParseID("tcp/9001")); err != nil || sp.Backends[0] != "y:1" {
 		t.Fatalf("stored %+v %v: the later write was clobbered", sp, err)
 	}
 	if u := f.undos.get(); len(u) != 0 {
@@ -150,10 +151,10 @@ func TestWritesRefusedBeforeCommit(t *testing.T) {
 		{"create, policy", func() error { _, err := f.p.Create(ctx, tcp(0, "10.0.0.1:22"), ""); return err }, policy},
 		{"create, bad backend", func() error { _, err := f.p.Create(ctx, tcp(0, "a"), ""); return err }, field("backends")},
 		{"delete, stale revision", func() error {
-			_, _, err := f.p.Delete("tcp/9000", desired.Match{Revision: rev + 5})
+			_, _, err := f.p.Delete(stream.MustParseID("tcp/9000"), desired.Match{Revision: rev + 5})
 			return err
 		}, is(desired.ErrRevisionMismatch)},
-		{"delete, missing", func() error { _, _, err := f.p.Delete("tcp/9003", desired.Match{}); return err }, is(desired.ErrNotFound)},
+		{"delete, missing", func() error { _, _, err := f.p.Delete(stream.MustParseID("tcp/9003"), desired.Match{}); return err }, is(desired.ErrNotFound)},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if err := tc.op(); !tc.ok(err) {
@@ -182,7 +183,7 @@ func TestUnchangedPutWritesNothing(t *testing.T) {
 	if len(refused) != 1 || refused[0].Undone {
 		t.Fatalf("refusals %+v: want one, not undone", refused)
 	}
-	if _, err := f.st.Get("tcp/9001"); err != nil {
+	if _, err := f.st.Get(stream.MustParseID("tcp/9001")); err != nil {
 		t.Fatal("an unchanged write was undone")
 	}
 }

@@ -12,6 +12,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/streamconductor/stream-conductor/stream"
 )
 
 // config is every setting, each from a flag, else its environment
@@ -96,7 +98,8 @@ var settings = []setting{
 
 var prefixRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]*$`)
 
-// parseConfig reads flags from args and the environment from getenv.
+// parseConfig reads flags from args and the environment from getenv. It is
+// long because it checks one setting after another, each with its own message.
 func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (config, error) {
 	fs := flag.NewFlagSet("stream-conductor", flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -156,7 +159,7 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 	if c.PortMin, c.PortMax, err = parseRange(c.PortRange); err != nil {
 		return c, err
 	}
-	if c.BindPort, err = strconv.Atoi(v("bind-port")); err != nil || c.BindPort < 1 || c.BindPort > 65535 {
+	if c.BindPort, err = strconv.Atoi(v("bind-port")); err != nil || !stream.ValidPort(c.BindPort) {
 		return c, fmt.Errorf("BIND_PORT must be a port 1-65535, not %q", v("bind-port"))
 	}
 	if _, err := netip.ParseAddr(strings.Trim(c.BindAddress, "[]")); err != nil && c.BindAddress != "localhost" {
@@ -271,7 +274,7 @@ func parseRange(r string) (lo, hi int, err error) {
 	a, b, ok := strings.Cut(r, "-")
 	lo, err1 := strconv.Atoi(strings.TrimSpace(a))
 	hi, err2 := strconv.Atoi(strings.TrimSpace(b))
-	if !ok || err1 != nil || err2 != nil || lo < 1 || hi > 65535 || lo > hi {
+	if !ok || err1 != nil || err2 != nil || !stream.ValidPort(lo) || !stream.ValidPort(hi) || lo > hi {
 		return 0, 0, fmt.Errorf("PORT_RANGE must be FIRST-LAST with 1 <= FIRST <= LAST <= 65535, e.g. 9000-9009, not %q", r)
 	}
 	return lo, hi, nil

@@ -88,6 +88,7 @@ func newLogger(cfg config) zerolog.Logger {
 	return zerolog.New(os.Stderr).Level(level).With().Timestamp().Logger()
 }
 
+// run is long because it is the wiring: one step per component, in start-up order, each using the last.
 func run(ctx context.Context, cfg config, log zerolog.Logger) error {
 	if err := ensureDir(cfg.DataDir); err != nil {
 		return err

@@ -45,9 +45,9 @@ func listenTraffic(dataDir, nginxBin string, lookup traffic.Lookup, log zerolog.
 // it was created, so that a stream created again on a port counts from
 // zero.
 func createdAt(st interface {
-	Get(id string) (stream.Spec, error)
+	Get(id stream.ID) (stream.Spec, error)
 }) traffic.Lookup {
-	return func(id string) (time.Time, bool) {
+	return func(id stream.ID) (time.Time, bool) {
 		sp, err := st.Get(id)
 		return sp.CreatedAt, err == nil
 	}

@@ -18,7 +18,7 @@ func record(i int) desired.AuditRecord {
 		Time:      time.Date(2026, 11, 30, 0, 0, i, 123456789, time.UTC),
 		RequestID: fmt.Sprint(1000 + i), Source: "192.0.2.7:40000", Actor: "write:hmac-0123",
 		Operation: "/v1/streams/{protocol}/{port}", Request: fmt.Sprintf("PUT /v1/streams/tcp/%d", 9000+i),
-		Stream: before.ID(), Before: &before, After: &after, Outcome: 200, Result: "ok",
+		Stream: before.ID().String(), Before: &before, After: &after, Outcome: 200, Result: "ok",
 	}
 }
 

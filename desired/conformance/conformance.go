@@ -69,6 +69,9 @@ func Run(t *testing.T, impl Impl) {
 	})
 }
 
+// tcp is the id of the TCP stream on port.
+func tcp(port int) stream.ID { return stream.ID{Protocol: stream.TCP, Port: port} }
+
 func spec(port int, backend string) stream.Spec {
 	return stream.Spec{Protocol: stream.TCP, Listen: port, Backends: []string{backend}}
 }
@@ -104,14 +107,14 @@ func revisionsGrow(t *testing.T, st desired.State) {
 	if rev != delRev {
 		t.Fatalf("list revision %d, want the last write's %d", rev, delRev)
 	}
-	if len(list) != 1 || list[0].ID() != "tcp/9000" || list[0].Revision != a2.Revision || list[0].Backends[0] != "10.0.0.2:1" {
+	if len(list) != 1 || list[0].ID() != tcp(9000) || list[0].Revision != a2.Revision || list[0].Backends[0] != "10.0.0.2:1" {
 		t.Fatalf("list = %+v, want tcp/9000 at revision %d", list, a2.Revision)
 	}
-	got, err := st.Get("tcp/9000")
+	got, err := st.Get(tcp(9000))
 	if err != nil || got.Revision != a2.Revision {
 		t.Fatalf("get = %+v, %v", got, err)
 	}
-	if _, err := st.Get("tcp/9001"); !errors.Is(err, desired.ErrNotFound) {
+	if _, err := st.Get(tcp(9001)); !errors.Is(err, desired.ErrNotFound) {
 		t.Fatalf("get of a deleted stream: %v, want ErrNotFound", err)
 	}
 }
@@ -140,11 +143,11 @@ func preconditions(t *testing.T, st desired.State) {
 			return err
 		}},
 		{"delete at an old revision", desired.ErrRevisionMismatch, func() error {
-			_, _, err := st.Delete("tcp/9000", desired.Match{Revision: a.Revision + 100})
+			_, _, err := st.Delete(tcp(9000), desired.Match{Revision: a.Revision + 100})
 			return err
 		}},
 		{"delete of a missing stream", desired.ErrNotFound, func() error {
-			_, _, err := st.Delete("tcp/9003", desired.Match{})
+			_, _, err := st.Delete(tcp(9003), desired.Match{})
 			return err
 		}},
 	} {
@@ -152,11 +155,11 @@ func preconditions(t *testing.T, st desired.State) {
 			t.Errorf("%s: %v, want %v", c.name, err, c.err)
 		}
 	}
-	if got, _ := st.Get("tcp/9000"); got.Backends[0] != "10.0.0.1:1" || got.Revision != a.Revision {
+	if got, _ := st.Get(tcp(9000)); got.Backends[0] != "10.0.0.1:1" || got.Revision != a.Revision {
 		t.Fatalf("refused writes changed the stream: %+v", got)
 	}
 	b := mustPut(t, st, spec(9000, "10.0.0.2:1"), desired.Match{Revision: a.Revision})
-	if _, _, err := st.Delete("tcp/9000", desired.Match{Revision: b.Revision}); err != nil {
+	if _, _, err := st.Delete(tcp(9000), desired.Match{Revision: b.Revision}); err != nil {
 		t.Fatalf("delete at the current revision: %v", err)
 	}
 }
@@ -165,7 +168,7 @@ func failedWritesTakeNoRevision(t *testing.T, st desired.State) {
 	mustPut(t, st, spec(9000, "10.0.0.1:1"), desired.Match{})
 	_, before := st.List()
 	st.Put(spec(9000, "10.0.0.2:1"), desired.Match{Absent: true})
-	st.Delete("tcp/9999", desired.Match{})
+	st.Delete(tcp(9999), desired.Match{})
 	st.Allocate(spec(0, "10.0.0.1:1"), 9000, 9000, nil)
 	if _, after := st.List(); after != before {
 		t.Fatalf("refused writes moved the revision from %d to %d", before, after)
@@ -227,9 +230,9 @@ func allocateSkipsBusy(t *testing.T, st desired.State) {
 func replay(state map[string]string, changes []desired.Change) {
 	for _, c := range changes {
 		if c.Spec == nil {
-			delete(state, c.ID)
+			delete(state, c.ID.String())
 		} else {
-			state[c.ID] = c.Spec.Backends[0]
+			state[c.ID.String()] = c.Spec.Backends[0]
 		}
 	}
 }
@@ -238,7 +241,7 @@ func listed(st desired.State) map[string]string {
 	list, _ := st.List()
 	m := make(map[string]string, len(list))
 	for _, sp := range list {
-		m[sp.ID()] = sp.Backends[0]
+		m[sp.ID().String()] = sp.Backends[0]
 	}
 	return m
 }
@@ -252,7 +255,7 @@ func changesInOrder(t *testing.T, st desired.State) {
 			for i := range each {
 				port := 9000 + (w*each+i)%40
 				if i%5 == 4 {
-					st.Delete(stream.MakeID(stream.TCP, port), desired.Match{})
+					st.Delete(tcp(port), desired.Match{})
 					continue
 				}
 				if _, _, err := st.Put(spec(port, fmt.Sprintf("10.0.%d.%d:1", w, i)), desired.Match{}); err != nil {
@@ -321,7 +324,7 @@ func watcherSeesEveryChange(t *testing.T, st desired.State) {
 	for i := range writes {
 		port := 9000 + i%20
 		if i%7 == 6 {
-			st.Delete(stream.MakeID(stream.TCP, port), desired.Match{})
+			st.Delete(tcp(port), desired.Match{})
 			continue
 		}
 		mustPut(t, st, spec(port, fmt.Sprintf("10.0.1.%d:1", i%250+1)), desired.Match{})
@@ -330,68 +333,6 @@ func watcherSeesEveryChange(t *testing.T, st desired.State) {
 	state := <-done
 	if want := listed(st); !mapsEqual(state, want) {
 		t.Fatalf("the watcher's replay is %v, the list says %v", state, want)
-	}
-}
-
-func importAllOrNothing(t *testing.T, st desired.State) {
-	keep := mustPut(t, st, spec(9000, "10.0.0.1:1"), desired.Match{})
-	mustPut(t, st, spec(9001, "10.0.0.1:1"), desired.Match{})
-	_, before := st.List()
-	// A body naming one stream twice is refused whole.
-	_, err := st.Import([]stream.Spec{spec(9002, "10.0.0.2:1"), spec(9003, "10.0.0.3:1"), spec(9002, "10.0.0.4:1")}, false)
-	if !errors.Is(err, desired.ErrDuplicate) {
-		t.Fatalf("import with a duplicate: %v, want ErrDuplicate", err)
-	}
-	if _, after := st.List(); after != before || len(listed(st)) != 2 {
-		t.Fatalf("a refused import changed the state: revision %d → %d, %v", before, after, listed(st))
-	}
-	res, err := st.Import([]stream.Spec{spec(9000, "10.0.0.1:1"), spec(9002, "10.0.0.2:1"), spec(9003, "10.0.0.3:1")}, true)
-	if err != nil {
-		t.Fatalf("import: %v", err)
-	}
-	if !slices.Equal(res.Create, []string{"tcp/9002", "tcp/9003"}) || !slices.Equal(res.Delete, []string{"tcp/9001"}) ||
-		!slices.Equal(res.Unchanged, []string{"tcp/9000"}) || len(res.Update) != 0 {
-		t.Fatalf("import result %+v", res)
-	}
-	if got, _ := st.Get("tcp/9000"); got.Revision != keep.Revision {
-		t.Fatalf("an unchanged stream got a new revision: %d → %d", keep.Revision, got.Revision)
-	}
-	if want := map[string]string{"tcp/9000": "10.0.0.1:1", "tcp/9002": "10.0.0.2:1", "tcp/9003": "10.0.0.3:1"}; !mapsEqual(listed(st), want) {
-		t.Fatalf("after the import: %v, want %v", listed(st), want)
-	}
-}
-
-func importNeverHalfDone(t *testing.T, st desired.State) {
-	const n = 200
-	specs := make([]stream.Spec, n)
-	for i := range specs {
-		specs[i] = spec(10000+i, "10.0.0.1:1")
-	}
-	stop := make(chan struct{})
-	var bad []int
-	var wg sync.WaitGroup
-	wg.Go(func() {
-		for range 100000 {
-			select {
-			case <-stop:
-				return
-			default:
-			}
-			if l, _ := st.List(); len(l) != 0 && len(l) != n {
-				bad = append(bad, len(l))
-			}
-		}
-	})
-	if _, err := st.Import(specs, false); err != nil {
-		t.Fatalf("import: %v", err)
-	}
-	close(stop)
-	wg.Wait()
-	if len(bad) > 0 {
-		t.Fatalf("a reader saw the import half done: list lengths %v", bad[:min(len(bad), 5)])
-	}
-	if l, _ := st.List(); len(l) != n {
-		t.Fatalf("%d streams after the import, want %d", len(l), n)
 	}
 }
 

@@ -6,7 +6,6 @@ import (
 	"testing"
 
 	"github.com/streamconductor/stream-conductor/desired"
-	"github.com/streamconductor/stream-conductor/stream"
 )
 
 // stateAt replays the changes up to revision rev.
@@ -34,7 +33,7 @@ func writeOn(t *testing.T, st desired.State, stop <-chan struct{}) <-chan struct
 			}
 			port := 9000 + i%30
 			if i%4 == 3 {
-				st.Delete(stream.MakeID(stream.TCP, port), desired.Match{})
+				st.Delete(tcp(port), desired.Match{})
 				continue
 			}
 			if _, _, err := st.Put(spec(port, fmt.Sprintf("10.0.%d.%d:1", i/250%250, i%250+1)), desired.Match{}); err != nil {
@@ -64,7 +63,7 @@ func listIsOneRevision(t *testing.T, st desired.State) {
 			if sp.Revision > rev {
 				t.Errorf("the list at revision %d holds %s at revision %d", rev, sp.ID(), sp.Revision)
 			}
-			m[sp.ID()] = sp.Backends[0]
+			m[sp.ID().String()] = sp.Backends[0]
 		}
 		snaps = append(snaps, snap{m, rev})
 	}

@@ -3,13 +3,8 @@ package reconcile
 import (
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
-	"io/fs"
-	"net"
-	"path/filepath"
 
-	"github.com/streamconductor/stream-conductor/internal/safefile"
 	"github.com/streamconductor/stream-conductor/nginxconf"
 	"github.com/streamconductor/stream-conductor/stream"
 )
@@ -50,7 +45,7 @@ func (r *Reconciler) render(s stream.Spec) rendered {
 // never seen is looked up now, bounded by its timeout), checks every
 // address against the backend rules and renders the file.
 func (r *Reconciler) renderNow(s stream.Spec, gen uint64) rendered {
-	out := rendered{revision: s.Revision, gen: gen, name: nginxconf.FileName(r.cfg.Render.Prefix, s.Protocol, s.Listen)}
+	out := rendered{revision: s.Revision, gen: gen, name: nginxconf.FileName(r.cfg.Render.Prefix, s.ID())}
 	names := nginxconf.Names(s)
 	out.named = len(names) > 0
 	addrs := nginxconf.Addrs{}
@@ -71,9 +66,12 @@ func (r *Reconciler) renderNow(s stream.Spec, gen uint64) rendered {
 		}
 	}
 	if r.cfg.Policy != nil {
-		for _, b := range s.Backends {
-			host, _, _ := net.SplitHostPort(b)
-			if err := r.cfg.Policy.CheckResolved(b, addrs[host]); err != nil {
+		for _, text := range s.Backends {
+			b, err := stream.ParseBackend(text)
+			if err == nil {
+				err = r.cfg.Policy.CheckResolved(b, addrs[b.Host])
+			}
+			if err != nil {
 				out.fail = err.Error()
 				return out
 			}
@@ -89,7 +87,7 @@ func (r *Reconciler) renderNow(s stream.Spec, gen uint64) rendered {
 }
 
 // cached returns s's cached render and whether it is still current.
-func (r *Reconciler) cached(id string, s stream.Spec, gen uint64) (rendered, bool) {
+func (r *Reconciler) cached(id stream.ID, s stream.Spec, gen uint64) (rendered, bool) {
 	c, ok := r.renderCache[id]
 	return c, ok && c.revision == s.Revision && (!c.named || c.gen == gen)
 }
@@ -134,7 +132,7 @@ func (r *Reconciler) pruneRenderCache(specs []stream.Spec) {
 	if len(r.renderCache) <= len(specs) {
 		return
 	}
-	live := make(map[string]bool, len(specs))
+	live := make(map[stream.ID]bool, len(specs))
 	for _, s := range specs {
 		live[s.ID()] = true
 	}
@@ -143,60 +141,4 @@ func (r *Reconciler) pruneRenderCache(specs []stream.Spec) {
 			delete(r.renderCache, id)
 		}
 	}
-}
-
-// dirty notes what the watcher saw change since the last pass.
-type dirty struct {
-	names  map[string]bool // files of ours touched
-	rescan bool            // look at everything
-}
-
-// markDirty is the watcher's side: a file of ours changed (name), or
-// anything may have (name == "").
-func (r *Reconciler) markDirty(name string) {
-	r.dirtyMu.Lock()
-	defer r.dirtyMu.Unlock()
-	if name == "" {
-		r.dirty.rescan = true
-		return
-	}
-	if r.dirty.names == nil {
-		r.dirty.names = map[string]bool{}
-	}
-	r.dirty.names[name] = true
-}
-
-func (r *Reconciler) takeDirty() dirty {
-	r.dirtyMu.Lock()
-	defer r.dirtyMu.Unlock()
-	d := r.dirty
-	r.dirty = dirty{}
-	return d
-}
-
-// observe returns our files as they are on disk. With a working watcher
-// and no full rescan due, it starts from what the last pass left there and
-// reads only the files the watcher saw change: O(changed), not O(streams).
-// Otherwise (first pass, resync, watcher trouble) it reads the directory.
-func (r *Reconciler) observe() (map[string][]byte, error) {
-	d := r.takeDirty()
-	if d.rescan || r.lastWritten == nil || !r.watching.Load() {
-		return readOurs(r.cfg.Dir, r.cfg.Render.Prefix)
-	}
-	onDisk := make(map[string][]byte, len(r.lastWritten)+len(d.names))
-	for name, b := range r.lastWritten {
-		onDisk[name] = b
-	}
-	for name := range d.names {
-		b, err := safefile.ReadRegular(filepath.Join(r.cfg.Dir, name))
-		switch {
-		case err == nil:
-			onDisk[name] = b
-		case errors.Is(err, fs.ErrNotExist):
-			delete(onDisk, name)
-		default:
-			return nil, err
-		}
-	}
-	return onDisk, nil
 }
