@@ -32,6 +32,17 @@ type fakeApplier struct {
 	st      *store.Store
 	version uint64
 	onDisk  map[string][]byte
+	// leftover: deleted streams whose file could not be removed.
+	leftover map[stream.ID]string
+}
+
+func (f *fakeApplier) Leftover(id stream.ID) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if why, ok := f.leftover[id]; ok {
+		return errors.New(why)
+	}
+	return nil
 }
 
 func (f *fakeApplier) WaitApplied(ctx context.Context, rev uint64) error {
@@ -425,5 +436,30 @@ func TestDryRunChangesNothing(t *testing.T) {
 	}
 	if l, _ := st.List(); len(l) != 1 {
 		t.Fatal("a dry run stored a stream")
+	}
+}
+
+// A delete whose file nginx still loads (it could not be removed) is not
+// answered 204, which would say the port is closed: 503 not_applied with
+// why; the delete itself stays stored.
+func TestDeleteLeftInNginxIsNot204(t *testing.T) {
+	srv, st, ap := newTestServer(t)
+	if _, _, err := st.Put(stream.Spec{Protocol: stream.TCP, Listen: 9001, Backends: []string{"127.0.0.1:2000"}}, store.Match{}); err != nil {
+		t.Fatal(err)
+	}
+	ap.leftover = map[stream.ID]string{stream.MustParseID("tcp/9001"): "its file could not be removed"}
+	rec, body := do(t, srv, call{method: "DELETE", path: "/v1/streams/tcp/9001"})
+	if code, _ := errorOf(body); rec.Code != 503 || code != CodeNotApplied || !strings.Contains(rec.Body.String(), "could not be removed") {
+		t.Fatalf("DELETE with a leftover file: %d %s", rec.Code, rec.Body)
+	}
+	if _, err := st.Get(stream.MustParseID("tcp/9001")); err == nil {
+		t.Fatal("the delete was not stored")
+	}
+	ap.leftover = nil
+	if _, _, err := st.Put(stream.Spec{Protocol: stream.TCP, Listen: 9002, Backends: []string{"127.0.0.1:2000"}}, store.Match{}); err != nil {
+		t.Fatal(err)
+	}
+	if rec, _ := do(t, srv, call{method: "DELETE", path: "/v1/streams/tcp/9002"}); rec.Code != 204 {
+		t.Fatalf("a clean DELETE: %d %s", rec.Code, rec.Body)
 	}
 }

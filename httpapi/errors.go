@@ -47,6 +47,7 @@ const (
 	CodeMediaType        = "unsupported_media_type"
 	CodeNginxRejected    = "nginx_rejected"    // 422
 	CodeApplyTimeout     = "apply_timeout"     // 503
+	CodeNotApplied       = "not_applied"       // 503: stored, but nginx could not be made to follow (a file that cannot be removed)
 	CodeNginxUnavailable = "nginx_unavailable" // 503
 	CodeStoreUnavailable = "store_unavailable" // 503: the desired state takes no writes (state.db was deleted or replaced under the daemon)
 	CodeInternal         = "internal"          // 500

@@ -230,8 +230,14 @@ func (s *Server) deleteStream(w http.ResponseWriter, r *http.Request) error {
 		return writesError(err, id.String())
 	}
 	noteChange(r, id.String(), &prev, nil)
-	if _, err := s.await(r, pending); err != nil {
+	left, err := s.await(r, pending)
+	if err != nil {
 		return err
+	}
+	if len(left) > 0 {
+		// Stored, but nginx still serves the port: no 204, which would
+		// say it is closed.
+		return &Error{Status: http.StatusServiceUnavailable, Code: CodeNotApplied, Message: left[0].Reason}
 	}
 	w.WriteHeader(http.StatusNoContent)
 	return nil

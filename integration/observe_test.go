@@ -205,10 +205,7 @@ func TestObserveImmutableFileFailsOnlyItsStream(t *testing.T) {
 	d.mustPut("tcp", d.portMin, `{"backend":"`+a.addr()+`"}`)
 	d.mustPut("tcp", d.portMin+1, `{"backend":"`+a.addr()+`"}`)
 	file := filepath.Join(d.dataDir, "stream.d", fmt.Sprintf("stream-tcp-%d.conf", d.portMin))
-	if out, err := exec.Command("chattr", "+i", file).CombinedOutput(); err != nil {
-		t.Skipf("chattr +i not supported here: %v %s", err, out)
-	}
-	t.Cleanup(func() { exec.Command("chattr", "-i", file).Run() })
+	makeImmutable(t, file)
 
 	code, m := d.api("PUT", fmt.Sprintf("/v1/streams/tcp/%d", d.portMin), `{"backend":"`+b.addr()+`"}`)
 	if code != 422 {
@@ -413,5 +410,52 @@ func TestObserveErrorLogNotARegularFile(t *testing.T) {
 				t.Fatalf("nginx wrote through the symlink: %q", b)
 			}
 		})
+	}
+}
+
+// makeImmutable sets chattr +i on file until the test ends. A file system
+// that cannot skips the test, except in CI, where it fails.
+func makeImmutable(t *testing.T, file string) {
+	t.Helper()
+	if out, err := exec.Command("chattr", "+i", file).CombinedOutput(); err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("chattr +i not supported here: %v %s", err, out)
+		}
+		t.Skipf("chattr +i not supported here: %v %s", err, out)
+	}
+	t.Cleanup(func() { exec.Command("chattr", "-i", file).Run() })
+}
+
+// A delete whose file cannot be removed is not answered 204 (the port
+// still forwards, nginx still loads the file): 503 not_applied, saying
+// why. Once the file can go, the next pass removes it and the port
+// closes, with nobody asking again.
+func TestObserveDeleteOfAnImmutableFileIsNotClaimed(t *testing.T) {
+	t.Parallel()
+	requireTool(t, "chattr")
+	requireRoot(t, "for chattr +i")
+	d := startDaemon(t, 2, "RESYNC_INTERVAL=1s")
+	a := startEcho(t, "A:")
+	d.mustPut("tcp", d.portMin, `{"backend":"`+a.addr()+`"}`)
+	file := filepath.Join(d.dataDir, "stream.d", fmt.Sprintf("stream-tcp-%d.conf", d.portMin))
+	makeImmutable(t, file)
+
+	code, m := d.api("DELETE", fmt.Sprintf("/v1/streams/tcp/%d", d.portMin), "")
+	if e, _ := m["error"].(map[string]any); code != 503 || e["code"] != "not_applied" || !strings.Contains(fmt.Sprint(e["message"]), "could not be removed") {
+		t.Fatalf("DELETE of a stream whose file cannot be removed: %d %v", code, m)
+	}
+	mustEcho(t, d.portMin, "A:") // the answer told the truth: it still forwards
+	if code, _ := d.api("GET", fmt.Sprintf("/v1/streams/tcp/%d", d.portMin), ""); code != 404 {
+		t.Fatalf("the delete was not stored: GET %d", code)
+	}
+	d.mustPut("tcp", d.portMin+1, `{"backend":"`+a.addr()+`"}`) // others go on
+	mustEcho(t, d.portMin+1, "A:")
+
+	if out, err := exec.Command("chattr", "-i", file).CombinedOutput(); err != nil {
+		t.Fatalf("chattr -i: %v %s", err, out)
+	}
+	waitRefused(t, d.portMin)
+	if _, err := os.Lstat(file); !os.IsNotExist(err) {
+		t.Fatalf("the file is still there: %v", err)
 	}
 }

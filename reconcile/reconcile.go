@@ -10,6 +10,7 @@ package reconcile
 import (
 	"context"
 	"errors"
+	"fmt"
 	"maps"
 	"math/rand/v2"
 	"net/netip"
@@ -276,6 +277,20 @@ func (r *Reconciler) BindConflict(s stream.Spec) error {
 		return nil
 	}
 	return r.cfg.Ports.BindConflict(s, r.cfg.Render.DefaultBind)
+}
+
+// Leftover returns nil once nothing of the deleted stream id is left in
+// nginx's configuration, and otherwise why: its file could not be removed
+// (made immutable, say), so nginx still serves its port. Passes keep
+// trying to remove it.
+func (r *Reconciler) Leftover(id stream.ID) error {
+	name := nginxconf.FileName(r.cfg.Render.Prefix, id)
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if slices.Contains(r.node.Unremovable, name) {
+		return fmt.Errorf("stream %s is deleted, but its file %s could not be removed, so nginx still serves its port; every pass tries again (see the log)", id, name)
+	}
+	return nil
 }
 
 // ReloadSpacing is how often nginx can take a new configuration: after

@@ -27,6 +27,7 @@ type fakeApplier struct {
 	rejectRev map[uint64]string // revision -> nginx's message
 	busy      map[int]bool
 	gate      chan struct{}
+	leftover  map[stream.ID]string // deleted stream -> why its file stays
 }
 
 func (f *fakeApplier) WaitApplied(ctx context.Context, rev uint64) error {
@@ -58,6 +59,15 @@ func (f *fakeApplier) Status(id stream.ID, rev uint64) stream.Status {
 		}
 	}
 	return stream.Status{State: stream.Active, Revision: rev}
+}
+
+func (f *fakeApplier) Leftover(id stream.ID) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if why, ok := f.leftover[id]; ok {
+		return errors.New(why)
+	}
+	return nil
 }
 
 func (f *fakeApplier) BindConflict(s stream.Spec) error {

@@ -39,6 +39,9 @@ type Pending struct {
 	done    chan struct{}
 	refused []Refusal
 	err     error
+	// deleted, when set, is the stream a delete removed: Wait also checks
+	// that nothing of it is left in nginx's configuration.
+	deleted *stream.ID
 }
 
 // Wait blocks until the write is applied or ctx ends (ctx's error). It
@@ -48,7 +51,13 @@ func (w *Pending) Wait(ctx context.Context) ([]Refusal, error) {
 		if err := w.p.ap.WaitApplied(ctx, w.rev); err != nil {
 			return nil, err
 		}
-		return w.p.refusals(w.items), nil
+		refused := w.p.refusals(w.items)
+		if w.deleted != nil {
+			if err := w.p.ap.Leftover(*w.deleted); err != nil {
+				refused = append(refused, Refusal{ID: *w.deleted, Reason: err.Error()})
+			}
+		}
+		return refused, nil
 	}
 	select {
 	case <-w.done:

@@ -108,7 +108,9 @@ func (p *Path) Delete(id stream.ID, m desired.Match) (stream.Spec, *Pending, err
 		return prev, nil, err
 	}
 	p.log.Info().Stringer("stream", id).Uint64("revision", rev).Msg("deleted")
-	return prev, p.observe(rev, nil), nil
+	w := p.observe(rev, nil)
+	w.deleted = &id
+	return prev, w, nil
 }
 
 // PlanDelete is Delete changing nothing: the stream a delete with m would

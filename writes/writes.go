@@ -32,6 +32,9 @@ type Applier interface {
 	// nginx holds it already), and otherwise why another process holds
 	// it, worded like nginx's bind() message.
 	BindConflict(s stream.Spec) error
+	// Leftover returns nil once nothing of the deleted stream id is left
+	// in nginx's configuration, and otherwise why.
+	Leftover(id stream.ID) error
 }
 
 // Policy decides where streams may point. Its error reaches the caller
