@@ -88,73 +88,33 @@ func newLogger(cfg config) zerolog.Logger {
 	return zerolog.New(os.Stderr).Level(level).With().Timestamp().Logger()
 }
 
-// run is long because it is the wiring: one step per component, in start-up order, each using the last.
+// run wires the daemon in start-up order: tokens, the desired state,
+// nginx, the resolver and the reconciler, the write path and the API; then
+// it serves until ctx ends. nginx keeps forwarding after it returns.
 func run(ctx context.Context, cfg config, log zerolog.Logger) error {
 	if err := ensureDir(cfg.DataDir); err != nil {
 		return err
 	}
-	tokens := &httpapi.TokenSource{WriteToken: cfg.APIToken, WriteFile: cfg.APITokenFile, ReadToken: cfg.ReadToken, ReadFile: cfg.ReadTokenFile,
-		IDKeyFile: filepath.Join(cfg.DataDir, "token-id.key")}
-	if err := tokens.Load(); err != nil {
+	tokens, err := loadTokens(cfg, log)
+	if err != nil {
 		return err
-	}
-	loopback := isLoopback(cfg.BindAddress)
-	if !tokens.Enabled() && !loopback {
-		if !cfg.AllowInsecure {
-			return fmt.Errorf("BIND_ADDRESS %s is not loopback and no API token is set: anyone who reaches it could open ports into your network; set API_TOKEN_FILE, or ALLOW_INSECURE_REMOTE=true if you really mean it", cfg.BindAddress)
-		}
-		log.Warn().Str("bind_address", cfg.BindAddress).Msg("INSECURE: the API listens beyond loopback WITHOUT a token (ALLOW_INSECURE_REMOTE=true); anyone who reaches it can open ports to anywhere")
 	}
 	cidrs, suffixes, err := policy.ParseAllow(cfg.BackendAllow)
 	if err != nil {
 		return err
 	}
-	dbPath := filepath.Join(cfg.DataDir, "state.db")
-	st, err := store.Open(dbPath, store.Options{AuditRetention: cfg.AuditRetention, AuditMaxBytes: cfg.AuditMaxBytes})
-	if errors.Is(err, store.ErrLocked) {
-		return fmt.Errorf("%s is in use by another stream-conductor; stop it or give this one another -data-dir", dbPath)
-	}
+	st, err := openState(cfg, log)
 	if err != nil {
-		return fmt.Errorf("%w; if the file is damaged, move it aside and restore a backup into %s", err, dbPath)
+		return err
 	}
 	defer st.Close()
-	if err := ensureDir(cfg.StreamConfigPath); err != nil {
+	ngx, tc, err := newNginx(cfg, st, log)
+	if err != nil {
 		return err
 	}
-	specs, rev := st.List()
-	if err := checkEmptyState(len(specs), rev, cfg.StreamConfigPath, cfg.StreamPrefix, dbPath, cfg.AllowEmptyState, log); err != nil {
-		return err
-	}
-
-	var ngx reconcile.Nginx
-	stateFile := filepath.Join(cfg.DataDir, "applied")
-	var tc *traffic.Collector
-	if cfg.NginxMode == "managed" {
-		if tc, err = listenTraffic(cfg.DataDir, cfg.NginxBin, createdAt(st), log); err != nil {
-			return err
-		}
+	if tc != nil {
 		defer tc.Close()
 		go tc.Run()
-		m, err := nginx.NewManaged(nginx.ManagedConfig{
-			Bin:                   cfg.NginxBin,
-			Dir:                   filepath.Join(cfg.DataDir, "nginx"),
-			IncludeDir:            cfg.StreamConfigPath,
-			WorkerShutdownTimeout: cfg.WorkerShutdownTimeout,
-			WorkerConnections:     cfg.WorkerConnections,
-			TrafficLog:            tc.Addr(),
-			TrafficLogFormat:      traffic.LogFormat,
-			ApplyTimeout:          cfg.ApplyTimeout,
-			Log:                   log.With().Str("component", "nginx").Logger(),
-		})
-		if err != nil {
-			return fmt.Errorf("managed nginx: %w", err)
-		}
-		if pid := m.PID(); pid != 0 {
-			log.Info().Int("pid", pid).Msg("adopting the running nginx master")
-		}
-		ngx = m
-	} else {
-		ngx = &nginx.External{Bin: cfg.NginxBin}
 	}
 
 	// Backend names are resolved here, never by nginx: the API's check,
@@ -168,21 +128,7 @@ func run(ctx context.Context, cfg config, log zerolog.Logger) error {
 	backends := &policy.Backends{AllowCIDRs: cidrs, AllowSuffixes: suffixes, APIPort: cfg.BindPort,
 		PortMin: cfg.PortMin, PortMax: cfg.PortMax, Lookup: resolver.Lookup}
 	var mx *metrics.Metrics
-	rec = reconcile.New(reconcile.Config{
-		Dir:            cfg.StreamConfigPath,
-		Render:         nginxconf.RenderOptions{Prefix: cfg.StreamPrefix, DefaultBind: cfg.StreamBindAddress},
-		StateFile:      stateFile,
-		ResyncInterval: cfg.ResyncInterval,
-		DriftPolicy:    reconcile.DriftPolicy(cfg.DriftPolicy),
-		RepairRate:     reconcile.RepairRate{Burst: cfg.RepairBurst, Per: cfg.RepairPer},
-		VerifyTimeout:  cfg.ApplyTimeout / 2,
-		StuckAfter:     cfg.StuckAfter,
-		OnPass:         func(d time.Duration, err error) { mx.ObservePass(d, err) },
-		OnApply:        func(op string, d time.Duration, err error) { mx.ObserveApply(op, d, err) },
-		Resolver:       resolver,
-		Policy:         backends,
-		Log:            log,
-	}, st, ngx)
+	rec = newReconciler(cfg, st, ngx, resolver, backends, &mx, log)
 	var prober *health.Prober
 	if cfg.HealthInterval > 0 {
 		prober = health.New(st)
@@ -203,15 +149,141 @@ func run(ctx context.Context, cfg config, log zerolog.Logger) error {
 	api := httpapi.New(httpapi.Config{
 		PortMin: cfg.PortMin, PortMax: cfg.PortMax,
 		ApplyTimeout: cfg.ApplyTimeout, Version: version, NginxMode: cfg.NginxMode,
-		Tokens: tokens, LoopbackOnly: loopback,
+		Tokens: tokens, LoopbackOnly: isLoopback(cfg.BindAddress),
 		Metrics:   mx.Handler(),
 		Traffic:   trafficSource(tc),
 		Health:    healthSource(prober),
 		OnRequest: mx.ObserveRequest,
 		Log:       log,
 	}, st, rec, wp)
-	srv := &http.Server{
-		Handler:           api,
+	defer reloadTokensOnHUP(tokens, log)()
+
+	defer startBackground(rec, resolver, prober)()
+	log.Info().Str("api", "http://"+addr).Str("port_range", cfg.PortRange).Str("nginx_mode", cfg.NginxMode).
+		Str("data_dir", cfg.DataDir).Str("stream_config_path", cfg.StreamConfigPath).Str("version", version).
+		Bool("auth", tokens.Enabled()).Str("backend_allow", cfg.BackendAllow).Msg("stream-conductor started")
+	if !tokens.Enabled() {
+		log.Warn().Msg("no API token is set: the API is open to every local user; set API_TOKEN_FILE to require one")
+	}
+	return serve(ctx, newHTTPServer(api, cfg), ln, log)
+}
+
+// startBackground runs the reconciler, the resolver's refreshes and the
+// prober (if any) until the returned stop, which waits for the
+// reconciler's pass to end.
+func startBackground(rec *reconcile.Reconciler, resolver *resolve.Resolver, prober *health.Prober) (stop func()) {
+	ctx, cancel := context.WithCancel(context.Background())
+	recDone := make(chan struct{})
+	go func() {
+		defer close(recDone)
+		rec.Run(ctx)
+	}()
+	go resolver.Run(ctx)
+	if prober != nil {
+		go prober.Run(ctx)
+	}
+	return func() {
+		cancel()
+		<-recDone
+	}
+}
+
+// loadTokens reads the API tokens and refuses an API beyond loopback
+// without one, unless ALLOW_INSECURE_REMOTE says so.
+func loadTokens(cfg config, log zerolog.Logger) (*httpapi.TokenSource, error) {
+	tokens := &httpapi.TokenSource{WriteToken: cfg.APIToken, WriteFile: cfg.APITokenFile, ReadToken: cfg.ReadToken, ReadFile: cfg.ReadTokenFile,
+		IDKeyFile: filepath.Join(cfg.DataDir, "token-id.key")}
+	if err := tokens.Load(); err != nil {
+		return nil, err
+	}
+	if !tokens.Enabled() && !isLoopback(cfg.BindAddress) {
+		if !cfg.AllowInsecure {
+			return nil, fmt.Errorf("BIND_ADDRESS %s is not loopback and no API token is set: anyone who reaches it could open ports into your network; set API_TOKEN_FILE, or ALLOW_INSECURE_REMOTE=true if you really mean it", cfg.BindAddress)
+		}
+		log.Warn().Str("bind_address", cfg.BindAddress).Msg("INSECURE: the API listens beyond loopback WITHOUT a token (ALLOW_INSECURE_REMOTE=true); anyone who reaches it can open ports to anywhere")
+	}
+	return tokens, nil
+}
+
+// openState opens state.db and refuses an empty state over stream files
+// of ours (see checkEmptyState).
+func openState(cfg config, log zerolog.Logger) (*store.Store, error) {
+	dbPath := filepath.Join(cfg.DataDir, "state.db")
+	st, err := store.Open(dbPath, store.Options{AuditRetention: cfg.AuditRetention, AuditMaxBytes: cfg.AuditMaxBytes})
+	if errors.Is(err, store.ErrLocked) {
+		return nil, fmt.Errorf("%s is in use by another stream-conductor; stop it or give this one another -data-dir", dbPath)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("%w; if the file is damaged, move it aside and restore a backup into %s", err, dbPath)
+	}
+	if err := ensureDir(cfg.StreamConfigPath); err != nil {
+		st.Close()
+		return nil, err
+	}
+	specs, rev := st.List()
+	if err := checkEmptyState(len(specs), rev, cfg.StreamConfigPath, cfg.StreamPrefix, dbPath, cfg.AllowEmptyState, log); err != nil {
+		st.Close()
+		return nil, err
+	}
+	return st, nil
+}
+
+// newNginx returns the nginx driver of NGINX_MODE and, in managed mode,
+// the collector of nginx's session log (not yet running).
+func newNginx(cfg config, st *store.Store, log zerolog.Logger) (reconcile.Nginx, *traffic.Collector, error) {
+	if cfg.NginxMode != "managed" {
+		return &nginx.External{Bin: cfg.NginxBin}, nil, nil
+	}
+	tc, err := listenTraffic(cfg.DataDir, cfg.NginxBin, createdAt(st), log)
+	if err != nil {
+		return nil, nil, err
+	}
+	m, err := nginx.NewManaged(nginx.ManagedConfig{
+		Bin:                   cfg.NginxBin,
+		Dir:                   filepath.Join(cfg.DataDir, "nginx"),
+		IncludeDir:            cfg.StreamConfigPath,
+		WorkerShutdownTimeout: cfg.WorkerShutdownTimeout,
+		WorkerConnections:     cfg.WorkerConnections,
+		TrafficLog:            tc.Addr(),
+		TrafficLogFormat:      traffic.LogFormat,
+		ApplyTimeout:          cfg.ApplyTimeout,
+		Log:                   log.With().Str("component", "nginx").Logger(),
+	})
+	if err != nil {
+		tc.Close()
+		return nil, nil, fmt.Errorf("managed nginx: %w", err)
+	}
+	if pid := m.PID(); pid != 0 {
+		log.Info().Int("pid", pid).Msg("adopting the running nginx master")
+	}
+	return m, tc, nil
+}
+
+// newReconciler builds the reconciler; its metrics hooks read *mx, which
+// is set once the metrics exist (they need the reconciler).
+func newReconciler(cfg config, st *store.Store, ngx reconcile.Nginx, resolver *resolve.Resolver, backends *policy.Backends, mx **metrics.Metrics, log zerolog.Logger) *reconcile.Reconciler {
+	return reconcile.New(reconcile.Config{
+		Dir:            cfg.StreamConfigPath,
+		Render:         nginxconf.RenderOptions{Prefix: cfg.StreamPrefix, DefaultBind: cfg.StreamBindAddress},
+		StateFile:      filepath.Join(cfg.DataDir, "applied"),
+		ResyncInterval: cfg.ResyncInterval,
+		DriftPolicy:    reconcile.DriftPolicy(cfg.DriftPolicy),
+		RepairRate:     reconcile.RepairRate{Burst: cfg.RepairBurst, Per: cfg.RepairPer},
+		VerifyTimeout:  cfg.ApplyTimeout / 2,
+		StuckAfter:     cfg.StuckAfter,
+		OnPass:         func(d time.Duration, err error) { (*mx).ObservePass(d, err) },
+		OnApply:        func(op string, d time.Duration, err error) { (*mx).ObserveApply(op, d, err) },
+		Resolver:       resolver,
+		Policy:         backends,
+		Log:            log,
+	}, st, ngx)
+}
+
+// newHTTPServer bounds what a client may take: header and body time,
+// header size, and a write deadline past the longest wait for an apply.
+func newHTTPServer(h http.Handler, cfg config) *http.Server {
+	return &http.Server{
+		Handler:           h,
 		ReadHeaderTimeout: 5 * time.Second,
 		ReadTimeout:       30 * time.Second,
 		WriteTimeout:      cfg.ApplyTimeout + 30*time.Second,
@@ -219,9 +291,13 @@ func run(ctx context.Context, cfg config, log zerolog.Logger) error {
 		MaxHeaderBytes:    16 << 10,
 		ErrorLog:          stdlog.New(io.Discard, "", 0),
 	}
+}
+
+// reloadTokensOnHUP re-reads the token files at every SIGHUP until the
+// returned stop is called.
+func reloadTokensOnHUP(tokens *httpapi.TokenSource, log zerolog.Logger) (stop func()) {
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
-	defer signal.Stop(hup)
 	go func() {
 		for range hup {
 			if err := tokens.Load(); err != nil {
@@ -231,36 +307,22 @@ func run(ctx context.Context, cfg config, log zerolog.Logger) error {
 			log.Info().Msg("SIGHUP: token files reloaded")
 		}
 	}()
+	return func() { signal.Stop(hup) }
+}
 
-	recCtx, stopRec := context.WithCancel(context.Background())
-	recDone := make(chan struct{})
-	go func() {
-		defer close(recDone)
-		rec.Run(recCtx)
-	}()
-	go resolver.Run(recCtx)
-	if prober != nil {
-		go prober.Run(recCtx)
-	}
+// serve answers the API on ln, tells systemd it is ready, and returns when
+// ctx ends (after a graceful shutdown) or the server fails.
+func serve(ctx context.Context, srv *http.Server, ln net.Listener, log zerolog.Logger) error {
 	srvErr := make(chan error, 1)
 	go func() { srvErr <- srv.Serve(ln) }()
-	log.Info().Str("api", "http://"+addr).Str("port_range", cfg.PortRange).Str("nginx_mode", cfg.NginxMode).
-		Str("data_dir", cfg.DataDir).Str("stream_config_path", cfg.StreamConfigPath).Str("version", version).
-		Bool("auth", tokens.Enabled()).Str("backend_allow", cfg.BackendAllow).Msg("stream-conductor started")
-	if !tokens.Enabled() {
-		log.Warn().Msg("no API token is set: the API is open to every local user; set API_TOKEN_FILE to require one")
-	}
 	if err := sdNotify("READY=1"); err != nil {
 		log.Warn().Err(err).Msg("could not tell systemd we are ready")
 	}
-
 	select {
 	case <-ctx.Done():
 		log.Info().Msg("shutting down; nginx keeps forwarding")
 		sdNotify("STOPPING=1")
 	case err := <-srvErr:
-		stopRec()
-		<-recDone
 		return fmt.Errorf("API server: %w", err)
 	}
 	shutdownCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -268,8 +330,6 @@ func run(ctx context.Context, cfg config, log zerolog.Logger) error {
 	if err := srv.Shutdown(shutdownCtx); err != nil {
 		log.Warn().Err(err).Msg("API shutdown")
 	}
-	stopRec()
-	<-recDone
 	return nil
 }
 
