@@ -44,6 +44,12 @@ func (r *Reconciler) pass(ctx context.Context, log zerolog.Logger) (uint64, erro
 	if err := r.retestForeign(ctx); err != nil {
 		return 0, notApplied(err)
 	}
+	if r.appliedFiles == nil {
+		// Before the first apply of this process, the files on disk are
+		// the best guess at what nginx runs: a stream that cannot be
+		// rendered now (DNS down at start) keeps its file.
+		r.bootFiles = onDisk
+	}
 	desired := r.desiredFiles(specs)
 	r.handleDrift(log, specs, desired, onDisk)
 	desired = r.withoutHeld(desired)
@@ -63,6 +69,7 @@ func (r *Reconciler) pass(ctx context.Context, log zerolog.Logger) (uint64, erro
 		}
 	}
 	r.appliedFiles = applied
+	r.bootFiles = nil
 	r.finish(specs, a.desired, rev)
 	return rev, nil
 }

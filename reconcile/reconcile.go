@@ -126,6 +126,7 @@ type Reconciler struct {
 	unremovable   map[string]bool      // files of no stream that cannot be removed
 	lastLook      time.Time            // the watch tick's last look at the socket table
 	unrenderable  map[stream.ID]string // streams that cannot be rendered, and why
+	bootFiles     map[string][]byte    // our files on disk, until the first apply
 	retainedRev   uint64               // store revision whose names the resolver was told
 
 	// Set by the watcher, taken by passes.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -204,5 +205,32 @@ func BenchmarkInSyncPass10000Named(b *testing.B) {
 	}
 	if n := res.takeCalls(); n != 0 {
 		b.Fatalf("in-sync passes asked the resolver %d times", n)
+	}
+}
+
+// A restart while a backend name does not resolve keeps the stream's file
+// (what nginx runs) and reloads nothing: before the first apply of the
+// process, the files on disk are the last good ones.
+func TestRestartDuringDNSOutageKeepsTheFile(t *testing.T) {
+	h := newHarness(t)
+	h.resolver.set("db.test", "10.0.0.5")
+	h.put(9000, "db.test:5432")
+	h.mustPass("test", "start")
+	before := h.files()
+	h.resolver = newFakeResolver()
+	h.resolver.set("db.test") // no such host
+	h.rec = h.newReconciler()
+	got, err := h.pass()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 0 {
+		t.Fatalf("actions after the restart: %v, want none", got)
+	}
+	if after := h.files(); !maps.Equal(before, after) {
+		t.Fatalf("files changed: %v -> %v", before, after)
+	}
+	if st := h.state_("tcp/9000"); st.State != stream.Failed || !strings.Contains(st.Error, "db.test") {
+		t.Fatalf("status %+v, want failed naming the name", st)
 	}
 }

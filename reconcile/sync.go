@@ -62,6 +62,8 @@ func (r *Reconciler) addFile(files map[string]file, unrenderable map[stream.ID]s
 	unrenderable[id] = c.fail
 	if b, ok := r.appliedFiles[c.name]; ok {
 		files[c.name] = file{spec: s, body: b}
+	} else if b, ok := r.bootFiles[c.name]; ok && !bytes.Equal(b, safefile.NotRegular) {
+		files[c.name] = file{spec: s, body: b}
 	}
 }
 
