@@ -249,7 +249,15 @@ func (r *Resolver) lookup(ctx context.Context, host string) Answer {
 func (r *Resolver) run(host string, c *call) {
 	addrs, err := r.query(host)
 	r.mu.Lock()
-	changed, ans := r.record(host, addrs, err)
+	var changed bool
+	var ans Answer
+	if errors.Is(err, errBusy) {
+		// Not an answer about the name: nothing is cached, and the next
+		// lookup tries again.
+		ans = Answer{Err: err}
+	} else {
+		changed, ans = r.record(host, addrs, err)
+	}
 	delete(r.inflight, host)
 	c.ans = ans
 	r.mu.Unlock()
@@ -259,16 +267,23 @@ func (r *Resolver) run(host string, c *call) {
 	}
 }
 
-// query asks the resolver, within the timeout and a free slot.
+// errBusy: no lookup slot came free in time; it says nothing about the
+// name.
+var errBusy = errors.New("too many DNS lookups at once")
+
+// query asks the resolver once a slot is free (waiting at most four
+// timeouts for one), within the timeout, which starts with the lookup.
 func (r *Resolver) query(host string) ([]netip.Addr, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), r.cfg.Timeout)
-	defer cancel()
+	wait := time.NewTimer(4 * r.cfg.Timeout)
+	defer wait.Stop()
 	select {
 	case r.sem <- struct{}{}:
 		defer func() { <-r.sem }()
-	case <-ctx.Done():
-		return nil, fmt.Errorf("%d DNS lookups already in flight; gave up after %v", r.cfg.Parallel, r.cfg.Timeout)
+	case <-wait.C:
+		return nil, fmt.Errorf("%w (%d in flight); try again", errBusy, r.cfg.Parallel)
 	}
+	ctx, cancel := context.WithTimeout(context.Background(), r.cfg.Timeout)
+	defer cancel()
 	addrs, err := r.cfg.Lookup(ctx, host)
 	if err != nil {
 		return nil, r.explain(ctx, err)

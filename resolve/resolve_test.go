@@ -2,6 +2,7 @@ package resolve
 
 import (
 	"context"
+	"fmt"
 	"net"
 	"net/netip"
 	"slices"
@@ -228,5 +229,37 @@ func TestCanonicalCapsAddresses(t *testing.T) {
 	}
 	if _, err := New(Config{Lookup: func(context.Context, string) ([]netip.Addr, error) { return nil, nil }}).Lookup(context.Background(), "x"); err == nil || err.Error() != "no addresses" {
 		t.Fatalf("empty answer: %v", err)
+	}
+}
+
+// Waiting for a free slot does not count against a lookup's timeout: 64
+// names that each take a little under it all resolve, 16 at a time.
+func TestQueuedLookupsGetTheirWholeTimeout(t *testing.T) {
+	var inflight, peak atomic.Int64
+	lookup := func(ctx context.Context, host string) ([]netip.Addr, error) {
+		n := inflight.Add(1)
+		defer inflight.Add(-1)
+		for p := peak.Load(); n > p && !peak.CompareAndSwap(p, n); p = peak.Load() {
+		}
+		select {
+		case <-time.After(60 * time.Millisecond):
+			return addrs("10.0.0.1"), nil
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+	r := New(Config{Lookup: lookup, Timeout: 100 * time.Millisecond, Parallel: 16})
+	names := make([]string, 64)
+	for i := range names {
+		names[i] = fmt.Sprintf("n%d.test", i)
+	}
+	failed := 0
+	for _, a := range r.Answers(context.Background(), names) {
+		if a.Err != nil {
+			failed++
+		}
+	}
+	if failed != 0 || peak.Load() > 16 {
+		t.Fatalf("%d of 64 lookups failed (peak %d in flight); want none, at most 16 at once", failed, peak.Load())
 	}
 }
