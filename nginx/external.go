@@ -3,6 +3,7 @@ package nginx
 import (
 	"context"
 	"strings"
+	"time"
 
 	"github.com/streamconductor/stream-conductor/stream"
 )
@@ -12,6 +13,9 @@ import (
 // The main configuration, the process and its logs are the operator's.
 type External struct {
 	Bin string
+	// Timeout bounds each nginx command (default 10s): `nginx -t` can
+	// hang, on a FIFO in an included directory, say.
+	Timeout time.Duration
 	// noMaster: the last reload found no master to signal.
 	noMaster bool
 }
@@ -38,6 +42,8 @@ func (x *External) Start(ctx context.Context) error {
 
 // Test runs `nginx -t`.
 func (x *External) Test(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, x.timeout())
+	defer cancel()
 	out, err := run(ctx, x.Bin, "-t", "-q")
 	if err != nil {
 		return failed("test", out, err)
@@ -48,6 +54,8 @@ func (x *External) Test(ctx context.Context) error {
 // Reload runs `nginx -s reload`. nginx reports only that the signal was
 // sent; the reconciler's look at the socket table verifies the result.
 func (x *External) Reload(ctx context.Context, retire bool) error {
+	ctx, cancel := context.WithTimeout(ctx, x.timeout())
+	defer cancel()
 	out, err := run(ctx, x.Bin, "-s", "reload")
 	x.noMaster = err != nil && noMaster(out)
 	if err != nil {
@@ -81,3 +89,10 @@ func (x *External) Signalled() bool { return false }
 
 // HeldPorts is nil: which sockets the system nginx holds is not looked at.
 func (x *External) HeldPorts() map[stream.ID]bool { return nil }
+
+func (x *External) timeout() time.Duration {
+	if x.Timeout <= 0 {
+		return 10 * time.Second
+	}
+	return x.Timeout
+}

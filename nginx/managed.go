@@ -196,6 +196,8 @@ func (m *Managed) Start(ctx context.Context) error {
 
 // Test runs `nginx -t` on our configuration.
 func (m *Managed) Test(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, m.cfg.ApplyTimeout)
+	defer cancel()
 	out, err := run(ctx, m.cfg.Bin, m.args("-t", "-q")...)
 	if err != nil {
 		return failed("test", out, err)

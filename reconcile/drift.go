@@ -2,10 +2,12 @@ package reconcile
 
 import (
 	"bytes"
+	"slices"
 	"time"
 
 	"github.com/rs/zerolog"
 
+	"github.com/streamconductor/stream-conductor/internal/safefile"
 	"github.com/streamconductor/stream-conductor/nginxconf"
 	"github.com/streamconductor/stream-conductor/stream"
 )
@@ -126,12 +128,23 @@ func (r *Reconciler) handleDrift(log zerolog.Logger, specs []stream.Spec, desire
 	if r.cfg.DriftPolicy == DriftRepair {
 		reason = "rate-limited"
 	}
+	var replaced []string
 	for _, name := range drifted {
 		body, ok := onDisk[name]
 		if !ok {
 			body = nil
 		}
+		if bytes.Equal(body, safefile.NotRegular) {
+			// A FIFO, symlink or socket is never left for nginx to open
+			// (a FIFO would hang it), whatever the policy or the rate.
+			replaced = append(replaced, name)
+			continue
+		}
 		r.held[name] = held{body: body, revision: revs[name], reason: reason}
+	}
+	if len(replaced) > 0 {
+		log.Warn().Strs("files", replaced).Msg("config files of ours that are not regular files; replacing them whatever the drift policy")
+		drifted = slices.DeleteFunc(drifted, func(n string) bool { return slices.Contains(replaced, n) })
 	}
 	if len(drifted) > 0 {
 		log.Warn().Strs("files", drifted).Str("reason", reason).Msg("config files changed by someone else; leaving them as they are")

@@ -163,3 +163,32 @@ func TestFIFOIsReplaced(t *testing.T) {
 		t.Fatalf("status: %+v", st)
 	}
 }
+
+// Under DRIFT_POLICY=alert drift is left alone, but a FIFO named like our
+// file is not: nginx would hang opening it. It is replaced.
+func TestFIFOIsReplacedEvenUnderAlert(t *testing.T) {
+	h := newHarness(t)
+	h.rec.cfg.DriftPolicy = DriftAlert
+	h.put(9000, "10.0.0.1:80")
+	h.mustPass("test", "start")
+	name := filepath.Join(h.dir, "stream-tcp-9000.conf")
+	os.Remove(name)
+	if err := syscall.Mkfifo(name, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	h.rec.markDirty("stream-tcp-9000.conf")
+	done := make(chan error, 1)
+	go func() { done <- h.rec.runPass(context.Background()) }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(5 * time.Second):
+		os.Remove(name)
+		t.Fatal("the pass blocked on the FIFO")
+	}
+	if fi, err := os.Lstat(name); err != nil || !fi.Mode().IsRegular() {
+		t.Fatalf("%s left as %v %v under alert", name, fi, err)
+	}
+}

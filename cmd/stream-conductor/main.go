@@ -232,7 +232,7 @@ func openState(cfg config, log zerolog.Logger) (*store.Store, error) {
 // the collector of nginx's session log (not yet running).
 func newNginx(cfg config, st *store.Store, log zerolog.Logger) (reconcile.Nginx, *traffic.Collector, error) {
 	if cfg.NginxMode != "managed" {
-		return &nginx.External{Bin: cfg.NginxBin}, nil, nil
+		return &nginx.External{Bin: cfg.NginxBin, Timeout: cfg.ApplyTimeout}, nil, nil
 	}
 	tc, err := listenTraffic(cfg.DataDir, cfg.NginxBin, createdAt(st), log)
 	if err != nil {
