@@ -84,6 +84,10 @@ func (f *fakeApplier) BindConflict(s stream.Spec) error {
 func (f *fakeApplier) Preview(s stream.Spec) (string, []byte, []byte, error) {
 	addrs := nginxconf.Addrs{}
 	for _, n := range nginxconf.Names(s) {
+		if strings.HasPrefix(n, "nx.") { // a name that does not resolve
+			name := nginxconf.FileName("stream-", s.ID())
+			return name, nil, f.onDisk[name], fmt.Errorf("%w: host not found in upstream %q", nginxconf.ErrNotRenderable, n)
+		}
 		addrs[n] = []netip.Addr{netip.MustParseAddr("192.0.2.1")}
 	}
 	name, body, err := nginxconf.Render(s, addrs, nginxconf.RenderOptions{Prefix: "stream-"})
@@ -461,5 +465,22 @@ func TestDeleteLeftInNginxIsNot204(t *testing.T) {
 	}
 	if rec, _ := do(t, srv, call{method: "DELETE", path: "/v1/streams/tcp/9002"}); rec.Code != 204 {
 		t.Fatalf("a clean DELETE: %d %s", rec.Code, rec.Body)
+	}
+}
+
+// A dry run of a spec that cannot be rendered now (a name that does not
+// resolve) is the 422 the write would get, not a 500; a delete's dry run
+// of such a stream renders nothing and answers.
+func TestDryRunOfAnUnrenderableSpec(t *testing.T) {
+	srv, st, _ := newTestServer(t)
+	rec, body := do(t, srv, call{method: "PUT", path: "/v1/streams/tcp/9001?dry_run=true", body: `{"backend":"nx.example:1"}`})
+	if code, _ := errorOf(body); rec.Code != 422 || code != CodeNginxRejected || !strings.Contains(rec.Body.String(), "nx.example") {
+		t.Fatalf("dry run of an unresolvable name: %d %s", rec.Code, rec.Body)
+	}
+	if _, _, err := st.Put(stream.Spec{Protocol: stream.TCP, Listen: 9002, Backends: []string{"nx.example:1"}}, store.Match{}); err != nil {
+		t.Fatal(err)
+	}
+	if rec, _ := do(t, srv, call{method: "DELETE", path: "/v1/streams/tcp/9002?dry_run=true"}); rec.Code != 200 {
+		t.Fatalf("delete dry run of an unrenderable stream: %d %s", rec.Code, rec.Body)
 	}
 }

@@ -1,9 +1,11 @@
 package httpapi
 
 import (
+	"errors"
 	"net/http"
 	"strings"
 
+	"github.com/streamconductor/stream-conductor/nginxconf"
 	"github.com/streamconductor/stream-conductor/stream"
 )
 
@@ -30,6 +32,9 @@ func (s *Server) dryRun(w http.ResponseWriter, sp stream.Spec) error {
 // answer of a create or a replace.
 func (s *Server) planPut(sp stream.Spec) (map[string]any, error) {
 	name, body, current, err := s.applier.Preview(sp)
+	if errors.Is(err, nginxconf.ErrNotRenderable) {
+		return nil, &Error{Status: http.StatusUnprocessableEntity, Code: CodeNginxRejected, Message: err.Error()}
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -56,7 +61,7 @@ func (s *Server) planPut(sp stream.Spec) (map[string]any, error) {
 // dry-run answer of a delete.
 func (s *Server) planDelete(cur stream.Spec) (map[string]any, error) {
 	name, _, current, err := s.applier.Preview(cur)
-	if err != nil {
+	if err != nil && !errors.Is(err, nginxconf.ErrNotRenderable) { // a delete renders nothing
 		return nil, err
 	}
 	return map[string]any{"dry_run": true, "change": "delete", "file": name, "config": "",

@@ -2,6 +2,7 @@ package nginxconf
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"net/netip"
 	"slices"
@@ -54,6 +55,10 @@ func ParseFileName(prefix, name string) (stream.ID, bool) {
 // Addrs holds the addresses each backend host name resolved to, keyed by
 // the host exactly as the canonical backend spells it.
 type Addrs map[string][]netip.Addr
+
+// ErrNotRenderable means a spec cannot be rendered now: a host name that
+// does not resolve, or an address a backend rule refuses.
+var ErrNotRenderable = errors.New("stream cannot be applied")
 
 // UnresolvedError is a backend host name with no address in Addrs.
 type UnresolvedError struct{ Host string }

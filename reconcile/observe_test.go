@@ -192,3 +192,38 @@ func TestFIFOIsReplacedEvenUnderAlert(t *testing.T) {
 		t.Fatalf("%s left as %v %v under alert", name, fi, err)
 	}
 }
+
+// A dry run never reads through a symlink named like our file (it would
+// show another file's contents in its diff) nor blocks on a FIFO: such a
+// file counts as no current file.
+func TestPreviewReadsRegularFilesOnly(t *testing.T) {
+	h := newHarness(t)
+	secret := filepath.Join(t.TempDir(), "secret")
+	if err := os.WriteFile(secret, []byte("root:x:0:0\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(secret, filepath.Join(h.dir, "stream-tcp-9001.conf")); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Mkfifo(filepath.Join(h.dir, "stream-tcp-9002.conf"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, port := range []int{9001, 9002} {
+		done := make(chan []byte, 1)
+		go func() {
+			_, _, current, err := h.rec.Preview(stream.Spec{Protocol: stream.TCP, Listen: port, Backends: []string{"10.0.0.1:80"}})
+			if err != nil {
+				t.Error(err)
+			}
+			done <- current
+		}()
+		select {
+		case current := <-done:
+			if current != nil {
+				t.Fatalf("port %d: the preview read %q", port, current)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatalf("port %d: the preview blocked", port)
+		}
+	}
+}

@@ -1,31 +1,39 @@
 package reconcile
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"io/fs"
-	"os"
 	"path/filepath"
 
+	"github.com/streamconductor/stream-conductor/internal/safefile"
+	"github.com/streamconductor/stream-conductor/nginxconf"
 	"github.com/streamconductor/stream-conductor/stream"
 )
 
 // ErrNotRenderable means a spec cannot be rendered: a host name that does
 // not resolve, or an address a backend rule refuses.
-var ErrNotRenderable = errors.New("stream cannot be applied")
+var ErrNotRenderable = nginxconf.ErrNotRenderable
 
 // Preview returns the file a spec would be written to, what would be
-// written, and what the file holds now (nil when there is none), changing
-// nothing: the API's dry runs.
+// written, and what the file holds now (nil when there is none, or when
+// it is not a regular file: a symlink is never followed, a FIFO never
+// opened for reading), changing nothing: the API's dry runs. When the
+// spec cannot be rendered, the error wraps ErrNotRenderable and current
+// is still returned.
 func (r *Reconciler) Preview(s stream.Spec) (name string, body, current []byte, err error) {
 	c := r.renderNow(s, r.resolver.Generation())
+	name = nginxconf.FileName(r.cfg.Render.Prefix, s.ID())
+	current, err = safefile.ReadRegular(filepath.Join(r.cfg.Dir, name))
+	switch {
+	case errors.Is(err, fs.ErrNotExist), err == nil && bytes.Equal(current, safefile.NotRegular):
+		current, err = nil, nil
+	case err != nil:
+		return name, nil, nil, err
+	}
 	if c.fail != "" {
-		return c.name, nil, nil, fmt.Errorf("%w: %s", ErrNotRenderable, c.fail)
+		return name, nil, current, fmt.Errorf("%w: %s", ErrNotRenderable, c.fail)
 	}
-	name, body = c.name, c.body
-	current, err = os.ReadFile(filepath.Join(r.cfg.Dir, name))
-	if errors.Is(err, fs.ErrNotExist) {
-		return name, body, nil, nil
-	}
-	return name, body, current, err
+	return name, c.body, current, nil
 }
