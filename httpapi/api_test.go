@@ -466,6 +466,14 @@ func TestDeleteLeftInNginxIsNot204(t *testing.T) {
 	if rec, _ := do(t, srv, call{method: "DELETE", path: "/v1/streams/tcp/9002"}); rec.Code != 204 {
 		t.Fatalf("a clean DELETE: %d %s", rec.Code, rec.Body)
 	}
+	// The original service's remove route says the same, in its shape.
+	if _, _, err := st.Put(stream.Spec{Protocol: stream.TCP, Listen: 9003, Backends: []string{"127.0.0.1:2000"}}, store.Match{}); err != nil {
+		t.Fatal(err)
+	}
+	ap.leftover = map[stream.ID]string{stream.MustParseID("tcp/9003"): "its file could not be removed"}
+	if rec, body := do(t, srv, call{method: "GET", path: "/removestream/9003"}); rec.Code != 503 || body["result"] != "error" {
+		t.Fatalf("seed remove with a leftover file: %d %s", rec.Code, rec.Body)
+	}
 }
 
 // A dry run of a spec that cannot be rendered now (a name that does not

@@ -134,8 +134,12 @@ func (s *Server) seedRemove(w http.ResponseWriter, r *http.Request) error {
 	}
 	noteChange(r, id.String(), &prev, nil)
 	if !noWait(r) {
-		if _, err := s.await(r, pending); err != nil {
+		left, err := s.await(r, pending)
+		if err != nil {
 			return err
+		}
+		if len(left) > 0 { // nginx still serves the port: not "ok"
+			return &Error{Status: http.StatusServiceUnavailable, Code: CodeNotApplied, Message: left[0].Reason}
 		}
 	}
 	writeJSON(w, http.StatusOK, seedResult{Result: "ok"})
