@@ -317,13 +317,14 @@ func (r *Reconciler) runPass(ctx context.Context) error {
 		// give it back now rather than carry it as resident memory.
 		debug.FreeOSMemory()
 	}
+	running := r.nginx.Running() // reads /proc: not under r.mu, which writes wait for
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.passStarted = time.Time{}
 	r.node.Unremovable = sortStrings(slices.Collect(maps.Keys(r.unremovable)))
 	r.node.Counters.Passes++
 	r.node.LastPass = time.Now()
-	r.node.NginxRunning = r.nginx.Running()
+	r.node.NginxRunning = running
 	r.node.Drifted = r.heldNames()
 	close(r.passDone)
 	r.passDone = make(chan struct{})
