@@ -178,3 +178,14 @@ func advance(ctx context.Context, cli *clientv3.Client, key string, target int64
 		}
 	}
 }
+
+// BackupSize is the size a backup taken now would have (0 when etcd
+// cannot be read): it reads the state and its audit log as Backup does.
+func (s *State) BackupSize() int64 {
+	var n int64
+	if err := s.Backup(io.Discard, func(i desired.BackupInfo) { n = i.Size }); err != nil {
+		s.log.Warn().Err(err).Msg("the size of a backup is not known")
+		return 0
+	}
+	return n
+}

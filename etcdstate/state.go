@@ -82,6 +82,7 @@ type State struct {
 	// waits until the watch delivered it.
 	written atomic.Uint64
 
+	changed   chan struct{} // Changes: one consumer, sends coalesce
 	stop      context.CancelFunc
 	watchDone chan struct{}
 
@@ -113,7 +114,7 @@ func Open(cli *clientv3.Client, prefix string, o Options) (*State, error) {
 	}
 	prefix = trimPrefix(prefix)
 	s := &State{cli: cli, prefix: prefix, marker: prefix + "/streams", timeout: o.Timeout, now: o.Now,
-		auditRetention: o.AuditRetention, updated: make(chan struct{}), watchDone: make(chan struct{}),
+		auditRetention: o.AuditRetention, updated: make(chan struct{}), changed: make(chan struct{}, 1), watchDone: make(chan struct{}),
 		log: lg.With().Str("component", "etcdstate").Str("prefix", prefix).Logger()}
 	ctx, cancel := s.ctx()
 	defer cancel()

@@ -203,3 +203,32 @@ func TestImportBeyondMaxTxnOps(t *testing.T) {
 		t.Fatalf("a refused import left %d streams", len(list))
 	}
 }
+
+// Changes (the reconciler's trigger) fires after another node's write;
+// BackupSize is the size of the backup taken now.
+func TestChangesAndBackupSize(t *testing.T) {
+	needEtcd(t)
+	prefix := newPrefix()
+	a := openState(t, sharedClient, prefix, Options{})
+	b := openState(t, newClient(t), prefix, Options{})
+	select {
+	case <-a.Changes():
+		t.Fatal("Changes fired before any write")
+	default:
+	}
+	if _, _, err := b.Put(spec(9000, "10.0.0.7:1"), desired.Match{}); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-a.Changes():
+	case <-time.After(10 * time.Second):
+		t.Fatal("Changes did not fire within 10s of another node's write")
+	}
+	var buf strings.Builder
+	if err := a.Backup(&buf, func(desired.BackupInfo) {}); err != nil {
+		t.Fatal(err)
+	}
+	if got := a.BackupSize(); got != int64(buf.Len()) || got == 0 {
+		t.Fatalf("BackupSize = %d, a backup has %d bytes", got, buf.Len())
+	}
+}

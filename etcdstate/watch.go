@@ -155,6 +155,7 @@ func (s *State) follow(ctx context.Context, from int64) (int64, error) {
 		close(s.updated)
 		s.updated = make(chan struct{})
 		s.mu.Unlock()
+		s.notify()
 		from = last + 1
 	}
 	return from, ctx.Err()
@@ -199,7 +200,20 @@ func (s *State) restart(ctx context.Context) (int64, error) {
 	close(s.updated)
 	s.updated = make(chan struct{})
 	s.mu.Unlock()
+	s.notify()
 	s.log.Warn().Uint64("revision", base).
 		Msg("etcd compacted past the watch: changes before the current revision are forgotten")
 	return resp.Header.Revision + 1, nil
+}
+
+// Changes delivers a value after the watch delivered changes, whichever
+// node made them (the reconciler's trigger). Sends never block and
+// coalesce: one receive may stand for many changes. It has one consumer.
+func (s *State) Changes() <-chan struct{} { return s.changed }
+
+func (s *State) notify() {
+	select {
+	case s.changed <- struct{}{}:
+	default:
+	}
 }
