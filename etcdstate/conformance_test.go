@@ -9,6 +9,7 @@ import (
 
 	"github.com/streamconductor/stream-conductor/desired"
 	"github.com/streamconductor/stream-conductor/desired/conformance"
+	"github.com/streamconductor/stream-conductor/internal/etcdtest"
 )
 
 // prefixes numbers the tests' key prefixes: each state is alone under its
@@ -32,12 +33,12 @@ func TestConformance(t *testing.T) {
 // fresh one's is below it, so the state comes back at the backup's
 // revision.
 func restoreOnFreshEtcd(t *testing.T, backup []byte) desired.State {
-	srv, err := startEtcd(t.TempDir())
+	srv, err := etcdtest.Start(t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(srv.stop)
-	cli, err := srv.client()
+	t.Cleanup(srv.Stop)
+	cli, err := srv.Client()
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -13,6 +13,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/streamconductor/stream-conductor/desired"
+	"github.com/streamconductor/stream-conductor/internal/etcdtest"
 	"github.com/streamconductor/stream-conductor/stream"
 )
 
@@ -157,7 +158,7 @@ func TestSinceBeforeOpenIsCompacted(t *testing.T) {
 // An etcd that cannot be reached is ErrUnavailable: at open and for Check.
 func TestUnreachableIsUnavailable(t *testing.T) {
 	needEtcd(t)
-	addr := freePort() // nothing listens there
+	addr := etcdtest.FreeAddr() // nothing listens there
 	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{"http://" + addr}, DialTimeout: time.Second, Logger: zap.NewNop()})
 	if err != nil {
 		t.Fatal(err)
@@ -180,12 +181,12 @@ func TestUnreachableIsUnavailable(t *testing.T) {
 // streams is refused whole, with an error that says which flag to raise.
 func TestImportBeyondMaxTxnOps(t *testing.T) {
 	needEtcd(t)
-	srv, err := startEtcd(t.TempDir(), "--max-txn-ops", "128")
+	srv, err := etcdtest.Start(t.TempDir(), "--max-txn-ops", "128")
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(srv.stop)
-	cli, err := srv.client()
+	t.Cleanup(srv.Stop)
+	cli, err := srv.Client()
 	if err != nil {
 		t.Fatal(err)
 	}
