@@ -31,7 +31,6 @@ import (
 	"github.com/streamconductor/stream-conductor/policy"
 	"github.com/streamconductor/stream-conductor/reconcile"
 	"github.com/streamconductor/stream-conductor/resolve"
-	"github.com/streamconductor/stream-conductor/store"
 	"github.com/streamconductor/stream-conductor/traffic"
 	"github.com/streamconductor/stream-conductor/writes"
 )
@@ -109,13 +108,9 @@ func run(ctx context.Context, cfg config, log zerolog.Logger) error {
 	if err != nil {
 		return err
 	}
-	dbPath := filepath.Join(cfg.DataDir, "state.db")
-	st, err := store.Open(dbPath, store.Options{AuditRetention: cfg.AuditRetention, AuditMaxBytes: cfg.AuditMaxBytes})
-	if errors.Is(err, store.ErrLocked) {
-		return fmt.Errorf("%s is in use by another stream-conductor; stop it or give this one another -data-dir", dbPath)
-	}
+	st, dbPath, err := openState(cfg, log)
 	if err != nil {
-		return fmt.Errorf("%w; if the file is damaged, move it aside and restore a backup into %s", err, dbPath)
+		return err
 	}
 	defer st.Close()
 	if err := ensureDir(cfg.StreamConfigPath); err != nil {
