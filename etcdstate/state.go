@@ -88,8 +88,9 @@ type State struct {
 
 	mu       sync.RWMutex
 	hist     history
-	updated  chan struct{} // closed when the watch delivers changes
-	lastList []stream.Spec // the last list read, served when etcd fails
+	local    map[stream.ID]stream.Spec // every stream, as the watch delivered it
+	updated  chan struct{}             // closed when the watch delivers changes
+	lastList []stream.Spec             // the last list read, served when etcd fails
 	lastRev  uint64
 }
 
@@ -118,19 +119,43 @@ func Open(cli *clientv3.Client, prefix string, o Options) (*State, error) {
 		log: lg.With().Str("component", "etcdstate").Str("prefix", prefix).Logger()}
 	ctx, cancel := s.ctx()
 	defer cancel()
-	resp, err := cli.Get(ctx, s.marker)
+	at, err := s.load(ctx)
 	if err != nil {
-		return nil, unavailable("open "+prefix, err)
+		return nil, fmt.Errorf("open %s: %w", prefix, err)
 	}
-	var base uint64
-	if len(resp.Kvs) == 1 {
-		base = uint64(resp.Kvs[0].ModRevision)
-	}
-	s.hist = history{base: base, through: uint64(resp.Header.Revision)}
 	wctx, stop := context.WithCancel(context.Background())
 	s.stop = stop
-	go s.watch(wctx, resp.Header.Revision+1)
+	go s.watch(wctx, at+1)
 	return s, nil
+}
+
+// load reads every stream into the local copy and starts the history at
+// the state's revision (nothing older is kept); it returns the etcd
+// revision read at, from which the watch goes on.
+func (s *State) load(ctx context.Context) (int64, error) {
+	list, rev, at, err := s.list(ctx)
+	if err != nil {
+		return 0, err
+	}
+	local := make(map[stream.ID]stream.Spec, len(list))
+	for _, sp := range list {
+		local[sp.ID()] = sp
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.hist = history{base: rev, through: uint64(at)}
+	s.local = local
+	return at, nil
+}
+
+// Local returns the stream with id as the watch last delivered it, without
+// asking etcd: for lookups that must not wait on the network (the traffic
+// log's), never for a write's precondition.
+func (s *State) Local(id stream.ID) (stream.Spec, bool) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	sp, ok := s.local[id]
+	return sp.Clone(), ok
 }
 
 // Close stops the watch. The client stays open.

@@ -84,11 +84,39 @@ func TestAnotherNodesWriteIsSeen(t *testing.T) {
 		changes[0].Spec == nil || changes[0].Spec.Backends[0] != "10.0.0.7:1" {
 		t.Fatalf("node A's changes since %d: %+v; want node B's write at %d", start, changes, stored.Revision)
 	}
+	if local, ok := a.Local(tcp(9000)); !ok || local.Revision != stored.Revision {
+		t.Fatalf("node A's local copy holds %+v, %v; want node B's write at %d", local, ok, stored.Revision)
+	}
+	updated = a.Updated()
 	if _, _, err := b.Delete(tcp(9000), desired.Match{Revision: stored.Revision}); err != nil {
 		t.Fatal(err)
 	}
 	if got, err := a.Get(tcp(9000)); !errors.Is(err, desired.ErrNotFound) {
 		t.Fatalf("node A reads %+v, %v after node B's delete; want ErrNotFound", got, err)
+	}
+	select {
+	case <-updated:
+	case <-time.After(10 * time.Second):
+		t.Fatal("node A's watchers were not woken within 10s by node B's delete")
+	}
+	if local, ok := a.Local(tcp(9000)); ok {
+		t.Fatalf("node A's local copy still holds %+v after node B's delete", local)
+	}
+}
+
+// A State opened on a prefix that holds streams has them in its local
+// copy at once.
+func TestLocalCopyLoadedAtOpen(t *testing.T) {
+	needEtcd(t)
+	prefix := newPrefix()
+	first := openState(t, sharedClient, prefix, Options{})
+	stored, _, err := first.Put(spec(9000, "10.0.0.1:1"), desired.Match{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	again := openState(t, newClient(t), prefix, Options{})
+	if local, ok := again.Local(tcp(9000)); !ok || local.Revision != stored.Revision || local.Backends[0] != "10.0.0.1:1" {
+		t.Fatalf("the local copy at open holds %+v, %v; want the stream at %d", local, ok, stored.Revision)
 	}
 }
 

@@ -152,6 +152,13 @@ func (s *State) follow(ctx context.Context, from int64) (int64, error) {
 		last := resp.Events[len(resp.Events)-1].Kv.ModRevision
 		s.mu.Lock()
 		s.hist.add(changes, uint64(last))
+		for _, c := range changes {
+			if c.Spec == nil {
+				delete(s.local, c.ID)
+			} else {
+				s.local[c.ID] = *c.Spec
+			}
+		}
 		close(s.updated)
 		s.updated = make(chan struct{})
 		s.mu.Unlock()
@@ -182,28 +189,24 @@ func (s *State) changes(events []*clientv3.Event) ([]desired.Change, error) {
 	return out, nil
 }
 
-// restart forgets the history and returns the revision to watch from: the
-// state's revision now becomes the oldest Since answers after.
+// restart reads the state again into the local copy and returns the
+// revision to watch from: the state's revision now becomes the oldest
+// Since answers after.
 func (s *State) restart(ctx context.Context) (int64, error) {
 	rctx, cancel := context.WithTimeout(ctx, s.timeout)
 	defer cancel()
-	resp, err := s.cli.Get(rctx, s.marker)
+	at, err := s.load(rctx)
 	if err != nil {
-		return 0, unavailable("watch again", err)
-	}
-	var base uint64
-	if len(resp.Kvs) == 1 {
-		base = uint64(resp.Kvs[0].ModRevision)
+		return 0, fmt.Errorf("watch again: %w", err)
 	}
 	s.mu.Lock()
-	s.hist = history{base: base, through: uint64(resp.Header.Revision)}
 	close(s.updated)
 	s.updated = make(chan struct{})
 	s.mu.Unlock()
 	s.notify()
-	s.log.Warn().Uint64("revision", base).
-		Msg("etcd compacted past the watch: changes before the current revision are forgotten")
-	return resp.Header.Revision + 1, nil
+	s.log.Warn().Int64("revision", at).
+		Msg("etcd compacted past the watch: the state was read again, changes before it are forgotten")
+	return at + 1, nil
 }
 
 // Changes delivers a value after the watch delivered changes, whichever

@@ -32,14 +32,19 @@ func startEtcd(t *testing.T) *etcdtest.Server {
 
 // With STATE_STORE=etcd the daemon keeps its streams in etcd: a PUT is
 // stored under ETCD_PREFIX with the key's modification revision as its
-// ETag and forwards bytes; a stream another node writes into etcd is
-// applied too, without a request to this daemon.
+// ETag and forwards bytes, which the traffic log counts; a stream another
+// node writes into etcd is applied too, without a request to this daemon.
 func TestEtcdStateStore(t *testing.T) {
 	srv := startEtcd(t)
 	d := startDaemon(t, 2, "STATE_STORE=etcd", "ETCD_ENDPOINTS="+srv.URL, "ETCD_PREFIX=/fleet", "NODE_NAME=edge-1")
 	a, b := startEcho(t, "a:"), startEcho(t, "b:")
 	d.mustPut("tcp", d.portMin, fmt.Sprintf(`{"backends":[%q]}`, a.addr()))
 	mustEcho(t, d.portMin, "a:")
+	eventually(t, "the session counted", 10*time.Second, func() bool {
+		_, m := d.api("GET", fmt.Sprintf("/v1/streams/tcp/%d", d.portMin), "")
+		tr, _ := m["traffic"].(map[string]any)
+		return tr != nil && tr["sessions"] == float64(1)
+	})
 
 	cli, err := srv.Client()
 	if err != nil {

@@ -125,7 +125,7 @@ func run(ctx context.Context, cfg config, log zerolog.Logger) error {
 	stateFile := filepath.Join(cfg.DataDir, "applied")
 	var tc *traffic.Collector
 	if cfg.NginxMode == "managed" {
-		if tc, err = listenTraffic(cfg.DataDir, cfg.NginxBin, createdAt(st), log); err != nil {
+		if tc, err = listenTraffic(cfg.DataDir, cfg.NginxBin, createdAt(localReads(st)), log); err != nil {
 			return err
 		}
 		defer tc.Close()

@@ -19,6 +19,7 @@ import (
 	"github.com/streamconductor/stream-conductor/desired"
 	"github.com/streamconductor/stream-conductor/etcdstate"
 	"github.com/streamconductor/stream-conductor/store"
+	"github.com/streamconductor/stream-conductor/stream"
 )
 
 // stateConfig says where the desired state lives: STATE_STORE and, for
@@ -170,4 +171,27 @@ func etcdTLS(sc stateConfig) (*tls.Config, error) {
 		c.Certificates = []tls.Certificate{pair}
 	}
 	return c, nil
+}
+
+// localGets answers Get from the etcd state's local copy.
+type localGets struct{ st *etcdstate.State }
+
+func (l localGets) Get(id stream.ID) (stream.Spec, error) {
+	sp, ok := l.st.Local(id)
+	if !ok {
+		return stream.Spec{}, desired.ErrNotFound
+	}
+	return sp, nil
+}
+
+// localReads is what lookups that must not wait on the network read
+// streams from (the traffic log's, one per connection): the bbolt store
+// itself, which reads from memory, or the etcd state's local copy.
+func localReads(st stateStore) interface {
+	Get(id stream.ID) (stream.Spec, error)
+} {
+	if e, ok := st.(etcdState); ok {
+		return localGets{e.State}
+	}
+	return st
 }
