@@ -135,7 +135,7 @@ func openEtcdState(cfg config, log zerolog.Logger) (stateStore, string, error) {
 	st, err := etcdstate.Open(cli, sc.Prefix, etcdstate.Options{AuditRetention: cfg.AuditRetention, Log: &lg})
 	if err != nil {
 		cli.Close()
-		return nil, "", fmt.Errorf("%w; check ETCD_ENDPOINTS and that the cluster has a leader", err)
+		return nil, "", fmt.Errorf("%w; check ETCD_ENDPOINTS, the credentials (ETCD_CACERT, ETCD_CERT, ETCD_KEY, ETCD_USERNAME) and that the cluster has a leader", err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()

@@ -5,6 +5,7 @@
 package etcdtest
 
 import (
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -31,6 +32,7 @@ type Server struct {
 	URL    string
 	exited chan struct{}
 	log    string
+	tls    *tls.Config // a client's, when etcd serves TLS
 }
 
 // Start starts etcd with its data under dir (and flags after the
@@ -39,13 +41,17 @@ type Server struct {
 // etcd binds them, so a start that loses them to another process is tried
 // again, up to three times.
 func Start(dir string, flags ...string) (*Server, error) {
+	return start(dir, nil, flags)
+}
+
+func start(dir string, tlsc *tls.Config, flags []string) (*Server, error) {
 	bin, err := exec.LookPath("etcd")
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrNoEtcd, err)
 	}
 	var last error
 	for attempt := range 3 {
-		srv, err := startOnce(bin, filepath.Join(dir, fmt.Sprint(attempt)), flags)
+		srv, err := startOnce(bin, filepath.Join(dir, fmt.Sprint(attempt)), tlsc, flags)
 		if err == nil {
 			return srv, nil
 		}
@@ -54,7 +60,7 @@ func Start(dir string, flags ...string) (*Server, error) {
 	return nil, last
 }
 
-func startOnce(bin, dir string, flags []string) (*Server, error) {
+func startOnce(bin, dir string, tlsc *tls.Config, flags []string) (*Server, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, err
 	}
@@ -63,6 +69,9 @@ func startOnce(bin, dir string, flags []string) (*Server, error) {
 		return nil, errors.New("no free loopback port")
 	}
 	clientURL, peerURL := "http://"+client, "http://"+peer
+	if tlsc != nil {
+		clientURL = "https://" + client
+	}
 	logPath := filepath.Join(dir, "etcd.log")
 	logf, err := os.Create(logPath)
 	if err != nil {
@@ -79,7 +88,7 @@ func startOnce(bin, dir string, flags []string) (*Server, error) {
 	if err := cmd.Start(); err != nil {
 		return nil, err
 	}
-	srv := &Server{cmd: cmd, URL: clientURL, exited: make(chan struct{}), log: logPath}
+	srv := &Server{cmd: cmd, URL: clientURL, exited: make(chan struct{}), log: logPath, tls: tlsc}
 	go func() { cmd.Wait(); close(srv.exited) }()
 	if err := srv.waitHealthy(20 * time.Second); err != nil {
 		srv.Stop()
@@ -104,7 +113,7 @@ func (s *Server) waitHealthy(within time.Duration) error {
 	deadline := time.After(within)
 	tick := time.NewTicker(20 * time.Millisecond)
 	defer tick.Stop()
-	hc := &http.Client{Timeout: time.Second}
+	hc := &http.Client{Timeout: time.Second, Transport: &http.Transport{TLSClientConfig: s.tls}}
 	for {
 		resp, err := hc.Get(s.URL + "/health")
 		if err == nil {
@@ -146,5 +155,5 @@ func (s *Server) tail() string {
 
 // Client is a new client of the server (another node's connection).
 func (s *Server) Client() (*clientv3.Client, error) {
-	return clientv3.New(clientv3.Config{Endpoints: []string{s.URL}, DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
+	return clientv3.New(clientv3.Config{Endpoints: []string{s.URL}, DialTimeout: 5 * time.Second, TLS: s.tls, Logger: zap.NewNop()})
 }
