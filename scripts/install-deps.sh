@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what stream-conductor needs to run and to test on a Debian-like
-# machine: nginx with the stream module. Does nothing when it is there.
+# machine: nginx with the stream module, and etcd (the server the fleet
+# mode's tests start). Does nothing when they are there.
 set -euo pipefail
 
 have_stream() {
@@ -24,20 +25,24 @@ if ! command -v go >/dev/null 2>&1; then
 	exit 1
 fi
 
-if have_stream; then
+pkgs=()
+have_stream || pkgs+=(nginx libnginx-mod-stream)
+command -v etcd >/dev/null 2>&1 || pkgs+=(etcd-server)
+if [ ${#pkgs[@]} -eq 0 ]; then
 	exit 0
 fi
 
 sudo=""
 if [ "$(id -u)" != 0 ]; then
-	command -v sudo >/dev/null 2>&1 || { echo "install-deps: nginx with the stream module is missing; run as root: apt-get install nginx libnginx-mod-stream" >&2; exit 1; }
+	command -v sudo >/dev/null 2>&1 || { echo "install-deps: missing; run as root: apt-get install ${pkgs[*]}" >&2; exit 1; }
 	sudo=sudo
 fi
 if ! command -v apt-get >/dev/null 2>&1; then
-	echo "install-deps: no apt-get here; install nginx with the stream module with your package manager" >&2
+	echo "install-deps: no apt-get here; install with your package manager: ${pkgs[*]} (nginx with the stream module, etcd)" >&2
 	exit 1
 fi
-echo "install-deps: installing nginx and libnginx-mod-stream with apt-get" >&2
+echo "install-deps: installing ${pkgs[*]} with apt-get" >&2
 $sudo apt-get update -qq
-DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends nginx libnginx-mod-stream >/dev/null
+DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${pkgs[@]}" >/dev/null
 have_stream || { echo "install-deps: nginx still lacks the stream module" >&2; exit 1; }
+command -v etcd >/dev/null 2>&1 || { echo "install-deps: etcd is still missing" >&2; exit 1; }

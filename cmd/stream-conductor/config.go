@@ -55,6 +55,8 @@ type config struct {
 	LogLevel              string
 	LogFormat             string
 	ShowVersion           bool
+	// State is where the desired state lives (STATE_STORE and ETCD_*).
+	State stateConfig
 }
 
 // setting is one flag with its environment variable and default.
@@ -92,6 +94,15 @@ var settings = []setting{
 	{"health-timeout", "HEALTH_TIMEOUT", "2s", "how long a backend probe may take"},
 	{"resolve-interval", "RESOLVE_INTERVAL", "30s", "how often backend host names are looked up again (1s-24h); a name that moved is followed, one that fails keeps its last good addresses"},
 	{"resolve-timeout", "RESOLVE_TIMEOUT", "2s", "how long one lookup of a backend host name may take (100ms-1m)"},
+	{"state-store", "STATE_STORE", "bbolt", "where the desired state lives: bbolt (a file in DATA_DIR, one node) or etcd (ETCD_ENDPOINTS, shared by a fleet)"},
+	{"etcd-endpoints", "ETCD_ENDPOINTS", "", "STATE_STORE=etcd: comma-separated client URLs of the etcd cluster, such as https://10.0.0.1:2379"},
+	{"etcd-prefix", "ETCD_PREFIX", "/stream-conductor", "STATE_STORE=etcd: the key prefix the fleet's state lives under"},
+	{"etcd-cacert", "ETCD_CACERT", "", "STATE_STORE=etcd: CA certificate (PEM) that signed the etcd servers' certificates"},
+	{"etcd-cert", "ETCD_CERT", "", "STATE_STORE=etcd: client certificate (PEM) for etcd's client-cert authentication, with ETCD_KEY"},
+	{"etcd-key", "ETCD_KEY", "", "STATE_STORE=etcd: the key of ETCD_CERT (PEM)"},
+	{"etcd-username", "ETCD_USERNAME", "", "STATE_STORE=etcd: etcd user, with ETCD_PASSWORD_FILE"},
+	{"etcd-password-file", "ETCD_PASSWORD_FILE", "", "STATE_STORE=etcd: file holding the etcd user's password"},
+	{"node-name", "NODE_NAME", "", "this node's name in a fleet (default: the host name)"},
 	{"log-level", "LOG_LEVEL", "info", "debug, info, warn or error"},
 	{"log-format", "LOG_FORMAT", "auto", "json, console, or auto (console on a terminal, json otherwise)"},
 }
@@ -240,7 +251,8 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 	default:
 		return c, fmt.Errorf("LOG_FORMAT must be json, console or auto, not %q", c.LogFormat)
 	}
-	return c, nil
+	c.State, err = parseStateConfig(v)
+	return c, err
 }
 
 // minTokenLength is the shortest token taken, as the token files require.

@@ -31,7 +31,6 @@ import (
 	"github.com/streamconductor/stream-conductor/policy"
 	"github.com/streamconductor/stream-conductor/reconcile"
 	"github.com/streamconductor/stream-conductor/resolve"
-	"github.com/streamconductor/stream-conductor/store"
 	"github.com/streamconductor/stream-conductor/traffic"
 	"github.com/streamconductor/stream-conductor/writes"
 )
@@ -205,23 +204,19 @@ func loadTokens(cfg config, log zerolog.Logger) (*httpapi.TokenSource, error) {
 	return tokens, nil
 }
 
-// openState opens state.db and refuses an empty state over stream files
-// of ours (see checkEmptyState).
-func openState(cfg config, log zerolog.Logger) (*store.Store, error) {
-	dbPath := filepath.Join(cfg.DataDir, "state.db")
-	st, err := store.Open(dbPath, store.Options{AuditRetention: cfg.AuditRetention, AuditMaxBytes: cfg.AuditMaxBytes})
-	if errors.Is(err, store.ErrLocked) {
-		return nil, fmt.Errorf("%s is in use by another stream-conductor; stop it or give this one another -data-dir", dbPath)
-	}
+// openState opens the desired state and refuses an empty one over stream
+// files of ours (see checkEmptyState).
+func openState(cfg config, log zerolog.Logger) (stateStore, error) {
+	st, where, err := openStore(cfg, log)
 	if err != nil {
-		return nil, fmt.Errorf("%w; if the file is damaged, move it aside and restore a backup into %s", err, dbPath)
+		return nil, err
 	}
 	if err := ensureDir(cfg.StreamConfigPath); err != nil {
 		st.Close()
 		return nil, err
 	}
 	specs, rev := st.List()
-	if err := checkEmptyState(len(specs), rev, cfg.StreamConfigPath, cfg.StreamPrefix, dbPath, cfg.AllowEmptyState, log); err != nil {
+	if err := checkEmptyState(len(specs), rev, cfg.StreamConfigPath, cfg.StreamPrefix, where, cfg.AllowEmptyState, log); err != nil {
 		st.Close()
 		return nil, err
 	}
@@ -230,11 +225,11 @@ func openState(cfg config, log zerolog.Logger) (*store.Store, error) {
 
 // newNginx returns the nginx driver of NGINX_MODE and, in managed mode,
 // the collector of nginx's session log (not yet running).
-func newNginx(cfg config, st *store.Store, log zerolog.Logger) (reconcile.Nginx, *traffic.Collector, error) {
+func newNginx(cfg config, st stateStore, log zerolog.Logger) (reconcile.Nginx, *traffic.Collector, error) {
 	if cfg.NginxMode != "managed" {
 		return &nginx.External{Bin: cfg.NginxBin, Timeout: cfg.ApplyTimeout}, nil, nil
 	}
-	tc, err := listenTraffic(cfg.DataDir, cfg.NginxBin, createdAt(st), log)
+	tc, err := listenTraffic(cfg.DataDir, cfg.NginxBin, createdAt(localReads(st)), log)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -261,7 +256,7 @@ func newNginx(cfg config, st *store.Store, log zerolog.Logger) (reconcile.Nginx,
 
 // newReconciler builds the reconciler; its metrics hooks read *mx, which
 // is set once the metrics exist (they need the reconciler).
-func newReconciler(cfg config, st *store.Store, ngx reconcile.Nginx, resolver *resolve.Resolver, backends *policy.Backends, mx **metrics.Metrics, log zerolog.Logger) *reconcile.Reconciler {
+func newReconciler(cfg config, st stateStore, ngx reconcile.Nginx, resolver *resolve.Resolver, backends *policy.Backends, mx **metrics.Metrics, log zerolog.Logger) *reconcile.Reconciler {
 	return reconcile.New(reconcile.Config{
 		Dir:            cfg.StreamConfigPath,
 		Render:         nginxconf.RenderOptions{Prefix: cfg.StreamPrefix, DefaultBind: cfg.StreamBindAddress},

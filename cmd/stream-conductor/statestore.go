@@ -1,0 +1,197 @@
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/rs/zerolog"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
+
+	"github.com/streamconductor/stream-conductor/desired"
+	"github.com/streamconductor/stream-conductor/etcdstate"
+	"github.com/streamconductor/stream-conductor/store"
+	"github.com/streamconductor/stream-conductor/stream"
+)
+
+// stateConfig says where the desired state lives: STATE_STORE and, for
+// etcd, the cluster, the key prefix and the credentials.
+type stateConfig struct {
+	Store        string // bbolt or etcd
+	Endpoints    []string
+	Prefix       string
+	CACert       string
+	Cert, Key    string
+	Username     string
+	PasswordFile string
+	NodeName     string
+}
+
+// parseStateConfig reads STATE_STORE, ETCD_* and NODE_NAME.
+func parseStateConfig(v func(string) string) (stateConfig, error) {
+	c := stateConfig{Store: v("state-store"), Prefix: v("etcd-prefix"), CACert: v("etcd-cacert"), Cert: v("etcd-cert"),
+		Key: v("etcd-key"), Username: v("etcd-username"), PasswordFile: v("etcd-password-file"), NodeName: v("node-name")}
+	if c.NodeName == "" {
+		c.NodeName, _ = os.Hostname()
+	}
+	switch c.Store {
+	case "bbolt":
+		return c, nil
+	case "etcd":
+	default:
+		return c, fmt.Errorf("STATE_STORE must be bbolt or etcd, not %q", c.Store)
+	}
+	for _, e := range strings.Split(v("etcd-endpoints"), ",") {
+		if e = strings.TrimSpace(e); e == "" {
+			continue
+		}
+		if u, err := url.Parse(e); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return c, fmt.Errorf("ETCD_ENDPOINTS must be http:// or https:// URLs such as https://10.0.0.1:2379, not %q", e)
+		}
+		c.Endpoints = append(c.Endpoints, e)
+	}
+	switch {
+	case len(c.Endpoints) == 0:
+		return c, errors.New("STATE_STORE=etcd needs ETCD_ENDPOINTS, the etcd cluster's client URLs")
+	case !strings.HasPrefix(c.Prefix, "/") || strings.TrimRight(c.Prefix, "/") == "":
+		return c, fmt.Errorf("ETCD_PREFIX must be a key prefix such as /stream-conductor, not %q", c.Prefix)
+	case (c.Cert == "") != (c.Key == ""):
+		return c, errors.New("give ETCD_CERT and ETCD_KEY together")
+	case (c.Username == "") != (c.PasswordFile == ""):
+		return c, errors.New("give ETCD_USERNAME and ETCD_PASSWORD_FILE together")
+	}
+	return c, nil
+}
+
+// stateStore is the desired state as the daemon wires it: the bbolt store
+// or the etcd state.
+type stateStore interface {
+	desired.State
+	Changes() <-chan struct{}
+	BackupSize() int64
+	Close() error
+}
+
+// openStore opens the desired state STATE_STORE names, and says where it
+// is for messages.
+func openStore(cfg config, log zerolog.Logger) (stateStore, string, error) {
+	if cfg.State.Store == "etcd" {
+		return openEtcdState(cfg, log)
+	}
+	dbPath := filepath.Join(cfg.DataDir, "state.db")
+	st, err := store.Open(dbPath, store.Options{AuditRetention: cfg.AuditRetention, AuditMaxBytes: cfg.AuditMaxBytes})
+	if errors.Is(err, store.ErrLocked) {
+		return nil, "", fmt.Errorf("%s is in use by another stream-conductor; stop it or give this one another -data-dir", dbPath)
+	}
+	if err != nil {
+		return nil, "", fmt.Errorf("%w; if the file is damaged, move it aside and restore a backup into %s", err, dbPath)
+	}
+	return st, dbPath, nil
+}
+
+// etcdState is the etcd state with the client it owns.
+type etcdState struct {
+	*etcdstate.State
+	cli *clientv3.Client
+}
+
+// Close stops the state, then its client.
+func (e etcdState) Close() error {
+	e.State.Close()
+	return e.cli.Close()
+}
+
+// openEtcdState connects to the cluster and opens the state under the
+// prefix; an unreachable cluster is an error (the daemon does not start).
+func openEtcdState(cfg config, log zerolog.Logger) (stateStore, string, error) {
+	sc := cfg.State
+	where := "etcd " + strings.Join(sc.Endpoints, ",") + " under " + sc.Prefix
+	ec := clientv3.Config{Endpoints: sc.Endpoints, DialTimeout: 5 * time.Second, Username: sc.Username, Logger: zap.NewNop()}
+	if sc.PasswordFile != "" {
+		b, err := os.ReadFile(sc.PasswordFile)
+		if err != nil {
+			return nil, "", fmt.Errorf("ETCD_PASSWORD_FILE: %w", err)
+		}
+		ec.Password = strings.TrimSpace(string(b))
+	}
+	tlsc, err := etcdTLS(sc)
+	if err != nil {
+		return nil, "", err
+	}
+	ec.TLS = tlsc
+	cli, err := clientv3.New(ec)
+	if err != nil {
+		return nil, "", fmt.Errorf("%s: %w", where, err)
+	}
+	lg := log.With().Str("node", sc.NodeName).Logger()
+	st, err := etcdstate.Open(cli, sc.Prefix, etcdstate.Options{AuditRetention: cfg.AuditRetention, Log: &lg})
+	if err != nil {
+		cli.Close()
+		return nil, "", fmt.Errorf("%w; check ETCD_ENDPOINTS, the credentials (ETCD_CACERT, ETCD_CERT, ETCD_KEY, ETCD_USERNAME) and that the cluster has a leader", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if resp, err := cli.Status(ctx, sc.Endpoints[0]); err == nil {
+		log.Info().Str("node", sc.NodeName).Str("etcd", where).Str("etcd_version", resp.Version).
+			Uint64("cluster_id", resp.Header.ClusterId).Msg("the desired state is in etcd")
+	}
+	return etcdState{State: st, cli: cli}, where, nil
+}
+
+// etcdTLS is the TLS configuration ETCD_CACERT, ETCD_CERT and ETCD_KEY
+// give (nil when none is set: plain http:// endpoints).
+func etcdTLS(sc stateConfig) (*tls.Config, error) {
+	if sc.CACert == "" && sc.Cert == "" {
+		return nil, nil
+	}
+	c := &tls.Config{MinVersion: tls.VersionTLS12}
+	if sc.CACert != "" {
+		pem, err := os.ReadFile(sc.CACert)
+		if err != nil {
+			return nil, fmt.Errorf("ETCD_CACERT: %w", err)
+		}
+		c.RootCAs = x509.NewCertPool()
+		if !c.RootCAs.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("ETCD_CACERT %s holds no PEM certificate", sc.CACert)
+		}
+	}
+	if sc.Cert != "" {
+		pair, err := tls.LoadX509KeyPair(sc.Cert, sc.Key)
+		if err != nil {
+			return nil, fmt.Errorf("ETCD_CERT/ETCD_KEY: %w", err)
+		}
+		c.Certificates = []tls.Certificate{pair}
+	}
+	return c, nil
+}
+
+// localGets answers Get from the etcd state's local copy.
+type localGets struct{ st *etcdstate.State }
+
+func (l localGets) Get(id stream.ID) (stream.Spec, error) {
+	sp, ok := l.st.Local(id)
+	if !ok {
+		return stream.Spec{}, desired.ErrNotFound
+	}
+	return sp, nil
+}
+
+// localReads is what lookups that must not wait on the network read
+// streams from (the traffic log's, one per connection): the bbolt store
+// itself, which reads from memory, or the etcd state's local copy.
+func localReads(st stateStore) interface {
+	Get(id stream.ID) (stream.Spec, error)
+} {
+	if e, ok := st.(etcdState); ok {
+		return localGets{e.State}
+	}
+	return st
+}

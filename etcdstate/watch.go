@@ -1,0 +1,222 @@
+package etcdstate
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/streamconductor/stream-conductor/desired"
+)
+
+// historySize is how many changes are kept in memory for Since; a
+// consumer that falls further behind lists the whole state again.
+const historySize = 10000
+
+// history is the changes the watch delivered, oldest first. Changes up to
+// base are not kept: at open, base is the state's revision then.
+type history struct {
+	base    uint64
+	through uint64 // the etcd revision the watch delivered through
+	changes []desired.Change
+}
+
+// add records changes delivered through revision rev.
+func (h *history) add(changes []desired.Change, rev uint64) {
+	h.changes = append(h.changes, changes...)
+	h.through = max(h.through, rev)
+	if len(h.changes) < 2*historySize {
+		return
+	}
+	drop := len(h.changes) - historySize
+	h.base = max(h.base, h.changes[drop-1].Revision)
+	h.changes = append([]desired.Change(nil), h.changes[drop:]...)
+}
+
+// since returns the changes after revision after, or ErrCompacted.
+func (h *history) since(after uint64) ([]desired.Change, error) {
+	if after < h.base {
+		return nil, desired.ErrCompacted
+	}
+	i := len(h.changes)
+	for i > 0 && h.changes[i-1].Revision > after {
+		i--
+	}
+	return append([]desired.Change(nil), h.changes[i:]...), nil
+}
+
+// Since returns the changes after revision after, as the watch delivered
+// them, or ErrCompacted when they are older than the state's opening or
+// than the last historySize changes. It first waits (up to the request
+// timeout) until the watch delivered this State's own writes, so a
+// change written here is in the answer once its write returned.
+func (s *State) Since(after uint64) ([]desired.Change, error) {
+	if err := s.caughtUp(); err != nil {
+		return nil, err
+	}
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.hist.since(after)
+}
+
+// caughtUp waits until the watch delivered the revision of this State's
+// last write.
+func (s *State) caughtUp() error {
+	want := s.written.Load()
+	var deadline <-chan time.Time
+	for {
+		s.mu.RLock()
+		through, updated := s.hist.through, s.updated
+		s.mu.RUnlock()
+		if through >= want {
+			return nil
+		}
+		if deadline == nil {
+			t := time.NewTimer(s.timeout)
+			defer t.Stop()
+			deadline = t.C
+		}
+		select {
+		case <-updated:
+		case <-deadline:
+			return fmt.Errorf("changes: the etcd watch has not delivered revision %d within %s (it is at %d): %w",
+				want, s.timeout, through, desired.ErrUnavailable)
+		}
+	}
+}
+
+// Updated returns a channel closed when the watch next delivers changes.
+// Take it before calling Since, and no change is missed. It first waits
+// (up to the request timeout) until the watch delivered this State's own
+// writes, so that the channel is not closed by a write that returned
+// before it was taken.
+func (s *State) Updated() <-chan struct{} {
+	if err := s.caughtUp(); err != nil {
+		s.log.Warn().Err(err).Msg("the watch lags behind this node's writes")
+	}
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.updated
+}
+
+// watch follows the state's keys from revision from until ctx ends. When
+// etcd compacted past the revision it needs, it starts again from the
+// current one and forgets the history before it (Since says so).
+func (s *State) watch(ctx context.Context, from int64) {
+	defer close(s.watchDone)
+	for backoff := 50 * time.Millisecond; ctx.Err() == nil; backoff = min(2*backoff, 5*time.Second) {
+		next, err := s.follow(ctx, from)
+		if next > from {
+			from, backoff = next, 50*time.Millisecond
+		}
+		if ctx.Err() != nil {
+			return
+		}
+		if errors.Is(err, errCompactedWatch) {
+			if from, err = s.restart(ctx); err == nil {
+				continue
+			}
+		}
+		s.log.Warn().Err(err).Int64("from", from).Dur("retry_in", backoff).
+			Msg("the etcd watch of the desired state ended; watching again")
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(backoff):
+		}
+	}
+}
+
+var errCompactedWatch = fmt.Errorf("etcd compacted the revisions the watch needs: %w", desired.ErrCompacted)
+
+// follow delivers the watch's events from revision from until it ends, and
+// returns the revision to resume from.
+func (s *State) follow(ctx context.Context, from int64) (int64, error) {
+	wctx := clientv3.WithRequireLeader(ctx)
+	for resp := range s.cli.Watch(wctx, s.marker, clientv3.WithPrefix(), clientv3.WithRev(from)) {
+		if resp.CompactRevision != 0 {
+			return from, errCompactedWatch
+		}
+		if err := resp.Err(); err != nil {
+			return from, err
+		}
+		if len(resp.Events) == 0 {
+			continue
+		}
+		changes, err := s.changes(resp.Events)
+		if err != nil {
+			return from, err
+		}
+		last := resp.Events[len(resp.Events)-1].Kv.ModRevision
+		s.mu.Lock()
+		s.hist.add(changes, uint64(last))
+		for _, c := range changes {
+			if c.Spec == nil {
+				delete(s.local, c.ID)
+			} else {
+				s.local[c.ID] = *c.Spec
+			}
+		}
+		close(s.updated)
+		s.updated = make(chan struct{})
+		s.mu.Unlock()
+		s.notify()
+		from = last + 1
+	}
+	return from, ctx.Err()
+}
+
+// changes are the stream changes of events (the marker's are left out).
+func (s *State) changes(events []*clientv3.Event) ([]desired.Change, error) {
+	out := make([]desired.Change, 0, len(events))
+	for _, ev := range events {
+		id, ok := s.idOf(ev.Kv.Key)
+		if !ok {
+			continue
+		}
+		c := desired.Change{Revision: uint64(ev.Kv.ModRevision), ID: id}
+		if ev.Type == clientv3.EventTypePut {
+			sp, err := decode(ev.Kv.Key, ev.Kv.Value, ev.Kv.ModRevision)
+			if err != nil {
+				return nil, err
+			}
+			c.Spec = &sp
+		}
+		out = append(out, c)
+	}
+	return out, nil
+}
+
+// restart reads the state again into the local copy and returns the
+// revision to watch from: the state's revision now becomes the oldest
+// Since answers after.
+func (s *State) restart(ctx context.Context) (int64, error) {
+	rctx, cancel := context.WithTimeout(ctx, s.timeout)
+	defer cancel()
+	at, err := s.load(rctx)
+	if err != nil {
+		return 0, fmt.Errorf("watch again: %w", err)
+	}
+	s.mu.Lock()
+	close(s.updated)
+	s.updated = make(chan struct{})
+	s.mu.Unlock()
+	s.notify()
+	s.log.Warn().Int64("revision", at).
+		Msg("etcd compacted past the watch: the state was read again, changes before it are forgotten")
+	return at + 1, nil
+}
+
+// Changes delivers a value after the watch delivered changes, whichever
+// node made them (the reconciler's trigger). Sends never block and
+// coalesce: one receive may stand for many changes. It has one consumer.
+func (s *State) Changes() <-chan struct{} { return s.changed }
+
+func (s *State) notify() {
+	select {
+	case s.changed <- struct{}{}:
+	default:
+	}
+}

@@ -1,0 +1,227 @@
+package etcdstate
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/streamconductor/stream-conductor/desired"
+	"github.com/streamconductor/stream-conductor/stream"
+)
+
+// stamp is sp as stored over cur (nil: a create): its times set, its
+// revision left to etcd.
+func (s *State) stamp(sp stream.Spec, cur *stream.Spec) stream.Spec {
+	sp = sp.Clone()
+	now := s.now().UTC()
+	sp.Revision, sp.UpdatedAt, sp.CreatedAt = 0, now, now
+	if cur != nil {
+		sp.CreatedAt = cur.CreatedAt
+	}
+	return sp
+}
+
+// putOp is the operation that stores sp.
+func (s *State) putOp(sp stream.Spec) (clientv3.Op, error) {
+	v, err := json.Marshal(sp)
+	if err != nil {
+		return clientv3.Op{}, err
+	}
+	return clientv3.OpPut(s.key(sp.ID()), string(v)), nil
+}
+
+// commit runs ops and the marker's rewrite if cmps hold, and returns
+// whether they held and the revision of the write.
+func (s *State) commit(ctx context.Context, cmps []clientv3.Cmp, ops ...clientv3.Op) (bool, int64, error) {
+	ops = append(ops, clientv3.OpPut(s.marker, ""))
+	resp, err := s.cli.Txn(ctx).If(cmps...).Then(ops...).Commit()
+	switch {
+	case errors.Is(err, rpctypes.ErrTooManyOps):
+		return false, 0, fmt.Errorf("a transaction of %d operations: raise etcd's --max-txn-ops: %w", len(ops), err)
+	case err != nil:
+		return false, 0, unavailable("write", err)
+	case !resp.Succeeded:
+		return false, 0, nil
+	}
+	s.wrote(resp.Header.Revision)
+	return true, resp.Header.Revision, nil
+}
+
+// Put creates or replaces sp if m holds: it reads the stream, checks m,
+// and writes if the key was not modified since (else reads again).
+func (s *State) Put(sp stream.Spec, m desired.Match) (stream.Spec, *stream.Spec, error) {
+	id := sp.ID()
+	ctx, cancel := s.ctx()
+	defer cancel()
+	for range maxAttempts {
+		cur, modRev, err := s.get(ctx, id)
+		if err != nil {
+			return stream.Spec{}, nil, fmt.Errorf("put %s: %w", id, err)
+		}
+		if err := m.Check(cur); err != nil {
+			return stream.Spec{}, nil, fmt.Errorf("put %s: %w", id, err)
+		}
+		stored := s.stamp(sp, cur)
+		op, err := s.putOp(stored)
+		if err != nil {
+			return stream.Spec{}, nil, fmt.Errorf("put %s: %w", id, err)
+		}
+		ok, rev, err := s.commit(ctx, []clientv3.Cmp{clientv3.Compare(clientv3.ModRevision(s.key(id)), "=", modRev)}, op)
+		if err != nil {
+			return stream.Spec{}, nil, fmt.Errorf("put %s: %w", id, err)
+		}
+		if ok {
+			stored.Revision = uint64(rev)
+			return stored, cur, nil
+		}
+	}
+	return stream.Spec{}, nil, fmt.Errorf("put %s: %w", id, errContention)
+}
+
+// Delete removes the stream with id if m holds, and returns it with the
+// revision of the delete.
+func (s *State) Delete(id stream.ID, m desired.Match) (stream.Spec, uint64, error) {
+	ctx, cancel := s.ctx()
+	defer cancel()
+	for range maxAttempts {
+		cur, modRev, err := s.get(ctx, id)
+		if err != nil {
+			return stream.Spec{}, 0, fmt.Errorf("delete %s: %w", id, err)
+		}
+		if cur == nil {
+			return stream.Spec{}, 0, fmt.Errorf("delete %s: %w", id, desired.ErrNotFound)
+		}
+		if err := m.Check(cur); err != nil {
+			return stream.Spec{}, 0, fmt.Errorf("delete %s: %w", id, err)
+		}
+		ok, rev, err := s.commit(ctx, []clientv3.Cmp{clientv3.Compare(clientv3.ModRevision(s.key(id)), "=", modRev)},
+			clientv3.OpDelete(s.key(id)))
+		if err != nil {
+			return stream.Spec{}, 0, fmt.Errorf("delete %s: %w", id, err)
+		}
+		if ok {
+			return *cur, uint64(rev), nil
+		}
+	}
+	return stream.Spec{}, 0, fmt.Errorf("delete %s: %w", id, errContention)
+}
+
+// Allocate stores sp on the first port in [lo, hi] that has no stream of
+// sp's protocol and that busy (if not nil) does not report: it reads the
+// ports taken, then tries the others in order, each with a transaction
+// that creates the key only if it does not exist, so that two nodes never
+// get the same port.
+func (s *State) Allocate(sp stream.Spec, lo, hi int, busy func(port int) bool) (stream.Spec, error) {
+	ctx, cancel := s.ctx()
+	defer cancel()
+	taken, err := s.taken(ctx, sp.Protocol)
+	if err != nil {
+		return stream.Spec{}, fmt.Errorf("allocate %s port in %d-%d: %w", sp.Protocol, lo, hi, err)
+	}
+	for port := lo; port <= hi; port++ {
+		if taken[port] || (busy != nil && busy(port)) {
+			continue
+		}
+		sp.Listen = port
+		stored := s.stamp(sp, nil)
+		op, err := s.putOp(stored)
+		if err != nil {
+			return stream.Spec{}, fmt.Errorf("allocate %s: %w", sp.ID(), err)
+		}
+		ok, rev, err := s.commit(ctx, []clientv3.Cmp{clientv3.Compare(clientv3.CreateRevision(s.key(sp.ID())), "=", 0)}, op)
+		if err != nil {
+			return stream.Spec{}, fmt.Errorf("allocate %s: %w", sp.ID(), err)
+		}
+		if ok {
+			stored.Revision = uint64(rev)
+			return stored, nil
+		}
+	}
+	return stream.Spec{}, fmt.Errorf("allocate %s port in %d-%d: %w", sp.Protocol, lo, hi, desired.ErrNoFreePort)
+}
+
+// taken is the set of ports that have a stream of protocol p.
+func (s *State) taken(ctx context.Context, p stream.Protocol) (map[int]bool, error) {
+	resp, err := s.cli.Get(ctx, s.marker+"/"+string(p)+"/", clientv3.WithPrefix(), clientv3.WithKeysOnly())
+	if err != nil {
+		return nil, unavailable("read the ports taken", err)
+	}
+	taken := make(map[int]bool, len(resp.Kvs))
+	for _, kv := range resp.Kvs {
+		if id, ok := s.idOf(kv.Key); ok {
+			taken[id.Port] = true
+		}
+	}
+	return taken, nil
+}
+
+// Import creates or replaces every spec and, with prune, deletes the
+// streams specs does not name, in one transaction that holds only if no
+// write came between the read it was planned from and itself. Specs equal
+// to what is stored are not written; an import that changes nothing takes
+// no revision.
+func (s *State) Import(specs []stream.Spec, prune bool) (desired.ImportResult, error) {
+	byID := make(map[stream.ID]stream.Spec, len(specs))
+	for _, sp := range specs {
+		if _, dup := byID[sp.ID()]; dup {
+			return desired.ImportResult{}, fmt.Errorf("import: %s: %w", sp.ID(), desired.ErrDuplicate)
+		}
+		byID[sp.ID()] = sp
+	}
+	ctx, cancel := s.ctx()
+	defer cancel()
+	for range maxAttempts {
+		res, ok, err := s.importOnce(ctx, byID, specs, prune)
+		if err != nil {
+			return desired.ImportResult{}, fmt.Errorf("import: %w", err)
+		}
+		if ok {
+			return res, nil
+		}
+	}
+	return desired.ImportResult{}, fmt.Errorf("import: %w", errContention)
+}
+
+// importOnce plans the import from one list and commits it if the state
+// is still at the list's revision.
+func (s *State) importOnce(ctx context.Context, byID map[stream.ID]stream.Spec, specs []stream.Spec, prune bool) (desired.ImportResult, bool, error) {
+	list, rev, _, err := s.list(ctx)
+	if err != nil {
+		return desired.ImportResult{}, false, err
+	}
+	cur := make(map[stream.ID]stream.Spec, len(list))
+	for _, sp := range list {
+		cur[sp.ID()] = sp
+	}
+	res := desired.PlanImport(cur, specs, prune)
+	if len(res.Create)+len(res.Update)+len(res.Delete) == 0 {
+		res.Revision = rev
+		return res, true, nil
+	}
+	var ops []clientv3.Op
+	for _, id := range slices.Concat(res.Create, res.Update) {
+		var old *stream.Spec
+		if c, ok := cur[id]; ok {
+			old = &c
+		}
+		op, err := s.putOp(s.stamp(byID[id], old))
+		if err != nil {
+			return desired.ImportResult{}, false, err
+		}
+		ops = append(ops, op)
+	}
+	for _, id := range res.Delete {
+		ops = append(ops, clientv3.OpDelete(s.key(id)))
+	}
+	ok, newRev, err := s.commit(ctx, []clientv3.Cmp{clientv3.Compare(clientv3.ModRevision(s.marker), "=", int64(rev))}, ops...)
+	if err != nil || !ok {
+		return desired.ImportResult{}, false, err
+	}
+	res.Revision = uint64(newRev)
+	return res, true, nil
+}
