@@ -6,7 +6,7 @@ LDFLAGS := -s -w -X main.version=$(VERSION)
 
 FUZZTIME ?= 30s
 
-.PHONY: run test deps build lint unit integration fuzz bench clean
+.PHONY: run test deps deps-test build lint unit integration fuzz bench clean
 
 ## run: install what is missing, build, and start the daemon with its defaults
 run: deps build
@@ -14,7 +14,7 @@ run: deps build
 
 ## test: gofmt check, go vet, every test (unit and integration) with -race,
 ## and every Go benchmark once, so that none rots
-test: deps lint
+test: deps-test lint
 	$(GO) test -race -count=1 ./...
 	$(GO) test -run XXX -bench . -benchtime 1x ./...
 
@@ -24,6 +24,9 @@ bench:
 
 deps:
 	@./scripts/install-deps.sh
+
+deps-test:
+	@./scripts/install-deps.sh test
 
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/stream-conductor
