@@ -294,8 +294,14 @@ func TestMissingNginxBinaryThenInstalled(t *testing.T) {
 	bin := filepath.Join(t.TempDir(), "nginx")
 	d := newDaemon(t, 2, "NGINX_BIN="+bin, "APPLY_TIMEOUT=1s")
 	d.startUnready()
-	code, m := d.api("GET", "/readyz", "")
-	if code != 503 || !strings.Contains(fmt.Sprint(m["reasons"]), bin) {
+	// The API answers before the first pass has failed: wait for its word.
+	var code int
+	var m map[string]any
+	eventually(t, "/readyz naming the missing binary", 10*time.Second, func() bool {
+		code, m = d.api("GET", "/readyz", "")
+		return code != 200 && strings.Contains(fmt.Sprint(m["reasons"]), bin)
+	})
+	if code != 503 {
 		t.Fatalf("/readyz without nginx: %d %v", code, m)
 	}
 	be := startEcho(t, "A:")
