@@ -2,6 +2,7 @@ package store
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"slices"
 
@@ -44,6 +45,9 @@ func (s *Store) Import(specs []stream.Spec, prune bool) (ImportResult, error) {
 		}
 		res = desired.PlanImport(cur, specs, prune)
 		importRev = rev
+		if len(res.Create)+len(res.Update)+len(res.Delete) == 0 {
+			return errNothingToImport // takes no revision, wakes nobody
+		}
 		clear(stored)
 		for _, id := range slices.Concat(res.Create, res.Update) {
 			cur, err := get(tx, id)
@@ -72,9 +76,16 @@ func (s *Store) Import(specs []stream.Spec, prune bool) (ImportResult, error) {
 			s.history.add(desired.Change{Revision: importRev, ID: id})
 		}
 	})
+	if errors.Is(err, errNothingToImport) {
+		res.Revision = s.Revision()
+		return res, nil
+	}
 	if err != nil {
 		return ImportResult{}, fmt.Errorf("import: %w", err)
 	}
-	res.Revision = s.Revision()
+	res.Revision = importRev
 	return res, nil
 }
+
+// errNothingToImport ends an import whose plan changes nothing.
+var errNothingToImport = errors.New("nothing to import")

@@ -380,3 +380,19 @@ func TestImportIsAllOrNothingAndPrunes(t *testing.T) {
 		t.Fatal("an unchanged stream was rewritten")
 	}
 }
+
+// An import that changes nothing takes no revision (nothing to apply, no
+// pass to wake); one that changes something reports its own revision.
+func TestImportOfNothingTakesNoRevision(t *testing.T) {
+	s, _ := openTest(t)
+	specs := []stream.Spec{spec(stream.TCP, 9000, "a:1"), spec(stream.TCP, 9001, "b:1")}
+	res, err := s.Import(specs, false)
+	if err != nil || res.Revision != s.Revision() || len(res.Create) != 2 {
+		t.Fatalf("first import: %+v, %v (revision now %d)", res, err, s.Revision())
+	}
+	before := s.Revision()
+	res, err = s.Import(specs, false)
+	if err != nil || len(res.Unchanged) != 2 || res.Revision != before || s.Revision() != before {
+		t.Fatalf("import of the same: %+v, %v; revision %d -> %d", res, err, before, s.Revision())
+	}
+}

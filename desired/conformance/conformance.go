@@ -49,6 +49,7 @@ func Run(t *testing.T, impl Impl) {
 		{"WatcherSeesEveryChange", watcherSeesEveryChange},
 		{"ImportAllOrNothing", importAllOrNothing},
 		{"ImportNeverSeenHalfDone", importNeverHalfDone},
+		{"ImportOfNothingTakesNoRevision", importOfNothing},
 		{"ListIsOneRevision", listIsOneRevision},
 		{"AuditNewestFirstAndNotDesiredState", auditNewestFirst},
 		{"AuditPagesWithACursor", auditPages},

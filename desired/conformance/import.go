@@ -71,3 +71,28 @@ func importNeverHalfDone(t *testing.T, st desired.State) {
 		t.Fatalf("%d streams after the import, want %d", len(l), n)
 	}
 }
+
+// importOfNothing: an import that changes nothing takes no revision and
+// lists no change; one that changes something reports the revision of its
+// changes.
+func importOfNothing(t *testing.T, st desired.State) {
+	specs := []stream.Spec{spec(9000, "10.0.0.1:1"), spec(9001, "10.0.0.2:1")}
+	res, err := st.Import(specs, false)
+	if err != nil {
+		t.Fatalf("import: %v", err)
+	}
+	_, rev := st.List()
+	if res.Revision != rev {
+		t.Fatalf("the import reports revision %d, the list says %d", res.Revision, rev)
+	}
+	res, err = st.Import(specs, false)
+	if err != nil || len(res.Unchanged) != 2 {
+		t.Fatalf("import of the same: %+v, %v", res, err)
+	}
+	if _, after := st.List(); after != rev || res.Revision != rev {
+		t.Fatalf("an import that changed nothing moved the revision %d -> %d (reported %d)", rev, after, res.Revision)
+	}
+	if changes, err := st.Since(rev); err != nil || len(changes) != 0 {
+		t.Fatalf("an import that changed nothing left changes %+v, %v", changes, err)
+	}
+}
