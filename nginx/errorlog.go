@@ -48,10 +48,14 @@ func (m *Managed) Signalled() bool {
 		return true
 	}
 	m.logMark = logMark{ino: ino, off: fi.Size()}
-	if pid := m.PID(); pid != 0 && ino != prev.ino && !procfs.HoldsInode(pid, ino) {
+	// Checked again at every tick until the master holds the file: a
+	// reopen it ignored (a lost signal, a rotation racing it) is asked
+	// for again.
+	if pid := m.PID(); pid != 0 && (ino != prev.ino || m.reopenAsked) && !procfs.HoldsInode(pid, ino) {
 		m.reopenLog()
 		return true
 	}
+	m.reopenAsked = false
 	grew := fi.Size() - prev.off
 	if ino != prev.ino || grew < 0 || grew > 1<<20 {
 		return true
@@ -70,7 +74,10 @@ func (m *Managed) Signalled() bool {
 func (m *Managed) reopenLog() {
 	if pid := m.PID(); pid != 0 {
 		if err := syscall.Kill(pid, syscall.SIGUSR1); err == nil {
-			m.cfg.Log.Warn().Str("file", m.errorLog).Msg("nginx error log removed or rotated; nginx told to reopen it")
+			if !m.reopenAsked {
+				m.cfg.Log.Warn().Str("file", m.errorLog).Msg("nginx error log removed or rotated; nginx told to reopen it")
+			}
+			m.reopenAsked = true
 		}
 	}
 }

@@ -52,6 +52,9 @@ type Managed struct {
 	mainRepaired bool
 	// logMark is how far Signalled read the error log.
 	logMark logMark
+	// reopenAsked: the master was told to reopen its logs and has not
+	// been seen holding the file at the path since.
+	reopenAsked bool
 }
 
 // NewManaged places managed mode's files under cfg.Dir. It runs nothing:
