@@ -2,6 +2,7 @@ package store
 
 import (
 	"errors"
+	"fmt"
 
 	bolt "go.etcd.io/bbolt"
 )
@@ -77,6 +78,7 @@ func (s *Store) commit(batch []*op) {
 		return
 	}
 	results := make([]error, len(batch))
+	done := make([]bool, len(batch)) // the op wrote its part
 	var rev uint64
 	ok, changed := 0, 0
 	err := s.db.Update(func(tx *bolt.Tx) error {
@@ -86,6 +88,7 @@ func (s *Store) commit(batch []*op) {
 			if results[i] = o.fn(tx, rev+1); results[i] != nil {
 				continue
 			}
+			done[i] = true
 			ok++
 			if !o.sideline {
 				rev++
@@ -106,17 +109,29 @@ func (s *Store) commit(batch []*op) {
 		}
 		return
 	}
-	if err == nil {
-		err = s.Check()
-	}
 	if err != nil {
 		failAll(batch, err)
 		return
 	}
+	// Committed, but the file may have gone from the path meanwhile: the
+	// writes are in the file the daemon has open (and so in GET
+	// /v1/backup), so memory follows them; the clients are told the file
+	// is detached, not that nothing was stored.
+	if afterCommit != nil {
+		afterCommit()
+	}
+	detached := s.Check()
+	if detached != nil {
+		for i := range results {
+			if results[i] == nil {
+				results[i] = fmt.Errorf("%w (this write is in the detached file, and so in GET /v1/backup)", detached)
+			}
+		}
+	}
 	if changed > 0 {
 		s.mu.Lock()
 		for i, o := range batch {
-			if results[i] == nil && o.apply != nil {
+			if done[i] && o.apply != nil {
 				o.apply()
 			}
 		}
@@ -134,6 +149,10 @@ func (s *Store) commit(batch []*op) {
 		o.done <- results[i]
 	}
 }
+
+// afterCommit, set only by tests, runs between a commit and the check
+// that its file is still at the path.
+var afterCommit func()
 
 func failAll(batch []*op, err error) {
 	for _, o := range batch {

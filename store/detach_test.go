@@ -1,6 +1,7 @@
 package store
 
 import (
+	"bytes"
 	"errors"
 	"os"
 	"path/filepath"
@@ -76,5 +77,31 @@ func TestDetachedStaysDetached(t *testing.T) {
 	os.Rename(path+".moved", path)
 	if _, _, err := s.Put(spec(stream.TCP, 9000, "10.0.0.1:1"), Match{}); !errors.Is(err, ErrDetached) {
 		t.Fatalf("put after the file came back: %v", err)
+	}
+}
+
+// A write that commits in the moment the file leaves the path is in the
+// file the store has open (and so in its backup): it is told so, and the
+// store's memory holds it, as the file does.
+func TestWriteCommittedAsTheFileGoesIsKeptInMemory(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "state.db")
+	s, err := Open(path, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	afterCommit = func() { os.Remove(path) }
+	defer func() { afterCommit = nil }()
+	_, _, err = s.Put(spec(stream.TCP, 9000, "10.0.0.1:1"), Match{})
+	afterCommit = nil
+	if !errors.Is(err, ErrDetached) || !strings.Contains(err.Error(), "in the detached file") {
+		t.Fatalf("put as the file went: %v", err)
+	}
+	if _, err := s.Get(stream.MustParseID("tcp/9000")); err != nil {
+		t.Fatalf("the committed write is not in memory: %v", err)
+	}
+	var b bytes.Buffer
+	if err := s.Backup(&b, func(desired.BackupInfo) {}); err != nil || b.Len() == 0 {
+		t.Fatalf("backup of the detached file: %v", err)
 	}
 }
