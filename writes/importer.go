@@ -102,8 +102,13 @@ func (p *Path) imported(before []stream.Spec, rev0 uint64, specs []stream.Spec, 
 	if len(wrote) > 0 {
 		var err error
 		if stored, err = p.importChanges(rev0, specs, wrote, replaced); err != nil {
-			p.log.Warn().Err(err).Msg("import: its changes are no longer listed; watching its streams as they stand")
+			// Without its changes, what the import replaced cannot be
+			// told from a write that came after it: nothing is undone
+			// (a refused stream stays, failed) rather than risk undoing
+			// someone else's write.
+			p.log.Warn().Err(err).Msg("import: its changes are no longer listed; watching its streams as they stand, undoing none")
 			stored, replaced = map[stream.ID]stream.Spec{}, prev()
+			clear(wrote)
 		}
 	}
 	items := make([]item, 0, len(specs))
