@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/rs/zerolog"
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/streamconductor/stream-conductor/stream"
@@ -275,7 +276,7 @@ func (n *Node) refresh(ctx context.Context) error {
 	if err == nil && resp.Succeeded {
 		return nil
 	}
-	if err != nil && !strings.Contains(err.Error(), "lease not found") {
+	if err != nil && !errors.Is(err, rpctypes.ErrLeaseNotFound) {
 		return unavailable("refresh node", err)
 	}
 	n.log.Warn().Msg("node lease lost; registering again")

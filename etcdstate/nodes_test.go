@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	clientv3 "go.etcd.io/etcd/client/v3"
+
 	"github.com/streamconductor/stream-conductor/stream"
 )
 
@@ -131,4 +133,29 @@ func TestNodeNameWithSlashIsRefused(t *testing.T) {
 	if _, err := st.Register(context.Background(), "a/b", NodeOptions{}, infoOf("a/b", &rev)); err == nil {
 		t.Fatal("a name with a slash was registered")
 	}
+}
+
+// A node whose lease was lost (revoked here, as an etcd outage longer than
+// the TTL would let it expire) registers again at its next refresh.
+func TestNodeRegistersAgainAfterItsLeaseIsLost(t *testing.T) {
+	needEtcd(t)
+	prefix := newPrefix()
+	st := openState(t, sharedClient, prefix, Options{})
+	var rev atomic.Uint64
+	n := register(t, st, "edge-a", infoOf("edge-a", &rev))
+	defer n.Close()
+	kv := rawGet(t, prefix+"/nodes/edge-a").Kvs
+	if len(kv) != 1 || kv[0].Lease == 0 {
+		t.Fatalf("edge-a's key: %v", kv)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	old := kv[0].Lease
+	if _, err := sharedClient.Revoke(ctx, clientv3.LeaseID(old)); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "edge-a listed again under a new lease", 10*time.Second, func() bool {
+		kv := rawGet(t, prefix+"/nodes/edge-a").Kvs
+		return len(kv) == 1 && kv[0].Lease != 0 && kv[0].Lease != old
+	})
 }
