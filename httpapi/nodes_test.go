@@ -67,3 +67,16 @@ func TestNodesFromTheRegistry(t *testing.T) {
 		t.Fatalf("GET /v1/nodes with the registry down: %d %v", rec.Code, body)
 	}
 }
+
+// GET /v1/nodes is authorised like a read: no token is a 401, the read
+// token is enough.
+func TestNodesNeedsAReadToken(t *testing.T) {
+	srv := newAuthServer(t)
+	if rec, _ := do(t, srv, call{method: "GET", path: "/v1/nodes"}); rec.Code != 401 {
+		t.Fatalf("GET /v1/nodes without a token: %d, want 401", rec.Code)
+	}
+	rec, body := do(t, srv, call{method: "GET", path: "/v1/nodes", header: map[string]string{"Authorization": "Bearer " + readTok}})
+	if rec.Code != 200 || len(body["nodes"].([]any)) != 1 {
+		t.Fatalf("GET /v1/nodes with the read token: %d %v", rec.Code, body)
+	}
+}
