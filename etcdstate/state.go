@@ -7,6 +7,8 @@
 //	                     bbolt store keeps it; its revision is the key's
 //	                     modification revision (a stream's ETag)
 //	P/audit/<seq>        one audit record as JSON, seq zero-padded to 20 digits
+//	P/nodes/<name>       one node's stream.NodeInfo as JSON, under the
+//	                     node's lease (see Register)
 //
 // Revisions are etcd's: they grow with every write to the cluster, so a
 // state's revisions grow too, with gaps. Writes are transactions that

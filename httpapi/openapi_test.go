@@ -106,6 +106,9 @@ func TestOpenAPIShapesMatchAnswers(t *testing.T) {
 	check("Ready", ready)
 	_, exp := do(t, srv, call{method: "GET", path: "/v1/export"})
 	check("Export", exp)
+	_, nodes := do(t, srv, call{method: "GET", path: "/v1/nodes"})
+	check("NodeList", nodes)
+	check("Node", nodes["nodes"].([]any)[0].(map[string]any))
 	// The input schema lists exactly the fields the decoder accepts.
 	typ := reflect.TypeOf(specRequest{})
 	var fields []string

@@ -75,6 +75,11 @@ type Config struct {
 	Health HealthSource
 	// Metrics, when set, is served at /metrics (authorised like a read).
 	Metrics http.Handler
+	// Nodes, when set, lists the fleet's nodes at GET /v1/nodes; unset,
+	// the node lists itself as NodeName at APIAddress.
+	Nodes      NodeLister
+	NodeName   string
+	APIAddress string
 	// OnRequest, when set, is told the route, status and duration of
 	// every request (metrics).
 	OnRequest func(route string, code int, d time.Duration)
@@ -130,6 +135,7 @@ func New(cfg Config, st Store, ap Applier, wp *writes.Path) *Server {
 	route(http.MethodGet, "/v1/export", Read, s.export)
 	route(http.MethodPost, "/v1/import", Write, s.importStreams)
 	route(http.MethodGet, "/v1/audit", Read, s.audit)
+	route(http.MethodGet, "/v1/nodes", Read, s.listNodes)
 	if cfg.Metrics != nil {
 		route(http.MethodGet, "/metrics", Read, func(w http.ResponseWriter, r *http.Request) error {
 			cfg.Metrics.ServeHTTP(w, r)

@@ -103,6 +103,7 @@ var settings = []setting{
 	{"etcd-username", "ETCD_USERNAME", "", "STATE_STORE=etcd: etcd user, with ETCD_PASSWORD_FILE"},
 	{"etcd-password-file", "ETCD_PASSWORD_FILE", "", "STATE_STORE=etcd: file holding the etcd user's password"},
 	{"node-name", "NODE_NAME", "", "this node's name in a fleet (default: the host name)"},
+	{"node-ttl", "NODE_TTL", "10s", "STATE_STORE=etcd: the lease of this node's entry in GET /v1/nodes, so how long a node that died stays listed (2s-5m)"},
 	{"log-level", "LOG_LEVEL", "info", "debug, info, warn or error"},
 	{"log-format", "LOG_FORMAT", "auto", "json, console, or auto (console on a terminal, json otherwise)"},
 }

@@ -31,6 +31,7 @@ import (
 	"github.com/streamconductor/stream-conductor/policy"
 	"github.com/streamconductor/stream-conductor/reconcile"
 	"github.com/streamconductor/stream-conductor/resolve"
+	"github.com/streamconductor/stream-conductor/stream"
 	"github.com/streamconductor/stream-conductor/traffic"
 	"github.com/streamconductor/stream-conductor/writes"
 )
@@ -136,6 +137,13 @@ func run(ctx context.Context, cfg config, log zerolog.Logger) error {
 	mx = metrics.New(rec, st, tc, prober)
 
 	addr := net.JoinHostPort(cfg.BindAddress, strconv.Itoa(cfg.BindPort))
+	nodes, leave, err := registerNode(ctx, cfg, st, func() stream.NodeInfo {
+		return httpapi.LocalNode(st, rec, cfg.State.NodeName, "http://"+addr, version)
+	}, log)
+	if err != nil {
+		return err
+	}
+	defer leave()
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return fmt.Errorf("API listen on %s: %w (set BIND_ADDRESS/BIND_PORT)", addr, err)
@@ -149,11 +157,14 @@ func run(ctx context.Context, cfg config, log zerolog.Logger) error {
 		PortMin: cfg.PortMin, PortMax: cfg.PortMax,
 		ApplyTimeout: cfg.ApplyTimeout, Version: version, NginxMode: cfg.NginxMode,
 		Tokens: tokens, LoopbackOnly: isLoopback(cfg.BindAddress),
-		Metrics:   mx.Handler(),
-		Traffic:   trafficSource(tc),
-		Health:    healthSource(prober),
-		OnRequest: mx.ObserveRequest,
-		Log:       log,
+		Metrics:    mx.Handler(),
+		Traffic:    trafficSource(tc),
+		Health:     healthSource(prober),
+		OnRequest:  mx.ObserveRequest,
+		Nodes:      nodes,
+		NodeName:   cfg.State.NodeName,
+		APIAddress: "http://" + addr,
+		Log:        log,
 	}, st, rec, wp)
 	defer reloadTokensOnHUP(tokens, log)()
 

@@ -18,6 +18,7 @@ import (
 
 	"github.com/streamconductor/stream-conductor/desired"
 	"github.com/streamconductor/stream-conductor/etcdstate"
+	"github.com/streamconductor/stream-conductor/httpapi"
 	"github.com/streamconductor/stream-conductor/store"
 	"github.com/streamconductor/stream-conductor/stream"
 )
@@ -33,6 +34,7 @@ type stateConfig struct {
 	Username     string
 	PasswordFile string
 	NodeName     string
+	NodeTTL      time.Duration
 }
 
 // parseStateConfig reads STATE_STORE, ETCD_* and NODE_NAME.
@@ -42,6 +44,11 @@ func parseStateConfig(v func(string) string) (stateConfig, error) {
 	if c.NodeName == "" {
 		c.NodeName, _ = os.Hostname()
 	}
+	ttl, err := time.ParseDuration(v("node-ttl"))
+	if err != nil || ttl < 2*time.Second || ttl > 5*time.Minute {
+		return c, fmt.Errorf("NODE_TTL must be a duration from 2s to 5m such as 10s, not %q", v("node-ttl"))
+	}
+	c.NodeTTL = ttl
 	switch c.Store {
 	case "bbolt":
 		return c, nil
@@ -144,6 +151,25 @@ func openEtcdState(cfg config, log zerolog.Logger) (stateStore, string, error) {
 			Uint64("cluster_id", resp.Header.ClusterId).Msg("the desired state is in etcd")
 	}
 	return etcdState{State: st, cli: cli}, where, nil
+}
+
+// registerNode puts this node in the fleet's node registry (STATE_STORE=
+// etcd) until the returned stop, which takes it out; info says what the
+// node knows of itself. With bbolt there is no registry: the lister is nil
+// and GET /v1/nodes shows this node alone. A NODE_NAME that another live
+// node holds is an error (the daemon does not start).
+func registerNode(ctx context.Context, cfg config, st stateStore, info func() stream.NodeInfo, log zerolog.Logger) (httpapi.NodeLister, func(), error) {
+	e, ok := st.(etcdState)
+	if !ok {
+		return nil, func() {}, nil
+	}
+	lg := log.With().Str("node", cfg.State.NodeName).Logger()
+	n, err := e.Register(ctx, cfg.State.NodeName, etcdstate.NodeOptions{TTL: cfg.State.NodeTTL, Log: &lg}, info)
+	if err != nil {
+		return nil, nil, fmt.Errorf("NODE_NAME %s: %w", cfg.State.NodeName, err)
+	}
+	log.Info().Str("node", cfg.State.NodeName).Dur("ttl", cfg.State.NodeTTL).Msg("registered in the fleet's node list")
+	return e.State, n.Close, nil
 }
 
 // etcdTLS is the TLS configuration ETCD_CACERT, ETCD_CERT and ETCD_KEY

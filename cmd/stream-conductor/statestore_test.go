@@ -6,6 +6,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestStateStoreConfig(t *testing.T) {
@@ -34,6 +35,22 @@ func TestStateStoreConfig(t *testing.T) {
 	} {
 		if _, err := parseConfig(nil, env(bad.env), io.Discard); err == nil || !strings.Contains(err.Error(), bad.want) {
 			t.Errorf("%v: %v, want %q", bad.env, err, bad.want)
+		}
+	}
+}
+
+func TestNodeTTLConfig(t *testing.T) {
+	c, err := parseConfig(nil, env(nil), io.Discard)
+	if err != nil || c.State.NodeTTL != 10*time.Second {
+		t.Fatalf("default NODE_TTL: %v, %v; want 10s", c.State.NodeTTL, err)
+	}
+	c, err = parseConfig(nil, env(map[string]string{"NODE_TTL": "3s"}), io.Discard)
+	if err != nil || c.State.NodeTTL != 3*time.Second {
+		t.Fatalf("NODE_TTL=3s: %v, %v", c.State.NodeTTL, err)
+	}
+	for _, bad := range []string{"1s", "10m", "soon"} {
+		if _, err := parseConfig(nil, env(map[string]string{"NODE_TTL": bad}), io.Discard); err == nil || !strings.Contains(err.Error(), "NODE_TTL must be") {
+			t.Errorf("NODE_TTL=%s: %v", bad, err)
 		}
 	}
 }

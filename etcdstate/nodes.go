@@ -1,0 +1,305 @@
+package etcdstate
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/rs/zerolog"
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/streamconductor/stream-conductor/stream"
+)
+
+// The node registry: P/nodes/<name> holds a node's stream.NodeInfo as
+// JSON, under a lease the node keeps alive. A node that stops cleanly
+// revokes its lease; one that dies disappears when its lease expires.
+
+// DefaultNodeTTL is the lease of a node's key when NodeOptions give none.
+const DefaultNodeTTL = 10 * time.Second
+
+// ErrNameTaken: another live node holds the name.
+var ErrNameTaken = errors.New("node name taken")
+
+// NodeOptions tune Register.
+type NodeOptions struct {
+	// TTL is the lease of the node's key (default DefaultNodeTTL, at
+	// least 2s, whole seconds): how long a dead node stays listed.
+	TTL time.Duration
+	// Interval is how often the key's value is refreshed (default TTL/3).
+	Interval time.Duration
+	// Log receives what the registration handles itself: a failed
+	// refresh, a lost lease claimed again.
+	Log *zerolog.Logger
+}
+
+// Node is this node's registration, refreshed until Close.
+type Node struct {
+	cli     *clientv3.Client
+	key     string
+	ttl     int64
+	every   time.Duration
+	timeout time.Duration
+	info    func() stream.NodeInfo
+	log     zerolog.Logger
+
+	mu    sync.Mutex
+	lease clientv3.LeaseID
+	keep  context.CancelFunc // ends the current lease's KeepAlive
+
+	stop context.CancelFunc
+	done chan struct{}
+}
+
+// Register puts P/nodes/<name> with info() under a lease kept alive by the
+// client, and refreshes the value every Interval until Close. A name held
+// by a node whose lease is still kept alive is refused (ErrNameTaken)
+// after waiting one of its TTLs: a node that died holding it, such as
+// this one before a crash, lets it go by then.
+func (s *State) Register(ctx context.Context, name string, o NodeOptions, info func() stream.NodeInfo) (*Node, error) {
+	if name == "" || strings.ContainsAny(name, "/\x00") {
+		return nil, fmt.Errorf("node name %q: must be non-empty and hold no slash", name)
+	}
+	if o.TTL <= 0 {
+		o.TTL = DefaultNodeTTL
+	}
+	ttl := max(int64((o.TTL+time.Second-1)/time.Second), 2)
+	if o.Interval <= 0 {
+		o.Interval = time.Duration(ttl) * time.Second / 3
+	}
+	lg := zerolog.Nop()
+	if o.Log != nil {
+		lg = *o.Log
+	}
+	n := &Node{cli: s.cli, key: s.prefix + "/nodes/" + name, ttl: ttl, every: o.Interval, timeout: s.timeout, info: info,
+		log: lg.With().Str("component", "etcdstate").Str("node", name).Logger(), done: make(chan struct{})}
+	if err := n.claim(ctx); err != nil {
+		return nil, err
+	}
+	lctx, stop := context.WithCancel(context.Background())
+	n.stop = stop
+	go n.run(lctx)
+	return n, nil
+}
+
+// Nodes lists the registered nodes, by name.
+func (s *State) Nodes(ctx context.Context) ([]stream.NodeInfo, error) {
+	ctx, cancel := context.WithTimeout(ctx, s.timeout)
+	defer cancel()
+	resp, err := s.cli.Get(ctx, s.prefix+"/nodes/", clientv3.WithPrefix(), clientv3.WithSort(clientv3.SortByKey, clientv3.SortAscend))
+	if err != nil {
+		return nil, unavailable("list nodes", err)
+	}
+	nodes := make([]stream.NodeInfo, 0, len(resp.Kvs))
+	for _, kv := range resp.Kvs {
+		var ni stream.NodeInfo
+		if err := json.Unmarshal(kv.Value, &ni); err != nil {
+			return nil, fmt.Errorf("decode node %q: %w", kv.Key, err)
+		}
+		nodes = append(nodes, ni)
+	}
+	return nodes, nil
+}
+
+// claimPoll is how often a taken name is looked at again.
+const claimPoll = 250 * time.Millisecond
+
+// claim grants a lease and creates the key under it if no key is there,
+// waiting (one TTL of the holder's lease, and a second) for a dead
+// holder's key to expire.
+func (n *Node) claim(ctx context.Context) error {
+	lease, err := n.grant(ctx)
+	if err != nil {
+		return err
+	}
+	var deadline time.Time
+	for {
+		created, holder, err := n.create(ctx, lease)
+		if created {
+			n.adopt(lease)
+			return nil
+		}
+		if err == nil && holder != nil {
+			err = n.taken(ctx, holder, &deadline)
+		}
+		if err != nil {
+			n.revoke(lease)
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			n.revoke(lease)
+			return fmt.Errorf("register %s: %w", n.key, ctx.Err())
+		case <-time.After(claimPoll):
+		}
+	}
+}
+
+// grant is a new lease of the node's TTL.
+func (n *Node) grant(ctx context.Context) (clientv3.LeaseID, error) {
+	gctx, cancel := context.WithTimeout(ctx, n.timeout)
+	defer cancel()
+	g, err := n.cli.Grant(gctx, n.ttl)
+	if err != nil {
+		return 0, unavailable("register node", err)
+	}
+	return g.ID, nil
+}
+
+// create puts the key under lease if it does not exist; otherwise it
+// returns the key as it is (nil if it went meanwhile).
+func (n *Node) create(ctx context.Context, lease clientv3.LeaseID) (bool, *holderKey, error) {
+	val, err := n.value()
+	if err != nil {
+		return false, nil, err
+	}
+	tctx, cancel := context.WithTimeout(ctx, n.timeout)
+	defer cancel()
+	resp, err := n.cli.Txn(tctx).If(clientv3.Compare(clientv3.CreateRevision(n.key), "=", 0)).
+		Then(clientv3.OpPut(n.key, val, clientv3.WithLease(lease))).Else(clientv3.OpGet(n.key)).Commit()
+	if err != nil {
+		return false, nil, unavailable("register node", err)
+	}
+	if resp.Succeeded {
+		return true, nil, nil
+	}
+	kvs := resp.Responses[0].GetResponseRange().Kvs
+	if len(kvs) == 0 {
+		return false, nil, nil
+	}
+	h := &holderKey{lease: clientv3.LeaseID(kvs[0].Lease)}
+	if err := json.Unmarshal(kvs[0].Value, &h.info); err != nil {
+		h.info.Name = "(undecodable)" // for the message only
+	}
+	return false, h, nil
+}
+
+// holderKey is the key another node holds.
+type holderKey struct {
+	lease clientv3.LeaseID
+	info  stream.NodeInfo
+}
+
+// taken decides what a held name means: nil to look again, ErrNameTaken
+// once the holder outlived its lease's TTL (it keeps it alive), or at once
+// for a key under no lease (it never expires).
+func (n *Node) taken(ctx context.Context, h *holderKey, deadline *time.Time) error {
+	if h.lease == 0 {
+		return fmt.Errorf("%w: %s is held by no lease; delete it (etcdctl del %s) if no node of that name runs", ErrNameTaken, n.key, n.key)
+	}
+	if deadline.IsZero() {
+		wait := time.Duration(n.ttl) * time.Second
+		tctx, cancel := context.WithTimeout(ctx, n.timeout)
+		if ttl, err := n.cli.TimeToLive(tctx, h.lease); err == nil && ttl.GrantedTTL > 0 {
+			wait = time.Duration(ttl.GrantedTTL) * time.Second
+		}
+		cancel()
+		*deadline = time.Now().Add(wait + time.Second)
+		n.log.Info().Str("holder_api", h.info.API).Dur("wait", wait).Msg("node name held; waiting for its lease to expire in case its holder is dead")
+	}
+	if time.Now().After(*deadline) {
+		return fmt.Errorf("%w: node %q is registered by another live stream-conductor (API %s, last seen %s); two daemons with one NODE_NAME would fight: stop it or give this one another NODE_NAME",
+			ErrNameTaken, h.info.Name, h.info.API, h.info.LastSeen.Format(time.RFC3339))
+	}
+	return nil
+}
+
+// adopt makes lease the node's and keeps it alive with the client's
+// KeepAlive until the next adopt or Close.
+func (n *Node) adopt(lease clientv3.LeaseID) {
+	kctx, cancel := context.WithCancel(context.Background())
+	n.mu.Lock()
+	if n.keep != nil {
+		n.keep()
+	}
+	n.lease, n.keep = lease, cancel
+	n.mu.Unlock()
+	ch, err := n.cli.KeepAlive(kctx, lease)
+	if err != nil {
+		n.log.Warn().Err(err).Msg("node lease keep-alive not started; the refreshes will claim the name again")
+		return
+	}
+	go func() {
+		for range ch { // drained until the lease ends or kctx does
+		}
+	}()
+}
+
+// value is info() as JSON, stamped now.
+func (n *Node) value() (string, error) {
+	ni := n.info()
+	ni.LastSeen = time.Now().UTC()
+	b, err := json.Marshal(ni)
+	if err != nil {
+		return "", fmt.Errorf("encode node: %w", err)
+	}
+	return string(b), nil
+}
+
+// run refreshes the key every interval until ctx ends.
+func (n *Node) run(ctx context.Context) {
+	defer close(n.done)
+	tick := time.NewTicker(n.every)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		if err := n.refresh(ctx); err != nil && ctx.Err() == nil {
+			n.log.Warn().Err(err).Msg("node registration not refreshed; trying again")
+		}
+	}
+}
+
+// refresh rewrites the key if it is still under our lease; if the lease
+// was lost (etcd unreachable for longer than the TTL), it claims the name
+// again.
+func (n *Node) refresh(ctx context.Context) error {
+	val, err := n.value()
+	if err != nil {
+		return err
+	}
+	n.mu.Lock()
+	lease := n.lease
+	n.mu.Unlock()
+	tctx, cancel := context.WithTimeout(ctx, n.timeout)
+	defer cancel()
+	resp, err := n.cli.Txn(tctx).If(clientv3.Compare(clientv3.LeaseValue(n.key), "=", lease)).
+		Then(clientv3.OpPut(n.key, val, clientv3.WithLease(lease))).Commit()
+	if err == nil && resp.Succeeded {
+		return nil
+	}
+	if err != nil && !errors.Is(err, rpctypes.ErrLeaseNotFound) {
+		return unavailable("refresh node", err)
+	}
+	n.log.Warn().Msg("node lease lost; registering again")
+	return n.claim(ctx)
+}
+
+// revoke ends lease, which deletes the keys under it.
+func (n *Node) revoke(lease clientv3.LeaseID) {
+	ctx, cancel := context.WithTimeout(context.Background(), n.timeout)
+	defer cancel()
+	if _, err := n.cli.Revoke(ctx, lease); err != nil {
+		n.log.Warn().Err(err).Msg("node lease not revoked; the key expires with it")
+	}
+}
+
+// Close stops the refreshes and revokes the lease: the node leaves the
+// registry at once.
+func (n *Node) Close() {
+	n.stop()
+	<-n.done
+	n.mu.Lock()
+	lease, keep := n.lease, n.keep
+	n.mu.Unlock()
+	keep()
+	n.revoke(lease)
+}

@@ -1,0 +1,161 @@
+package etcdstate
+
+import (
+	"context"
+	"errors"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/streamconductor/stream-conductor/stream"
+)
+
+// register registers name on st with a short TTL, closed at the test's end.
+func register(t *testing.T, st *State, name string, info func() stream.NodeInfo) *Node {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	n, err := st.Register(ctx, name, NodeOptions{TTL: 2 * time.Second, Interval: 200 * time.Millisecond}, info)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// nodeNames lists the names registered under st's prefix.
+func nodeNames(t *testing.T, st *State) []string {
+	t.Helper()
+	nodes, err := st.Nodes(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, n := range nodes {
+		names = append(names, n.Name)
+	}
+	return names
+}
+
+// waitFor polls cond every 50ms for at most within.
+func waitFor(t *testing.T, what string, within time.Duration, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(within); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		if cond() {
+			return
+		}
+	}
+	t.Fatalf("not within %s: %s", within, what)
+}
+
+func infoOf(name string, applied *atomic.Uint64) func() stream.NodeInfo {
+	return func() stream.NodeInfo {
+		return stream.NodeInfo{Name: name, API: "http://" + name + ":8080", Version: "test", AppliedRevision: applied.Load(),
+			NginxRunning: true, Streams: stream.NodeStreams{Active: 2, Failed: 1}}
+	}
+}
+
+// Two nodes are listed with what they say of themselves, refreshed as it
+// changes; one that stops cleanly leaves the list at once.
+func TestNodesRegisterListRefreshAndLeave(t *testing.T) {
+	needEtcd(t)
+	st := openState(t, sharedClient, newPrefix(), Options{})
+	var revA, revB atomic.Uint64
+	a := register(t, st, "edge-a", infoOf("edge-a", &revA))
+	defer a.Close()
+	b := register(t, st, "edge-b", infoOf("edge-b", &revB))
+	if got := nodeNames(t, st); len(got) != 2 || got[0] != "edge-a" || got[1] != "edge-b" {
+		t.Fatalf("nodes %v, want edge-a and edge-b", got)
+	}
+	nodes, _ := st.Nodes(context.Background())
+	if n := nodes[0]; n.API != "http://edge-a:8080" || !n.NginxRunning || n.Streams != (stream.NodeStreams{Active: 2, Failed: 1}) ||
+		time.Since(n.LastSeen) > time.Minute {
+		t.Fatalf("edge-a listed as %+v", n)
+	}
+	revA.Store(42)
+	waitFor(t, "edge-a's applied revision refreshed to 42", 5*time.Second, func() bool {
+		nodes, err := st.Nodes(context.Background())
+		return err == nil && len(nodes) == 2 && nodes[0].AppliedRevision == 42
+	})
+	b.Close()
+	if got := nodeNames(t, st); len(got) != 1 || got[0] != "edge-a" {
+		t.Fatalf("after edge-b closed: nodes %v, want edge-a only", got)
+	}
+}
+
+// A node whose process dies (its client gone, the lease not revoked)
+// disappears when its lease expires, and its name can then be taken again.
+func TestNodeThatDiesExpires(t *testing.T) {
+	needEtcd(t)
+	prefix := newPrefix()
+	st := openState(t, sharedClient, prefix, Options{})
+	dying := newClient(t)
+	var rev atomic.Uint64
+	register(t, openState(t, dying, prefix, Options{}), "edge-a", infoOf("edge-a", &rev))
+	dying.Close() // no revoke: as kill -9 would
+	waitFor(t, "edge-a gone with its lease", 10*time.Second, func() bool { return len(nodeNames(t, st)) == 0 })
+	again := register(t, st, "edge-a", infoOf("edge-a", &rev))
+	defer again.Close()
+	if got := nodeNames(t, st); len(got) != 1 {
+		t.Fatalf("edge-a registered again: nodes %v", got)
+	}
+}
+
+// A name a live node holds is refused, after waiting one TTL for the
+// holder to prove alive; the holder stays listed.
+func TestNodeNameHeldByALiveNodeIsRefused(t *testing.T) {
+	needEtcd(t)
+	st := openState(t, sharedClient, newPrefix(), Options{})
+	var rev atomic.Uint64
+	a := register(t, st, "edge-a", infoOf("edge-a", &rev))
+	defer a.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	start := time.Now()
+	_, err := st.Register(ctx, "edge-a", NodeOptions{TTL: 2 * time.Second}, infoOf("edge-a", &rev))
+	if !errors.Is(err, ErrNameTaken) {
+		t.Fatalf("second edge-a: %v, want ErrNameTaken", err)
+	}
+	if took := time.Since(start); took < 2*time.Second {
+		t.Fatalf("refused after %s, before the holder's TTL", took)
+	}
+	if got := nodeNames(t, st); len(got) != 1 || got[0] != "edge-a" {
+		t.Fatalf("nodes %v after the refusal, want edge-a", got)
+	}
+}
+
+// A node name with a slash would be another key's path: refused.
+func TestNodeNameWithSlashIsRefused(t *testing.T) {
+	needEtcd(t)
+	st := openState(t, sharedClient, newPrefix(), Options{})
+	var rev atomic.Uint64
+	if _, err := st.Register(context.Background(), "a/b", NodeOptions{}, infoOf("a/b", &rev)); err == nil {
+		t.Fatal("a name with a slash was registered")
+	}
+}
+
+// A node whose lease was lost (revoked here, as an etcd outage longer than
+// the TTL would let it expire) registers again at its next refresh.
+func TestNodeRegistersAgainAfterItsLeaseIsLost(t *testing.T) {
+	needEtcd(t)
+	prefix := newPrefix()
+	st := openState(t, sharedClient, prefix, Options{})
+	var rev atomic.Uint64
+	n := register(t, st, "edge-a", infoOf("edge-a", &rev))
+	defer n.Close()
+	kv := rawGet(t, prefix+"/nodes/edge-a").Kvs
+	if len(kv) != 1 || kv[0].Lease == 0 {
+		t.Fatalf("edge-a's key: %v", kv)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	old := kv[0].Lease
+	if _, err := sharedClient.Revoke(ctx, clientv3.LeaseID(old)); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "edge-a listed again under a new lease", 10*time.Second, func() bool {
+		kv := rawGet(t, prefix+"/nodes/edge-a").Kvs
+		return len(kv) == 1 && kv[0].Lease != 0 && kv[0].Lease != old
+	})
+}
