@@ -42,6 +42,13 @@ func TestCLI(t *testing.T) {
 	if code != 1 || !strings.Contains(out, fmt.Sprintf("port %d is taken by stream %s", d.portMin, id)) {
 		t.Fatalf("create on a taken port: %d\n%s", code, out)
 	}
+	out, code = d.cliCode("nodes")
+	if code != 0 || !strings.HasPrefix(out, "NAME") || !strings.Contains(out, "up") || !strings.Contains(out, fmt.Sprintf("127.0.0.1:%d", d.apiPort)) {
+		t.Fatalf("nodes: %d\n%s", code, out)
+	}
+	if out, _ = d.cliCode("nodes", "-o", "json"); !strings.Contains(out, `"applied_revision"`) {
+		t.Fatalf("nodes -o json:\n%s", out)
+	}
 	out, code = d.cliCode("ls")
 	if code != 0 || !strings.HasPrefix(out, "ID") || !strings.Contains(out, be.addr()) || !strings.Contains(out, "db") {
 		t.Fatalf("ls: %d\n%s", code, out)

@@ -70,6 +70,7 @@ var subcommands = map[string]command{
 	"create":  {"create ID|auto BACKEND[,BACKEND...] [-udp] [-bind ADDR] [-balance M] [-allow CIDR,...] [-proxy-protocol] [-connect-timeout D] [-idle-timeout D] [-description TEXT] [-replace] [-dry-run]", exactly(2), runCreate},
 	"rm":      {"rm ID", exactly(1), runRm},
 	"status":  {"status [-o table|json|yaml]", exactly(0), runStatus},
+	"nodes":   {"nodes [-o table|json|yaml]          the fleet's nodes (this node alone without etcd)", exactly(0), runNodes},
 	"apply":   {"apply -f FILE [-prune] [-dry-run]   FILE: YAML or JSON list of streams (- for stdin)", exactly(0), runApply},
 	"export":  {"export [-o json|yaml] > streams.json", exactly(0), runExport},
 	"import":  {"import [-dry-run] [-prune] FILE|-", exactly(1), runImport},
