@@ -145,7 +145,7 @@ func (s *State) load(ctx context.Context) (int64, error) {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.hist = history{base: rev, through: uint64(at)}
+	s.hist = history{History: desired.History{Base: rev}, through: uint64(at)}
 	s.local = local
 	return at, nil
 }

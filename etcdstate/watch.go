@@ -11,45 +11,22 @@ import (
 	"github.com/streamconductor/stream-conductor/desired"
 )
 
-// historySize is how many changes are kept in memory for Since; a
-// consumer that falls further behind lists the whole state again.
-const historySize = 10000
-
-// history is the changes the watch delivered, oldest first. Changes up to
-// base are not kept: at open, base is the state's revision then.
+// history is the changes the watch delivered (see desired.History), and
+// the etcd revision it delivered through.
 type history struct {
-	base    uint64
-	through uint64 // the etcd revision the watch delivered through
-	changes []desired.Change
+	desired.History
+	through uint64
 }
 
 // add records changes delivered through revision rev.
 func (h *history) add(changes []desired.Change, rev uint64) {
-	h.changes = append(h.changes, changes...)
+	h.Add(changes...)
 	h.through = max(h.through, rev)
-	if len(h.changes) < 2*historySize {
-		return
-	}
-	drop := len(h.changes) - historySize
-	h.base = max(h.base, h.changes[drop-1].Revision)
-	h.changes = append([]desired.Change(nil), h.changes[drop:]...)
-}
-
-// since returns the changes after revision after, or ErrCompacted.
-func (h *history) since(after uint64) ([]desired.Change, error) {
-	if after < h.base {
-		return nil, desired.ErrCompacted
-	}
-	i := len(h.changes)
-	for i > 0 && h.changes[i-1].Revision > after {
-		i--
-	}
-	return append([]desired.Change(nil), h.changes[i:]...), nil
 }
 
 // Since returns the changes after revision after, as the watch delivered
 // them, or ErrCompacted when they are older than the state's opening or
-// than the last historySize changes. It first waits (up to the request
+// than the last desired.HistorySize changes. It first waits (up to the request
 // timeout) until the watch delivered this State's own writes, so a
 // change written here is in the answer once its write returned.
 func (s *State) Since(after uint64) ([]desired.Change, error) {
@@ -58,7 +35,7 @@ func (s *State) Since(after uint64) ([]desired.Change, error) {
 	}
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	return s.hist.since(after)
+	return s.hist.Since(after)
 }
 
 // caughtUp waits until the watch delivered the revision of this State's

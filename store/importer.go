@@ -69,11 +69,11 @@ func (s *Store) Import(specs []stream.Spec, prune bool) (ImportResult, error) {
 		for _, id := range slices.Concat(res.Create, res.Update) {
 			sp := stored[id]
 			s.specs[id] = sp
-			s.history.add(desired.Change{Revision: sp.Revision, ID: id, Spec: ptr(sp.Clone())})
+			s.history.Add(desired.Change{Revision: sp.Revision, ID: id, Spec: ptr(sp.Clone())})
 		}
 		for _, id := range res.Delete {
 			delete(s.specs, id)
-			s.history.add(desired.Change{Revision: importRev, ID: id})
+			s.history.Add(desired.Change{Revision: importRev, ID: id})
 		}
 	})
 	if errors.Is(err, errNothingToImport) {

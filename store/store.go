@@ -93,8 +93,8 @@ type Store struct {
 	list      []stream.Spec // sorted by protocol, then port; never mutated
 	listValid bool
 	rev       uint64
-	history   history       // the latest changes, for Since
-	updated   chan struct{} // closed at the next commit
+	history   desired.History // the latest changes, for Since
+	updated   chan struct{}   // closed at the next commit
 }
 
 // Open opens (creating if needed) the database at path, creates its
@@ -184,7 +184,7 @@ func (s *Store) init() (err error) {
 			return fmt.Errorf("%w %x (this build reads %d)", ErrSchema, v, SchemaVersion)
 		}
 		s.rev = revision(meta)
-		s.history.base = s.rev
+		s.history.Base = s.rev
 		if err := initAuditBytes(tx, meta); err != nil {
 			return err
 		}
@@ -276,7 +276,7 @@ func (s *Store) Put(sp stream.Spec, m Match) (stored stream.Spec, prev *stream.S
 		return put(tx, stored)
 	}, func() {
 		s.specs[id] = stored.Clone()
-		s.history.add(desired.Change{Revision: stored.Revision, ID: id, Spec: ptr(stored.Clone())})
+		s.history.Add(desired.Change{Revision: stored.Revision, ID: id, Spec: ptr(stored.Clone())})
 	})
 	if err != nil {
 		return stream.Spec{}, nil, fmt.Errorf("put %s: %w", id, err)
@@ -302,7 +302,7 @@ func (s *Store) Delete(id stream.ID, m Match) (prev stream.Spec, rev uint64, err
 		return tx.Bucket(bucketStreams).Delete([]byte(id.String()))
 	}, func() {
 		delete(s.specs, id)
-		s.history.add(desired.Change{Revision: rev, ID: id})
+		s.history.Add(desired.Change{Revision: rev, ID: id})
 	})
 	if err != nil {
 		return stream.Spec{}, 0, fmt.Errorf("delete %s: %w", id, err)
@@ -331,7 +331,7 @@ func (s *Store) Allocate(sp stream.Spec, lo, hi int, busy func(port int) bool) (
 		return ErrNoFreePort
 	}, func() {
 		s.specs[stored.ID()] = stored.Clone()
-		s.history.add(desired.Change{Revision: stored.Revision, ID: stored.ID(), Spec: ptr(stored.Clone())})
+		s.history.Add(desired.Change{Revision: stored.Revision, ID: stored.ID(), Spec: ptr(stored.Clone())})
 	})
 	if err != nil {
 		return stream.Spec{}, fmt.Errorf("allocate %s port in %d-%d: %w", sp.Protocol, lo, hi, err)
