@@ -6,12 +6,10 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
-	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/streamconductor/stream-conductor/desired"
-	"github.com/streamconductor/stream-conductor/stream"
 )
 
 // MaxAuditRecordBytes is the most one audit record takes in etcd: a
@@ -19,39 +17,9 @@ import (
 // so).
 const MaxAuditRecordBytes = 8 << 10
 
-// auditEntry is an audit record as etcd keeps it (JSON), with the field
-// names of the bbolt store's.
-type auditEntry struct {
-	Seq       uint64       `json:"seq"`
-	Time      time.Time    `json:"time"`
-	RequestID string       `json:"request_id"`
-	Source    string       `json:"source,omitempty"`
-	Actor     string       `json:"actor,omitempty"`
-	Operation string       `json:"operation,omitempty"`
-	Request   string       `json:"request,omitempty"`
-	Stream    string       `json:"stream,omitempty"`
-	Before    *stream.Spec `json:"before"`
-	After     *stream.Spec `json:"after"`
-	Outcome   int          `json:"outcome,omitempty"`
-	Result    string       `json:"result"`
-	Compacted string       `json:"compacted,omitempty"`
-}
-
-func toEntry(r desired.AuditRecord) auditEntry {
-	return auditEntry{Seq: r.Seq, Time: r.Time, RequestID: r.RequestID, Source: r.Source, Actor: r.Actor,
-		Operation: r.Operation, Request: r.Request, Stream: r.Stream, Before: r.Before, After: r.After,
-		Outcome: r.Outcome, Result: r.Result, Compacted: r.Compacted}
-}
-
-func (e auditEntry) record() desired.AuditRecord {
-	return desired.AuditRecord{Seq: e.Seq, Time: e.Time, RequestID: e.RequestID, Source: e.Source, Actor: e.Actor,
-		Operation: e.Operation, Request: e.Request, Stream: e.Stream, Before: e.Before, After: e.After,
-		Outcome: e.Outcome, Result: e.Result, Compacted: e.Compacted}
-}
-
 // marshalEntry encodes e, without its stream before and after when it is
 // over MaxAuditRecordBytes.
-func marshalEntry(e auditEntry) ([]byte, error) {
+func marshalEntry(e desired.AuditRecord) ([]byte, error) {
 	v, err := json.Marshal(e)
 	if err != nil || len(v) <= MaxAuditRecordBytes {
 		return v, err
@@ -103,7 +71,7 @@ func (s *State) appendOnce(ctx context.Context, rec desired.AuditRecord) (bool, 
 		}
 		seq = last + 1
 	}
-	e := toEntry(rec)
+	e := rec
 	e.Seq = seq
 	v, err := marshalEntry(e)
 	if err != nil {
@@ -140,11 +108,11 @@ func (s *State) Audit(before uint64, limit int) ([]desired.AuditRecord, error) {
 	}
 	out := make([]desired.AuditRecord, 0, len(resp.Kvs))
 	for _, kv := range resp.Kvs {
-		var e auditEntry
+		var e desired.AuditRecord
 		if err := json.Unmarshal(kv.Value, &e); err != nil {
 			return nil, fmt.Errorf("decode audit record %q: %w", kv.Key, err)
 		}
-		out = append(out, e.record())
+		out = append(out, e)
 	}
 	return out, nil
 }

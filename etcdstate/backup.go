@@ -26,13 +26,13 @@ const BackupFormat = "stream-conductor-etcd-backup"
 //	 "streams": [spec, ...],          as GET /v1/streams shows them
 //	 "audit": [record, ...]}          oldest first, each with its seq
 type backupDoc struct {
-	Format       string        `json:"format"`
-	Version      int           `json:"version"`
-	Prefix       string        `json:"prefix"`
-	Revision     uint64        `json:"revision"`
-	EtcdRevision int64         `json:"etcd_revision"`
-	Streams      []stream.Spec `json:"streams"`
-	Audit        []auditEntry  `json:"audit"`
+	Format       string                `json:"format"`
+	Version      int                   `json:"version"`
+	Prefix       string                `json:"prefix"`
+	Revision     uint64                `json:"revision"`
+	EtcdRevision int64                 `json:"etcd_revision"`
+	Streams      []stream.Spec         `json:"streams"`
+	Audit        []desired.AuditRecord `json:"audit"`
 }
 
 // Backup writes the streams and the audit log, both read at one etcd
@@ -51,9 +51,9 @@ func (s *State) Backup(w io.Writer, begin func(desired.BackupInfo)) error {
 		return fmt.Errorf("backup: %w", unavailable("read the audit log", err))
 	}
 	doc := backupDoc{Format: BackupFormat, Version: 1, Prefix: s.prefix, Revision: rev, EtcdRevision: at,
-		Streams: list, Audit: make([]auditEntry, 0, len(resp.Kvs))}
+		Streams: list, Audit: make([]desired.AuditRecord, 0, len(resp.Kvs))}
 	for _, kv := range resp.Kvs {
-		var e auditEntry
+		var e desired.AuditRecord
 		if err := json.Unmarshal(kv.Value, &e); err != nil {
 			return fmt.Errorf("backup: decode audit record %q: %w", kv.Key, err)
 		}
@@ -128,7 +128,7 @@ func Restore(ctx context.Context, cli *clientv3.Client, prefix string, b []byte)
 	return uint64(resp.Header.Revision), nil
 }
 
-func (s *State) restoreAudit(ctx context.Context, entries []auditEntry) error {
+func (s *State) restoreAudit(ctx context.Context, entries []desired.AuditRecord) error {
 	for len(entries) > 0 {
 		chunk := entries[:min(restoreChunk, len(entries))]
 		entries = entries[len(chunk):]

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"strings"
-	"time"
 
 	bolt "go.etcd.io/bbolt"
 
@@ -45,19 +44,7 @@ const (
 // written before the record named no transport carry the request in the
 // legacy fields instead; fromDisk reads both.
 type auditEntry struct {
-	Seq       uint64       `json:"seq"`
-	Time      time.Time    `json:"time"`
-	RequestID string       `json:"request_id"`
-	Source    string       `json:"source,omitempty"`
-	Actor     string       `json:"actor,omitempty"`
-	Operation string       `json:"operation,omitempty"`
-	Request   string       `json:"request,omitempty"`
-	Stream    string       `json:"stream,omitempty"`
-	Before    *stream.Spec `json:"before"`
-	After     *stream.Spec `json:"after"`
-	Outcome   int          `json:"outcome,omitempty"`
-	Result    string       `json:"result"`
-	Compacted string       `json:"compacted,omitempty"`
+	desired.AuditRecord
 
 	// The legacy fields: the remote address, the token id, the HTTP
 	// method, path, route and status.
@@ -69,18 +56,12 @@ type auditEntry struct {
 	Status int    `json:"status,omitempty"`
 }
 
-func toDisk(r desired.AuditRecord) auditEntry {
-	return auditEntry{Seq: r.Seq, Time: r.Time, RequestID: r.RequestID, Source: r.Source, Actor: r.Actor,
-		Operation: r.Operation, Request: r.Request, Stream: r.Stream, Before: r.Before, After: r.After,
-		Outcome: r.Outcome, Result: r.Result, Compacted: r.Compacted}
-}
+func toDisk(r desired.AuditRecord) auditEntry { return auditEntry{AuditRecord: r} }
 
 // fromDisk is the record e keeps. A legacy entry's method and path become
 // the request "METHOD PATH", as the API writes it now.
 func fromDisk(e auditEntry) desired.AuditRecord {
-	r := desired.AuditRecord{Seq: e.Seq, Time: e.Time, RequestID: e.RequestID, Source: e.Source, Actor: e.Actor,
-		Operation: e.Operation, Request: e.Request, Stream: e.Stream, Before: e.Before, After: e.After,
-		Outcome: e.Outcome, Result: e.Result, Compacted: e.Compacted}
+	r := e.AuditRecord
 	if e.Method != "" || e.Path != "" || e.Route != "" || e.Remote != "" || e.Token != "" || e.Status != 0 {
 		r.Source, r.Actor, r.Operation, r.Outcome = e.Remote, e.Token, e.Route, e.Status
 		if e.Method != "" || e.Path != "" {
