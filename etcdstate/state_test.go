@@ -2,10 +2,7 @@ package etcdstate
 
 import (
 	"errors"
-	"fmt"
-	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -13,6 +10,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/streamconductor/stream-conductor/desired"
+	"github.com/streamconductor/stream-conductor/desired/conformance"
 	"github.com/streamconductor/stream-conductor/internal/etcdtest"
 	"github.com/streamconductor/stream-conductor/stream"
 )
@@ -126,38 +124,7 @@ func TestAllocationAcrossNodes(t *testing.T) {
 	needEtcd(t)
 	prefix := newPrefix()
 	nodes := []*State{openState(t, sharedClient, prefix, Options{}), openState(t, newClient(t), prefix, Options{})}
-	const allocators, ports = 16, 8
-	var (
-		mu   sync.Mutex
-		got  []int
-		full int
-		wg   sync.WaitGroup
-	)
-	for i := range allocators {
-		wg.Go(func() {
-			sp, err := nodes[i%2].Allocate(spec(0, fmt.Sprintf("10.0.0.%d:1", i+1)), 9000, 9000+ports-1, nil)
-			mu.Lock()
-			defer mu.Unlock()
-			switch {
-			case err == nil:
-				got = append(got, sp.Listen)
-			case errors.Is(err, desired.ErrNoFreePort):
-				full++
-			default:
-				t.Errorf("allocate on node %d: %v", i%2, err)
-			}
-		})
-	}
-	wg.Wait()
-	slices.Sort(got)
-	if len(slices.Compact(slices.Clone(got))) != ports || len(got) != ports || full != allocators-ports {
-		t.Fatalf("got ports %v and %d × no free port; want %d distinct ports and %d refusals", got, full, ports, allocators-ports)
-	}
-	for _, n := range nodes {
-		if list, _ := n.List(); len(list) != ports {
-			t.Fatalf("a node lists %d streams, want %d", len(list), ports)
-		}
-	}
+	conformance.AllocateConcurrently(t, nodes[0], nodes[1])
 }
 
 // A State opened on a prefix that has a history answers for changes after

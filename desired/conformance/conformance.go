@@ -180,7 +180,14 @@ func failedWritesTakeNoRevision(t *testing.T, st desired.State) {
 	}
 }
 
-func concurrentAllocation(t *testing.T, st desired.State) {
+func concurrentAllocation(t *testing.T, st desired.State) { AllocateConcurrently(t, st) }
+
+// AllocateConcurrently runs 16 allocators over 8 ports, taking turns
+// among states (several nodes of one shared state, or one), and fails t
+// unless exactly 8 get a port, all distinct, and every state lists 8
+// streams.
+func AllocateConcurrently(t *testing.T, states ...desired.State) {
+	t.Helper()
 	const allocators, ports = 16, 8
 	var (
 		mu   sync.Mutex
@@ -190,6 +197,7 @@ func concurrentAllocation(t *testing.T, st desired.State) {
 	)
 	for i := range allocators {
 		wg.Go(func() {
+			st := states[i%len(states)]
 			sp, err := st.Allocate(spec(0, fmt.Sprintf("10.0.0.%d:1", i+1)), 9000, 9000+ports-1, nil)
 			mu.Lock()
 			defer mu.Unlock()
@@ -199,18 +207,19 @@ func concurrentAllocation(t *testing.T, st desired.State) {
 			case errors.Is(err, desired.ErrNoFreePort):
 				full++
 			default:
-				t.Errorf("allocate: %v", err)
+				t.Errorf("allocate on state %d: %v", i%len(states), err)
 			}
 		})
 	}
 	wg.Wait()
 	slices.Sort(got)
-	if len(slices.Compact(slices.Clone(got))) != ports || full != allocators-ports {
+	if len(slices.Compact(slices.Clone(got))) != ports || len(got) != ports || full != allocators-ports {
 		t.Fatalf("16 allocators on 8 ports got ports %v and %d × no free port; want 8 distinct ports and 8 refusals", got, full)
 	}
-	list, _ := st.List()
-	if len(list) != ports {
-		t.Fatalf("%d streams stored, want %d", len(list), ports)
+	for i, st := range states {
+		if list, _ := st.List(); len(list) != ports {
+			t.Fatalf("state %d lists %d streams, want %d", i, len(list), ports)
+		}
 	}
 }
 
