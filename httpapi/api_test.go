@@ -17,6 +17,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/streamconductor/stream-conductor/nginxconf"
+	"github.com/streamconductor/stream-conductor/policy"
 	"github.com/streamconductor/stream-conductor/store"
 	"github.com/streamconductor/stream-conductor/stream"
 	"github.com/streamconductor/stream-conductor/writes"
@@ -106,11 +107,11 @@ func (f *fakeApplier) NodeStatus() stream.NodeStatus {
 
 func newTestServer(t testing.TB) (*Server, *store.Store, *fakeApplier) {
 	t.Helper()
-	return newTestServerWith(t, &BackendPolicy{})
+	return newTestServerWith(t, &policy.Backends{})
 }
 
 // newTestServerWith is newTestServer with the backend policy pol.
-func newTestServerWith(t testing.TB, pol *BackendPolicy) (*Server, *store.Store, *fakeApplier) {
+func newTestServerWith(t testing.TB, pol *policy.Backends) (*Server, *store.Store, *fakeApplier) {
 	t.Helper()
 	st, err := store.Open(filepath.Join(t.TempDir(), "state.db"), store.Options{})
 	if err != nil {

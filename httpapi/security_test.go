@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/streamconductor/stream-conductor/policy"
 )
 
 const (
@@ -165,7 +167,7 @@ func TestWritesAreAudited(t *testing.T) {
 // A backend a rule refuses is a 403 naming the rule, in the backends
 // field, and nothing is stored.
 func TestRefusedBackendIs403(t *testing.T) {
-	srv, st, _ := newTestServerWith(t, &BackendPolicy{APIPort: 9005, PortMin: 9000, PortMax: 9009})
+	srv, st, _ := newTestServerWith(t, &policy.Backends{APIPort: 9005, PortMin: 9000, PortMax: 9009})
 	for backend, rule := range map[string]string{"127.0.0.1:9005": "self-proxy", "127.0.0.1:9003": "loop", "169.254.169.254:80": "link-local"} {
 		rec, body := do(t, srv, call{method: "PUT", path: "/v1/streams/tcp/9001", body: `{"backend":"` + backend + `"}`})
 		code, field := errorOf(body)

@@ -5,6 +5,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/streamconductor/stream-conductor/policy"
 	"github.com/streamconductor/stream-conductor/store"
 	"github.com/streamconductor/stream-conductor/stream"
 )
@@ -33,7 +34,7 @@ func TestSeedDryRunChangesNothing(t *testing.T) {
 		{"remove, bad port", "/removestream/0?dry_run=true", 400, "", "", ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			srv, st, ap := newTestServerWith(t, &BackendPolicy{APIPort: 9005, PortMin: 9000, PortMax: 9009, LocalAddrs: func() []netip.Addr { return nil }})
+			srv, st, ap := newTestServerWith(t, &policy.Backends{APIPort: 9005, PortMin: 9000, PortMax: 9009, LocalAddrs: func() []netip.Addr { return nil }})
 			if _, _, err := st.Put(stream.Spec{Protocol: stream.TCP, Listen: 9000, Backends: []string{"keep:1"}}, store.Match{}); err != nil {
 				t.Fatal(err)
 			}

@@ -12,15 +12,11 @@ import (
 	"github.com/streamconductor/stream-conductor/stream"
 )
 
-// ErrNotRenderable means a spec cannot be rendered: a host name that does
-// not resolve, or an address a backend rule refuses.
-var ErrNotRenderable = nginxconf.ErrNotRenderable
-
 // Preview returns the file a spec would be written to, what would be
 // written, and what the file holds now (nil when there is none, or when
 // it is not a regular file: a symlink is never followed, a FIFO never
 // opened for reading), changing nothing: the API's dry runs. When the
-// spec cannot be rendered, the error wraps ErrNotRenderable and current
+// spec cannot be rendered, the error wraps nginxconf.ErrNotRenderable and current
 // is still returned.
 func (r *Reconciler) Preview(s stream.Spec) (name string, body, current []byte, err error) {
 	c := r.renderNow(s, r.resolver.Generation())
@@ -33,7 +29,7 @@ func (r *Reconciler) Preview(s stream.Spec) (name string, body, current []byte, 
 		return name, nil, nil, err
 	}
 	if c.fail != "" {
-		return name, nil, current, fmt.Errorf("%w: %s", ErrNotRenderable, c.fail)
+		return name, nil, current, fmt.Errorf("%w: %s", nginxconf.ErrNotRenderable, c.fail)
 	}
 	return name, c.body, current, nil
 }
