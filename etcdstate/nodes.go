@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"strings"
 	"sync"
 	"time"
 
@@ -23,6 +22,10 @@ import (
 // DefaultNodeTTL is the lease of a node's key when NodeOptions give none.
 const DefaultNodeTTL = 10 * time.Second
 
+// DefaultPublishGap is the least time between two refreshes on Publish
+// when NodeOptions give none.
+const DefaultPublishGap = 250 * time.Millisecond
+
 // ErrNameTaken: another live node holds the name.
 var ErrNameTaken = errors.New("node name taken")
 
@@ -33,6 +36,10 @@ type NodeOptions struct {
 	TTL time.Duration
 	// Interval is how often the key's value is refreshed (default TTL/3).
 	Interval time.Duration
+	// PublishGap is the least time between two refreshes that Publish
+	// asks for (default DefaultPublishGap): a burst of passes is
+	// written once.
+	PublishGap time.Duration
 	// Log receives what the registration handles itself: a failed
 	// refresh, a lost lease claimed again.
 	Log *zerolog.Logger
@@ -44,7 +51,9 @@ type Node struct {
 	key     string
 	ttl     int64
 	every   time.Duration
+	gap     time.Duration
 	timeout time.Duration
+	poke    chan struct{} // Publish's requests, folded into one
 	info    func() stream.NodeInfo
 	log     zerolog.Logger
 
@@ -62,8 +71,8 @@ type Node struct {
 // after waiting one of its TTLs: a node that died holding it, such as
 // this one before a crash, lets it go by then.
 func (s *State) Register(ctx context.Context, name string, o NodeOptions, info func() stream.NodeInfo) (*Node, error) {
-	if name == "" || strings.ContainsAny(name, "/\x00") {
-		return nil, fmt.Errorf("node name %q: must be non-empty and hold no slash", name)
+	if err := stream.CheckNodeName(name); err != nil {
+		return nil, err
 	}
 	if o.TTL <= 0 {
 		o.TTL = DefaultNodeTTL
@@ -72,12 +81,16 @@ func (s *State) Register(ctx context.Context, name string, o NodeOptions, info f
 	if o.Interval <= 0 {
 		o.Interval = time.Duration(ttl) * time.Second / 3
 	}
+	if o.PublishGap <= 0 {
+		o.PublishGap = DefaultPublishGap
+	}
 	lg := zerolog.Nop()
 	if o.Log != nil {
 		lg = *o.Log
 	}
-	n := &Node{cli: s.cli, key: s.prefix + "/nodes/" + name, ttl: ttl, every: o.Interval, timeout: s.timeout, info: info,
-		log: lg.With().Str("component", "etcdstate").Str("node", name).Logger(), done: make(chan struct{})}
+	n := &Node{cli: s.cli, key: s.prefix + "/nodes/" + name, ttl: ttl, every: o.Interval, gap: o.PublishGap, timeout: s.timeout, info: info,
+		poke: make(chan struct{}, 1),
+		log:  lg.With().Str("component", "etcdstate").Str("node", name).Logger(), done: make(chan struct{})}
 	if err := n.claim(ctx); err != nil {
 		return nil, err
 	}
@@ -241,20 +254,52 @@ func (n *Node) value() (string, error) {
 	return string(b), nil
 }
 
-// run refreshes the key every interval until ctx ends.
+// Publish asks for the key to be refreshed soon with what info() says
+// now (after a reconcile pass). It never blocks; requests that arrive
+// within the publish gap of the last refresh are folded into one.
+func (n *Node) Publish() {
+	select {
+	case n.poke <- struct{}{}:
+	default:
+	}
+}
+
+// run refreshes the key every interval, and on Publish at most once per
+// gap, until ctx ends.
 func (n *Node) run(ctx context.Context) {
 	defer close(n.done)
 	tick := time.NewTicker(n.every)
 	defer tick.Stop()
+	var last time.Time
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-tick.C:
+		case <-n.poke:
+			if !n.pause(ctx, n.gap-time.Since(last)) {
+				return
+			}
 		}
+		last = time.Now()
 		if err := n.refresh(ctx); err != nil && ctx.Err() == nil {
 			n.log.Warn().Err(err).Msg("node registration not refreshed; trying again")
 		}
+	}
+}
+
+// pause waits d (nothing if d <= 0); false if ctx ended first.
+func (n *Node) pause(ctx context.Context, d time.Duration) bool {
+	if d <= 0 {
+		return true
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
 	}
 }
 

@@ -46,7 +46,7 @@ func (f *fakeApplier) Leftover(id stream.ID) error {
 	return nil
 }
 
-func (f *fakeApplier) WaitApplied(ctx context.Context, rev uint64) error {
+func (f *fakeApplier) WaitApplied(ctx context.Context, rev uint64, _ []stream.Spec) error {
 	f.mu.Lock()
 	hang := f.hang
 	f.mu.Unlock()
@@ -55,6 +55,12 @@ func (f *fakeApplier) WaitApplied(ctx context.Context, rev uint64) error {
 		return ctx.Err()
 	}
 	return nil
+}
+
+// Refused is what the write path asks: failed at rev.
+func (f *fakeApplier) Refused(id stream.ID, rev uint64) (string, bool) {
+	st := f.Status(id, rev)
+	return st.Error, st.State == stream.Failed
 }
 
 func (f *fakeApplier) Status(id stream.ID, rev uint64) stream.Status {
@@ -101,8 +107,21 @@ func (f *fakeApplier) StatusVersion() uint64 {
 	return f.version
 }
 
+// NodeStatus counts the streams by their status, as the reconciler's
+// last pass does.
 func (f *fakeApplier) NodeStatus() stream.NodeStatus {
-	return stream.NodeStatus{NginxRunning: true, Counters: stream.NodeCounters{Passes: 1}}
+	h := stream.NodeStatus{NginxRunning: true, Counters: stream.NodeCounters{Passes: 1}}
+	specs, _ := f.st.List()
+	for _, sp := range specs {
+		st := f.Status(sp.ID(), sp.Revision)
+		if st.State == stream.Active {
+			h.Streams.Active++
+			continue
+		}
+		h.Streams.Failed++
+		h.NotActive = append(h.NotActive, stream.StreamStatus{ID: sp.ID(), Status: st})
+	}
+	return h
 }
 
 func newTestServer(t testing.TB) (*Server, *store.Store, *fakeApplier) {

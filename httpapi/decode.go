@@ -35,6 +35,7 @@ type specRequest struct {
 	IdleTimeout    string   `json:"idle_timeout"`
 	Allow          []string `json:"allow"`
 	Description    string   `json:"description"`
+	Nodes          []string `json:"nodes"`
 }
 
 // decodeJSON reads exactly one JSON object into v: the body must be JSON
@@ -135,6 +136,6 @@ func (q specRequest) toSpec(p stream.Protocol, port int) (stream.Spec, error) {
 		Protocol: p, Listen: port, Bind: q.Bind, Backends: backends, Balance: q.Balance,
 		MaxFails: q.MaxFails, FailTimeout: q.FailTimeout, ProxyProtocol: q.ProxyProtocol,
 		ConnectTimeout: q.ConnectTimeout, IdleTimeout: q.IdleTimeout, Allow: q.Allow,
-		Description: q.Description,
+		Description: q.Description, Nodes: q.Nodes,
 	}, nil
 }

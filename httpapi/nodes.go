@@ -13,35 +13,21 @@ type NodeLister interface {
 	Nodes(ctx context.Context) ([]stream.NodeInfo, error)
 }
 
-// StreamLister is what LocalNode reads of the desired state.
-type StreamLister interface {
-	List() ([]stream.Spec, uint64)
-}
-
 // LocalNode is what this node knows of itself: name, API address and
-// version as given, the revision its reconciler applied, whether its
-// nginx runs and how many streams are active or failed on it.
-func LocalNode(st StreamLister, ap Applier, name, api, version string) stream.NodeInfo {
+// version as given, and from its reconciler's last pass the revision it
+// applied, whether its nginx runs, how many of its streams are active or
+// failed, and the status of those not active.
+func LocalNode(ap Applier, name, api, version string) stream.NodeInfo {
 	h := ap.NodeStatus()
-	ni := stream.NodeInfo{Name: name, API: api, Version: version, AppliedRevision: h.AppliedRevision,
-		NginxRunning: h.NginxRunning, LastSeen: time.Now().UTC()}
-	specs, _ := st.List()
-	for _, sp := range specs {
-		switch ap.Status(sp.ID(), sp.Revision).State {
-		case stream.Active:
-			ni.Streams.Active++
-		case stream.Failed:
-			ni.Streams.Failed++
-		}
-	}
-	return ni
+	return stream.NodeInfo{Name: name, API: api, Version: version, AppliedRevision: h.AppliedRevision,
+		NginxRunning: h.NginxRunning, Streams: h.Streams, NotActive: h.NotActive, LastSeen: time.Now().UTC()}
 }
 
 // listNodes answers GET /v1/nodes: the fleet's registered nodes, or this
 // node alone when there is no registry (STATE_STORE=bbolt).
 func (s *Server) listNodes(w http.ResponseWriter, r *http.Request) error {
 	if s.cfg.Nodes == nil {
-		local := LocalNode(s.store, s.applier, s.cfg.NodeName, s.cfg.APIAddress, s.cfg.Version)
+		local := LocalNode(s.applier, s.cfg.NodeName, s.cfg.APIAddress, s.cfg.Version)
 		writeJSON(w, http.StatusOK, map[string]any{"nodes": []stream.NodeInfo{local}})
 		return nil
 	}

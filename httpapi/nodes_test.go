@@ -45,6 +45,10 @@ func TestNodesListsThisNodeWithoutARegistry(t *testing.T) {
 			t.Errorf("%s = %v, want %v", k, n[k], v)
 		}
 	}
+	if na, _ := n["not_active"].([]any); len(na) != 1 || fmt.Sprint(na[0].(map[string]any)["id"]) != "tcp/9002" ||
+		na[0].(map[string]any)["error"] != "nginx says no" {
+		t.Errorf("not_active = %v, want tcp/9002 failed", n["not_active"])
+	}
 	if seen, err := time.Parse(time.RFC3339Nano, n["last_seen"].(string)); err != nil || time.Since(seen) > time.Minute {
 		t.Errorf("last_seen %v: %v", n["last_seen"], err)
 	}

@@ -17,6 +17,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/streamconductor/stream-conductor/desired"
+	"github.com/streamconductor/stream-conductor/fleet"
 	"github.com/streamconductor/stream-conductor/health"
 	"github.com/streamconductor/stream-conductor/stream"
 	"github.com/streamconductor/stream-conductor/traffic"
@@ -43,6 +44,18 @@ type Applier interface {
 	StatusVersion() uint64
 	// Preview renders a spec and reads its file, changing nothing.
 	Preview(s stream.Spec) (name string, body, current []byte, err error)
+}
+
+// FleetStatus gives a stream's status across the nodes that serve it
+// (package fleet).
+type FleetStatus interface {
+	// Of is sp's status, on each node in a fleet.
+	Of(sp stream.Spec) fleet.View
+	// Lagging names the nodes that serve one of specs and have not
+	// applied revision rev.
+	Lagging(rev uint64, specs []stream.Spec) []string
+	// Generation changes whenever another node published a change.
+	Generation() uint64
 }
 
 // TrafficSource gives what nginx carried per stream.
@@ -75,6 +88,9 @@ type Config struct {
 	Health HealthSource
 	// Metrics, when set, is served at /metrics (authorised like a read).
 	Metrics http.Handler
+	// Fleet, when set, gives each stream's status (in a fleet, on each
+	// node that serves it); unset, the applier's status is shown.
+	Fleet FleetStatus
 	// Nodes, when set, lists the fleet's nodes at GET /v1/nodes; unset,
 	// the node lists itself as NodeName at APIAddress.
 	Nodes      NodeLister

@@ -52,7 +52,12 @@ func (s *Server) status(w http.ResponseWriter, r *http.Request) error {
 	specs, rev := s.store.List()
 	counts := map[stream.State]int{stream.Active: 0, stream.Pending: 0, stream.Failed: 0}
 	var failed []map[string]string
+	total := 0
 	for _, sp := range specs {
+		if !sp.Targets(s.cfg.NodeName) {
+			continue // not served here: another node's
+		}
+		total++
 		st := s.applier.Status(sp.ID(), sp.Revision)
 		counts[st.State]++
 		if st.State == stream.Failed {
@@ -66,7 +71,7 @@ func (s *Server) status(w http.ResponseWriter, r *http.Request) error {
 		"nginx_mode":     s.cfg.NginxMode,
 		"port_range":     map[string]int{"min": s.cfg.PortMin, "max": s.cfg.PortMax},
 		"store_revision": rev,
-		"streams":        map[string]any{"total": len(specs), "by_state": counts, "failed": failed},
+		"streams":        map[string]any{"total": total, "by_state": counts, "failed": failed},
 		"reconciler":     h,
 	})
 	return nil

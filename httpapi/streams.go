@@ -11,6 +11,7 @@ import (
 	"github.com/gorilla/mux"
 
 	"github.com/streamconductor/stream-conductor/desired"
+	"github.com/streamconductor/stream-conductor/fleet"
 	"github.com/streamconductor/stream-conductor/health"
 	"github.com/streamconductor/stream-conductor/stream"
 	"github.com/streamconductor/stream-conductor/traffic"
@@ -21,7 +22,7 @@ import (
 type streamView struct {
 	ID stream.ID `json:"id"`
 	stream.Spec
-	Status  stream.Status    `json:"status"`
+	Status  fleet.View       `json:"status"`
 	Traffic *traffic.Stats   `json:"traffic,omitempty"`
 	Health  []health.Backend `json:"health,omitempty"`
 }
@@ -30,7 +31,12 @@ func (s *Server) view(sp stream.Spec) streamView {
 	if sp.Backends == nil {
 		sp.Backends = []string{}
 	}
-	v := streamView{ID: sp.ID(), Spec: sp, Status: s.applier.Status(sp.ID(), sp.Revision)}
+	v := streamView{ID: sp.ID(), Spec: sp}
+	if s.cfg.Fleet != nil {
+		v.Status = s.cfg.Fleet.Of(sp)
+	} else {
+		v.Status.Status = s.applier.Status(sp.ID(), sp.Revision)
+	}
 	if s.cfg.Traffic != nil {
 		v.Traffic = s.cfg.Traffic.Get(v.ID)
 	}
@@ -91,7 +97,7 @@ func precondition(r *http.Request) (desired.Match, error) {
 
 // listCache is an encoded list answer and what it reflects.
 type listCache struct {
-	key  [3]uint64 // store revision, status version, second (traffic, health)
+	key  [4]uint64 // store revision, status version, second (traffic, health), fleet generation
 	etag string
 	body []byte
 }
@@ -102,9 +108,12 @@ type listCache struct {
 func (s *Server) listStreams(w http.ResponseWriter, r *http.Request) error {
 	ver := s.applier.StatusVersion()
 	specs, rev := s.store.List()
-	key := [3]uint64{rev, ver, 0}
+	key := [4]uint64{rev, ver, 0, 0}
 	if s.cfg.Traffic != nil || s.cfg.Health != nil {
 		key[2] = uint64(time.Now().Unix()) // traffic and health at most a second old
+	}
+	if s.cfg.Fleet != nil {
+		key[3] = s.cfg.Fleet.Generation()
 	}
 	c := s.list.Load()
 	if c == nil || c.key != key {
@@ -116,7 +125,7 @@ func (s *Server) listStreams(w http.ResponseWriter, r *http.Request) error {
 		if err != nil {
 			return err
 		}
-		c = &listCache{key: key, etag: fmt.Sprintf(`"%d-%d-%d"`, key[0], key[1], key[2]), body: append(body, '\n')}
+		c = &listCache{key: key, etag: fmt.Sprintf(`"%d-%d-%d-%d"`, key[0], key[1], key[2], key[3]), body: append(body, '\n')}
 		s.list.Store(c)
 	}
 	w.Header().Set("ETag", c.etag)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"strings"
 
 	"github.com/streamconductor/stream-conductor/desired"
 	"github.com/streamconductor/stream-conductor/nginxconf"
@@ -91,6 +92,11 @@ func (s *Server) await(r *http.Request, w *writes.Pending) ([]writes.Refusal, er
 	if err != nil {
 		h := s.applier.NodeStatus()
 		msg := fmt.Sprintf("the change is stored but was not applied within %v", s.cfg.ApplyTimeout)
+		if s.cfg.Fleet != nil {
+			if lag := s.cfg.Fleet.Lagging(w.Revision(), w.Streams()); len(lag) > 0 {
+				msg += " by " + strings.Join(lag, ", ")
+			}
+		}
 		if h.LastError != "" {
 			return nil, &Error{Status: http.StatusServiceUnavailable, Code: CodeNginxUnavailable, Message: msg + "; nginx: " + h.LastError}
 		}

@@ -39,6 +39,7 @@ const (
 	MaxBackends       = 64
 	MaxAllow          = 256
 	MaxDescription    = 1024
+	MaxNodes          = 64
 	maxMaxFails       = 1000
 	minTimeout        = time.Second
 	maxConnectTimeout = time.Hour
@@ -117,7 +118,28 @@ func Validate(s stream.Spec, r Rules) (stream.Spec, error) {
 	if !utf8.ValidString(s.Description) || strings.ContainsFunc(s.Description, isControl) {
 		return s, fieldErr("description", "must be UTF-8 text without control characters")
 	}
+	if s.Nodes, err = canonicalNodes(s.Nodes); err != nil {
+		return s, err
+	}
 	return s, nil
+}
+
+// canonicalNodes checks the names of the nodes that serve a stream and
+// returns them sorted, without duplicates (nil for none: every node).
+func canonicalNodes(nodes []string) ([]string, error) {
+	if len(nodes) == 0 {
+		return nil, nil
+	}
+	if len(nodes) > MaxNodes {
+		return nil, fieldErr("nodes", "at most %d node names", MaxNodes)
+	}
+	for _, n := range nodes {
+		if err := stream.CheckNodeName(n); err != nil {
+			return nil, fieldErr("nodes", "%s", truncate(err.Error()))
+		}
+	}
+	slices.Sort(nodes)
+	return slices.Compact(nodes), nil
 }
 
 // canonicalBackends checks the backends and puts each in canonical form,

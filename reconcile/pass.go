@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"maps"
 	"os"
+	"slices"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -27,6 +28,7 @@ func notApplied(err error) error {
 // revision it applied.
 func (r *Reconciler) pass(ctx context.Context, log zerolog.Logger) (uint64, error) {
 	specs, rev := r.store.List()
+	specs = r.ours(specs)
 	r.dropStaleQuarantine(specs)
 	r.retainNames(specs, rev)
 	running, err := r.prepare(ctx, len(specs))
@@ -72,6 +74,23 @@ func (r *Reconciler) pass(ctx context.Context, log zerolog.Logger) (uint64, erro
 	r.bootFiles = nil
 	r.finish(specs, a.desired, rev)
 	return rev, nil
+}
+
+// ours keeps of specs the streams that target this node: the others are
+// neither rendered nor counted here. specs may be the store's own list:
+// it is not changed.
+func (r *Reconciler) ours(specs []stream.Spec) []stream.Spec {
+	targets := func(s stream.Spec) bool { return s.Targets(r.cfg.Node) }
+	if !slices.ContainsFunc(specs, func(s stream.Spec) bool { return !targets(s) }) {
+		return specs
+	}
+	mine := make([]stream.Spec, 0, len(specs))
+	for _, s := range specs {
+		if targets(s) {
+			mine = append(mine, s)
+		}
+	}
+	return mine
 }
 
 // prepare readies nginx and the directory for a pass over streams

@@ -75,7 +75,10 @@ type Config struct {
 	// name that now resolves where a backend rule forbids (DNS rebinding)
 	// fails its stream instead.
 	Policy Policy
-	Log    zerolog.Logger
+	// Node is this node's name (NODE_NAME): the reconciler applies only
+	// the streams that target it (stream.Spec.Targets).
+	Node string
+	Log  zerolog.Logger
 }
 
 // Resolver answers what addresses backend host names have.

@@ -73,6 +73,8 @@ func (r *Reconciler) finish(specs []stream.Spec, desired map[string]file, rev ui
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	status := make(map[stream.ID]stream.Status, len(specs))
+	var counts stream.NodeStreams
+	var notActive []stream.StreamStatus
 	for _, s := range specs {
 		st := stream.Status{State: stream.Active, Revision: s.Revision, Since: now}
 		if q, ok := r.quarantine[s.ID()]; ok {
@@ -84,8 +86,15 @@ func (r *Reconciler) finish(specs []stream.Spec, desired map[string]file, rev ui
 			st.Since = old.Since
 		}
 		status[s.ID()] = st
+		if st.State == stream.Active {
+			counts.Active++
+		} else {
+			counts.Failed++
+			notActive = append(notActive, stream.StreamStatus{ID: s.ID(), Status: st})
+		}
 	}
 	r.status = status
+	r.node.Streams, r.node.NotActive = counts, notActive
 	r.statusVersion++
 	owned := make(map[stream.ID]bool, len(desired))
 	for _, f := range desired {

@@ -5,7 +5,8 @@ import "time"
 // NodeInfo is what a node of a fleet says of itself in the node registry
 // (GET /v1/nodes): its name and API address, its version, the desired
 // state's revision it applied, whether its nginx runs, how many streams
-// are active or failed on it, and when it last said so.
+// are active or failed on it, the status of each of its streams that is
+// not active at that revision, and when it last said so.
 type NodeInfo struct {
 	Name            string      `json:"name"`
 	API             string      `json:"api"`
@@ -13,7 +14,34 @@ type NodeInfo struct {
 	AppliedRevision uint64      `json:"applied_revision"`
 	NginxRunning    bool        `json:"nginx_running"`
 	Streams         NodeStreams `json:"streams"`
-	LastSeen        time.Time   `json:"last_seen"`
+	// NotActive lists the node's streams that are not active at
+	// AppliedRevision; those of its streams not listed are active if
+	// their revision is at most AppliedRevision, pending otherwise.
+	NotActive []StreamStatus `json:"not_active,omitempty"`
+	LastSeen  time.Time      `json:"last_seen"`
+}
+
+// StreamStatus is one stream's status on a node, as the node publishes it.
+type StreamStatus struct {
+	ID ID `json:"id"`
+	Status
+}
+
+// Gone is the state, on a node, of a stream the node cannot serve
+// because it is not live in the fleet: it left (stopped, or its lease
+// expired) or was never seen.
+const Gone State = "gone"
+
+// OnNode is a stream's state on one node of a fleet, as the API shows it.
+type OnNode struct {
+	Node  string `json:"node"`
+	State State  `json:"state"`
+	// AppliedRevision is the revision of the desired state the node
+	// applied (0 when it is gone).
+	AppliedRevision uint64 `json:"applied_revision"`
+	// Error is nginx's message on that node when failed, or why the
+	// node is gone.
+	Error string `json:"error,omitempty"`
 }
 
 // NodeStreams counts a node's streams by state.

@@ -22,6 +22,11 @@ type NodeStatus struct {
 	// the reconciler's StuckAfter.
 	Stuck    string       `json:"stuck,omitempty"`
 	Counters NodeCounters `json:"counters"`
+	// Streams counts this node's streams (those that target it) by state
+	// at AppliedRevision, and NotActive lists those that are not active:
+	// what the node publishes to its fleet.
+	Streams   NodeStreams    `json:"-"`
+	NotActive []StreamStatus `json:"-"`
 }
 
 // NodeCounters count what the reconciler did since the process started.

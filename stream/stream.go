@@ -39,6 +39,9 @@ type Spec struct {
 	IdleTimeout    string   `json:"idle_timeout,omitempty"`
 	Allow          []string `json:"allow,omitempty"`
 	Description    string   `json:"description,omitempty"`
+	// Nodes names the nodes of a fleet that serve the stream (sorted,
+	// without duplicates); empty means every node.
+	Nodes []string `json:"nodes,omitempty"`
 
 	// Set by the store on every write.
 	Revision  uint64    `json:"revision"`
@@ -57,7 +60,13 @@ func (s Spec) SameDesired(o Spec) bool {
 		equalIntPtr(s.MaxFails, o.MaxFails) && s.FailTimeout == o.FailTimeout &&
 		s.ProxyProtocol == o.ProxyProtocol && s.ConnectTimeout == o.ConnectTimeout &&
 		s.IdleTimeout == o.IdleTimeout && slices.Equal(s.Allow, o.Allow) &&
-		s.Description == o.Description
+		s.Description == o.Description && slices.Equal(s.Nodes, o.Nodes)
+}
+
+// Targets reports whether the node named node serves s: s names no
+// nodes (every node serves it) or names this one.
+func (s Spec) Targets(node string) bool {
+	return len(s.Nodes) == 0 || slices.Contains(s.Nodes, node)
 }
 
 // Clone returns a deep copy of s, so that callers may change slices freely.
@@ -65,6 +74,7 @@ func (s Spec) Clone() Spec {
 	c := s
 	c.Backends = slices.Clone(s.Backends)
 	c.Allow = slices.Clone(s.Allow)
+	c.Nodes = slices.Clone(s.Nodes)
 	if s.MaxFails != nil {
 		v := *s.MaxFails
 		c.MaxFails = &v

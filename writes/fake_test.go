@@ -30,7 +30,7 @@ type fakeApplier struct {
 	leftover  map[stream.ID]string // deleted stream -> why its file stays
 }
 
-func (f *fakeApplier) WaitApplied(ctx context.Context, rev uint64) error {
+func (f *fakeApplier) WaitApplied(ctx context.Context, rev uint64, _ []stream.Spec) error {
 	f.mu.Lock()
 	gate := f.gate
 	f.mu.Unlock()
@@ -43,6 +43,12 @@ func (f *fakeApplier) WaitApplied(ctx context.Context, rev uint64) error {
 	case <-ctx.Done():
 		return ctx.Err()
 	}
+}
+
+// Refused is what the write path asks: failed at rev.
+func (f *fakeApplier) Refused(id stream.ID, rev uint64) (string, bool) {
+	st := f.Status(id, rev)
+	return st.Error, st.State == stream.Failed
 }
 
 func (f *fakeApplier) Status(id stream.ID, rev uint64) stream.Status {

@@ -41,20 +41,40 @@ type Pending struct {
 	err     error
 	// deleted, when set, is the stream a delete removed: Wait also checks
 	// that nothing of it is left in nginx's configuration.
-	deleted *stream.ID
+	deleted *stream.Spec
+}
+
+// Revision is the revision of the desired state the write committed (or
+// found, when it changed nothing).
+func (w *Pending) Revision() uint64 { return w.rev }
+
+// Streams are the streams the write is about, as stored or, for a
+// delete, as they were: those whose nodes are waited for.
+func (w *Pending) Streams() []stream.Spec { return specsOf(w.items, w.deleted) }
+
+// specsOf lists the specs of items and of deleted, if any.
+func specsOf(items []item, deleted *stream.Spec) []stream.Spec {
+	specs := make([]stream.Spec, 0, len(items)+1)
+	for _, it := range items {
+		specs = append(specs, it.stored)
+	}
+	if deleted != nil {
+		specs = append(specs, *deleted)
+	}
+	return specs
 }
 
 // Wait blocks until the write is applied or ctx ends (ctx's error). It
 // returns the streams nginx refused, undone by the time it returns.
 func (w *Pending) Wait(ctx context.Context) ([]Refusal, error) {
 	if w.done == nil {
-		if err := w.p.ap.WaitApplied(ctx, w.rev); err != nil {
+		if err := w.p.ap.WaitApplied(ctx, w.rev, w.Streams()); err != nil {
 			return nil, err
 		}
 		refused := w.p.refusals(w.items)
 		if w.deleted != nil {
-			if err := w.p.ap.Leftover(*w.deleted); err != nil {
-				refused = append(refused, Refusal{ID: *w.deleted, Reason: err.Error()})
+			if err := w.p.ap.Leftover(w.deleted.ID()); err != nil {
+				refused = append(refused, Refusal{ID: w.deleted.ID(), Reason: err.Error()})
 			}
 		}
 		return refused, nil
@@ -84,7 +104,7 @@ func (p *Path) watch(rev uint64, items []item, by string) *Pending {
 		defer close(w.done)
 		ctx, cancel := context.WithTimeout(p.ctx, p.cfg.UndoWindow)
 		defer cancel()
-		if err := p.ap.WaitApplied(ctx, rev); err != nil {
+		if err := p.ap.WaitApplied(ctx, rev, specsOf(items, nil)); err != nil {
 			w.err = err
 			if p.ctx.Err() != nil {
 				p.log.Info().Uint64("revision", rev).Msg("stopped watching a write not yet applied: shutting down")
@@ -118,8 +138,8 @@ func (p *Path) refusals(items []item) []Refusal {
 // refusal says whether nginx refused it at its revision, and why.
 func (p *Path) refusal(it item) (Refusal, bool) {
 	id := it.stored.ID()
-	st := p.ap.Status(id, it.stored.Revision)
-	return Refusal{ID: id, Reason: st.Error}, st.State == stream.Failed
+	reason, refused := p.ap.Refused(id, it.stored.Revision)
+	return Refusal{ID: id, Reason: reason}, refused
 }
 
 // undo takes back a write nginx refused, unless it stored nothing or the

@@ -109,7 +109,7 @@ func (p *Path) Delete(id stream.ID, m desired.Match) (stream.Spec, *Pending, err
 	}
 	p.log.Info().Stringer("stream", id).Uint64("revision", rev).Msg("deleted")
 	w := p.observe(rev, nil)
-	w.deleted = &id
+	w.deleted = &prev
 	return prev, w, nil
 }
 

@@ -24,10 +24,13 @@ import (
 // Applier is the reconciler as the write path uses it.
 type Applier interface {
 	// WaitApplied blocks until every write up to revision rev has been
-	// applied (each stream active or failed) or ctx ends.
-	WaitApplied(ctx context.Context, rev uint64) error
-	// Status is stream id's status at revision rev.
-	Status(id stream.ID, rev uint64) stream.Status
+	// applied (each stream active or failed) by the nodes that serve
+	// specs — the streams the write is about (all nodes when it names
+	// none) — or ctx ends.
+	WaitApplied(ctx context.Context, rev uint64, specs []stream.Spec) error
+	// Refused says whether nginx refused stream id at revision rev (in
+	// a fleet, on every live node that serves it), and why.
+	Refused(id stream.ID, rev uint64) (reason string, refused bool)
 	// BindConflict returns nil when s's listen address is free (or our
 	// nginx holds it already), and otherwise why another process holds
 	// it, worded like nginx's bind() message.

@@ -57,6 +57,9 @@ type config struct {
 	ShowVersion           bool
 	// State is where the desired state lives (STATE_STORE and ETCD_*).
 	State stateConfig
+	// NodeAPIURL is the API's address as the fleet's node list shows it
+	// (NODE_API_URL, else derived from BIND_ADDRESS and BIND_PORT).
+	NodeAPIURL string
 }
 
 // setting is one flag with its environment variable and default.
@@ -104,6 +107,7 @@ var settings = []setting{
 	{"etcd-password-file", "ETCD_PASSWORD_FILE", "", "STATE_STORE=etcd: file holding the etcd user's password"},
 	{"node-name", "NODE_NAME", "", "this node's name in a fleet (default: the host name)"},
 	{"node-ttl", "NODE_TTL", "10s", "STATE_STORE=etcd: the lease of this node's entry in GET /v1/nodes, so how long a node that died stays listed (2s-5m)"},
+	{"node-api-url", "NODE_API_URL", "", "this node's API address as GET /v1/nodes shows it, such as http://10.0.0.5:8080 (default: http://BIND_ADDRESS:BIND_PORT, with this host's address when BIND_ADDRESS is 0.0.0.0 or ::)"},
 	{"log-level", "LOG_LEVEL", "info", "debug, info, warn or error"},
 	{"log-format", "LOG_FORMAT", "auto", "json, console, or auto (console on a terminal, json otherwise)"},
 }
@@ -251,6 +255,9 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 	case "json", "console", "auto":
 	default:
 		return c, fmt.Errorf("LOG_FORMAT must be json, console or auto, not %q", c.LogFormat)
+	}
+	if c.NodeAPIURL, err = nodeAPIURL(v("node-api-url"), c.BindAddress, c.BindPort); err != nil {
+		return c, err
 	}
 	c.State, err = parseStateConfig(v)
 	return c, err

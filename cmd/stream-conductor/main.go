@@ -128,7 +128,8 @@ func run(ctx context.Context, cfg config, log zerolog.Logger) error {
 	backends := &policy.Backends{AllowCIDRs: cidrs, AllowSuffixes: suffixes, APIPort: cfg.BindPort,
 		PortMin: cfg.PortMin, PortMax: cfg.PortMax, Lookup: resolver.Lookup}
 	var mx *metrics.Metrics
-	rec = newReconciler(cfg, st, ngx, resolver, backends, &mx, log)
+	pub := &publisher{}
+	rec = newReconciler(cfg, st, ngx, resolver, backends, &mx, pub.Publish, log)
 	var prober *health.Prober
 	if cfg.HealthInterval > 0 {
 		prober = health.New(st)
@@ -137,13 +138,21 @@ func run(ctx context.Context, cfg config, log zerolog.Logger) error {
 	mx = metrics.New(rec, st, tc, prober)
 
 	addr := net.JoinHostPort(cfg.BindAddress, strconv.Itoa(cfg.BindPort))
-	nodes, leave, err := registerNode(ctx, cfg, st, func() stream.NodeInfo {
-		return httpapi.LocalNode(st, rec, cfg.State.NodeName, "http://"+addr, version)
+	nodes, node, err := registerNode(ctx, cfg, st, func() stream.NodeInfo {
+		return httpapi.LocalNode(rec, cfg.State.NodeName, cfg.NodeAPIURL, version)
 	}, log)
 	if err != nil {
 		return err
 	}
-	defer leave()
+	if node != nil {
+		defer node.Close()
+		pub.node = node
+	}
+	reg := watchNodes(st, log)
+	if reg != nil {
+		defer reg.close()
+	}
+	fl := newFleet(cfg, st, rec, reg)
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return fmt.Errorf("API listen on %s: %w (set BIND_ADDRESS/BIND_PORT)", addr, err)
@@ -151,7 +160,7 @@ func run(ctx context.Context, cfg config, log zerolog.Logger) error {
 	wp := writes.New(writes.Config{
 		PortMin: cfg.PortMin, PortMax: cfg.PortMax, Reserved: []int{cfg.BindPort},
 		ApplyTimeout: cfg.ApplyTimeout, OnUndo: httpapi.AuditUndos(st, log), Log: log,
-	}, st, rec, backends)
+	}, st, fl, backends)
 	defer wp.Close()
 	api := httpapi.New(httpapi.Config{
 		PortMin: cfg.PortMin, PortMax: cfg.PortMax,
@@ -161,9 +170,10 @@ func run(ctx context.Context, cfg config, log zerolog.Logger) error {
 		Traffic:    trafficSource(tc),
 		Health:     healthSource(prober),
 		OnRequest:  mx.ObserveRequest,
+		Fleet:      fl,
 		Nodes:      nodes,
 		NodeName:   cfg.State.NodeName,
-		APIAddress: "http://" + addr,
+		APIAddress: cfg.NodeAPIURL,
 		Log:        log,
 	}, st, rec, wp)
 	defer reloadTokensOnHUP(tokens, log)()
@@ -267,7 +277,8 @@ func newNginx(cfg config, st stateStore, log zerolog.Logger) (reconcile.Nginx, *
 
 // newReconciler builds the reconciler; its metrics hooks read *mx, which
 // is set once the metrics exist (they need the reconciler).
-func newReconciler(cfg config, st stateStore, ngx reconcile.Nginx, resolver *resolve.Resolver, backends *policy.Backends, mx **metrics.Metrics, log zerolog.Logger) *reconcile.Reconciler {
+// After every pass, passed is called (the fleet's node registry).
+func newReconciler(cfg config, st stateStore, ngx reconcile.Nginx, resolver *resolve.Resolver, backends *policy.Backends, mx **metrics.Metrics, passed func(), log zerolog.Logger) *reconcile.Reconciler {
 	return reconcile.New(reconcile.Config{
 		Dir:            cfg.StreamConfigPath,
 		Render:         nginxconf.RenderOptions{Prefix: cfg.StreamPrefix, DefaultBind: cfg.StreamBindAddress},
@@ -277,11 +288,15 @@ func newReconciler(cfg config, st stateStore, ngx reconcile.Nginx, resolver *res
 		RepairRate:     reconcile.RepairRate{Burst: cfg.RepairBurst, Per: cfg.RepairPer},
 		VerifyTimeout:  cfg.ApplyTimeout / 2,
 		StuckAfter:     cfg.StuckAfter,
-		OnPass:         func(d time.Duration, err error) { (*mx).ObservePass(d, err) },
-		OnApply:        func(op string, d time.Duration, err error) { (*mx).ObserveApply(op, d, err) },
-		Resolver:       resolver,
-		Policy:         backends,
-		Log:            log,
+		OnPass: func(d time.Duration, err error) {
+			(*mx).ObservePass(d, err)
+			passed()
+		},
+		OnApply:  func(op string, d time.Duration, err error) { (*mx).ObserveApply(op, d, err) },
+		Resolver: resolver,
+		Policy:   backends,
+		Node:     cfg.State.NodeName,
+		Log:      log,
 	}, st, ngx)
 }
 

@@ -154,14 +154,14 @@ func openEtcdState(cfg config, log zerolog.Logger) (stateStore, string, error) {
 }
 
 // registerNode puts this node in the fleet's node registry (STATE_STORE=
-// etcd) until the returned stop, which takes it out; info says what the
+// etcd) until the returned node's Close, which takes it out; info says what the
 // node knows of itself. With bbolt there is no registry: the lister is nil
 // and GET /v1/nodes shows this node alone. A NODE_NAME that another live
 // node holds is an error (the daemon does not start).
-func registerNode(ctx context.Context, cfg config, st stateStore, info func() stream.NodeInfo, log zerolog.Logger) (httpapi.NodeLister, func(), error) {
+func registerNode(ctx context.Context, cfg config, st stateStore, info func() stream.NodeInfo, log zerolog.Logger) (httpapi.NodeLister, *etcdstate.Node, error) {
 	e, ok := st.(etcdState)
 	if !ok {
-		return nil, func() {}, nil
+		return nil, nil, nil
 	}
 	lg := log.With().Str("node", cfg.State.NodeName).Logger()
 	n, err := e.Register(ctx, cfg.State.NodeName, etcdstate.NodeOptions{TTL: cfg.State.NodeTTL, Log: &lg}, info)
@@ -169,7 +169,7 @@ func registerNode(ctx context.Context, cfg config, st stateStore, info func() st
 		return nil, nil, fmt.Errorf("NODE_NAME %s: %w", cfg.State.NodeName, err)
 	}
 	log.Info().Str("node", cfg.State.NodeName).Dur("ttl", cfg.State.NodeTTL).Msg("registered in the fleet's node list")
-	return e.State, n.Close, nil
+	return e.State, n, nil
 }
 
 // etcdTLS is the TLS configuration ETCD_CACERT, ETCD_CERT and ETCD_KEY
