@@ -2,6 +2,7 @@ package nginxconf
 
 import (
 	"errors"
+	"slices"
 	"strings"
 	"testing"
 
@@ -28,6 +29,10 @@ func TestValidateAcceptsAndCanonicalises(t *testing.T) {
 			func(s stream.Spec) bool { return s.Backends[0] == "[2001:db8::1]:80" }},
 		{"bracketed bind unwrapped", stream.Spec{Listen: 9000, Bind: "[::1]", Backends: []string{"a:1"}},
 			func(s stream.Spec) bool { return s.Bind == "::1" }},
+		{"nodes sorted without duplicates", stream.Spec{Listen: 9000, Backends: []string{"a:1"}, Nodes: []string{"edge-2", "edge-1", "edge-2"}},
+			func(s stream.Spec) bool { return slices.Equal(s.Nodes, []string{"edge-1", "edge-2"}) }},
+		{"empty nodes: every node", stream.Spec{Listen: 9000, Backends: []string{"a:1"}, Nodes: []string{}},
+			func(s stream.Spec) bool { return s.Nodes == nil }},
 		{"bare IP allow becomes a /32", stream.Spec{Listen: 9000, Backends: []string{"a:1"}, Allow: []string{"10.1.2.3", "10.9.9.9/8"}},
 			func(s stream.Spec) bool { return s.Allow[0] == "10.1.2.3/32" && s.Allow[1] == "10.0.0.0/8" }},
 		{"several backends default to round robin", stream.Spec{Listen: 9000, Backends: []string{"a:1", "b:1"}},
@@ -63,6 +68,11 @@ func TestValidateRejects(t *testing.T) {
 		field string
 	}{
 		{"bad protocol", ok(func(s *stream.Spec) { s.Protocol = "http" }), "protocol"},
+		{"empty node name", ok(func(s *stream.Spec) { s.Nodes = []string{""} }), "nodes"},
+		{"node name with slash", ok(func(s *stream.Spec) { s.Nodes = []string{"edge/1"} }), "nodes"},
+		{"node name with space", ok(func(s *stream.Spec) { s.Nodes = []string{"edge 1"} }), "nodes"},
+		{"node name too long", ok(func(s *stream.Spec) { s.Nodes = []string{strings.Repeat("e", 129)} }), "nodes"},
+		{"too many nodes", ok(func(s *stream.Spec) { s.Nodes = make([]string, 65) }), "nodes"},
 		{"port 0", ok(func(s *stream.Spec) { s.Listen = 0 }), "listen"},
 		{"port 70000", ok(func(s *stream.Spec) { s.Listen = 70000 }), "listen"},
 		{"outside range", ok(func(s *stream.Spec) { s.Listen = 9010 }), "listen"},
