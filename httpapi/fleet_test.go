@@ -2,6 +2,7 @@ package httpapi
 
 import (
 	"fmt"
+	"strings"
 	"sync/atomic"
 	"testing"
 
@@ -48,7 +49,10 @@ func TestStatusCountsOnlyThisNodesStreams(t *testing.T) {
 
 // fakeFleet shows every stream with one summary, which changes with its
 // generation.
-type fakeFleet struct{ gen atomic.Uint64 }
+type fakeFleet struct {
+	gen     atomic.Uint64
+	lagging []string
+}
 
 func (f *fakeFleet) Of(sp stream.Spec) fleet.View {
 	g := f.gen.Load()
@@ -56,8 +60,22 @@ func (f *fakeFleet) Of(sp stream.Spec) fleet.View {
 		OnNodes: []stream.OnNode{{Node: "edge-2", State: stream.Active, AppliedRevision: g}}}
 }
 
-func (f *fakeFleet) Lagging(uint64, []stream.Spec) []string { return nil }
+func (f *fakeFleet) Lagging(uint64, []stream.Spec) []string { return f.lagging }
 func (f *fakeFleet) Generation() uint64                     { return f.gen.Load() }
+
+// A write not applied within APPLY_TIMEOUT says which nodes did not.
+func TestApplyTimeoutNamesTheNodesThatDidNotApply(t *testing.T) {
+	srv, _, ap := newTestServer(t)
+	srv.cfg.Fleet = &fakeFleet{lagging: []string{"edge-3 (applied revision 4)"}}
+	ap.mu.Lock()
+	ap.hang = true
+	ap.mu.Unlock()
+	rec, body := do(t, srv, call{method: "PUT", path: "/v1/streams/tcp/9001", body: `{"backend":"a:1"}`})
+	e, _ := body["error"].(map[string]any)
+	if rec.Code != 503 || !strings.HasSuffix(fmt.Sprint(e["message"]), "not applied within 200ms by edge-3 (applied revision 4); it will be applied when nginx allows") {
+		t.Fatalf("PUT: %d %v", rec.Code, body)
+	}
+}
 
 // With a fleet, a stream's status is the fleet's, with each node; the
 // cached list follows the other nodes' changes.
