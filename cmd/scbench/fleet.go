@@ -94,7 +94,7 @@ type fleet struct {
 
 // runFleet starts the fleet and the single node, measures both in the
 // same run, prints the results, and stops every process it started (also
-// on SIGINT/SIGTERM and on failure).
+// on SIGINT, SIGTERM, SIGHUP, SIGPIPE and on failure).
 func runFleet(cfg fleetConfig) error {
 	if cfg.hi-cfg.lo+1 < max(cfg.samples, cfg.bulkN) {
 		return fmt.Errorf("-ports has %d ports: -fleet needs at least -samples and -bulk (%d)", cfg.hi-cfg.lo+1, max(cfg.samples, cfg.bulkN))
@@ -106,11 +106,14 @@ func runFleet(cfg fleetConfig) error {
 	os.Chmod(dir, 0o755) // nginx's workers (nobody under root) reach each DATA_DIR/traffic.sock
 	f := &fleet{cfg: cfg, dir: dir}
 	sigs := make(chan os.Signal, 1)
-	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
+	// SIGPIPE too: output piped into a reader that went (head) would
+	// otherwise end the tool before it stops what it started.
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGPIPE)
 	defer signal.Stop(sigs)
 	go func() {
-		if _, ok := <-sigs; ok {
+		if sig, ok := <-sigs; ok {
 			f.stop()
+			fmt.Fprintf(os.Stderr, "scbench: %v: stopped every process it started; logs in %s\n", sig, dir)
 			os.Exit(1)
 		}
 	}()
@@ -296,9 +299,16 @@ func (f *fleet) stop() {
 			n.p.stop(syscall.SIGTERM, 15*time.Second)
 			stopNginx(n.dataDir)
 		}
+		// The members at once: one stopped alone waits for the others.
+		var wg sync.WaitGroup
 		for _, p := range f.etcd {
-			p.stop(syscall.SIGTERM, 10*time.Second)
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				p.stop(syscall.SIGTERM, 10*time.Second)
+			}()
 		}
+		wg.Wait()
 	})
 }
 
