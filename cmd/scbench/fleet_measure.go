@@ -24,6 +24,8 @@ func (f *fleet) measure(out *bench) error {
 	add := func(name string, res map[string]any) {
 		res["measurement"] = name
 		out.results = append(out.results, res)
+		line, _ := json.Marshal(res) // progress, kept if a later step fails
+		fmt.Fprintln(os.Stderr, string(line))
 	}
 	for _, n := range f.cfg.rawStreams {
 		res, err := rawReloadToEcho(f.cfg.nginxBin, n, f.cfg.rawBase, f.cfg.samples, f.cfg.backend)
@@ -149,8 +151,8 @@ func timeApplied(b *bench, port int, addrs []string) ([]time.Duration, time.Dura
 }
 
 // bulk creates n streams from c concurrent clients, client k writing
-// through node k mod 3, then waits (at most 2 minutes) until every port
-// forwards at every node.
+// through node k mod 3, then waits (at most 2 minutes after the last
+// reply) until every port forwards at every node.
 func (f *fleet) bulk(n, c int) (map[string]any, error) {
 	before, err := f.reloads()
 	if err != nil {
@@ -192,7 +194,7 @@ func (f *fleet) bulk(n, c int) (map[string]any, error) {
 	}
 	wg.Wait()
 	wall := time.Since(start)
-	everywhere, err := f.allForward(n, start.Add(2*time.Minute))
+	everywhere, err := f.allForward(n, time.Now().Add(2*time.Minute))
 	if err != nil {
 		return nil, err
 	}
