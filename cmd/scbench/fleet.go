@@ -277,10 +277,13 @@ func (f *fleet) startNode(name, addr string, env ...string) (*node, error) {
 		}
 		select {
 		case <-n.p.done:
+			stopNginx(n.dataDir)
 			return nil, fmt.Errorf("%s exited during start-up (see %s)", name, n.p.log)
 		default:
 		}
 		if time.Now().After(deadline) {
+			n.p.stop(syscall.SIGTERM, 15*time.Second)
+			stopNginx(n.dataDir)
 			return nil, fmt.Errorf("%s not ready within 30s (see %s)", name, n.p.log)
 		}
 		time.Sleep(20 * time.Millisecond)

@@ -112,11 +112,11 @@ func (f *fleet) applied(samples int) (map[string]any, error) {
 	}
 	return map[string]any{
 		"samples": samples, "single_p50_ms": ms(pct(single, 50)), "single_p95_ms": ms(pct(single, 95)),
-		"single_reply_p50_ms": ms(pct(singleReply, 50)), "single_replies_before_applied": singleEarly,
+		"single_reply_p50_ms": ms(pct(singleReply, 50)), "single_replies_before_first_echo": singleEarly,
 		"fleet_all_p50_ms": ms(pct(all, 50)), "fleet_all_p95_ms": ms(pct(all, 95)),
 		"fleet_first_node_p50_ms": ms(pct(first, 50)), "fleet_reply_p50_ms": ms(pct(fleetReply, 50)),
 		"fleet_reply_p95_ms":               ms(pct(fleetReply, 95)),
-		"fleet_replies_before_all_applied": fleetEarly, "fleet_replies_before_node_a_applied": firstEarly,
+		"fleet_replies_before_echo_at_all": fleetEarly, "fleet_replies_before_echo_at_node_a": firstEarly,
 		"ratio_p50": float64(pct(all, 50)) / float64(pct(single, 50)),
 		"ratio_p95": float64(pct(all, 95)) / float64(pct(single, 95)),
 	}, nil
