@@ -47,20 +47,20 @@ var migrateSettings = map[string]bool{"etcd-endpoints": true, "etcd-prefix": tru
 
 // migration is one run of migrate, as its flags asked.
 type migration struct {
-	from, to     end
+	from, to     migrationEnd
 	apply, prune bool
 	request      string // the command line, for the audit record
 	cfg          config // State (etcd) and the audit bounds
 }
 
-// end is one side of a migration: etcd, or a bbolt file.
-type end struct {
+// migrationEnd is one side of a migration: etcd, or a bbolt file.
+type migrationEnd struct {
 	etcd bool
 	path string // the bbolt file
 }
 
-// errFlags is a command line the flag package already reported.
-var errFlags = errors.New("bad flags")
+// errMigrateFlags is a command line the flag package already reported.
+var errMigrateFlags = errors.New("bad flags")
 
 // runMigrate runs `stream-conductor migrate` and returns its exit code.
 func runMigrate(args []string, getenv func(string) string, stdout, stderr io.Writer) int {
@@ -68,7 +68,7 @@ func runMigrate(args []string, getenv func(string) string, stdout, stderr io.Wri
 	switch {
 	case errors.Is(err, flag.ErrHelp):
 		return exitOK
-	case errors.Is(err, errFlags):
+	case errors.Is(err, errMigrateFlags):
 		return exitUsage
 	case err != nil:
 		fmt.Fprintln(stderr, "stream-conductor migrate:", err)
@@ -110,16 +110,16 @@ func parseMigrate(args []string, getenv func(string) string, stderr io.Writer) (
 		if errors.Is(err, flag.ErrHelp) {
 			return m, err
 		}
-		return m, errFlags
+		return m, errMigrateFlags
 	}
 	if fs.NArg() > 0 {
 		return m, fmt.Errorf("unexpected argument %q (see -h)", fs.Arg(0))
 	}
 	var err error
-	if m.from, err = parseEnd("--from", from); err != nil {
+	if m.from, err = parseMigrationEnd("--from", from); err != nil {
 		return m, err
 	}
-	if m.to, err = parseEnd("--to", to); err != nil {
+	if m.to, err = parseMigrationEnd("--to", to); err != nil {
 		return m, err
 	}
 	if m.from.etcd == m.to.etcd {
@@ -156,23 +156,23 @@ func parseMigrate(args []string, getenv func(string) string, stderr io.Writer) (
 	return m, nil
 }
 
-// parseEnd reads --from or --to: "etcd", a bbolt file, or a directory
+// parseMigrationEnd reads --from or --to: "etcd", a bbolt file, or a directory
 // taken as the data dir that holds state.db.
-func parseEnd(flagName, v string) (end, error) {
+func parseMigrationEnd(flagName, v string) (migrationEnd, error) {
 	switch v = strings.TrimSpace(v); {
 	case v == "":
-		return end{}, fmt.Errorf("%s is required: etcd, or a bbolt file such as /var/lib/stream-conductor/state.db", flagName)
+		return migrationEnd{}, fmt.Errorf("%s is required: etcd, or a bbolt file such as /var/lib/stream-conductor/state.db", flagName)
 	case v == "etcd":
-		return end{etcd: true}, nil
+		return migrationEnd{etcd: true}, nil
 	}
 	if fi, err := os.Stat(v); err == nil && fi.IsDir() {
 		v = filepath.Join(v, "state.db")
 	}
-	return end{path: v}, nil
+	return migrationEnd{path: v}, nil
 }
 
-// name is the end as the command line and the audit record name it.
-func (e end) name() string {
+// name is the side as the command line and the audit record name it.
+func (e migrationEnd) name() string {
 	if e.etcd {
 		return "etcd"
 	}
@@ -192,7 +192,7 @@ func (m migration) run(out io.Writer) error {
 		defer st.Close()
 		ec, etcdWhere = st, where
 	}
-	describe := func(e end) string {
+	describe := func(e migrationEnd) string {
 		if e.etcd {
 			return etcdWhere
 		}
@@ -202,7 +202,7 @@ func (m migration) run(out io.Writer) error {
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(out, "from %s: %s (revision %d)\n", describe(m.from), count(len(specs)), srcRev)
+	fmt.Fprintf(out, "from %s: %s (revision %d)\n", describe(m.from), nStreams(len(specs)), srcRev)
 	if !m.apply {
 		return m.plan(out, ec, specs, describe(m.to))
 	}
@@ -212,12 +212,12 @@ func (m migration) run(out io.Writer) error {
 	}
 	defer closeDst()
 	cur, dstRev := dst.List()
-	fmt.Fprintf(out, "to %s: %s (revision %d)\n", describe(m.to), count(len(cur)), dstRev)
+	fmt.Fprintf(out, "to %s: %s (revision %d)\n", describe(m.to), nStreams(len(cur)), dstRev)
 	res, ierr := dst.Import(specs, m.prune)
 	if aerr := dst.AppendAudit(m.auditRecord(res, ierr)); aerr != nil {
 		aerr = fmt.Errorf("the audit record of the migration could not be written: %w", aerr)
 		if ierr == nil {
-			printChanges(out, res, "migrated", nil)
+			printMigration(out, res, "migrated", nil)
 			return aerr
 		}
 		ierr = errors.Join(ierr, aerr)
@@ -225,7 +225,7 @@ func (m migration) run(out io.Writer) error {
 	if ierr != nil {
 		return fmt.Errorf("nothing was written (a migration is one transaction): %w", ierr)
 	}
-	printChanges(out, res, "migrated", nil)
+	printMigration(out, res, "migrated", nil)
 	return nil
 }
 
@@ -235,12 +235,12 @@ func (m migration) readSource(ec stateStore) ([]stream.Spec, uint64, error) {
 		list, rev := ec.List()
 		return slices.Clone(list), rev, nil
 	}
-	return readFile(m.from.path)
+	return readStateFile(m.from.path)
 }
 
-// readFile reads a bbolt file without changing it, refused while a
+// readStateFile reads a bbolt file without changing it, refused while a
 // daemon holds it.
-func readFile(path string) ([]stream.Spec, uint64, error) {
+func readStateFile(path string) ([]stream.Spec, uint64, error) {
 	specs, rev, err := store.Read(path, time.Second)
 	if errors.Is(err, store.ErrLocked) {
 		return nil, 0, fmt.Errorf("%s is in use by a running stream-conductor: stop it first (its streams keep forwarding through nginx meanwhile)", path)
@@ -259,11 +259,11 @@ func (m migration) plan(out io.Writer, ec stateStore, specs []stream.Spec, dstNa
 	case errors.Is(err, os.ErrNotExist):
 		dstName += " (does not exist yet)"
 	default:
-		if cur, rev, err = readFile(m.to.path); err != nil {
+		if cur, rev, err = readStateFile(m.to.path); err != nil {
 			return err
 		}
 	}
-	fmt.Fprintf(out, "to %s: %s (revision %d)\n", dstName, count(len(cur)), rev)
+	fmt.Fprintf(out, "to %s: %s (revision %d)\n", dstName, nStreams(len(cur)), rev)
 	byID := make(map[stream.ID]stream.Spec, len(cur))
 	for _, sp := range cur {
 		byID[sp.ID()] = sp
@@ -273,7 +273,7 @@ func (m migration) plan(out io.Writer, ec stateStore, specs []stream.Spec, dstNa
 	if !m.prune {
 		kept = desired.PlanImport(byID, specs, true).Delete
 	}
-	printChanges(out, res, "dry run, nothing changed (--apply writes it)", kept)
+	printMigration(out, res, "dry run, nothing changed (--apply writes it)", kept)
 	return nil
 }
 
@@ -306,10 +306,10 @@ func (m migration) auditRecord(res desired.ImportResult, err error) desired.Audi
 	return rec
 }
 
-// printChanges prints the counts, then one line per stream: + created,
+// printMigration prints the counts, then one line per stream: + created,
 // ~ updated, - deleted, = unchanged; kept lists what only the destination
 // has and stays (no --prune).
-func printChanges(out io.Writer, res desired.ImportResult, what string, kept []stream.ID) {
+func printMigration(out io.Writer, res desired.ImportResult, what string, kept []stream.ID) {
 	verbs := [4]string{"to create", "to update", "to delete", "unchanged"}
 	if what == "migrated" {
 		verbs = [4]string{"created", "updated", "deleted", "unchanged"}
@@ -336,7 +336,7 @@ func printChanges(out io.Writer, res desired.ImportResult, what string, kept []s
 	}
 }
 
-func count(n int) string {
+func nStreams(n int) string {
 	if n == 1 {
 		return "1 stream"
 	}
