@@ -5,6 +5,12 @@
 // its own echo backend and prints a table and JSON lines.
 //
 //	scbench -url http://127.0.0.1:8080 -ports 9000-9999 [-token-file F] [-only latency,bulk,list,reload,rss]
+//
+// With -fleet it starts what it measures itself, on loopback: a 3-member
+// etcd cluster, three STATE_STORE=etcd nodes and a single bbolt node, and
+// compares them in one run (fleet.go).
+//
+//	scbench -fleet -daemon ./bin/stream-conductor -ports 14000-15099 -raw-base 16000 -raw-streams 10,1000
 package main
 
 import (
