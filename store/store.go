@@ -112,7 +112,7 @@ func Open(path string, o Options) (*Store, error) {
 	if o.AuditMaxBytes <= 0 {
 		o.AuditMaxBytes = DefaultAuditMaxBytes
 	}
-	db, err := openBolt(path, o.LockTimeout)
+	db, err := openBolt(path, &bolt.Options{Timeout: o.LockTimeout})
 	if errors.Is(err, bolterrors.ErrTimeout) {
 		return nil, fmt.Errorf("open %s: %w", path, ErrLocked)
 	}
@@ -144,14 +144,14 @@ func Open(path string, o Options) (*Store, error) {
 // files into errors, and so the memory faults of a damaged file's pages
 // read through bbolt's mmap (a freelist page beyond the file's end, say),
 // which would otherwise end the process.
-func openBolt(path string, timeout time.Duration) (db *bolt.DB, err error) {
+func openBolt(path string, o *bolt.Options) (db *bolt.DB, err error) {
 	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
 	defer func() {
 		if p := recover(); p != nil {
 			db, err = nil, fmt.Errorf("%v", p)
 		}
 	}()
-	return bolt.Open(path, 0o600, &bolt.Options{Timeout: timeout})
+	return bolt.Open(path, 0o600, o)
 }
 
 // init creates the buckets, checks the schema and the file's consistency,

@@ -5,6 +5,12 @@
 // its own echo backend and prints a table and JSON lines.
 //
 //	scbench -url http://127.0.0.1:8080 -ports 9000-9999 [-token-file F] [-only latency,bulk,list,reload,rss]
+//
+// With -fleet it starts what it measures itself, on loopback: a 3-member
+// etcd cluster, three STATE_STORE=etcd nodes and a single bbolt node, and
+// compares them in one run (fleet.go).
+//
+//	scbench -fleet -daemon ./bin/stream-conductor -ports 14000-15099 -raw-base 16000 -raw-streams 10,1000
 package main
 
 import (
@@ -40,6 +46,9 @@ func main() {
 	rawStreams := flag.String("raw-streams", "10,100,1000", "stream counts of the raw-nginx baseline")
 	flag.IntVar(&rawConns, "raw-conns", 0, "worker_connections of the raw-nginx baseline (default: stock, or just enough for its streams)")
 	rawBase := flag.Int("raw-base", 30000, "first port the raw-nginx baseline may use (it needs raw-streams + samples + 1 ports)")
+	fleet := flag.Bool("fleet", false, "start a 3-member etcd cluster, 3 STATE_STORE=etcd nodes (streams on 127.0.0.11-13) and a single bbolt node (127.0.0.1), all on -ports, and compare them in one run: write → applied on all nodes, -bulk creates from -clients spread over the nodes, memory per node; ignores -url and -only")
+	daemonBin := flag.String("daemon", "./bin/stream-conductor", "-fleet: the stream-conductor binary to start")
+	etcdBin := flag.String("etcd", "etcd", "-fleet: the etcd binary")
 	flag.Parse()
 
 	lo, hi, err := parseRange(*ports)
@@ -60,6 +69,17 @@ func main() {
 		fatal(err)
 	}
 	b.backend = echo
+	if *fleet {
+		cfg := fleetConfig{daemonBin: *daemonBin, etcdBin: *etcdBin, nginxBin: *nginxBin, lo: lo, hi: hi,
+			samples: *samples, bulkN: *bulkN, bulkC: *bulkC, rawBase: *rawBase, backend: echo}
+		if err := cfg.resolve(*rawStreams); err != nil {
+			fatal(err)
+		}
+		if err := runFleet(cfg); err != nil {
+			fatal(err)
+		}
+		return
+	}
 	if err := b.clean(); err != nil {
 		fatal(err)
 	}

@@ -314,6 +314,8 @@ func usage(fs *flag.FlagSet, w io.Writer) {
 Usage: stream-conductor [flags]                    run the daemon
        stream-conductor ls|get|create|rm|status|apply|export|import ...
                                                   talk to a running daemon (each -h for its usage)
+       stream-conductor migrate --from FILE|etcd --to etcd|FILE [--apply] [--prune]
+                                                  copy the desired state between bbolt and etcd
 
 Every flag can also be set by the environment variable in brackets; a flag
 wins over its variable. Flags:

@@ -40,6 +40,9 @@ import (
 var version = "dev"
 
 func main() {
+	if safeArg(1) == "migrate" {
+		os.Exit(runMigrate(os.Args[2:], os.Getenv, os.Stdout, os.Stderr))
+	}
 	if _, ok := subcommands[safeArg(1)]; ok {
 		os.Exit(runClient(os.Args[1], os.Args[2:], os.Getenv, os.Stdout, os.Stderr))
 	}
