@@ -3,6 +3,7 @@ package reconcile
 import (
 	"context"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -152,6 +153,9 @@ type fakePorts struct {
 	nginx *fakeNginx
 	mu    sync.Mutex
 	busy  map[int]bool
+	// others are TCP ports other processes listen on, at addresses
+	// that do not conflict with the streams'.
+	others map[int]bool
 }
 
 func (p *fakePorts) BindConflict(s stream.Spec, defaultBind string) error {
@@ -166,5 +170,11 @@ func (p *fakePorts) BindConflict(s stream.Spec, defaultBind string) error {
 func (p *fakePorts) Listening(proto stream.Protocol) (map[int]bool, error) {
 	p.nginx.mu.Lock()
 	defer p.nginx.mu.Unlock()
-	return p.nginx.live[proto], nil
+	up := maps.Clone(p.nginx.live[proto])
+	if proto == stream.TCP {
+		p.mu.Lock()
+		maps.Copy(up, p.others)
+		p.mu.Unlock()
+	}
+	return up, nil
 }

@@ -57,7 +57,10 @@ func (r *Reconciler) lookAgain() bool {
 }
 
 // notListening returns, sorted, the ids of the stream files in files whose
-// port has no accepting socket.
+// port has no accepting socket: held by our nginx master when the driver
+// can tell (managed mode), so that another process listening on the same
+// port at another address (such as a second node on the same host) does
+// not count; any accepting socket otherwise.
 func (r *Reconciler) notListening(files map[string][]byte) ([]string, error) {
 	want := map[stream.Protocol][]int{}
 	for name := range files {
@@ -66,6 +69,9 @@ func (r *Reconciler) notListening(files map[string][]byte) ([]string, error) {
 			continue
 		}
 		want[id.Protocol] = append(want[id.Protocol], id.Port)
+	}
+	if held := r.nginx.HeldPorts(); held != nil {
+		return notHeld(want, held), nil
 	}
 	var missing []string
 	for p, ports := range want {
@@ -81,6 +87,20 @@ func (r *Reconciler) notListening(files map[string][]byte) ([]string, error) {
 	}
 	slices.Sort(missing)
 	return missing, nil
+}
+
+// notHeld returns, sorted, the ids of want whose port is not in held.
+func notHeld(want map[stream.Protocol][]int, held map[stream.ID]bool) []string {
+	var missing []string
+	for p, ports := range want {
+		for _, port := range ports {
+			if id := (stream.ID{Protocol: p, Port: port}); !held[id] {
+				missing = append(missing, id.String())
+			}
+		}
+	}
+	slices.Sort(missing)
+	return missing
 }
 
 // listenDrift records what a look found and, when applied streams do not

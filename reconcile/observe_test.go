@@ -19,7 +19,23 @@ type watchedNginx struct {
 	mainDrifted, mainRepaired, signalled bool
 }
 
-func (w *watchedNginx) Confirms() bool    { return true }
+func (w *watchedNginx) Confirms() bool { return true }
+
+// HeldPorts is what the fake nginx listens on, as a managed master's
+// sockets say it.
+func (w *watchedNginx) HeldPorts() map[stream.ID]bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	held := map[stream.ID]bool{}
+	for p, ports := range w.live {
+		for port, up := range ports {
+			if up {
+				held[stream.ID{Protocol: p, Port: port}] = true
+			}
+		}
+	}
+	return held
+}
 func (w *watchedNginx) MainDrifted() bool { return w.mainDrifted }
 func (w *watchedNginx) Signalled() bool   { return w.signalled }
 func (w *watchedNginx) TakeMainRepaired() bool {
@@ -65,6 +81,26 @@ func TestListenDriftIsRepaired(t *testing.T) {
 		t.Fatalf("not listening after the repair: %v", hl.NotListening)
 	}
 	h.mustPass()
+}
+
+// Another process listening on the same port at another address (a second
+// node of a fleet on the same host) does not hide that our nginx stopped
+// listening: what counts is the sockets our master holds.
+func TestListenDriftSeesPastOtherListeners(t *testing.T) {
+	h, w := newWatchedHarness(t)
+	h.put(9000, "10.0.0.1:80")
+	h.mustPass("start")
+	h.ports.others = map[int]bool{9000: true} // in the host's socket table, not ours
+	h.nginx.mu.Lock()
+	h.nginx.live = map[stream.Protocol]map[int]bool{stream.TCP: {}, stream.UDP: {}}
+	h.nginx.mu.Unlock()
+	w.signalled = true
+	if !h.rec.lookAgain() {
+		t.Fatal("a look took another process's listener on the port for ours")
+	}
+	if hl := h.rec.NodeStatus(); !slices.Equal(hl.NotListening, []string{"tcp/9000"}) {
+		t.Fatalf("not listening: %v", hl.NotListening)
+	}
 }
 
 // Without a signal in nginx's log, the tick does not read the socket
