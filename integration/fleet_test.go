@@ -20,7 +20,7 @@ func TestFleetPutForwardsOnEveryNode(t *testing.T) {
 	be := startEcho(t, "a:")
 	port := f.portMin()
 	f.nodes[0].mustPut("tcp", port, fmt.Sprintf(`{"backend":%q}`, be.addr()))
-	f.waitForwards(port, "a:", 15*time.Second)
+	f.waitForwards(port, "a:", 30*time.Second)
 	for _, i := range []int{1, 2} {
 		code, m := f.nodes[i].api("GET", fmt.Sprintf("/v1/streams/tcp/%d", port), "")
 		if backends, _ := m["backends"].([]any); code != 200 || len(backends) != 1 || backends[0] != be.addr() {
@@ -31,7 +31,10 @@ func TestFleetPutForwardsOnEveryNode(t *testing.T) {
 
 // 3 nodes x 8 clients POST at once (the node picks the port): every port
 // is distinct, every stream forwards to its own backend through all three
-// nodes, and every 201 is in every node's list: none is lost.
+// nodes, and every 201 is in every node's list: none is lost. A 503 (etcd
+// did not commit within the request's timeout: a loaded machine) is an
+// honest refusal, not a loss; such a POST may still have landed, so each
+// node may list it too, but no stream that no POST asked for.
 func TestFleetConcurrentAllocation(t *testing.T) {
 	const clients = 8
 	f := startFleet(t, sharedCluster(t), fleetOptions{ports: 30})
@@ -43,11 +46,13 @@ func TestFleetConcurrentAllocation(t *testing.T) {
 	}
 	results := make(chan result, len(f.nodes)*clients)
 	start := make(chan struct{})
+	tagOfBackend := map[string]string{}
 	var wg sync.WaitGroup
 	for i, d := range f.nodes {
 		for j := range clients {
 			tag := fmt.Sprintf("n%dc%d:", i+1, j)
 			be := startEcho(t, tag)
+			tagOfBackend[be.addr()] = tag
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
@@ -61,32 +66,44 @@ func TestFleetConcurrentAllocation(t *testing.T) {
 	wg.Wait()
 	close(results)
 
-	tagOf := map[int]string{}
+	created := map[int]string{} // port -> tag, from the 201s
+	unacked := map[string]bool{}
 	for r := range results {
-		if r.err != nil || r.code != 201 {
+		switch {
+		case r.err == nil && r.code == http.StatusCreated:
+			if other, dup := created[r.port]; dup {
+				t.Fatalf("port %d allocated twice: to %s and %s", r.port, other, r.tag)
+			}
+			created[r.port] = r.tag
+		case r.err == nil && r.code == http.StatusServiceUnavailable:
+			unacked[r.tag] = true
+		default:
 			t.Fatalf("POST /v1/streams for %s: %d %v", r.tag, r.code, r.err)
 		}
-		if other, dup := tagOf[r.port]; dup {
-			t.Fatalf("port %d allocated twice: to %s and %s", r.port, other, r.tag)
-		}
-		tagOf[r.port] = r.tag
 	}
-	if len(tagOf) != len(f.nodes)*clients {
-		t.Fatalf("%d ports for %d POSTs", len(tagOf), len(f.nodes)*clients)
+	t.Logf("%d POSTs: %d created, %d answered 503", len(f.nodes)*clients, len(created), len(unacked))
+	if len(created) == 0 {
+		t.Fatal("no POST created a stream")
 	}
+	var listed map[int]string
 	for i, d := range f.nodes {
-		listed := listedPorts(t, d)
-		for port := range tagOf {
-			if !listed[port] {
-				t.Fatalf("edge-%d does not list port %d, which a POST got (201): lost", i+1, port)
+		listed = map[int]string{}
+		for port, backend := range listedStreams(t, d) {
+			listed[port] = tagOfBackend[backend]
+		}
+		for port, tag := range created {
+			if listed[port] != tag {
+				t.Fatalf("edge-%d lists port %d as %q; a POST for %s got it (201): lost", i+1, port, listed[port], tag)
 			}
 		}
-		if len(listed) != len(tagOf) {
-			t.Fatalf("edge-%d lists %d streams, %d were created", i+1, len(listed), len(tagOf))
+		for port, tag := range listed {
+			if created[port] == "" && !unacked[tag] {
+				t.Fatalf("edge-%d lists port %d for %q, which no unanswered POST asked for", i+1, port, tag)
+			}
 		}
 	}
-	for port, tag := range tagOf {
-		f.waitForwards(port, tag, 15*time.Second)
+	for port, tag := range listed {
+		f.waitForwards(port, tag, 30*time.Second)
 	}
 }
 
@@ -109,19 +126,24 @@ func post(d *daemon, body string) (int, int, error) {
 	return resp.StatusCode, m.Listen, err
 }
 
-// listedPorts are the ports of the streams GET /v1/streams on d lists.
-func listedPorts(t *testing.T, d *daemon) map[int]bool {
+// listedStreams are the streams GET /v1/streams on d lists: port ->
+// first backend.
+func listedStreams(t *testing.T, d *daemon) map[int]string {
 	t.Helper()
 	code, m := d.api("GET", "/v1/streams", "")
 	list, _ := m["streams"].([]any)
 	if code != 200 {
 		t.Fatalf("GET /v1/streams on :%d: %d %v", d.apiPort, code, m)
 	}
-	ports := map[int]bool{}
+	streams := map[int]string{}
 	for _, s := range list {
-		ports[int(s.(map[string]any)["listen"].(float64))] = true
+		s := s.(map[string]any)
+		backends, _ := s["backends"].([]any)
+		if len(backends) > 0 {
+			streams[int(s["listen"].(float64))] = fmt.Sprint(backends[0])
+		}
 	}
-	return ports
+	return streams
 }
 
 // One etcd member (the leader) killed: once the other two elected a
@@ -163,7 +185,7 @@ func writeOnEveryNode(t *testing.T, f *fleet, first int, be *echoServer) {
 		d.mustPut("tcp", first+i, fmt.Sprintf(`{"backend":%q}`, be.addr()))
 	}
 	for i := range f.nodes {
-		f.waitForwards(first+i, "m:", 15*time.Second)
+		f.waitForwards(first+i, "m:", 30*time.Second)
 	}
 }
 
@@ -185,12 +207,12 @@ func TestFleetNodeCutFromEtcd(t *testing.T) {
 	replaced, deleted, added := f.portMin(), f.portMin()+1, f.portMin()+2
 	for _, port := range []int{replaced, deleted} {
 		f.nodes[0].mustPut("tcp", port, fmt.Sprintf(`{"backend":%q}`, a.addr()))
-		f.waitForwards(port, "a:", 15*time.Second)
+		f.waitForwards(port, "a:", 30*time.Second)
 	}
 
 	r.Cut()
 	cut := f.nodes[2]
-	eventually(t, "edge-3 is not ready without etcd", 15*time.Second, func() bool {
+	eventually(t, "edge-3 is not ready without etcd", 30*time.Second, func() bool {
 		code, _ := cut.apiRaw("GET", "/readyz", "")
 		return code == http.StatusServiceUnavailable
 	})
@@ -199,9 +221,9 @@ func TestFleetNodeCutFromEtcd(t *testing.T) {
 		t.Fatalf("DELETE on edge-2: %d %v", code, m)
 	}
 	f.nodes[0].mustPut("tcp", added, fmt.Sprintf(`{"backend":%q}`, b.addr()))
-	f.waitForwards(replaced, "b:", 15*time.Second, 0, 1)
-	f.waitForwards(added, "b:", 15*time.Second, 0, 1)
-	f.waitRefuses(deleted, 15*time.Second, 0, 1)
+	f.waitForwards(replaced, "b:", 30*time.Second, 0, 1)
+	f.waitForwards(added, "b:", 30*time.Second, 0, 1)
+	f.waitRefuses(deleted, 30*time.Second, 0, 1)
 	for port, want := range map[int]string{replaced: "a:", deleted: "a:"} {
 		if !f.forwards(2, port, want) {
 			t.Fatalf("cut from etcd, edge-3 no longer forwards port %d to %q as before", port, want)
@@ -215,7 +237,7 @@ func TestFleetNodeCutFromEtcd(t *testing.T) {
 	f.waitForwards(replaced, "b:", 30*time.Second, 2)
 	f.waitForwards(added, "b:", 30*time.Second, 2)
 	f.waitRefuses(deleted, 30*time.Second, 2)
-	if ports := slices.Sorted(maps.Keys(listedPorts(t, cut))); !slices.Equal(ports, []int{replaced, added}) {
+	if ports := slices.Sorted(maps.Keys(listedStreams(t, cut))); !slices.Equal(ports, []int{replaced, added}) {
 		t.Fatalf("edge-3 caught up but lists %v", ports)
 	}
 }
