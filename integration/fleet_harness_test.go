@@ -100,8 +100,6 @@ type fleetOptions struct {
 	ports int // streams ports, shared by every node (default 4)
 	// endpoints is node i's ETCD_ENDPOINTS (default: every member).
 	endpoints func(i int) string
-	// noStart prepares the nodes without starting them.
-	noStart bool
 }
 
 // startFleet starts o.nodes nodes, edge-1 ... edge-n, on cluster c under
@@ -135,10 +133,8 @@ func startFleet(t *testing.T, c *etcdtest.Cluster, o fleetOptions) *fleet {
 		f.nodes = append(f.nodes, d)
 		f.ips = append(f.ips, ip)
 	}
-	if !o.noStart {
-		for _, d := range f.nodes {
-			d.start()
-		}
+	for _, d := range f.nodes {
+		d.start()
 	}
 	return f
 }
