@@ -62,6 +62,7 @@ func runTests(m *testing.M) int {
 		fmt.Fprintln(os.Stderr, "integration: build:", err)
 		return 1
 	}
+	defer stopSharedCluster()
 	return m.Run()
 }
 
