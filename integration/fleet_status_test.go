@@ -12,21 +12,13 @@ import (
 // fleetAddrs are the loopback addresses the three nodes serve streams on.
 var fleetAddrs = [3]string{"127.0.0.11", "127.0.0.12", "127.0.0.13"}
 
-// startFleet starts etcd and three nodes edge-1..3 serving streams on
-// fleetAddrs, all with the first node's range of ports streams ports
-// and the extra environment env, and waits until every node sees all
+// startStatusFleet starts three nodes edge-1..3 on the shared cluster
+// (fleetAddrs, ports streams ports) and waits until every node sees all
 // three in its registry.
-func startFleet(t *testing.T, ports int, env ...string) [3]*daemon {
+func startStatusFleet(t *testing.T, ports int) [3]*daemon {
 	t.Helper()
-	srv := startEtcd(t)
-	common := append([]string{"STATE_STORE=etcd", "ETCD_ENDPOINTS=" + srv.URL, "ETCD_PREFIX=/fleet"}, env...)
-	var ds [3]*daemon
-	ds[0] = startDaemon(t, ports, append(common, "NODE_NAME=edge-1", "STREAM_BIND_ADDRESS="+fleetAddrs[0])...)
-	sameRange := fmt.Sprintf("PORT_RANGE=%d-%d", ds[0].portMin, ds[0].portMax)
-	for i := 1; i < 3; i++ {
-		ds[i] = newDaemon(t, 1, append(common, fmt.Sprintf("NODE_NAME=edge-%d", i+1), "STREAM_BIND_ADDRESS="+fleetAddrs[i], sameRange)...)
-		ds[i].start()
-	}
+	f := startFleet(t, sharedCluster(t), fleetOptions{ports: ports})
+	ds := [3]*daemon{f.nodes[0], f.nodes[1], f.nodes[2]}
 	for _, d := range ds {
 		eventually(t, fmt.Sprintf("node :%d lists the three nodes", d.apiPort), 15*time.Second, func() bool {
 			return len(nodesOf(d)) == 3
@@ -62,7 +54,7 @@ func at(addr string, port int) string { return net.JoinHostPort(addr, strconv.It
 // is served on edge-2 alone (the others refuse its port) and its status
 // shows that one node.
 func TestFleetPutAnswersOnceEveryNodeApplied(t *testing.T) {
-	ds := startFleet(t, 2)
+	ds := startStatusFleet(t, 2)
 	be := startEcho(t, "f:")
 	port := ds[0].portMin
 	m := ds[0].mustPut("tcp", port, fmt.Sprintf(`{"backends":[%q]}`, be.addr()))
@@ -107,7 +99,7 @@ func TestFleetPutAnswersOnceEveryNodeApplied(t *testing.T) {
 // active on 2 of 3, with edge-2's nginx message; bytes flow through
 // edge-1 and edge-3; GET on edge-3 shows the same.
 func TestFleetStreamFailingOnOneNode(t *testing.T) {
-	ds := startFleet(t, 1)
+	ds := startStatusFleet(t, 1)
 	be := startEcho(t, "g:")
 	port := ds[0].portMin
 	squatter, err := net.Listen("tcp", at(fleetAddrs[1], port))
@@ -156,7 +148,7 @@ func TestFleetStreamFailingOnOneNode(t *testing.T) {
 // the streams' status says it is gone; a stream of that node alone is
 // stored, not served, and says so.
 func TestFleetNodeKilled(t *testing.T) {
-	ds := startFleet(t, 3, "NODE_TTL=2s")
+	ds := startStatusFleet(t, 3) // NODE_TTL is fleetNodeTTL, 2s
 	be := startEcho(t, "k:")
 	first := ds[0].portMin
 	ds[0].mustPut("tcp", first, fmt.Sprintf(`{"backends":[%q]}`, be.addr()))
