@@ -289,10 +289,16 @@ func (s *State) accept(ctx context.Context) error {
 	s.applyMu.Lock()
 	defer s.applyMu.Unlock()
 	s.gen.Add(1) // deliveries of the watch that read the old state are dropped
+	s.mu.RLock()
+	forgotten := max(s.hist.through, s.hist.forgotten)
+	s.mu.RUnlock()
 	s.installLocked(list, rev, hdr)
 	s.written.Store(0)
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if forgotten > uint64(hdr.rev) {
+		s.hist.forgotten = forgotten
+	}
 	s.alarm = nil
 	s.resume = hdr.rev + 1
 	if s.cancelFollow != nil {

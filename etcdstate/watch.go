@@ -16,6 +16,11 @@ import (
 type history struct {
 	desired.History
 	through uint64
+	// forgotten, after an operator's confirmation replaced a copy that
+	// was complete through a higher revision than etcd's, is that
+	// revision: Since after a revision above through and up to it was
+	// asked by a consumer of the replaced copy, which must list again.
+	forgotten uint64
 }
 
 // add records changes delivered through revision rev.
@@ -35,6 +40,10 @@ func (s *State) Since(after uint64) ([]desired.Change, error) {
 	}
 	s.mu.RLock()
 	defer s.mu.RUnlock()
+	if after > s.hist.through && after <= s.hist.forgotten {
+		return nil, fmt.Errorf("changes after %d: the state was replaced by an operator's confirmation at etcd revision %d: %w",
+			after, s.hist.through, desired.ErrCompacted)
+	}
 	return s.hist.Since(after)
 }
 
