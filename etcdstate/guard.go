@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -86,20 +87,24 @@ func (s *State) writable(op string) error {
 		return fmt.Errorf("%s: %w: %s", op, desired.ErrHeld, s.alarm.Message)
 	case s.down != nil:
 		return fmt.Errorf("%s: %w: etcd unreachable since %s: %s", op, desired.ErrUnavailable,
-			s.down.Since.UTC().Format(time.RFC3339), s.down.Reason)
+			s.down.Since.UTC().Format(time.RFC3339), strings.TrimPrefix(s.down.Reason, unreachable))
 	}
 	return nil
 }
+
+// unreachable begins the reason of a stale copy.
+const unreachable = "etcd unreachable: "
 
 // markDown records that etcd did not answer.
 func (s *State) markDown(err error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	reason := unreachable + err.Error()
 	if s.down != nil {
-		s.down.Reason = err.Error()
+		s.down.Reason = reason
 		return
 	}
-	s.down = &desired.Stale{Since: s.now().UTC(), Reason: err.Error()}
+	s.down = &desired.Stale{Since: s.now().UTC(), Reason: reason}
 	s.log.Warn().Err(err).Msg("etcd does not answer: serving reads from the local copy, refusing writes")
 }
 

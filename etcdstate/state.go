@@ -60,6 +60,10 @@ const (
 	DefaultCheckInterval = 2 * time.Second
 )
 
+// openFromCacheAfter is how long Open waits for etcd before it opens from
+// the local copy.
+const openFromCacheAfter = 2 * time.Second
+
 // maxAttempts bounds the retries of a write whose transaction lost to a
 // concurrent one: each retry means another write went through.
 const maxAttempts = 1000
@@ -146,7 +150,11 @@ func Open(cli *clientv3.Client, prefix string, o Options) (*State, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open %s: %w", prefix, err)
 	}
-	ctx, cancel := s.ctx()
+	wait := s.timeout
+	if cached {
+		wait = min(wait, openFromCacheAfter) // a node with a copy starts soon
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), wait)
 	defer cancel()
 	at, err := s.load(ctx)
 	if err != nil && !cached {

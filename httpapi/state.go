@@ -23,8 +23,8 @@ type Confirmer interface {
 }
 
 // StaleHeader marks the answer of a GET served from the node's local copy
-// (etcd does not answer, or the copy is held): its value says why, since
-// when.
+// (etcd does not answer, or the copy is held): its value says why and
+// since when ("etcd unreachable: <error>; since <RFC 3339 time>").
 const StaleHeader = "X-State-Stale"
 
 // condition is the store's condition (zero: current).
@@ -38,7 +38,7 @@ func (s *Server) condition() desired.Condition {
 // markStale sets StaleHeader when reads come from the local copy.
 func (s *Server) markStale(w http.ResponseWriter) {
 	if st := s.condition().Stale; st != nil {
-		w.Header().Set(StaleHeader, "since "+st.Since.UTC().Format(time.RFC3339)+": "+st.Reason)
+		w.Header().Set(StaleHeader, st.Reason+"; since "+st.Since.UTC().Format(time.RFC3339))
 	}
 }
 

@@ -46,13 +46,14 @@ func (s *Server) CopyData(dst string) error {
 	return copyTree(s.data, dst)
 }
 
-// ReplaceData replaces the stopped member's data directory with a copy of
-// src (one CopyData made): the member comes back at src's state.
+// ReplaceData replaces the stopped member's data directory with src (a
+// copy CopyData made), moving it into place: the member comes back at
+// src's state.
 func (s *Server) ReplaceData(src string) error {
 	if err := os.RemoveAll(s.data); err != nil {
 		return err
 	}
-	return copyTree(src, s.data)
+	return os.Rename(src, s.data)
 }
 
 // copyTree copies the regular files and directories under src to dst.
@@ -76,3 +77,6 @@ func copyTree(src, dst string) error {
 		return os.WriteFile(to, b, fi.Mode().Perm())
 	})
 }
+
+// Tail is the end of etcd's log, for a failed test's messages.
+func (s *Server) Tail() string { return s.tail() }
