@@ -140,6 +140,7 @@ func backendBody(addr string) string { return fmt.Sprintf(`{"backends":[%q]}`, a
 // says why; with etcd back, writes pass again on either node and nothing
 // was lost.
 func TestFleetEtcdDownKeepsForwarding(t *testing.T) {
+	t.Parallel()
 	p := startOfflinePair(t, 2)
 	a := startEcho(t, "a:")
 	p0, p1 := p.ports[0], p.ports[1]
@@ -196,6 +197,7 @@ func TestFleetEtcdDownKeepsForwarding(t *testing.T) {
 // streams from its local copy. With etcd back, both register again and
 // follow the writes made on the other.
 func TestFleetNodeRestartWhileEtcdDown(t *testing.T) {
+	t.Parallel()
 	p := startOfflinePair(t, 3)
 	a, b := startEcho(t, "a:"), startEcho(t, "b:")
 	p0, p1, p2 := p.ports[0], p.ports[1], p.ports[2]
@@ -248,6 +250,7 @@ func TestFleetNodeRestartWhileEtcdDown(t *testing.T) {
 // the alarm (readyz, status, metric) and refuse writes with state_held;
 // one `stream-conductor confirm` on one node makes both apply etcd's state.
 func TestFleetEtcdRestoredFromBackupHolds(t *testing.T) {
+	t.Parallel()
 	p := startOfflinePair(t, 3)
 	a := startEcho(t, "a:")
 	p0, p1, p2 := p.ports[0], p.ports[1], p.ports[2]
@@ -320,6 +323,7 @@ func TestFleetEtcdRestoredFromBackupHolds(t *testing.T) {
 // confirm call applies the deletion everywhere. The same deletion through
 // the API (an import with prune) is applied at once.
 func TestFleetMassDeletionOutsideTheAPIHolds(t *testing.T) {
+	t.Parallel()
 	p := startOfflinePair(t, 4)
 	a := startEcho(t, "a:")
 	all := map[int]string{}
