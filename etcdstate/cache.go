@@ -48,6 +48,9 @@ type snapshot struct {
 // openCache opens (creating) the file at path.
 func openCache(path string) (*cache, error) {
 	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: time.Second})
+	if errors.Is(err, bolt.ErrTimeout) {
+		return nil, fmt.Errorf("open the local copy %s: %w: another stream-conductor uses it; give this one another DATA_DIR", path, err)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("open the local copy %s: %w", path, err)
 	}
