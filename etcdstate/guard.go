@@ -265,6 +265,31 @@ func (s *State) massDeletion(events []*clientv3.Event, n int) ([]*clientv3.Event
 	return events, nil
 }
 
+// relistDeletes is the alarm for a list, read again over the local copy
+// (etcd compacted past the watch), that lacks more than half of the
+// copy's streams; nil when it does not.
+func (s *State) relistDeletes(list []stream.Spec, hdr header) *desired.Alarm {
+	in := make(map[stream.ID]bool, len(list))
+	for _, sp := range list {
+		in[sp.ID()] = true
+	}
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	n, missing := len(s.local), 0
+	for id := range s.local {
+		if !in[id] {
+			missing++
+		}
+	}
+	if missing == 0 || 2*missing <= n {
+		return nil
+	}
+	return &desired.Alarm{Reason: ReasonMassDeletion, NodeRevision: hdr.seen, StoreRevision: uint64(hdr.rev),
+		NodeClusterID: clusterHex(s.cluster), StoreClusterID: clusterHex(hdr.cluster), Deletes: missing,
+		Message: fmt.Sprintf("etcd no longer holds %d of this node's %d streams, and it compacted the revisions since %d, so whether they were deleted through the stream-conductor API cannot be told. "+
+			"This node keeps forwarding what it has and takes no writes; if the deletion is wanted, confirm it (POST /v1/state/confirm, or stream-conductor confirm)", missing, n, hdr.seen)}
+}
+
 // raise holds the copy, once, and logs why.
 func (s *State) raise(a *desired.Alarm) {
 	s.mu.Lock()

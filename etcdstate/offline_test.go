@@ -5,6 +5,7 @@ import (
 	"errors"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -335,5 +336,83 @@ func TestMassDeletionOutsideTheAPIHolds(t *testing.T) {
 	within(t, "the import applies", func() bool { return slices.Equal(localPorts(st), []int{9007}) })
 	if l, _ := st.List(); !slices.Equal(ports(l), []int{9007}) || st.Condition().Alarm != nil {
 		t.Fatalf("after a pruning import: %v, alarm %+v", ports(l), st.Condition().Alarm)
+	}
+}
+
+// A node that was stopped while changes were made opens from its copy and
+// replays them from its revision, vetted as if it had watched: a mass
+// deletion made outside the API holds, one made through it (an import
+// with prune) is applied; past a compaction, a re-list that lacks most of
+// its streams holds too.
+func TestReopenedNodeVetsChangesMadeWhileAway(t *testing.T) {
+	srv, cli := ownServer(t)
+	cache := filepath.Join(t.TempDir(), "cache.db")
+	other := openState(t, clientOf(t, srv), "/p", fast(""))
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	away := func(want []int, meanwhile func()) *State {
+		t.Helper()
+		st, err := Open(cli, "/p", fast(cache))
+		if err != nil {
+			t.Fatal(err)
+		}
+		within(t, "the node has the state", func() bool { return slices.Equal(localPorts(st), want) })
+		st.Close()
+		meanwhile()
+		return openState(t, cli, "/p", fast(cache))
+	}
+	rawDelete := func(ps ...int) {
+		var ops []clientv3.Op
+		for _, p := range ps {
+			ops = append(ops, clientv3.OpDelete("/p/streams/tcp/"+strconv.Itoa(p)))
+		}
+		if _, err := cli.Txn(ctx).Then(ops...).Commit(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	mustPutAll(t, other, 9000, 9001, 9002, 9003)
+	st := away([]int{9000, 9001, 9002, 9003}, func() { rawDelete(9000, 9001, 9002) })
+	within(t, "the reopened node holds", func() bool { return st.Condition().Alarm != nil })
+	if al := st.Condition().Alarm; al.Reason != ReasonMassDeletion || al.Deletes != 3 || !slices.Equal(localPorts(st), []int{9000, 9001, 9002, 9003}) {
+		t.Fatalf("alarm %+v, copy %v", al, localPorts(st))
+	}
+	if _, err := st.Confirm(ctx, "test"); err != nil {
+		t.Fatal(err)
+	}
+	st.Close()
+	within(t, "the other node applies the confirmation", func() bool { return other.Condition().Alarm == nil })
+
+	mustPutAll(t, other, 9004, 9005, 9006)
+	st = away([]int{9003, 9004, 9005, 9006}, func() {
+		if _, err := other.Import([]stream.Spec{spec(9003, "10.0.0.1:1")}, true); err != nil {
+			t.Fatal(err)
+		}
+	})
+	within(t, "the pruning import applies", func() bool { return slices.Equal(localPorts(st), []int{9003}) })
+	if al := st.Condition().Alarm; al != nil {
+		t.Fatalf("alarm after an import through the API: %+v", al)
+	}
+	st.Close()
+
+	mustPutAll(t, other, 9004, 9005, 9006)
+	st = away([]int{9003, 9004, 9005, 9006}, func() {
+		other.Close()
+		rawDelete(9004)
+		rawDelete(9005)
+		rawDelete(9006)
+		resp, err := cli.Get(ctx, "x")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := cli.Compact(ctx, resp.Header.Revision); err != nil {
+			t.Fatal(err)
+		}
+	})
+	within(t, "the node holds after re-listing past a compaction", func() bool { return st.Condition().Alarm != nil })
+	if al := st.Condition().Alarm; al.Reason != ReasonMassDeletion || al.Deletes != 3 || !strings.Contains(al.Message, "compacted") {
+		t.Fatalf("alarm %+v", al)
+	}
+	if l, _ := st.List(); !slices.Equal(ports(l), []int{9003, 9004, 9005, 9006}) {
+		t.Fatalf("list while held: %v", ports(l))
 	}
 }

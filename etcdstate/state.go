@@ -156,7 +156,7 @@ func Open(cli *clientv3.Client, prefix string, o Options) (*State, error) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), wait)
 	defer cancel()
-	at, err := s.load(ctx)
+	at, err := s.begin(ctx, cached)
 	if err != nil && !cached {
 		s.closeCache()
 		return nil, fmt.Errorf("open %s: %w", prefix, err)
@@ -225,17 +225,40 @@ func (s *State) closeCache() {
 	}
 }
 
+// begin is where the watch starts: with a local copy, from the revision
+// it is complete through (every change since is delivered, and vetted, as
+// if the node had been watching), once etcd answered a read that the
+// guard accepts; without, from a read of every stream (load).
+func (s *State) begin(ctx context.Context, cached bool) (int64, error) {
+	if !cached {
+		return s.load(ctx)
+	}
+	seen := s.through()
+	resp, err := s.cli.Get(ctx, s.confirmKey)
+	if err != nil {
+		return 0, unavailable("open", err)
+	}
+	s.vet(ctx, header{rev: resp.Header.Revision, cluster: resp.Header.ClusterId, seen: seen})
+	return int64(seen), nil
+}
+
 // load reads every stream into the local copy and starts the history at
 // the state's revision (nothing older is kept); it returns the etcd
 // revision read at, from which the watch goes on. A read that the guard
-// refuses (its revision below the copy's, another cluster) leaves the copy
-// as it is, held.
+// refuses (its revision below the copy's, another cluster) leaves the
+// copy as it is, held; so does one that lacks more than half of the
+// copy's streams, since whether they were deleted through this API
+// cannot be told without the revisions in between.
 func (s *State) load(ctx context.Context) (int64, error) {
 	list, rev, hdr, err := s.list(ctx)
 	if err != nil {
 		return 0, err
 	}
 	if s.vet(ctx, hdr) {
+		return hdr.rev, nil
+	}
+	if a := s.relistDeletes(list, hdr); a != nil {
+		s.raise(a)
 		return hdr.rev, nil
 	}
 	s.install(list, rev, hdr, s.gen.Load())
