@@ -24,7 +24,10 @@ import (
 //     another cluster): cluster_changed;
 //   - one revision deletes more than half of the node's streams without
 //     rewriting the marker, which every write of this API rewrites (so it
-//     came from elsewhere, such as etcdctl): mass_deletion.
+//     came from elsewhere, such as etcdctl): mass_deletion. A node that
+//     must read the state again (etcd compacted past its revision) cannot
+//     see the revisions, so a read that lacks more than half of its
+//     streams holds too.
 //
 // The first two are looked for at every probe (Options.CheckInterval), at
 // open, in every List and when a watch that had lost etcd delivers again
@@ -34,10 +37,9 @@ import (
 
 // Alarm reasons.
 const (
-	ReasonBackwards     = "revision_backwards"
-	ReasonCluster       = "cluster_changed"
-	ReasonMassDeletion  = "mass_deletion"
-	probeTimeoutDefault = 2 * time.Second
+	ReasonBackwards    = "revision_backwards"
+	ReasonCluster      = "cluster_changed"
+	ReasonMassDeletion = "mass_deletion"
 )
 
 // Condition says whether reads come from the local copy (stale) and
@@ -137,7 +139,9 @@ func (s *State) check(ctx context.Context) {
 // probe reads P/confirm: whether etcd answers, whether its revision and
 // cluster id are sound and, when held, whether an operator confirmed.
 func (s *State) probe(ctx context.Context) {
-	pctx, cancel := context.WithTimeout(ctx, min(s.timeout, probeTimeoutDefault))
+	// The request timeout, not less: a slow etcd is not taken for a
+	// missing one, which would refuse writes.
+	pctx, cancel := context.WithTimeout(ctx, s.timeout)
 	defer cancel()
 	seen := s.through()
 	resp, err := s.cli.Get(pctx, s.confirmKey)
