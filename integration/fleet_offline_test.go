@@ -237,7 +237,9 @@ func TestFleetNodeRestartWhileEtcdDown(t *testing.T) {
 	})
 	p.serving(t, "each node follows the other's writes", map[int]string{p1: "b:", p2: "b:"}, p0)
 	for host, d := range p.nodes() {
-		eventually(t, host+" lists both nodes", 20*time.Second, func() bool {
+		// Each node's key from before etcd went down lives one more
+		// NODE_TTL after it is back (etcd renews leases on restart).
+		eventually(t, host+" lists both nodes", 30*time.Second, func() bool {
 			n := nodesOf(d)
 			return n["edge-1"] != nil && n["edge-2"] != nil
 		})

@@ -191,7 +191,7 @@ func registerNode(ctx context.Context, cfg config, st stateStore, info func() st
 }
 
 // registerLater registers the node in the background, trying again
-// every second or so until it can or the returned stop is called, which
+// every few seconds until it can or the returned stop is called, which
 // also takes it out of the list.
 func registerLater(st *etcdstate.State, name string, opts etcdstate.NodeOptions, info func() stream.NodeInfo, log zerolog.Logger) func() {
 	ctx, cancel := context.WithCancel(context.Background())
@@ -199,7 +199,7 @@ func registerLater(st *etcdstate.State, name string, opts etcdstate.NodeOptions,
 	var node *etcdstate.Node
 	go func() {
 		defer close(done)
-		for backoff := time.Second; ; backoff = min(2*backoff, 10*time.Second) {
+		for backoff := time.Second; ; backoff = min(2*backoff, 3*time.Second) {
 			n, err := st.Register(ctx, name, opts, info)
 			if err == nil {
 				node = n
