@@ -21,7 +21,8 @@
 // size, default 1.5 MiB).
 //
 // Changes (Since, Updated) come from an etcd watch started at the revision
-// the state was opened at; older ones are ErrCompacted.
+// the state was opened at (its local copy's, when it has one); older ones
+// are ErrCompacted.
 //
 // A node keeps the state as its watch delivered it (its local copy), in
 // memory and, with Options.CachePath, in a bbolt file (cache.go): while
@@ -132,7 +133,8 @@ var _ desired.State = (*State)(nil)
 
 // Open returns the state under prefix (a key prefix such as
 // "/stream-conductor"; a trailing slash is dropped) and starts watching it
-// from the current revision. With a CachePath that holds a copy, an
+// from the current revision or, with a CachePath that holds a copy, from
+// the copy's revision (see begin). With such a copy, an
 // unreachable etcd is no error: the state opens from the copy, stale,
 // and keeps connecting. It does not close cli.
 func Open(cli *clientv3.Client, prefix string, o Options) (*State, error) {
@@ -180,6 +182,7 @@ func Open(cli *clientv3.Client, prefix string, o Options) (*State, error) {
 	return s, nil
 }
 
+// withDefaults is o with the defaults of what it leaves unset.
 func (o Options) withDefaults() Options {
 	if o.Timeout <= 0 {
 		o.Timeout = DefaultTimeout
