@@ -42,8 +42,13 @@ func (s *State) seqOf(key []byte) (uint64, error) {
 // record's, with a transaction that creates the key only if it does not
 // exist (a concurrent append takes the next one), and deletes in the same
 // transaction the records beyond the retention. It does not touch the
-// state's marker: a record takes no revision of the state.
+// state's marker: a record takes no revision of the state. It is refused
+// at once while etcd does not answer; a held node still records (the
+// record of its confirmation, of the writes it refused).
 func (s *State) AppendAudit(rec desired.AuditRecord) error {
+	if s.stale() {
+		return fmt.Errorf("append to the audit log: %w", s.writable("write"))
+	}
 	ctx, cancel := s.ctx()
 	defer cancel()
 	for range maxAttempts {

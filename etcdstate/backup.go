@@ -42,10 +42,11 @@ type backupDoc struct {
 func (s *State) Backup(w io.Writer, begin func(desired.BackupInfo)) error {
 	ctx, cancel := s.ctx()
 	defer cancel()
-	list, rev, at, err := s.list(ctx)
+	list, rev, hdr, err := s.list(ctx)
 	if err != nil {
 		return fmt.Errorf("backup: %w", err)
 	}
+	at := hdr.rev
 	resp, err := s.cli.Get(ctx, s.auditPrefix(), clientv3.WithPrefix(), clientv3.WithRev(at))
 	if err != nil {
 		return fmt.Errorf("backup: %w", unavailable("read the audit log", err))

@@ -3,6 +3,7 @@ package etcdstate
 import (
 	"context"
 	"fmt"
+	"path/filepath"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -23,6 +24,19 @@ func TestConformance(t *testing.T) {
 	conformance.Run(t, conformance.Impl{
 		Open: func(t *testing.T, o conformance.Options) desired.State {
 			return openState(t, sharedClient, newPrefix(), Options{AuditRetention: o.AuditRetention})
+		},
+		Restore: restoreOnFreshEtcd,
+	})
+}
+
+// The daemon's way: with the local copy's file (and quick probes), the
+// state behaves the same.
+func TestConformanceWithCache(t *testing.T) {
+	needEtcd(t)
+	conformance.Run(t, conformance.Impl{
+		Open: func(t *testing.T, o conformance.Options) desired.State {
+			return openState(t, sharedClient, newPrefix(), Options{AuditRetention: o.AuditRetention,
+				CachePath: filepath.Join(t.TempDir(), "cache.db"), CheckInterval: 50 * time.Millisecond})
 		},
 		Restore: restoreOnFreshEtcd,
 	})

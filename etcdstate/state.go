@@ -21,7 +21,16 @@
 // size, default 1.5 MiB).
 //
 // Changes (Since, Updated) come from an etcd watch started at the revision
-// the state was opened at; older ones are ErrCompacted.
+// the state was opened at (its local copy's, when it has one); older ones
+// are ErrCompacted.
+//
+// A node keeps the state as its watch delivered it (its local copy), in
+// memory and, with Options.CachePath, in a bbolt file (cache.go): while
+// etcd does not answer, reads come from it and writes are refused, and a
+// node restarted meanwhile opens from it. The copy changes only by what the
+// watch delivers after guard.go vetted it: a state that went back in
+// revision, came from another cluster or lost most streams in one change
+// that did not come through this API is held until an operator confirms.
 package etcdstate
 
 import (
@@ -48,7 +57,13 @@ const (
 	DefaultTimeout = 5 * time.Second
 	// DefaultAuditRetention is how many audit records are kept.
 	DefaultAuditRetention = 10000
+	// DefaultCheckInterval is how often etcd is probed.
+	DefaultCheckInterval = 2 * time.Second
 )
+
+// openFromCacheAfter is how long Open waits for etcd before it opens from
+// the local copy.
+const openFromCacheAfter = 2 * time.Second
 
 // maxAttempts bounds the retries of a write whose transaction lost to a
 // concurrent one: each retry means another write went through.
@@ -67,6 +82,14 @@ type Options struct {
 	// from the last one read, a watch that ended and starts again
 	// (default: nothing is logged).
 	Log *zerolog.Logger
+	// CachePath, when set, is the bbolt file that keeps the local copy
+	// across restarts; with it, Open succeeds while etcd is unreachable
+	// once the file holds a copy.
+	CachePath string
+	// CheckInterval is how often etcd is probed: whether it answers, and
+	// whether its revision or cluster id went wrong (default
+	// DefaultCheckInterval).
+	CheckInterval time.Duration
 }
 
 // State is the desired state in etcd under one key prefix. It is safe for
@@ -84,24 +107,83 @@ type State struct {
 	// waits until the watch delivered it.
 	written atomic.Uint64
 
-	changed   chan struct{} // Changes: one consumer, sends coalesce
-	stop      context.CancelFunc
-	watchDone chan struct{}
+	changed    chan struct{} // Changes: one consumer, sends coalesce
+	stop       context.CancelFunc
+	watchDone  chan struct{}
+	checkDone  chan struct{}
+	checkEvery time.Duration
+	confirmKey string        // P/confirm
+	cache      *cache        // nil: no file
+	applyMu    sync.Mutex    // serialises changes of the local copy and its file
+	gen        atomic.Uint64 // bumped when the copy is replaced: older deliveries are dropped
 
-	mu       sync.RWMutex
-	hist     history
-	local    map[stream.ID]stream.Spec // every stream, as the watch delivered it
-	updated  chan struct{}             // closed when the watch delivers changes
-	lastList []stream.Spec             // the last list read, served when etcd fails
-	lastRev  uint64
+	mu           sync.RWMutex
+	hist         history
+	local        map[stream.ID]stream.Spec // every stream, as the watch delivered it
+	stateRev     uint64                    // the marker's revision in the local copy
+	cluster      uint64                    // the etcd cluster id the copy came from (0: not known yet)
+	updated      chan struct{}             // closed when the watch delivers changes
+	down         *desired.Stale            // set while etcd does not answer
+	alarm        *desired.Alarm            // set while the copy is held
+	resume       int64                     // set by accept: the revision the watch goes on from
+	cancelFollow context.CancelFunc        // ends the current watch
 }
 
 var _ desired.State = (*State)(nil)
 
 // Open returns the state under prefix (a key prefix such as
 // "/stream-conductor"; a trailing slash is dropped) and starts watching it
-// from the current revision. It does not close cli.
+// from the current revision or, with a CachePath that holds a copy, from
+// the copy's revision (see begin). With such a copy, an
+// unreachable etcd is no error: the state opens from the copy, stale,
+// and keeps connecting. It does not close cli.
 func Open(cli *clientv3.Client, prefix string, o Options) (*State, error) {
+	o = o.withDefaults()
+	lg := zerolog.Nop()
+	if o.Log != nil {
+		lg = *o.Log
+	}
+	prefix = trimPrefix(prefix)
+	s := &State{cli: cli, prefix: prefix, marker: prefix + "/streams", confirmKey: prefix + "/confirm", timeout: o.Timeout, now: o.Now,
+		auditRetention: o.AuditRetention, updated: make(chan struct{}), changed: make(chan struct{}, 1), watchDone: make(chan struct{}),
+		checkDone: make(chan struct{}), checkEvery: o.CheckInterval,
+		log: lg.With().Str("component", "etcdstate").Str("prefix", prefix).Logger()}
+	cached, err := s.openCache(o.CachePath)
+	if err != nil {
+		return nil, fmt.Errorf("open %s: %w", prefix, err)
+	}
+	wait := s.timeout
+	if cached {
+		wait = min(wait, openFromCacheAfter) // a node with a copy starts soon
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), wait)
+	defer cancel()
+	at, err := s.begin(ctx, cached)
+	if err != nil && !cached {
+		s.closeCache()
+		return nil, fmt.Errorf("open %s: %w", prefix, err)
+	}
+	if err != nil {
+		s.markDown(err)
+		s.mu.RLock()
+		at = int64(s.hist.through)
+		s.log.Warn().Err(err).Int64("revision", at).Int("streams", len(s.local)).Str("cache", o.CachePath).
+			Msg("etcd is unreachable: opened from the local copy; reads are stale and writes refused until it answers")
+		s.mu.RUnlock()
+	}
+	select {
+	case <-s.changed: // the first load is no change
+	default:
+	}
+	wctx, stop := context.WithCancel(context.Background())
+	s.stop = stop
+	go s.watch(wctx, at+1)
+	go s.check(wctx)
+	return s, nil
+}
+
+// withDefaults is o with the defaults of what it leaves unset.
+func (o Options) withDefaults() Options {
 	if o.Timeout <= 0 {
 		o.Timeout = DefaultTimeout
 	}
@@ -111,43 +193,109 @@ func Open(cli *clientv3.Client, prefix string, o Options) (*State, error) {
 	if o.AuditRetention <= 0 {
 		o.AuditRetention = DefaultAuditRetention
 	}
-	lg := zerolog.Nop()
-	if o.Log != nil {
-		lg = *o.Log
+	if o.CheckInterval <= 0 {
+		o.CheckInterval = DefaultCheckInterval
 	}
-	prefix = trimPrefix(prefix)
-	s := &State{cli: cli, prefix: prefix, marker: prefix + "/streams", timeout: o.Timeout, now: o.Now,
-		auditRetention: o.AuditRetention, updated: make(chan struct{}), changed: make(chan struct{}, 1), watchDone: make(chan struct{}),
-		log: lg.With().Str("component", "etcdstate").Str("prefix", prefix).Logger()}
-	ctx, cancel := s.ctx()
-	defer cancel()
-	at, err := s.load(ctx)
+	return o
+}
+
+// openCache opens the file at path (none when path is empty) and starts
+// the local copy from what it holds; it says whether it held a copy.
+func (s *State) openCache(path string) (bool, error) {
+	if path == "" {
+		return false, nil
+	}
+	c, err := openCache(path)
 	if err != nil {
-		return nil, fmt.Errorf("open %s: %w", prefix, err)
+		return false, err
 	}
-	wctx, stop := context.WithCancel(context.Background())
-	s.stop = stop
-	go s.watch(wctx, at+1)
-	return s, nil
+	snap, ok, err := c.load()
+	if err != nil {
+		c.close()
+		return false, fmt.Errorf("%w; move the file aside to start from etcd alone", err)
+	}
+	s.cache = c
+	if ok {
+		s.local, s.stateRev, s.cluster = snap.specs, snap.stateRev, snap.cluster
+		s.hist = history{History: desired.History{Base: snap.stateRev}, through: snap.through}
+	}
+	return ok, nil
+}
+
+func (s *State) closeCache() {
+	if s.cache != nil {
+		s.cache.close()
+	}
+}
+
+// begin is where the watch starts: with a local copy, from the revision
+// it is complete through (every change since is delivered, and vetted, as
+// if the node had been watching), once etcd answered a read that the
+// guard accepts; without, from a read of every stream (load).
+func (s *State) begin(ctx context.Context, cached bool) (int64, error) {
+	if !cached {
+		return s.load(ctx)
+	}
+	seen := s.through()
+	resp, err := s.cli.Get(ctx, s.confirmKey)
+	if err != nil {
+		return 0, unavailable("open", err)
+	}
+	s.vet(ctx, header{rev: resp.Header.Revision, cluster: resp.Header.ClusterId, seen: seen})
+	return int64(seen), nil
 }
 
 // load reads every stream into the local copy and starts the history at
 // the state's revision (nothing older is kept); it returns the etcd
-// revision read at, from which the watch goes on.
+// revision read at, from which the watch goes on. A read that the guard
+// refuses (its revision below the copy's, another cluster) leaves the
+// copy as it is, held; so does one that lacks more than half of the
+// copy's streams, since whether they were deleted through this API
+// cannot be told without the revisions in between.
 func (s *State) load(ctx context.Context) (int64, error) {
-	list, rev, at, err := s.list(ctx)
+	list, rev, hdr, err := s.list(ctx)
 	if err != nil {
 		return 0, err
 	}
+	if s.vet(ctx, hdr) {
+		return hdr.rev, nil
+	}
+	if a := s.relistDeletes(list, hdr); a != nil {
+		s.raise(a)
+		return hdr.rev, nil
+	}
+	s.install(list, rev, hdr, s.gen.Load())
+	return hdr.rev, nil
+}
+
+// install replaces the local copy (and its file) with list, read at hdr,
+// the state at revision rev, unless the copy was replaced since gen.
+func (s *State) install(list []stream.Spec, rev uint64, hdr header, gen uint64) {
+	s.applyMu.Lock()
+	defer s.applyMu.Unlock()
+	if s.gen.Load() == gen {
+		s.installLocked(list, rev, hdr)
+	}
+}
+
+// installLocked is install under applyMu.
+func (s *State) installLocked(list []stream.Spec, rev uint64, hdr header) {
 	local := make(map[stream.ID]stream.Spec, len(list))
 	for _, sp := range list {
 		local[sp.ID()] = sp
 	}
+	if s.cache != nil {
+		if err := s.cache.replace(snapshot{specs: local, through: uint64(hdr.rev), stateRev: rev, cluster: hdr.cluster}); err != nil {
+			s.log.Error().Err(err).Msg("the local copy's file could not be written; a restart while etcd is unreachable would start from an older copy")
+		}
+	}
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.hist = history{History: desired.History{Base: rev}, through: uint64(at)}
-	s.local = local
-	return at, nil
+	s.hist = history{History: desired.History{Base: rev}, through: uint64(hdr.rev)}
+	s.local, s.stateRev, s.cluster = local, rev, hdr.cluster
+	close(s.updated)
+	s.updated = make(chan struct{})
+	s.mu.Unlock()
+	s.notify()
 }
 
 // Local returns the stream with id as the watch last delivered it, without
@@ -160,10 +308,13 @@ func (s *State) Local(id stream.ID) (stream.Spec, bool) {
 	return sp.Clone(), ok
 }
 
-// Close stops the watch. The client stays open.
+// Close stops the watch and the checks, and closes the local copy's
+// file. The client stays open.
 func (s *State) Close() error {
 	s.stop()
 	<-s.watchDone
+	<-s.checkDone
+	s.closeCache()
 	return nil
 }
 
@@ -200,18 +351,34 @@ func decode(key, value []byte, modRev int64) (stream.Spec, error) {
 	return sp, nil
 }
 
-// Get returns the stream with id, read from etcd.
+// Get returns the stream with id, read from etcd; from the local copy
+// while etcd does not answer or the copy is held (see Condition).
 func (s *State) Get(id stream.ID) (stream.Spec, error) {
+	if s.frozen() {
+		return s.localGet(id)
+	}
 	ctx, cancel := s.ctx()
 	defer cancel()
 	cur, _, err := s.get(ctx, id)
 	switch {
+	case errors.Is(err, desired.ErrUnavailable):
+		s.log.Warn().Err(err).Str("stream", id.String()).Msg("reading a stream from etcd failed; serving the local copy")
+		return s.localGet(id)
 	case err != nil:
 		return stream.Spec{}, fmt.Errorf("get %s: %w", id, err)
 	case cur == nil:
 		return stream.Spec{}, fmt.Errorf("get %s: %w", id, desired.ErrNotFound)
 	}
 	return *cur, nil
+}
+
+// localGet is the stream with id in the local copy.
+func (s *State) localGet(id stream.ID) (stream.Spec, error) {
+	sp, ok := s.Local(id)
+	if !ok {
+		return stream.Spec{}, fmt.Errorf("get %s: %w", id, desired.ErrNotFound)
+	}
+	return sp, nil
 }
 
 // get reads the stream with id (nil: none) and its key's modification
@@ -233,31 +400,83 @@ func (s *State) get(ctx context.Context, id stream.ID) (*stream.Spec, int64, err
 }
 
 // List returns every stream and the state's revision, read from etcd in
-// one request (one revision). When etcd cannot be read it logs why and
-// returns the last list it read.
+// one request (one revision), after the watch delivered this State's own
+// writes. It returns the local copy instead while etcd does not answer,
+// while the copy is held, and while the watch has not yet delivered (and
+// vetted) a deletion that etcd's answer shows: a node forwards no
+// deletion the guard has not seen.
 func (s *State) List() ([]stream.Spec, uint64) {
+	if s.frozen() {
+		return s.localList()
+	}
+	if err := s.caughtUp(); err != nil {
+		s.log.Warn().Err(err).Msg("the watch lags behind this node's writes")
+	}
 	ctx, cancel := s.ctx()
 	defer cancel()
-	list, rev, _, err := s.list(ctx)
-	s.mu.Lock()
-	defer s.mu.Unlock()
+	list, rev, hdr, err := s.list(ctx)
 	if err != nil {
-		s.log.Warn().Err(err).Uint64("revision", s.lastRev).
-			Msg("listing the desired state failed; serving the last list read")
-		return s.lastList, s.lastRev
+		s.log.Warn().Err(err).Msg("listing the desired state failed; serving the local copy")
+		return s.localList()
 	}
-	if rev >= s.lastRev {
-		s.lastList, s.lastRev = list, rev
+	if s.vet(ctx, hdr) || s.deletesPending(list) {
+		return s.localList()
 	}
 	return list, rev
 }
 
+// localList is the local copy, sorted, and its state's revision.
+func (s *State) localList() ([]stream.Spec, uint64) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	list := make([]stream.Spec, 0, len(s.local))
+	for _, sp := range s.local {
+		list = append(list, sp.Clone())
+	}
+	sortSpecs(list)
+	return list, s.stateRev
+}
+
+// deletesPending says whether the local copy holds a stream list lacks:
+// a deletion the watch has not delivered yet.
+func (s *State) deletesPending(list []stream.Spec) bool {
+	in := make(map[stream.ID]bool, len(list))
+	for _, sp := range list {
+		in[sp.ID()] = true
+	}
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	for id := range s.local {
+		if !in[id] {
+			return true
+		}
+	}
+	return false
+}
+
+// header is what a read says of etcd: its revision and cluster id, with
+// the revision the local copy was complete through when it was sent (the
+// watch may deliver past the read's revision meanwhile).
+type header struct {
+	rev     int64
+	cluster uint64
+	seen    uint64
+}
+
+// through is the revision the local copy is complete through.
+func (s *State) through() uint64 {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.hist.through
+}
+
 // list reads every stream (sorted by protocol, then port), the state's
-// revision (the marker's) and the etcd revision of the read.
-func (s *State) list(ctx context.Context, opts ...clientv3.OpOption) ([]stream.Spec, uint64, int64, error) {
+// revision (the marker's) and the header of the read.
+func (s *State) list(ctx context.Context, opts ...clientv3.OpOption) ([]stream.Spec, uint64, header, error) {
+	seen := s.through()
 	resp, err := s.cli.Get(ctx, s.marker, append([]clientv3.OpOption{clientv3.WithPrefix()}, opts...)...)
 	if err != nil {
-		return nil, 0, 0, unavailable("list", err)
+		return nil, 0, header{}, unavailable("list", err)
 	}
 	var rev uint64
 	list := make([]stream.Spec, 0, len(resp.Kvs))
@@ -270,12 +489,12 @@ func (s *State) list(ctx context.Context, opts ...clientv3.OpOption) ([]stream.S
 		}
 		sp, err := decode(kv.Key, kv.Value, kv.ModRevision)
 		if err != nil {
-			return nil, 0, 0, err
+			return nil, 0, header{}, err
 		}
 		list = append(list, sp)
 	}
 	sortSpecs(list)
-	return list, rev, resp.Header.Revision, nil
+	return list, rev, header{rev: resp.Header.Revision, cluster: resp.Header.ClusterId, seen: seen}, nil
 }
 
 func sortSpecs(l []stream.Spec) {
@@ -288,8 +507,12 @@ func sortSpecs(l []stream.Spec) {
 }
 
 // Check returns nil while etcd answers a linearizable read (its cluster
-// has a leader and a quorum), else the reason wrapping ErrUnavailable.
+// has a leader and a quorum) and the local copy is not held, else the
+// reason wrapping ErrUnavailable (ErrHeld when held).
 func (s *State) Check() error {
+	if err := s.writable("check"); err != nil {
+		return err
+	}
 	ctx, cancel := s.ctx()
 	defer cancel()
 	if _, err := s.cli.Get(ctx, s.marker, clientv3.WithCountOnly()); err != nil {

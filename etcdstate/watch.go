@@ -16,6 +16,11 @@ import (
 type history struct {
 	desired.History
 	through uint64
+	// forgotten, after an operator's confirmation replaced a copy that
+	// was complete through a higher revision than etcd's, is that
+	// revision: Since after a revision above through and up to it was
+	// asked by a consumer of the replaced copy, which must list again.
+	forgotten uint64
 }
 
 // add records changes delivered through revision rev.
@@ -35,6 +40,10 @@ func (s *State) Since(after uint64) ([]desired.Change, error) {
 	}
 	s.mu.RLock()
 	defer s.mu.RUnlock()
+	if after > s.hist.through && after <= s.hist.forgotten {
+		return nil, fmt.Errorf("changes after %d: the state was replaced by an operator's confirmation at etcd revision %d: %w",
+			after, s.hist.through, desired.ErrCompacted)
+	}
 	return s.hist.Since(after)
 }
 
@@ -80,16 +89,29 @@ func (s *State) Updated() <-chan struct{} {
 
 // watch follows the state's keys from revision from until ctx ends. When
 // etcd compacted past the revision it needs, it starts again from the
-// current one and forgets the history before it (Since says so).
+// current one and forgets the history before it (Since says so). When an
+// operator's confirmation replaced the local copy (accept), it goes on
+// from the revision that copy was read at.
 func (s *State) watch(ctx context.Context, from int64) {
 	defer close(s.watchDone)
 	for backoff := 50 * time.Millisecond; ctx.Err() == nil; backoff = min(2*backoff, 5*time.Second) {
-		next, err := s.follow(ctx, from)
+		fctx, cancel := context.WithCancel(ctx)
+		s.mu.Lock()
+		if s.resume != 0 {
+			from, s.resume = s.resume, 0
+		}
+		s.cancelFollow = cancel
+		s.mu.Unlock()
+		next, err := s.follow(fctx, from, s.gen.Load())
+		cancel()
 		if next > from {
 			from, backoff = next, 50*time.Millisecond
 		}
 		if ctx.Err() != nil {
 			return
+		}
+		if s.resuming() {
+			continue
 		}
 		if errors.Is(err, errCompactedWatch) {
 			if from, err = s.restart(ctx); err == nil {
@@ -106,11 +128,19 @@ func (s *State) watch(ctx context.Context, from int64) {
 	}
 }
 
+// resuming says whether accept set the revision to watch from.
+func (s *State) resuming() bool {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.resume != 0
+}
+
 var errCompactedWatch = fmt.Errorf("etcd compacted the revisions the watch needs: %w", desired.ErrCompacted)
 
 // follow delivers the watch's events from revision from until it ends, and
-// returns the revision to resume from.
-func (s *State) follow(ctx context.Context, from int64) (int64, error) {
+// returns the revision to resume from. Nothing is delivered while the
+// local copy is held, nor after it was replaced since gen.
+func (s *State) follow(ctx context.Context, from int64, gen uint64) (int64, error) {
 	wctx := clientv3.WithRequireLeader(ctx)
 	for resp := range s.cli.Watch(wctx, s.marker, clientv3.WithPrefix(), clientv3.WithRev(from)) {
 		if resp.CompactRevision != 0 {
@@ -122,27 +152,81 @@ func (s *State) follow(ctx context.Context, from int64) (int64, error) {
 		if len(resp.Events) == 0 {
 			continue
 		}
-		changes, err := s.changes(resp.Events)
-		if err != nil {
+		if s.stale() {
+			s.probe(ctx) // a watch that reconnected: vet etcd before applying
+		}
+		if s.held() {
+			continue
+		}
+		if err := s.deliver(resp.Events, gen); err != nil {
 			return from, err
 		}
-		last := resp.Events[len(resp.Events)-1].Kv.ModRevision
-		s.mu.Lock()
-		s.hist.add(changes, uint64(last))
-		for _, c := range changes {
-			if c.Spec == nil {
-				delete(s.local, c.ID)
-			} else {
-				s.local[c.ID] = *c.Spec
-			}
-		}
-		close(s.updated)
-		s.updated = make(chan struct{})
-		s.mu.Unlock()
-		s.notify()
-		from = last + 1
+		from = resp.Events[len(resp.Events)-1].Kv.ModRevision + 1
 	}
 	return from, ctx.Err()
+}
+
+// deliver applies events to the local copy and its file, then tells
+// consumers; a revision that deletes more than half of the streams
+// without rewriting the marker (not a write of this API) is held, not
+// applied, and nothing after it either.
+func (s *State) deliver(events []*clientv3.Event, gen uint64) error {
+	s.applyMu.Lock()
+	defer s.applyMu.Unlock()
+	if s.gen.Load() != gen || s.held() {
+		return nil
+	}
+	s.mu.RLock()
+	n := len(s.local)
+	s.mu.RUnlock()
+	keep, alarm := s.massDeletion(events, n)
+	if len(keep) > 0 {
+		if err := s.applyEvents(keep); err != nil {
+			return err
+		}
+	}
+	if alarm != nil {
+		s.raise(alarm)
+	}
+	return nil
+}
+
+// applyEvents records events in the file, then in memory, then tells
+// consumers.
+func (s *State) applyEvents(events []*clientv3.Event) error {
+	changes, err := s.changes(events)
+	if err != nil {
+		return err
+	}
+	last := uint64(events[len(events)-1].Kv.ModRevision)
+	s.mu.RLock()
+	stateRev, cluster := s.stateRev, s.cluster
+	s.mu.RUnlock()
+	for _, ev := range events {
+		if string(ev.Kv.Key) == s.marker && ev.Type == clientv3.EventTypePut {
+			stateRev = uint64(ev.Kv.ModRevision)
+		}
+	}
+	if s.cache != nil {
+		if err := s.cache.apply(changes, last, stateRev, cluster); err != nil {
+			s.log.Error().Err(err).Msg("the local copy's file could not be written; a restart while etcd is unreachable would start from an older copy")
+		}
+	}
+	s.mu.Lock()
+	s.hist.add(changes, last)
+	s.stateRev = stateRev
+	for _, c := range changes {
+		if c.Spec == nil {
+			delete(s.local, c.ID)
+		} else {
+			s.local[c.ID] = *c.Spec
+		}
+	}
+	close(s.updated)
+	s.updated = make(chan struct{})
+	s.mu.Unlock()
+	s.notify()
+	return nil
 }
 
 // changes are the stream changes of events (the marker's are left out).
@@ -176,11 +260,6 @@ func (s *State) restart(ctx context.Context) (int64, error) {
 	if err != nil {
 		return 0, fmt.Errorf("watch again: %w", err)
 	}
-	s.mu.Lock()
-	close(s.updated)
-	s.updated = make(chan struct{})
-	s.mu.Unlock()
-	s.notify()
 	s.log.Warn().Int64("revision", at).
 		Msg("etcd compacted past the watch: the state was read again, changes before it are forgotten")
 	return at + 1, nil

@@ -56,6 +56,9 @@ func (s *State) commit(ctx context.Context, cmps []clientv3.Cmp, ops ...clientv3
 // and writes if the key was not modified since (else reads again).
 func (s *State) Put(sp stream.Spec, m desired.Match) (stream.Spec, *stream.Spec, error) {
 	id := sp.ID()
+	if err := s.writable("put " + id.String()); err != nil {
+		return stream.Spec{}, nil, err
+	}
 	ctx, cancel := s.ctx()
 	defer cancel()
 	for range maxAttempts {
@@ -86,6 +89,9 @@ func (s *State) Put(sp stream.Spec, m desired.Match) (stream.Spec, *stream.Spec,
 // Delete removes the stream with id if m holds, and returns it with the
 // revision of the delete.
 func (s *State) Delete(id stream.ID, m desired.Match) (stream.Spec, uint64, error) {
+	if err := s.writable("delete " + id.String()); err != nil {
+		return stream.Spec{}, 0, err
+	}
 	ctx, cancel := s.ctx()
 	defer cancel()
 	for range maxAttempts {
@@ -117,6 +123,9 @@ func (s *State) Delete(id stream.ID, m desired.Match) (stream.Spec, uint64, erro
 // that creates the key only if it does not exist, so that two nodes never
 // get the same port.
 func (s *State) Allocate(sp stream.Spec, lo, hi int, busy func(port int) bool) (stream.Spec, error) {
+	if err := s.writable("allocate " + string(sp.Protocol) + " port"); err != nil {
+		return stream.Spec{}, err
+	}
 	ctx, cancel := s.ctx()
 	defer cancel()
 	taken, err := s.taken(ctx, sp.Protocol)
@@ -166,6 +175,9 @@ func (s *State) taken(ctx context.Context, p stream.Protocol) (map[int]bool, err
 // to what is stored are not written; an import that changes nothing takes
 // no revision.
 func (s *State) Import(specs []stream.Spec, prune bool) (desired.ImportResult, error) {
+	if err := s.writable("import"); err != nil {
+		return desired.ImportResult{}, err
+	}
 	byID := make(map[stream.ID]stream.Spec, len(specs))
 	for _, sp := range specs {
 		if _, dup := byID[sp.ID()]; dup {
@@ -190,9 +202,12 @@ func (s *State) Import(specs []stream.Spec, prune bool) (desired.ImportResult, e
 // importOnce plans the import from one list and commits it if the state
 // is still at the list's revision.
 func (s *State) importOnce(ctx context.Context, byID map[stream.ID]stream.Spec, specs []stream.Spec, prune bool) (desired.ImportResult, bool, error) {
-	list, rev, _, err := s.list(ctx)
+	list, rev, hdr, err := s.list(ctx)
 	if err != nil {
 		return desired.ImportResult{}, false, err
+	}
+	if s.vet(ctx, hdr) {
+		return desired.ImportResult{}, false, s.writable("import")
 	}
 	cur := make(map[stream.ID]stream.Spec, len(list))
 	for _, sp := range list {

@@ -18,6 +18,7 @@ import (
 // audit log.
 type change struct {
 	requestID     string
+	token         string // the caller's token id ("" without tokens)
 	stream        string
 	before, after *stream.Spec
 }

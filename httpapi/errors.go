@@ -49,7 +49,8 @@ const (
 	CodeApplyTimeout     = "apply_timeout"     // 503
 	CodeNotApplied       = "not_applied"       // 503: stored, but nginx could not be made to follow (a file that cannot be removed)
 	CodeNginxUnavailable = "nginx_unavailable" // 503
-	CodeStoreUnavailable = "store_unavailable" // 503: the desired state takes no writes (state.db was deleted or replaced under the daemon)
+	CodeStoreUnavailable = "store_unavailable" // 503: the desired state takes no writes (state.db was deleted or replaced under the daemon, etcd unreachable)
+	CodeStateHeld        = "state_held"        // 503: the node holds its copy of the fleet's state until an operator confirms (POST /v1/state/confirm)
 	CodeInternal         = "internal"          // 500
 )
 
@@ -74,6 +75,9 @@ func asAPIError(err error) *Error {
 	var e *Error
 	if errors.As(err, &e) {
 		return e
+	}
+	if errors.Is(err, desired.ErrHeld) {
+		return &Error{Status: http.StatusServiceUnavailable, Code: CodeStateHeld, Message: err.Error()}
 	}
 	if errors.Is(err, desired.ErrUnavailable) {
 		return &Error{Status: http.StatusServiceUnavailable, Code: CodeStoreUnavailable, Message: err.Error()}

@@ -152,6 +152,7 @@ func New(cfg Config, st Store, ap Applier, wp *writes.Path) *Server {
 	route(http.MethodPost, "/v1/import", Write, s.importStreams)
 	route(http.MethodGet, "/v1/audit", Read, s.audit)
 	route(http.MethodGet, "/v1/nodes", Read, s.listNodes)
+	route(http.MethodPost, "/v1/state/confirm", Write, s.confirmState)
 	if cfg.Metrics != nil {
 		route(http.MethodGet, "/metrics", Read, func(w http.ResponseWriter, r *http.Request) error {
 			cfg.Metrics.ServeHTTP(w, r)
@@ -189,9 +190,13 @@ func (s *Server) handleWith(route string, need Access, h handlerFunc, writeErr f
 		id := strconv.FormatUint(s.reqID.Add(1), 10)
 		rw := &statusWriter{ResponseWriter: w}
 		rw.Header().Set("X-Request-Id", id)
+		if need != Open && r.Method == http.MethodGet {
+			s.markStale(rw)
+		}
 		rec := &change{requestID: id}
 		r = r.WithContext(context.WithValue(r.Context(), changeKey{}, rec))
 		token, err := s.admit(r, need)
+		rec.token = token
 		if err == nil {
 			err = s.call(h, rw, r, id)
 		}

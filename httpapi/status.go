@@ -65,7 +65,7 @@ func (s *Server) status(w http.ResponseWriter, r *http.Request) error {
 		}
 	}
 	h := s.applier.NodeStatus()
-	writeJSON(w, http.StatusOK, map[string]any{
+	out := map[string]any{
 		"version":        s.cfg.Version,
 		"pid":            os.Getpid(),
 		"nginx_mode":     s.cfg.NginxMode,
@@ -73,6 +73,10 @@ func (s *Server) status(w http.ResponseWriter, r *http.Request) error {
 		"store_revision": rev,
 		"streams":        map[string]any{"total": total, "by_state": counts, "failed": failed},
 		"reconciler":     h,
-	})
+	}
+	if c := s.condition(); c.Stale != nil || c.Alarm != nil {
+		out["stale"], out["alarm"] = c.Stale, c.Alarm
+	}
+	writeJSON(w, http.StatusOK, out)
 	return nil
 }

@@ -13,6 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/streamconductor/stream-conductor/desired"
 	"github.com/streamconductor/stream-conductor/health"
 	"github.com/streamconductor/stream-conductor/stream"
 	"github.com/streamconductor/stream-conductor/traffic"
@@ -122,10 +123,12 @@ var (
 	descBytes    = prometheus.NewDesc("stream_conductor_stream_bytes_total", "Bytes a stream carried, by direction (in: from clients).", []string{"stream", "direction"}, nil)
 	descBackend  = prometheus.NewDesc("stream_conductor_backend_up", "1 when a connect to the backend succeeded at the last probe, 0 when it failed.", []string{"backend"}, nil)
 	descFailures = prometheus.NewDesc("stream_conductor_stream_connect_failures_total", "Sessions nginx could not connect upstream (status 502).", []string{"stream"}, nil)
+	descHeld     = prometheus.NewDesc("stream_conductor_state_held", "1 while the node holds its copy of the fleet's state until an operator confirms (STATE_STORE=etcd).", nil, nil)
+	descStale    = prometheus.NewDesc("stream_conductor_state_stale", "1 while the node serves its local copy because etcd does not answer or the copy is held (STATE_STORE=etcd).", nil, nil)
 )
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descStreams, descCounter, descNginxUp, descReady, descDrifted, descRevision, descApplied, descDBBytes, descSessions, descBytes, descFailures, descBackend} {
+	for _, d := range []*prometheus.Desc{descStreams, descCounter, descNginxUp, descReady, descDrifted, descRevision, descApplied, descDBBytes, descSessions, descBytes, descFailures, descBackend, descHeld, descStale} {
 		ch <- d
 	}
 }
@@ -155,6 +158,11 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(descRevision, prometheus.GaugeValue, float64(rev))
 	ch <- prometheus.MustNewConstMetric(descApplied, prometheus.GaugeValue, float64(h.AppliedRevision))
 	ch <- prometheus.MustNewConstMetric(descDBBytes, prometheus.GaugeValue, float64(c.st.BackupSize()))
+	if cs, ok := c.st.(interface{ Condition() desired.Condition }); ok {
+		cond := cs.Condition()
+		ch <- prometheus.MustNewConstMetric(descHeld, prometheus.GaugeValue, bool01(cond.Alarm != nil))
+		ch <- prometheus.MustNewConstMetric(descStale, prometheus.GaugeValue, bool01(cond.Stale != nil))
+	}
 	if hp, ok := c.hl.(*health.Prober); c.hl != nil && !(ok && hp == nil) {
 		for _, b := range c.hl.All() {
 			ch <- prometheus.MustNewConstMetric(descBackend, prometheus.GaugeValue, bool01(b.State == health.Up), b.Backend)

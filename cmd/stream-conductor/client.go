@@ -75,6 +75,7 @@ var subcommands = map[string]command{
 	"export":  {"export [-o json|yaml] > streams.json", exactly(0), runExport},
 	"import":  {"import [-dry-run] [-prune] FILE|-", exactly(1), runImport},
 	"healthz": {"healthz                              exit 0 if the daemon answers (for health checks)", exactly(0), runHealthz},
+	"confirm": {"confirm [-o table|json|yaml]         apply the fleet's state in etcd as it is on every node that holds (see status)", exactly(0), runConfirm},
 }
 
 func exactly(n int) func(int) bool { return func(m int) bool { return m == n } }

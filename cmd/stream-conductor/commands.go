@@ -175,6 +175,12 @@ func runStatus(c *client, o *opts, _ []string, out io.Writer) error {
 	if e, _ := rec["last_error"].(string); e != "" {
 		fmt.Fprintf(w, "last error\t%s\n", e)
 	}
+	if s, _ := st["stale"].(map[string]any); s != nil {
+		fmt.Fprintf(w, "stale since\t%v: %v\n", s["since"], s["reason"])
+	}
+	if a, _ := st["alarm"].(map[string]any); a != nil {
+		fmt.Fprintf(w, "HELD since\t%v: %v\n", a["since"], a["message"])
+	}
 	if d, _ := rec["drifted"].([]any); len(d) > 0 {
 		fmt.Fprintf(w, "drifted\t%v\n", d)
 	}

@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -116,8 +117,14 @@ func (e etcdState) Close() error {
 	return e.cli.Close()
 }
 
+// cacheFile is the etcd state's local copy in DATA_DIR: what the node
+// forwards when it starts while etcd is unreachable.
+const cacheFile = "fleet-cache.db"
+
 // openEtcdState connects to the cluster and opens the state under the
-// prefix; an unreachable cluster is an error (the daemon does not start).
+// prefix. An unreachable cluster is an error (the daemon does not start)
+// unless DATA_DIR holds the local copy of an earlier run: then the node
+// starts from it, stale, and connects in the background.
 func openEtcdState(cfg config, log zerolog.Logger) (stateStore, string, error) {
 	sc := cfg.State
 	where := "etcd " + strings.Join(sc.Endpoints, ",") + " under " + sc.Prefix
@@ -139,10 +146,14 @@ func openEtcdState(cfg config, log zerolog.Logger) (stateStore, string, error) {
 		return nil, "", fmt.Errorf("%s: %w", where, err)
 	}
 	lg := log.With().Str("node", sc.NodeName).Logger()
-	st, err := etcdstate.Open(cli, sc.Prefix, etcdstate.Options{AuditRetention: cfg.AuditRetention, Log: &lg})
+	st, err := etcdstate.Open(cli, sc.Prefix, etcdstate.Options{AuditRetention: cfg.AuditRetention, Log: &lg,
+		CachePath: filepath.Join(cfg.DataDir, cacheFile)})
 	if err != nil {
 		cli.Close()
 		return nil, "", fmt.Errorf("%w; check ETCD_ENDPOINTS, the credentials (ETCD_CACERT, ETCD_CERT, ETCD_KEY, ETCD_USERNAME) and that the cluster has a leader", err)
+	}
+	if st.Condition().Stale != nil {
+		return etcdState{State: st, cli: cli}, where, nil
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
@@ -154,22 +165,87 @@ func openEtcdState(cfg config, log zerolog.Logger) (stateStore, string, error) {
 }
 
 // registerNode puts this node in the fleet's node registry (STATE_STORE=
-// etcd) until the returned node's Close, which takes it out; info says what the
-// node knows of itself. With bbolt there is no registry: the lister is nil
-// and GET /v1/nodes shows this node alone. A NODE_NAME that another live
-// node holds is an error (the daemon does not start).
-func registerNode(ctx context.Context, cfg config, st stateStore, info func() stream.NodeInfo, log zerolog.Logger) (httpapi.NodeLister, *etcdstate.Node, error) {
+// etcd) until the returned registration's Close, which takes it out; info
+// says what the node knows of itself. With bbolt there is no registry: the
+// lister and the registration are nil and GET /v1/nodes shows this node
+// alone. A NODE_NAME that another live node holds is an error (the daemon
+// does not start). While etcd does not answer, the node registers in the
+// background, trying again until it can.
+func registerNode(ctx context.Context, cfg config, st stateStore, info func() stream.NodeInfo, log zerolog.Logger) (httpapi.NodeLister, *registration, error) {
 	e, ok := st.(etcdState)
 	if !ok {
 		return nil, nil, nil
 	}
 	lg := log.With().Str("node", cfg.State.NodeName).Logger()
-	n, err := e.Register(ctx, cfg.State.NodeName, etcdstate.NodeOptions{TTL: cfg.State.NodeTTL, Log: &lg}, info)
-	if err != nil {
-		return nil, nil, fmt.Errorf("NODE_NAME %s: %w", cfg.State.NodeName, err)
+	opts := etcdstate.NodeOptions{TTL: cfg.State.NodeTTL, Log: &lg}
+	if e.Condition().Stale == nil {
+		n, err := e.Register(ctx, cfg.State.NodeName, opts, info)
+		if err == nil {
+			log.Info().Str("node", cfg.State.NodeName).Dur("ttl", cfg.State.NodeTTL).Msg("registered in the fleet's node list")
+			r := &registration{stop: n.Close}
+			r.node.Store(n)
+			return e.State, r, nil
+		}
+		if !errors.Is(err, desired.ErrUnavailable) {
+			return nil, nil, fmt.Errorf("NODE_NAME %s: %w", cfg.State.NodeName, err)
+		}
+		log.Warn().Err(err).Str("node", cfg.State.NodeName).Msg("etcd does not answer: registering in the fleet's node list in the background")
 	}
-	log.Info().Str("node", cfg.State.NodeName).Dur("ttl", cfg.State.NodeTTL).Msg("registered in the fleet's node list")
-	return e.State, n, nil
+	return e.State, registerLater(e.State, cfg.State.NodeName, opts, info, lg), nil
+}
+
+// registration is this node's entry in the registry, made at start or,
+// while etcd does not answer, later in the background.
+type registration struct {
+	node atomic.Pointer[etcdstate.Node]
+	stop func()
+}
+
+// Publish asks the registered node (if it is yet) to publish its status.
+func (r *registration) Publish() {
+	if n := r.node.Load(); n != nil {
+		n.Publish()
+	}
+}
+
+// Close stops registering and takes the node out of the list.
+func (r *registration) Close() { r.stop() }
+
+// registerLater registers the node in the background, trying again
+// every few seconds until it can or the registration is closed, which
+// also takes it out of the list.
+func registerLater(st *etcdstate.State, name string, opts etcdstate.NodeOptions, info func() stream.NodeInfo, log zerolog.Logger) *registration {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	r := &registration{}
+	r.stop = func() {
+		cancel()
+		<-done
+		if n := r.node.Load(); n != nil {
+			n.Close()
+		}
+	}
+	go func() {
+		defer close(done)
+		for backoff := time.Second; ; backoff = min(2*backoff, 3*time.Second) {
+			n, err := st.Register(ctx, name, opts, info)
+			if err == nil {
+				r.node.Store(n)
+				log.Info().Dur("ttl", opts.TTL).Msg("registered in the fleet's node list")
+				return
+			}
+			if ctx.Err() != nil {
+				return
+			}
+			log.Warn().Err(err).Dur("retry_in", backoff).Msg("registering in the fleet's node list failed; trying again")
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(backoff):
+			}
+		}
+	}()
+	return r
 }
 
 // etcdTLS is the TLS configuration ETCD_CACERT, ETCD_CERT and ETCD_KEY

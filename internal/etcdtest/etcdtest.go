@@ -33,6 +33,9 @@ type Server struct {
 	exited chan struct{}
 	log    string
 	tls    *tls.Config // a client's, when etcd serves TLS
+	bin    string      // what Restart runs again (restart.go)
+	args   []string
+	data   string
 }
 
 // Start starts etcd with its data under dir (and flags after the
@@ -88,7 +91,8 @@ func startOnce(bin, dir string, tlsc *tls.Config, flags []string) (*Server, erro
 	if err := cmd.Start(); err != nil {
 		return nil, err
 	}
-	srv := &Server{cmd: cmd, URL: clientURL, exited: make(chan struct{}), log: logPath, tls: tlsc}
+	srv := &Server{cmd: cmd, URL: clientURL, exited: make(chan struct{}), log: logPath, tls: tlsc,
+		bin: bin, args: cmd.Args[1:], data: filepath.Join(dir, "data")}
 	go func() { cmd.Wait(); close(srv.exited) }()
 	if err := srv.waitHealthy(20 * time.Second); err != nil {
 		srv.Stop()
