@@ -185,7 +185,7 @@ func (m migration) run(out io.Writer) error {
 	var ec stateStore
 	etcdWhere := ""
 	if m.from.etcd || m.to.etcd {
-		st, where, err := openEtcdState(m.cfg, zerolog.Nop())
+		st, where, err := openEtcdState(m.cfg, "", zerolog.Nop()) // no local copy: migrate is no node
 		if err != nil {
 			return err
 		}

@@ -92,7 +92,7 @@ type stateStore interface {
 // is for messages.
 func openStore(cfg config, log zerolog.Logger) (stateStore, string, error) {
 	if cfg.State.Store == "etcd" {
-		return openEtcdState(cfg, log)
+		return openEtcdState(cfg, filepath.Join(cfg.DataDir, cacheFile), log)
 	}
 	dbPath := filepath.Join(cfg.DataDir, "state.db")
 	st, err := store.Open(dbPath, store.Options{AuditRetention: cfg.AuditRetention, AuditMaxBytes: cfg.AuditMaxBytes})
@@ -122,10 +122,11 @@ func (e etcdState) Close() error {
 const cacheFile = "fleet-cache.db"
 
 // openEtcdState connects to the cluster and opens the state under the
-// prefix. An unreachable cluster is an error (the daemon does not start)
-// unless DATA_DIR holds the local copy of an earlier run: then the node
-// starts from it, stale, and connects in the background.
-func openEtcdState(cfg config, log zerolog.Logger) (stateStore, string, error) {
+// prefix, with the node's local copy at cachePath (none when empty: the
+// migrate command is no node). An unreachable cluster is an error (the
+// daemon does not start) unless cachePath holds the copy of an earlier
+// run: then the node starts from it, stale, and connects in the background.
+func openEtcdState(cfg config, cachePath string, log zerolog.Logger) (stateStore, string, error) {
 	sc := cfg.State
 	where := "etcd " + strings.Join(sc.Endpoints, ",") + " under " + sc.Prefix
 	ec := clientv3.Config{Endpoints: sc.Endpoints, DialTimeout: 5 * time.Second, Username: sc.Username, Logger: zap.NewNop()}
@@ -147,7 +148,7 @@ func openEtcdState(cfg config, log zerolog.Logger) (stateStore, string, error) {
 	}
 	lg := log.With().Str("node", sc.NodeName).Logger()
 	st, err := etcdstate.Open(cli, sc.Prefix, etcdstate.Options{AuditRetention: cfg.AuditRetention, Log: &lg,
-		CachePath: filepath.Join(cfg.DataDir, cacheFile)})
+		CachePath: cachePath})
 	if err != nil {
 		cli.Close()
 		return nil, "", fmt.Errorf("%w; check ETCD_ENDPOINTS, the credentials (ETCD_CACERT, ETCD_CERT, ETCD_KEY, ETCD_USERNAME) and that the cluster has a leader", err)
