@@ -50,8 +50,10 @@ type Health interface {
 }
 
 // New registers every stream-conductor metric, plus Go's and the
-// process's, in a registry of its own; tr and hl may be nil.
-func New(src Source, st Store, tr Traffic, hl Health) *Metrics {
+// process's, in a registry of its own; tr and hl may be nil. node is this
+// node's name (NODE_NAME): stream_conductor_streams counts only the streams
+// it serves.
+func New(src Source, st Store, tr Traffic, hl Health, node string) *Metrics {
 	m := &Metrics{reg: prometheus.NewRegistry()}
 	m.passes = prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Name:    "stream_conductor_reconcile_pass_duration_seconds",
@@ -68,7 +70,7 @@ func New(src Source, st Store, tr Traffic, hl Health) *Metrics {
 		Help:    "Duration of API requests, by route and status code.",
 		Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10},
 	}, []string{"route", "code"})
-	m.reg.MustRegister(m.passes, m.applies, m.requests, &collector{src: src, st: st, tr: tr, hl: hl},
+	m.reg.MustRegister(m.passes, m.applies, m.requests, &collector{src: src, st: st, tr: tr, hl: hl, node: node},
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -108,6 +110,9 @@ type collector struct {
 	st  Store
 	tr  Traffic
 	hl  Health
+	// node is this node's name: streams that name other nodes only are
+	// not this node's to count.
+	node string
 }
 
 var (
@@ -137,7 +142,9 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	specs, rev := c.st.List()
 	counts := map[stream.State]int{stream.Active: 0, stream.Pending: 0, stream.Failed: 0}
 	for _, s := range specs {
-		counts[c.src.Status(s.ID(), s.Revision).State]++
+		if s.Targets(c.node) {
+			counts[c.src.Status(s.ID(), s.Revision).State]++
+		}
 	}
 	for state, n := range counts {
 		ch <- prometheus.MustNewConstMetric(descStreams, prometheus.GaugeValue, float64(n), string(state))

@@ -138,7 +138,7 @@ func run(ctx context.Context, cfg config, log zerolog.Logger) error {
 		prober = health.New(st)
 		prober.Interval, prober.Timeout = cfg.HealthInterval, cfg.HealthTimeout
 	}
-	mx = metrics.New(rec, st, tc, prober)
+	mx = metrics.New(rec, st, tc, prober, cfg.State.NodeName)
 
 	addr := net.JoinHostPort(cfg.BindAddress, strconv.Itoa(cfg.BindPort))
 	nodes, node, err := registerNode(ctx, cfg, st, func() stream.NodeInfo {

@@ -1,0 +1,52 @@
+package metrics
+
+import (
+	"io"
+	"net/http/httptest"
+	"strings"
+	"testing"
+
+	"github.com/streamconductor/stream-conductor/stream"
+)
+
+// fakeSource says every stream is active at its revision.
+type fakeSource struct{}
+
+func (fakeSource) NodeStatus() stream.NodeStatus { return stream.NodeStatus{} }
+func (fakeSource) Status(id stream.ID, rev uint64) stream.Status {
+	return stream.Status{State: stream.Active, Revision: rev}
+}
+
+type fakeStore []stream.Spec
+
+func (f fakeStore) List() ([]stream.Spec, uint64) { return f, 3 }
+func (fakeStore) BackupSize() int64                { return 0 }
+
+// In a fleet, a node counts the streams it serves: one that names other
+// nodes only is neither active nor pending here.
+func TestStreamsGaugeCountsThisNodesStreams(t *testing.T) {
+	st := fakeStore{
+		{Protocol: stream.TCP, Listen: 9000, Revision: 1},
+		{Protocol: stream.TCP, Listen: 9001, Revision: 2, Nodes: []string{"edge-1"}},
+		{Protocol: stream.TCP, Listen: 9002, Revision: 3, Nodes: []string{"edge-2"}},
+	}
+	m := New(fakeSource{}, st, nil, nil, "edge-1")
+	rec := httptest.NewRecorder()
+	m.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+	body, _ := io.ReadAll(rec.Body)
+	for _, want := range []string{`stream_conductor_streams{state="active"} 2`, `stream_conductor_streams{state="pending"} 0`} {
+		if !strings.Contains(string(body), want) {
+			t.Errorf("metrics lack %s:\n%s", want, grep(string(body), "stream_conductor_streams"))
+		}
+	}
+}
+
+func grep(s, prefix string) string {
+	var out []string
+	for _, l := range strings.Split(s, "\n") {
+		if strings.HasPrefix(l, prefix) {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
+}
