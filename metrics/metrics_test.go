@@ -20,7 +20,7 @@ func (fakeSource) Status(id stream.ID, rev uint64) stream.Status {
 type fakeStore []stream.Spec
 
 func (f fakeStore) List() ([]stream.Spec, uint64) { return f, 3 }
-func (fakeStore) BackupSize() int64                { return 0 }
+func (fakeStore) BackupSize() int64               { return 0 }
 
 // In a fleet, a node counts the streams it serves: one that names other
 // nodes only is neither active nor pending here.
