@@ -175,8 +175,9 @@ func (m *Managed) Running() bool {
 	return m.PID() != 0
 }
 
-// Start starts nginx. nginx binds every listen socket before it
-// daemonizes, so a zero exit means the ports accept connections.
+// Start starts nginx and returns once a worker serves: nginx binds every
+// listen socket before it daemonizes, so the ports take connections at
+// once, and its workers accept them once they are initialised.
 func (m *Managed) Start(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, m.cfg.ApplyTimeout)
 	defer cancel()
@@ -192,6 +193,9 @@ func (m *Managed) Start(ctx context.Context) error {
 			return &Error{Op: "start", Output: "nginx started but wrote no pid file to " + m.pidFile}
 		}
 		time.Sleep(2 * time.Millisecond)
+	}
+	if err := m.awaitWorker(ctx, "start", m.PID(), nil); err != nil {
+		return err
 	}
 	m.cfg.Log.Info().Int("pid", m.PID()).Msg("nginx started")
 	return nil

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -25,10 +26,7 @@ func (m *Managed) Reload(ctx context.Context, retire bool) error {
 	if pid == 0 {
 		return &Error{Op: "reload", Output: "nginx is not running"}
 	}
-	var old []int
-	if retire {
-		old = procfs.Children(pid)
-	}
+	old := procfs.Children(pid)
 	ctx, cancel := context.WithTimeout(ctx, m.cfg.ApplyTimeout)
 	defer cancel()
 	log, err := m.openLog(ctx, pid)
@@ -45,7 +43,42 @@ func (m *Managed) Reload(ctx context.Context, retire bool) error {
 	if err := m.follow(ctx, log, pid); err != nil {
 		return err
 	}
+	if err := m.awaitWorker(ctx, "reload", pid, old); err != nil {
+		return err
+	}
+	if !retire {
+		return nil
+	}
 	return m.retire(ctx, old, pid)
+}
+
+// workerTitle begins the command line of an nginx worker that serves: a
+// worker sets it once its initialisation is over, after it registered
+// every listening socket in its event loop (ngx_worker_process_cycle).
+// Until then it carries its master's title, and a connection to a port
+// only the new configuration has waits in the kernel's backlog.
+var workerTitle = []byte("nginx: worker process")
+
+// awaitWorker waits until master has a worker that is not one of old and
+// accepts connections (its title says so): the master's "start worker
+// processes" line comes before it forks them, so a reply at that line
+// could come before any worker serves a new port. One new worker is
+// enough for bytes to flow.
+func (m *Managed) awaitWorker(ctx context.Context, op string, master int, old []int) error {
+	for {
+		for _, pid := range procfs.Children(master) {
+			if !slices.Contains(old, pid) && bytes.HasPrefix(procfs.Cmdline(pid), workerTitle) {
+				return nil
+			}
+		}
+		if !isNginxMaster(master, m.conf) {
+			return &Error{Op: op, Output: "nginx master exited before its new workers served"}
+		}
+		if ctx.Err() != nil {
+			return &Error{Op: op, Output: "nginx started no worker that serves within " + m.cfg.ApplyTimeout.String()}
+		}
+		time.Sleep(500 * time.Microsecond)
+	}
 }
 
 // follow reads the master's lines that log adds until the reload it was
