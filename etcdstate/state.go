@@ -59,6 +59,9 @@ const (
 	DefaultAuditRetention = 10000
 	// DefaultCheckInterval is how often etcd is probed.
 	DefaultCheckInterval = 2 * time.Second
+	// DefaultAllocateTimeout bounds a whole port allocation, however many
+	// transactions it loses to concurrent allocators.
+	DefaultAllocateTimeout = 15 * time.Second
 )
 
 // openFromCacheAfter is how long Open waits for etcd before it opens from
@@ -73,6 +76,10 @@ const maxAttempts = 1000
 type Options struct {
 	// Timeout bounds each request to etcd (default DefaultTimeout).
 	Timeout time.Duration
+	// AllocateTimeout bounds a whole Allocate, every request of it
+	// bounded by Timeout too (default DefaultAllocateTimeout, at least
+	// Timeout).
+	AllocateTimeout time.Duration
 	// Now stamps created_at/updated_at (default time.Now).
 	Now func() time.Time
 	// AuditRetention is how many audit records are kept (default
@@ -95,17 +102,22 @@ type Options struct {
 // State is the desired state in etcd under one key prefix. It is safe for
 // concurrent use, and several States (one per node) may share a prefix.
 type State struct {
-	cli            *clientv3.Client
-	prefix         string
-	marker         string // P/streams
-	timeout        time.Duration
-	now            func() time.Time
-	auditRetention int
-	log            zerolog.Logger
+	cli             *clientv3.Client
+	prefix          string
+	marker          string // P/streams
+	timeout         time.Duration
+	allocateTimeout time.Duration
+	now             func() time.Time
+	auditRetention  int
+	log             zerolog.Logger
 
 	// written is the highest revision of this State's own writes: Since
 	// waits until the watch delivered it.
 	written atomic.Uint64
+	// allocTxns counts the transactions Allocate sent (tests).
+	allocTxns atomic.Int64
+	// allocating counts the Allocate calls under way.
+	allocating atomic.Int64
 
 	changed    chan struct{} // Changes: one consumer, sends coalesce
 	stop       context.CancelFunc
@@ -145,7 +157,8 @@ func Open(cli *clientv3.Client, prefix string, o Options) (*State, error) {
 	}
 	prefix = trimPrefix(prefix)
 	s := &State{cli: cli, prefix: prefix, marker: prefix + "/streams", confirmKey: prefix + "/confirm", timeout: o.Timeout, now: o.Now,
-		auditRetention: o.AuditRetention, updated: make(chan struct{}), changed: make(chan struct{}, 1), watchDone: make(chan struct{}),
+		allocateTimeout: o.AllocateTimeout,
+		auditRetention:  o.AuditRetention, updated: make(chan struct{}), changed: make(chan struct{}, 1), watchDone: make(chan struct{}),
 		checkDone: make(chan struct{}), checkEvery: o.CheckInterval,
 		log: lg.With().Str("component", "etcdstate").Str("prefix", prefix).Logger()}
 	cached, err := s.openCache(o.CachePath)
@@ -187,6 +200,10 @@ func (o Options) withDefaults() Options {
 	if o.Timeout <= 0 {
 		o.Timeout = DefaultTimeout
 	}
+	if o.AllocateTimeout <= 0 {
+		o.AllocateTimeout = DefaultAllocateTimeout
+	}
+	o.AllocateTimeout = max(o.AllocateTimeout, o.Timeout)
 	if o.Now == nil {
 		o.Now = time.Now
 	}
