@@ -54,8 +54,11 @@ func (s *State) commit(ctx context.Context, cmps []clientv3.Cmp, ops ...clientv3
 	return true, resp.Header.Revision, nil
 }
 
-// Put creates or replaces sp if m holds: it reads the stream, checks m,
-// and writes if the key was not modified since (else reads again).
+// Put creates or replaces sp if m holds. It checks m against the stream
+// as the local copy has it and writes if the key was not modified since;
+// a transaction that finds it modified (or a check that fails on the
+// local copy) goes on with the stream as etcd has it, which the lost
+// transaction read: a write whose local copy is current is one request.
 func (s *State) Put(sp stream.Spec, m desired.Match) (stream.Spec, *stream.Spec, error) {
 	id := sp.ID()
 	if err := s.writable("put " + id.String()); err != nil {
@@ -63,60 +66,117 @@ func (s *State) Put(sp stream.Spec, m desired.Match) (stream.Spec, *stream.Spec,
 	}
 	ctx, cancel := s.ctx()
 	defer cancel()
+	cur := s.localCurrent(id)
 	for range maxAttempts {
-		cur, modRev, err := s.get(ctx, id)
-		if err != nil {
+		if err := m.Check(cur.spec); err != nil {
+			if !cur.fromEtcd {
+				if cur, err = s.current(ctx, id); err != nil {
+					return stream.Spec{}, nil, fmt.Errorf("put %s: %w", id, err)
+				}
+				continue
+			}
 			return stream.Spec{}, nil, fmt.Errorf("put %s: %w", id, err)
 		}
-		if err := m.Check(cur); err != nil {
-			return stream.Spec{}, nil, fmt.Errorf("put %s: %w", id, err)
-		}
-		stored := s.stamp(sp, cur)
+		stored := s.stamp(sp, cur.spec)
 		op, err := s.putOp(stored)
 		if err != nil {
 			return stream.Spec{}, nil, fmt.Errorf("put %s: %w", id, err)
 		}
-		ok, rev, err := s.commit(ctx, []clientv3.Cmp{clientv3.Compare(clientv3.ModRevision(s.key(id)), "=", modRev)}, op)
+		ok, rev, now, err := s.commitIfUnmodified(ctx, id, cur.modRev, op)
 		if err != nil {
 			return stream.Spec{}, nil, fmt.Errorf("put %s: %w", id, err)
 		}
 		if ok {
 			stored.Revision = uint64(rev)
-			return stored, cur, nil
+			return stored, cur.spec, nil
 		}
+		cur = now
 	}
 	return stream.Spec{}, nil, fmt.Errorf("put %s: %w", id, errContention)
 }
 
 // Delete removes the stream with id if m holds, and returns it with the
-// revision of the delete.
+// revision of the delete; like Put, it starts from the local copy.
 func (s *State) Delete(id stream.ID, m desired.Match) (stream.Spec, uint64, error) {
 	if err := s.writable("delete " + id.String()); err != nil {
 		return stream.Spec{}, 0, err
 	}
 	ctx, cancel := s.ctx()
 	defer cancel()
+	cur := s.localCurrent(id)
 	for range maxAttempts {
-		cur, modRev, err := s.get(ctx, id)
+		err := m.Check(cur.spec)
+		if cur.spec == nil {
+			err = desired.ErrNotFound
+		}
 		if err != nil {
+			if !cur.fromEtcd {
+				if cur, err = s.current(ctx, id); err != nil {
+					return stream.Spec{}, 0, fmt.Errorf("delete %s: %w", id, err)
+				}
+				continue
+			}
 			return stream.Spec{}, 0, fmt.Errorf("delete %s: %w", id, err)
 		}
-		if cur == nil {
-			return stream.Spec{}, 0, fmt.Errorf("delete %s: %w", id, desired.ErrNotFound)
-		}
-		if err := m.Check(cur); err != nil {
-			return stream.Spec{}, 0, fmt.Errorf("delete %s: %w", id, err)
-		}
-		ok, rev, err := s.commit(ctx, []clientv3.Cmp{clientv3.Compare(clientv3.ModRevision(s.key(id)), "=", modRev)},
-			clientv3.OpDelete(s.key(id)))
+		ok, rev, now, err := s.commitIfUnmodified(ctx, id, cur.modRev, clientv3.OpDelete(s.key(id)))
 		if err != nil {
 			return stream.Spec{}, 0, fmt.Errorf("delete %s: %w", id, err)
 		}
 		if ok {
-			return *cur, uint64(rev), nil
+			return *cur.spec, uint64(rev), nil
 		}
+		cur = now
 	}
 	return stream.Spec{}, 0, fmt.Errorf("delete %s: %w", id, errContention)
+}
+
+// currentSpec is a stream as a write found it: its spec (nil: none), its
+// key's modification revision (0: none), and whether etcd said so (else
+// the local copy did).
+type currentSpec struct {
+	spec     *stream.Spec
+	modRev   int64
+	fromEtcd bool
+}
+
+// localCurrent is the stream with id as the local copy has it.
+func (s *State) localCurrent(id stream.ID) currentSpec {
+	sp, ok := s.Local(id)
+	if !ok {
+		return currentSpec{}
+	}
+	return currentSpec{spec: &sp, modRev: int64(sp.Revision)}
+}
+
+// current is the stream with id as etcd has it.
+func (s *State) current(ctx context.Context, id stream.ID) (currentSpec, error) {
+	sp, modRev, err := s.get(ctx, id)
+	return currentSpec{spec: sp, modRev: modRev, fromEtcd: true}, err
+}
+
+// commitIfUnmodified commits op (and the marker's rewrite) if the key of
+// id is at modification revision modRev (0: absent); otherwise it returns
+// the stream as etcd has it now, read in the same transaction.
+func (s *State) commitIfUnmodified(ctx context.Context, id stream.ID, modRev int64, op clientv3.Op) (bool, int64, currentSpec, error) {
+	key := s.key(id)
+	resp, err := s.cli.Txn(ctx).If(clientv3.Compare(clientv3.ModRevision(key), "=", modRev)).
+		Then(op, clientv3.OpPut(s.marker, "")).Else(clientv3.OpGet(key)).Commit()
+	if err != nil {
+		return false, 0, currentSpec{}, unavailable("write", err)
+	}
+	if resp.Succeeded {
+		s.wrote(resp.Header.Revision)
+		return true, resp.Header.Revision, currentSpec{}, nil
+	}
+	now := currentSpec{fromEtcd: true}
+	if kvs := resp.Responses[0].GetResponseRange().Kvs; len(kvs) == 1 {
+		sp, err := decode(kvs[0].Key, kvs[0].Value, kvs[0].ModRevision)
+		if err != nil {
+			return false, 0, currentSpec{}, err
+		}
+		now.spec, now.modRev = &sp, kvs[0].ModRevision
+	}
+	return false, 0, now, nil
 }
 
 // Allocate stores sp on the first port in [lo, hi] that has no stream of
