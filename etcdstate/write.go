@@ -179,17 +179,18 @@ func (s *State) commitIfUnmodified(ctx context.Context, id stream.ID, modRev int
 	return false, 0, now, nil
 }
 
-// Allocate stores sp on the first port in [lo, hi] that has no stream of
-// sp's protocol and that busy (if not nil) does not report. It reads the
-// ports taken, then tries a free one with a transaction that creates the
-// key only if it does not exist, so that two nodes never get the same
-// port. A transaction lost to a concurrent allocator reads the ports
-// taken again in its Else branch, and the next try picks at random among
-// the first free ports, in a window that doubles with each loss: under
-// contention the allocators spread over the range instead of all trying
-// the same next port, so n of them send about n·log n transactions, not
-// n²/2. Each request has the request timeout; the whole allocation has
-// Options.AllocateTimeout.
+// Allocate stores sp on a port in [lo, hi] that has no stream of sp's
+// protocol and that busy (if not nil) does not report: the first such
+// port when no other allocation runs. It reads the ports taken, then
+// tries a free one with a transaction that creates the key only if it
+// does not exist, so that two nodes never get the same port. A
+// transaction lost to a concurrent allocator reads the ports taken again
+// in its Else branch. Under contention (other allocations under way here,
+// or a lost transaction) the try picks at random among the first free
+// ports (see spread), so that concurrent allocators spread over the range
+// instead of all trying the same next port: n of them send about 2n
+// transactions, not n²/2. Each request has the request timeout; the whole
+// allocation has Options.AllocateTimeout.
 func (s *State) Allocate(sp stream.Spec, lo, hi int, busy func(port int) bool) (stream.Spec, error) {
 	if err := s.writable("allocate " + string(sp.Protocol) + " port"); err != nil {
 		return stream.Spec{}, err
@@ -202,7 +203,7 @@ func (s *State) Allocate(sp stream.Spec, lo, hi int, busy func(port int) bool) (
 	}
 	s.allocating.Add(1)
 	defer s.allocating.Add(-1)
-	for losses := 0; ; losses++ {
+	for losses := range maxAttempts {
 		port, ok := pickPort(taken, lo, hi, busy, spread(losses, int(s.allocating.Load())))
 		if !ok {
 			return stream.Spec{}, fmt.Errorf("allocate %s port in %d-%d: %w", sp.Protocol, lo, hi, desired.ErrNoFreePort)
@@ -218,6 +219,7 @@ func (s *State) Allocate(sp stream.Spec, lo, hi int, busy func(port int) bool) (
 		taken = now
 		taken[port] = true // gone meanwhile or not, it was just taken
 	}
+	return stream.Spec{}, fmt.Errorf("allocate %s port in %d-%d: %w", sp.Protocol, lo, hi, errContention)
 }
 
 // claimPort stores sp if its key does not exist; otherwise it returns the
