@@ -23,7 +23,7 @@ import (
 const DefaultNodeTTL = 10 * time.Second
 
 // DefaultPublishGap is the least time between two refreshes on Publish
-// when NodeOptions give none.
+// that do not advance the applied revision, when NodeOptions give none.
 const DefaultPublishGap = 250 * time.Millisecond
 
 // ErrNameTaken: another live node holds the name.
@@ -37,8 +37,8 @@ type NodeOptions struct {
 	// Interval is how often the key's value is refreshed (default TTL/3).
 	Interval time.Duration
 	// PublishGap is the least time between two refreshes that Publish
-	// asks for (default DefaultPublishGap): a burst of passes is
-	// written once.
+	// asks for when the applied revision did not advance (default
+	// DefaultPublishGap): a burst of status changes is written once.
 	PublishGap time.Duration
 	// Log receives what the registration handles itself: a failed
 	// refresh, a lost lease claimed again.
@@ -167,7 +167,7 @@ func (n *Node) grant(ctx context.Context) (clientv3.LeaseID, error) {
 // create puts the key under lease if it does not exist; otherwise it
 // returns the key as it is (nil if it went meanwhile).
 func (n *Node) create(ctx context.Context, lease clientv3.LeaseID) (bool, *holderKey, error) {
-	val, err := n.value()
+	val, err := value(n.info())
 	if err != nil {
 		return false, nil, err
 	}
@@ -243,9 +243,8 @@ func (n *Node) adopt(lease clientv3.LeaseID) {
 	}()
 }
 
-// value is info() as JSON, stamped now.
-func (n *Node) value() (string, error) {
-	ni := n.info()
+// value is ni as JSON, stamped now.
+func value(ni stream.NodeInfo) (string, error) {
 	ni.LastSeen = time.Now().UTC()
 	b, err := json.Marshal(ni)
 	if err != nil {
@@ -254,9 +253,12 @@ func (n *Node) value() (string, error) {
 	return string(b), nil
 }
 
-// Publish asks for the key to be refreshed soon with what info() says
-// now (after a reconcile pass). It never blocks; requests that arrive
-// within the publish gap of the last refresh are folded into one.
+// Publish asks for the key to be refreshed with what info() says now
+// (after a reconcile pass). It never blocks. When the applied revision
+// advanced since the last refresh, the refresh is sent at once, since
+// writes wait for it; other changes (a status alone) are refreshed at
+// most once per publish gap. Requests that arrive while a refresh is
+// under way are folded into one, sent after it.
 func (n *Node) Publish() {
 	select {
 	case n.poke <- struct{}{}:
@@ -264,27 +266,33 @@ func (n *Node) Publish() {
 	}
 }
 
-// run refreshes the key every interval, and on Publish at most once per
-// gap, until ctx ends.
+// run refreshes the key every interval, and on Publish as Publish says,
+// until ctx ends.
 func (n *Node) run(ctx context.Context) {
 	defer close(n.done)
 	tick := time.NewTicker(n.every)
 	defer tick.Stop()
 	var last time.Time
+	var published uint64 // the applied revision of the last refresh
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-tick.C:
 		case <-n.poke:
-			if !n.pause(ctx, n.gap-time.Since(last)) {
+			if n.info().AppliedRevision <= published && !n.pause(ctx, n.gap-time.Since(last)) {
 				return
 			}
 		}
 		last = time.Now()
-		if err := n.refresh(ctx); err != nil && ctx.Err() == nil {
-			n.log.Warn().Err(err).Msg("node registration not refreshed; trying again")
+		ni := n.info()
+		if err := n.refresh(ctx, ni); err != nil {
+			if ctx.Err() == nil {
+				n.log.Warn().Err(err).Msg("node registration not refreshed; trying again")
+			}
+			continue
 		}
+		published = ni.AppliedRevision
 	}
 }
 
@@ -303,11 +311,11 @@ func (n *Node) pause(ctx context.Context, d time.Duration) bool {
 	}
 }
 
-// refresh rewrites the key if it is still under our lease; if the lease
-// was lost (etcd unreachable for longer than the TTL), it claims the name
-// again.
-func (n *Node) refresh(ctx context.Context) error {
-	val, err := n.value()
+// refresh rewrites the key with ni if it is still under our lease; if
+// the lease was lost (etcd unreachable for longer than the TTL), it claims
+// the name again.
+func (n *Node) refresh(ctx context.Context, ni stream.NodeInfo) error {
+	val, err := value(ni)
 	if err != nil {
 		return err
 	}

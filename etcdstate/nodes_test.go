@@ -2,6 +2,7 @@ package etcdstate
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"sync/atomic"
 	"testing"
@@ -158,4 +159,48 @@ func TestNodeRegistersAgainAfterItsLeaseIsLost(t *testing.T) {
 		kv := rawGet(t, prefix+"/nodes/edge-a").Kvs
 		return len(kv) == 1 && kv[0].Lease != 0 && kv[0].Lease != old
 	})
+}
+
+// nodeKey is the node's key as etcd holds it (nil: none).
+func nodeKey(t *testing.T, prefix, name string) *stream.NodeInfo {
+	t.Helper()
+	kvs := rawGet(t, prefix+"/nodes/"+name).Kvs
+	if len(kvs) == 0 {
+		return nil
+	}
+	var ni stream.NodeInfo
+	if err := json.Unmarshal(kvs[0].Value, &ni); err != nil {
+		t.Fatal(err)
+	}
+	return &ni
+}
+
+// A pass that advanced the applied revision is published at once, even
+// right after another publish: writes wait for it. (It used to wait out
+// the publish gap.)
+func TestPublishOfANewRevisionIsNotDelayed(t *testing.T) {
+	needEtcd(t)
+	prefix := newPrefix()
+	st := openState(t, sharedClient, prefix, Options{})
+	var rev atomic.Uint64
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	const gap = 3 * time.Second
+	n, err := st.Register(ctx, "edge-a", NodeOptions{TTL: 10 * time.Second, Interval: time.Minute, PublishGap: gap}, infoOf("edge-a", &rev))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n.Close()
+	for want := uint64(1); want <= 3; want++ {
+		rev.Store(want)
+		n.Publish()
+		start := time.Now()
+		waitFor(t, "the new applied revision published", gap, func() bool {
+			ni := nodeKey(t, prefix, "edge-a")
+			return ni != nil && ni.AppliedRevision == want
+		})
+		if took := time.Since(start); took > gap/2 {
+			t.Fatalf("revision %d published after %s: held back by the publish gap (%s)", want, took, gap)
+		}
+	}
 }

@@ -59,6 +59,9 @@ const (
 	DefaultAuditRetention = 10000
 	// DefaultCheckInterval is how often etcd is probed.
 	DefaultCheckInterval = 2 * time.Second
+	// DefaultAllocateTimeout bounds a whole port allocation, however many
+	// transactions it loses to concurrent allocators.
+	DefaultAllocateTimeout = 15 * time.Second
 )
 
 // openFromCacheAfter is how long Open waits for etcd before it opens from
@@ -73,6 +76,10 @@ const maxAttempts = 1000
 type Options struct {
 	// Timeout bounds each request to etcd (default DefaultTimeout).
 	Timeout time.Duration
+	// AllocateTimeout bounds a whole Allocate, every request of it
+	// bounded by Timeout too (default DefaultAllocateTimeout, at least
+	// Timeout).
+	AllocateTimeout time.Duration
 	// Now stamps created_at/updated_at (default time.Now).
 	Now func() time.Time
 	// AuditRetention is how many audit records are kept (default
@@ -95,17 +102,24 @@ type Options struct {
 // State is the desired state in etcd under one key prefix. It is safe for
 // concurrent use, and several States (one per node) may share a prefix.
 type State struct {
-	cli            *clientv3.Client
-	prefix         string
-	marker         string // P/streams
-	timeout        time.Duration
-	now            func() time.Time
-	auditRetention int
-	log            zerolog.Logger
+	cli             *clientv3.Client
+	prefix          string
+	marker          string // P/streams
+	timeout         time.Duration
+	allocateTimeout time.Duration
+	now             func() time.Time
+	auditRetention  int
+	log             zerolog.Logger
 
 	// written is the highest revision of this State's own writes: Since
 	// waits until the watch delivered it.
 	written atomic.Uint64
+	// allocTxns counts the transactions Allocate sent (tests).
+	allocTxns atomic.Int64
+	// allocating counts the Allocate calls under way.
+	allocating atomic.Int64
+	// fullReads counts the reads of every stream (tests).
+	fullReads atomic.Int64
 
 	changed    chan struct{} // Changes: one consumer, sends coalesce
 	stop       context.CancelFunc
@@ -145,7 +159,8 @@ func Open(cli *clientv3.Client, prefix string, o Options) (*State, error) {
 	}
 	prefix = trimPrefix(prefix)
 	s := &State{cli: cli, prefix: prefix, marker: prefix + "/streams", confirmKey: prefix + "/confirm", timeout: o.Timeout, now: o.Now,
-		auditRetention: o.AuditRetention, updated: make(chan struct{}), changed: make(chan struct{}, 1), watchDone: make(chan struct{}),
+		allocateTimeout: o.AllocateTimeout,
+		auditRetention:  o.AuditRetention, updated: make(chan struct{}), changed: make(chan struct{}, 1), watchDone: make(chan struct{}),
 		checkDone: make(chan struct{}), checkEvery: o.CheckInterval,
 		log: lg.With().Str("component", "etcdstate").Str("prefix", prefix).Logger()}
 	cached, err := s.openCache(o.CachePath)
@@ -187,6 +202,10 @@ func (o Options) withDefaults() Options {
 	if o.Timeout <= 0 {
 		o.Timeout = DefaultTimeout
 	}
+	if o.AllocateTimeout <= 0 {
+		o.AllocateTimeout = DefaultAllocateTimeout
+	}
+	o.AllocateTimeout = max(o.AllocateTimeout, o.Timeout)
 	if o.Now == nil {
 		o.Now = time.Now
 	}
@@ -399,21 +418,31 @@ func (s *State) get(ctx context.Context, id stream.ID) (*stream.Spec, int64, err
 	return &sp, kv.ModRevision, nil
 }
 
-// List returns every stream and the state's revision, read from etcd in
-// one request (one revision), after the watch delivered this State's own
-// writes. It returns the local copy instead while etcd does not answer,
-// while the copy is held, and while the watch has not yet delivered (and
-// vetted) a deletion that etcd's answer shows: a node forwards no
-// deletion the guard has not seen.
+// List returns every stream and the state's revision, as of a read of
+// etcd made now: it reads the state's marker alone (one small request)
+// and, once the watch delivered the marker's revision, answers from the
+// local copy, without reading and decoding every stream again. If the
+// watch does not deliver it within listCatchUp, it reads every stream
+// from etcd in one request (one revision) instead. It returns the local
+// copy as it is while etcd does not answer, while the copy is held, and
+// while the watch has not yet delivered (and vetted) a deletion that
+// etcd's answer shows: a node forwards no deletion the guard has not
+// seen.
 func (s *State) List() ([]stream.Spec, uint64) {
 	if s.frozen() {
 		return s.localList()
 	}
-	if err := s.caughtUp(); err != nil {
-		s.log.Warn().Err(err).Msg("the watch lags behind this node's writes")
-	}
 	ctx, cancel := s.ctx()
 	defer cancel()
+	rev, hdr, err := s.markerRev(ctx)
+	if err != nil {
+		s.log.Warn().Err(err).Msg("reading the desired state's revision failed; serving the local copy")
+		return s.localList()
+	}
+	if s.vet(ctx, hdr) || s.delivered(rev, listCatchUp) {
+		return s.localList()
+	}
+	s.log.Warn().Uint64("revision", rev).Dur("within", listCatchUp).Msg("the etcd watch has not delivered the state's revision; reading every stream")
 	list, rev, hdr, err := s.list(ctx)
 	if err != nil {
 		s.log.Warn().Err(err).Msg("listing the desired state failed; serving the local copy")
@@ -423,6 +452,50 @@ func (s *State) List() ([]stream.Spec, uint64) {
 		return s.localList()
 	}
 	return list, rev
+}
+
+// listCatchUp is how long List waits for the watch to deliver the
+// state's revision before it reads every stream from etcd.
+const listCatchUp = time.Second
+
+// markerRev reads the state's revision (the marker's; 0 before any write)
+// and the header of the read.
+func (s *State) markerRev(ctx context.Context) (uint64, header, error) {
+	seen := s.through()
+	resp, err := s.cli.Get(ctx, s.marker)
+	if err != nil {
+		return 0, header{}, unavailable("read the state's revision", err)
+	}
+	var rev uint64
+	if len(resp.Kvs) == 1 {
+		rev = uint64(resp.Kvs[0].ModRevision)
+	}
+	return rev, header{rev: resp.Header.Revision, cluster: resp.Header.ClusterId, seen: seen}, nil
+}
+
+// delivered waits (at most within) until the local copy holds the state
+// at revision rev or later, or is held (then it is the answer too), and
+// says whether it did.
+func (s *State) delivered(rev uint64, within time.Duration) bool {
+	var deadline <-chan time.Time
+	for {
+		s.mu.RLock()
+		done, updated := s.stateRev >= rev || s.alarm != nil || s.down != nil, s.updated
+		s.mu.RUnlock()
+		if done {
+			return true
+		}
+		if deadline == nil {
+			t := time.NewTimer(within)
+			defer t.Stop()
+			deadline = t.C
+		}
+		select {
+		case <-updated:
+		case <-deadline:
+			return false
+		}
+	}
 }
 
 // localList is the local copy, sorted, and its state's revision.
@@ -474,6 +547,7 @@ func (s *State) through() uint64 {
 // revision (the marker's) and the header of the read.
 func (s *State) list(ctx context.Context, opts ...clientv3.OpOption) ([]stream.Spec, uint64, header, error) {
 	seen := s.through()
+	s.fullReads.Add(1)
 	resp, err := s.cli.Get(ctx, s.marker, append([]clientv3.OpOption{clientv3.WithPrefix()}, opts...)...)
 	if err != nil {
 		return nil, 0, header{}, unavailable("list", err)

@@ -5,8 +5,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"slices"
 
+	"go.etcd.io/etcd/api/v3/mvccpb"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
@@ -52,8 +54,11 @@ func (s *State) commit(ctx context.Context, cmps []clientv3.Cmp, ops ...clientv3
 	return true, resp.Header.Revision, nil
 }
 
-// Put creates or replaces sp if m holds: it reads the stream, checks m,
-// and writes if the key was not modified since (else reads again).
+// Put creates or replaces sp if m holds. It checks m against the stream
+// as the local copy has it and writes if the key was not modified since;
+// a transaction that finds it modified (or a check that fails on the
+// local copy) goes on with the stream as etcd has it, which the lost
+// transaction read: a write whose local copy is current is one request.
 func (s *State) Put(sp stream.Spec, m desired.Match) (stream.Spec, *stream.Spec, error) {
 	id := sp.ID()
 	if err := s.writable("put " + id.String()); err != nil {
@@ -61,112 +66,244 @@ func (s *State) Put(sp stream.Spec, m desired.Match) (stream.Spec, *stream.Spec,
 	}
 	ctx, cancel := s.ctx()
 	defer cancel()
+	cur := s.localCurrent(id)
 	for range maxAttempts {
-		cur, modRev, err := s.get(ctx, id)
-		if err != nil {
+		if err := m.Check(cur.spec); err != nil {
+			if !cur.fromEtcd {
+				if cur, err = s.current(ctx, id); err != nil {
+					return stream.Spec{}, nil, fmt.Errorf("put %s: %w", id, err)
+				}
+				continue
+			}
 			return stream.Spec{}, nil, fmt.Errorf("put %s: %w", id, err)
 		}
-		if err := m.Check(cur); err != nil {
-			return stream.Spec{}, nil, fmt.Errorf("put %s: %w", id, err)
-		}
-		stored := s.stamp(sp, cur)
+		stored := s.stamp(sp, cur.spec)
 		op, err := s.putOp(stored)
 		if err != nil {
 			return stream.Spec{}, nil, fmt.Errorf("put %s: %w", id, err)
 		}
-		ok, rev, err := s.commit(ctx, []clientv3.Cmp{clientv3.Compare(clientv3.ModRevision(s.key(id)), "=", modRev)}, op)
+		ok, rev, now, err := s.commitIfUnmodified(ctx, id, cur.modRev, op)
 		if err != nil {
 			return stream.Spec{}, nil, fmt.Errorf("put %s: %w", id, err)
 		}
 		if ok {
 			stored.Revision = uint64(rev)
-			return stored, cur, nil
+			return stored, cur.spec, nil
 		}
+		cur = now
 	}
 	return stream.Spec{}, nil, fmt.Errorf("put %s: %w", id, errContention)
 }
 
 // Delete removes the stream with id if m holds, and returns it with the
-// revision of the delete.
+// revision of the delete; like Put, it starts from the local copy.
 func (s *State) Delete(id stream.ID, m desired.Match) (stream.Spec, uint64, error) {
 	if err := s.writable("delete " + id.String()); err != nil {
 		return stream.Spec{}, 0, err
 	}
 	ctx, cancel := s.ctx()
 	defer cancel()
+	cur := s.localCurrent(id)
 	for range maxAttempts {
-		cur, modRev, err := s.get(ctx, id)
+		err := m.Check(cur.spec)
+		if cur.spec == nil {
+			err = desired.ErrNotFound
+		}
 		if err != nil {
+			if !cur.fromEtcd {
+				if cur, err = s.current(ctx, id); err != nil {
+					return stream.Spec{}, 0, fmt.Errorf("delete %s: %w", id, err)
+				}
+				continue
+			}
 			return stream.Spec{}, 0, fmt.Errorf("delete %s: %w", id, err)
 		}
-		if cur == nil {
-			return stream.Spec{}, 0, fmt.Errorf("delete %s: %w", id, desired.ErrNotFound)
-		}
-		if err := m.Check(cur); err != nil {
-			return stream.Spec{}, 0, fmt.Errorf("delete %s: %w", id, err)
-		}
-		ok, rev, err := s.commit(ctx, []clientv3.Cmp{clientv3.Compare(clientv3.ModRevision(s.key(id)), "=", modRev)},
-			clientv3.OpDelete(s.key(id)))
+		ok, rev, now, err := s.commitIfUnmodified(ctx, id, cur.modRev, clientv3.OpDelete(s.key(id)))
 		if err != nil {
 			return stream.Spec{}, 0, fmt.Errorf("delete %s: %w", id, err)
 		}
 		if ok {
-			return *cur, uint64(rev), nil
+			return *cur.spec, uint64(rev), nil
 		}
+		cur = now
 	}
 	return stream.Spec{}, 0, fmt.Errorf("delete %s: %w", id, errContention)
 }
 
-// Allocate stores sp on the first port in [lo, hi] that has no stream of
-// sp's protocol and that busy (if not nil) does not report: it reads the
-// ports taken, then tries the others in order, each with a transaction
-// that creates the key only if it does not exist, so that two nodes never
-// get the same port.
+// currentSpec is a stream as a write found it: its spec (nil: none), its
+// key's modification revision (0: none), and whether etcd said so (else
+// the local copy did).
+type currentSpec struct {
+	spec     *stream.Spec
+	modRev   int64
+	fromEtcd bool
+}
+
+// localCurrent is the stream with id as the local copy has it.
+func (s *State) localCurrent(id stream.ID) currentSpec {
+	sp, ok := s.Local(id)
+	if !ok {
+		return currentSpec{}
+	}
+	return currentSpec{spec: &sp, modRev: int64(sp.Revision)}
+}
+
+// current is the stream with id as etcd has it.
+func (s *State) current(ctx context.Context, id stream.ID) (currentSpec, error) {
+	sp, modRev, err := s.get(ctx, id)
+	return currentSpec{spec: sp, modRev: modRev, fromEtcd: true}, err
+}
+
+// commitIfUnmodified commits op (and the marker's rewrite) if the key of
+// id is at modification revision modRev (0: absent); otherwise it returns
+// the stream as etcd has it now, read in the same transaction.
+func (s *State) commitIfUnmodified(ctx context.Context, id stream.ID, modRev int64, op clientv3.Op) (bool, int64, currentSpec, error) {
+	key := s.key(id)
+	resp, err := s.cli.Txn(ctx).If(clientv3.Compare(clientv3.ModRevision(key), "=", modRev)).
+		Then(op, clientv3.OpPut(s.marker, "")).Else(clientv3.OpGet(key)).Commit()
+	if err != nil {
+		return false, 0, currentSpec{}, unavailable("write", err)
+	}
+	if resp.Succeeded {
+		s.wrote(resp.Header.Revision)
+		return true, resp.Header.Revision, currentSpec{}, nil
+	}
+	now := currentSpec{fromEtcd: true}
+	if kvs := resp.Responses[0].GetResponseRange().Kvs; len(kvs) == 1 {
+		sp, err := decode(kvs[0].Key, kvs[0].Value, kvs[0].ModRevision)
+		if err != nil {
+			return false, 0, currentSpec{}, err
+		}
+		now.spec, now.modRev = &sp, kvs[0].ModRevision
+	}
+	return false, 0, now, nil
+}
+
+// Allocate stores sp on a port in [lo, hi] that has no stream of sp's
+// protocol and that busy (if not nil) does not report: the first such
+// port when no other allocation runs. It reads the ports taken, then
+// tries a free one with a transaction that creates the key only if it
+// does not exist, so that two nodes never get the same port. A
+// transaction lost to a concurrent allocator reads the ports taken again
+// in its Else branch. Under contention (other allocations under way here,
+// or a lost transaction) the try picks at random among the first free
+// ports (see spread), so that concurrent allocators spread over the range
+// instead of all trying the same next port: n of them send about 2n
+// transactions, not n²/2. Each request has the request timeout; the whole
+// allocation has Options.AllocateTimeout.
 func (s *State) Allocate(sp stream.Spec, lo, hi int, busy func(port int) bool) (stream.Spec, error) {
 	if err := s.writable("allocate " + string(sp.Protocol) + " port"); err != nil {
 		return stream.Spec{}, err
 	}
-	ctx, cancel := s.ctx()
+	ctx, cancel := context.WithTimeout(context.Background(), s.allocateTimeout)
 	defer cancel()
 	taken, err := s.taken(ctx, sp.Protocol)
 	if err != nil {
 		return stream.Spec{}, fmt.Errorf("allocate %s port in %d-%d: %w", sp.Protocol, lo, hi, err)
 	}
-	for port := lo; port <= hi; port++ {
-		if taken[port] || (busy != nil && busy(port)) {
-			continue
+	s.allocating.Add(1)
+	defer s.allocating.Add(-1)
+	for losses := range maxAttempts {
+		port, ok := pickPort(taken, lo, hi, busy, spread(losses, int(s.allocating.Load())))
+		if !ok {
+			return stream.Spec{}, fmt.Errorf("allocate %s port in %d-%d: %w", sp.Protocol, lo, hi, desired.ErrNoFreePort)
 		}
 		sp.Listen = port
-		stored := s.stamp(sp, nil)
-		op, err := s.putOp(stored)
+		stored, won, now, err := s.claimPort(ctx, sp)
 		if err != nil {
-			return stream.Spec{}, fmt.Errorf("allocate %s: %w", sp.ID(), err)
+			return stream.Spec{}, fmt.Errorf("allocate %s (after %d ports went to concurrent allocators): %w", sp.ID(), losses, err)
 		}
-		ok, rev, err := s.commit(ctx, []clientv3.Cmp{clientv3.Compare(clientv3.CreateRevision(s.key(sp.ID())), "=", 0)}, op)
-		if err != nil {
-			return stream.Spec{}, fmt.Errorf("allocate %s: %w", sp.ID(), err)
-		}
-		if ok {
-			stored.Revision = uint64(rev)
+		if won {
 			return stored, nil
 		}
+		taken = now
+		taken[port] = true // gone meanwhile or not, it was just taken
 	}
-	return stream.Spec{}, fmt.Errorf("allocate %s port in %d-%d: %w", sp.Protocol, lo, hi, desired.ErrNoFreePort)
+	return stream.Spec{}, fmt.Errorf("allocate %s port in %d-%d: %w", sp.Protocol, lo, hi, errContention)
+}
+
+// claimPort stores sp if its key does not exist; otherwise it returns the
+// ports of sp's protocol taken now, read in the same transaction.
+func (s *State) claimPort(ctx context.Context, sp stream.Spec) (stream.Spec, bool, map[int]bool, error) {
+	stored := s.stamp(sp, nil)
+	op, err := s.putOp(stored)
+	if err != nil {
+		return stream.Spec{}, false, nil, err
+	}
+	rctx, cancel := context.WithTimeout(ctx, s.timeout)
+	defer cancel()
+	s.allocTxns.Add(1)
+	resp, err := s.cli.Txn(rctx).If(clientv3.Compare(clientv3.CreateRevision(s.key(sp.ID())), "=", 0)).
+		Then(op, clientv3.OpPut(s.marker, "")).
+		Else(clientv3.OpGet(s.protocolPrefix(sp.Protocol), clientv3.WithPrefix(), clientv3.WithKeysOnly())).Commit()
+	if err != nil {
+		return stream.Spec{}, false, nil, unavailable("write", err)
+	}
+	if resp.Succeeded {
+		s.wrote(resp.Header.Revision)
+		stored.Revision = uint64(resp.Header.Revision)
+		return stored, true, nil, nil
+	}
+	return stream.Spec{}, false, s.portsOf(resp.Responses[0].GetResponseRange().Kvs), nil
+}
+
+// spread is how many of the first free ports an allocator picks among
+// after losses lost transactions while this State runs allocating
+// allocations: one (the first free port) when it runs alone and lost
+// none; else twice the others here, and four times more with each loss
+// (the others may be on other nodes), at most maxSpread.
+func spread(losses, allocating int) int {
+	w := max(1, 2*(allocating-1))
+	for range losses {
+		if w >= maxSpread {
+			break
+		}
+		w *= 4
+	}
+	return min(w, maxSpread)
+}
+
+// maxSpread bounds spread.
+const maxSpread = 64
+
+// pickPort is a free port of [lo, hi] (not in taken, not busy), at
+// random among the first window ones.
+func pickPort(taken map[int]bool, lo, hi int, busy func(port int) bool, window int) (int, bool) {
+	free := make([]int, 0, window)
+	for port := lo; port <= hi && len(free) < window; port++ {
+		if !taken[port] && (busy == nil || !busy(port)) {
+			free = append(free, port)
+		}
+	}
+	if len(free) == 0 {
+		return 0, false
+	}
+	return free[rand.IntN(len(free))], true
 }
 
 // taken is the set of ports that have a stream of protocol p.
 func (s *State) taken(ctx context.Context, p stream.Protocol) (map[int]bool, error) {
-	resp, err := s.cli.Get(ctx, s.marker+"/"+string(p)+"/", clientv3.WithPrefix(), clientv3.WithKeysOnly())
+	rctx, cancel := context.WithTimeout(ctx, s.timeout)
+	defer cancel()
+	resp, err := s.cli.Get(rctx, s.protocolPrefix(p), clientv3.WithPrefix(), clientv3.WithKeysOnly())
 	if err != nil {
 		return nil, unavailable("read the ports taken", err)
 	}
-	taken := make(map[int]bool, len(resp.Kvs))
-	for _, kv := range resp.Kvs {
+	return s.portsOf(resp.Kvs), nil
+}
+
+// protocolPrefix is the prefix of the keys of protocol p's streams.
+func (s *State) protocolPrefix(p stream.Protocol) string { return s.marker + "/" + string(p) + "/" }
+
+// portsOf is the set of ports of stream keys kvs.
+func (s *State) portsOf(kvs []*mvccpb.KeyValue) map[int]bool {
+	taken := make(map[int]bool, len(kvs)+1)
+	for _, kv := range kvs {
 		if id, ok := s.idOf(kv.Key); ok {
 			taken[id.Port] = true
 		}
 	}
-	return taken, nil
+	return taken
 }
 
 // Import creates or replaces every spec and, with prune, deletes the
