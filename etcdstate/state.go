@@ -299,7 +299,8 @@ func (s *State) load(ctx context.Context) (int64, error) {
 	return hdr.rev, nil
 }
 
-// installLocked is install under applyMu.
+// installLocked replaces the local copy (and its file) with list, read at
+// hdr, the state at revision rev. The caller holds applyMu.
 func (s *State) installLocked(list []stream.Spec, rev uint64, hdr header) {
 	local := make(map[stream.ID]stream.Spec, len(list))
 	for _, sp := range list {
