@@ -20,6 +20,9 @@ import (
 //	meta/through       the etcd revision the copy is complete through
 //	meta/state         the state's (the marker's) revision
 //	meta/cluster       the etcd cluster id the copy came from
+//	meta/alarm         the hold (desired.Alarm as JSON) while the copy is
+//	                   held: a node restarted while held stays held until
+//	                   an operator confirms
 //
 // It is rewritten in one transaction per watch delivery, before consumers
 // are told, so a node that restarts while etcd is unreachable comes back
@@ -30,6 +33,7 @@ var (
 	keyThrough    = []byte("through")
 	keyState      = []byte("state")
 	keyCluster    = []byte("cluster")
+	keyAlarm      = []byte("alarm")
 )
 
 // cache is the local copy's file.
@@ -43,6 +47,7 @@ type snapshot struct {
 	through  uint64
 	stateRev uint64
 	cluster  uint64
+	alarm    *desired.Alarm // nil: not held
 }
 
 // openCache opens (creating) the file at path.
@@ -77,6 +82,12 @@ func (c *cache) load() (snapshot, bool, error) {
 	err := c.db.View(func(tx *bolt.Tx) error {
 		meta := tx.Bucket(bucketMeta)
 		snap.through, snap.stateRev, snap.cluster = getUint(meta, keyThrough), getUint(meta, keyState), getUint(meta, keyCluster)
+		if v := meta.Get(keyAlarm); v != nil {
+			snap.alarm = new(desired.Alarm)
+			if err := json.Unmarshal(v, snap.alarm); err != nil {
+				return fmt.Errorf("the hold: %w", err)
+			}
+		}
 		return tx.Bucket(bucketStreams).ForEach(func(k, v []byte) error {
 			var sp stream.Spec
 			if err := json.Unmarshal(v, &sp); err != nil {
@@ -127,6 +138,21 @@ func (c *cache) apply(changes []desired.Change, through, stateRev, cluster uint6
 			}
 		}
 		return putMeta(tx.Bucket(bucketMeta), through, stateRev, cluster)
+	})
+}
+
+// hold records a (nil: clears the record of the hold).
+func (c *cache) hold(a *desired.Alarm) error {
+	return c.db.Update(func(tx *bolt.Tx) error {
+		meta := tx.Bucket(bucketMeta)
+		if a == nil {
+			return meta.Delete(keyAlarm)
+		}
+		v, err := json.Marshal(a)
+		if err != nil {
+			return err
+		}
+		return meta.Put(keyAlarm, v)
 	})
 }
 

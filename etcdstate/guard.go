@@ -35,6 +35,9 @@ import (
 // held node that sees a confirmation newer than its alarm accepts etcd's
 // state as it is then, so one confirmation converges every node.
 
+// holdAdvice ends an alarm's message.
+const holdAdvice = "This node keeps forwarding what it has and takes no writes; if etcd's state is the one to keep, confirm it (POST /v1/state/confirm, or stream-conductor confirm)"
+
 // Alarm reasons.
 const (
 	ReasonBackwards    = "revision_backwards"
@@ -107,6 +110,7 @@ func (s *State) markDown(err error) {
 		return
 	}
 	s.down = &desired.Stale{Since: s.now().UTC(), Reason: reason}
+	s.recheck = true // etcd may come back restored from a backup
 	s.log.Warn().Err(err).Msg("etcd does not answer: serving reads from the local copy, refusing writes")
 }
 
@@ -153,7 +157,14 @@ func (s *State) probe(ctx context.Context) {
 		return
 	}
 	s.markUp()
-	if !s.vet(ctx, header{rev: resp.Header.Revision, cluster: resp.Header.ClusterId, seen: seen}) || len(resp.Kvs) == 0 {
+	held := s.vet(ctx, header{rev: resp.Header.Revision, cluster: resp.Header.ClusterId, seen: seen})
+	if !held && s.rechecking() {
+		if err := s.vetHistory(ctx, resp.Header.Revision, resp.Header.ClusterId); err != nil {
+			s.log.Warn().Err(err).Msg("etcd answers again, but its history could not be compared with the local copy; the watch waits, trying again")
+		}
+		return
+	}
+	if !held || len(resp.Kvs) == 0 {
 		return
 	}
 	s.mu.RLock()
@@ -221,8 +232,8 @@ func (s *State) deletesOf(ctx context.Context) int {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	n := 0
-	for id := range s.local {
-		if !in[id] {
+	for id, sp := range s.local {
+		if !in[id] && s.mine(sp) {
 			n++
 		}
 	}
@@ -230,22 +241,28 @@ func (s *State) deletesOf(ctx context.Context) int {
 }
 
 // massDeletion returns the events up to the first revision that deletes
-// more than half of the n streams of the copy without rewriting the
-// marker, and the alarm for that revision (nil: none does).
-func (s *State) massDeletion(events []*clientv3.Event, n int) ([]*clientv3.Event, *desired.Alarm) {
+// more than half of the node's streams of the copy (those that target it)
+// without rewriting the marker, and the alarm for that revision (nil:
+// none does).
+func (s *State) massDeletion(events []*clientv3.Event) ([]*clientv3.Event, *desired.Alarm) {
+	ours := s.ours()
+	n := len(ours)
 	for i := 0; i < len(events); {
 		rev := events[i].Kv.ModRevision
 		j, deletes, marker := i, 0, false
 		for ; j < len(events) && events[j].Kv.ModRevision == rev; j++ {
 			ev := events[j]
-			if string(ev.Kv.Key) == s.marker {
+			id, isStream := s.idOf(ev.Kv.Key)
+			switch {
+			case string(ev.Kv.Key) == s.marker:
 				marker = true
-			} else if _, ok := s.idOf(ev.Kv.Key); ok {
-				if ev.Type == clientv3.EventTypeDelete {
+			case !isStream:
+			case ev.Type == clientv3.EventTypeDelete:
+				if ours[id] {
 					deletes++
-				} else if ev.Kv.CreateRevision == ev.Kv.ModRevision {
-					n++
 				}
+			case ev.Kv.CreateRevision == ev.Kv.ModRevision && s.putMine(ev):
+				n++
 			}
 		}
 		if !marker && deletes > 0 && 2*deletes > n {
@@ -258,15 +275,49 @@ func (s *State) massDeletion(events []*clientv3.Event, n int) ([]*clientv3.Event
 					"This node keeps forwarding what it has and takes no writes; if the deletion is wanted, confirm it (POST /v1/state/confirm, or stream-conductor confirm)", rev, deletes, n)}
 		}
 		for k := i; k < j; k++ {
-			if events[k].Type == clientv3.EventTypeDelete {
-				if _, ok := s.idOf(events[k].Kv.Key); ok {
-					n--
-				}
-			}
+			s.track(ours, events[k])
 		}
+		n = len(ours)
 		i = j
 	}
 	return events, nil
+}
+
+// ours is the set of the copy's streams that are this node's.
+func (s *State) ours() map[stream.ID]bool {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	ours := make(map[stream.ID]bool, len(s.local))
+	for id, sp := range s.local {
+		if s.mine(sp) {
+			ours[id] = true
+		}
+	}
+	return ours
+}
+
+// track updates ours, the node's streams, by ev.
+func (s *State) track(ours map[stream.ID]bool, ev *clientv3.Event) {
+	id, ok := s.idOf(ev.Kv.Key)
+	switch {
+	case !ok:
+	case ev.Type == clientv3.EventTypeDelete || !s.putMine(ev):
+		delete(ours, id)
+	default:
+		ours[id] = true
+	}
+}
+
+// putMine says whether the stream a put event stores is this node's.
+func (s *State) putMine(ev *clientv3.Event) bool {
+	if s.node == "" {
+		return true
+	}
+	var t struct {
+		Nodes []string `json:"nodes"`
+	}
+	json.Unmarshal(ev.Kv.Value, &t) // a spec that does not decode fails in applyEvents
+	return (stream.Spec{Nodes: t.Nodes}).Targets(s.node)
 }
 
 // relistDeletes is the alarm for a list, read again over the local copy
@@ -279,8 +330,12 @@ func (s *State) relistDeletes(list []stream.Spec, hdr header) *desired.Alarm {
 	}
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	n, missing := len(s.local), 0
-	for id := range s.local {
+	n, missing := 0, 0
+	for id, sp := range s.local {
+		if !s.mine(sp) {
+			continue
+		}
+		n++
 		if !in[id] {
 			missing++
 		}
@@ -304,6 +359,11 @@ func (s *State) raise(a *desired.Alarm) {
 	a.Since = s.now().UTC()
 	s.alarm = a
 	s.mu.Unlock()
+	if s.cache != nil {
+		if err := s.cache.hold(a); err != nil {
+			s.log.Error().Err(err).Msg("the hold could not be recorded in the local copy's file; a restart would not keep it")
+		}
+	}
 	s.log.Error().Str("reason", a.Reason).Uint64("node_revision", a.NodeRevision).Uint64("etcd_revision", a.StoreRevision).
 		Str("node_cluster_id", a.NodeClusterID).Str("etcd_cluster_id", a.StoreClusterID).Int("deletes", a.Deletes).
 		Msg("holding the desired state: " + a.Message)
@@ -327,19 +387,31 @@ func (s *State) accept(ctx context.Context) error {
 	forgotten := max(s.hist.through, s.hist.forgotten)
 	s.mu.RUnlock()
 	s.installLocked(list, rev, hdr)
+	s.timeline.Add(1) // after the copy: whoever sees the new timeline lists the new state
 	s.written.Store(0)
+	if s.cache != nil {
+		if err := s.cache.hold(nil); err != nil {
+			s.log.Error().Err(err).Msg("the end of the hold could not be recorded in the local copy's file; a restart would hold again until confirmed")
+		}
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if forgotten > uint64(hdr.rev) {
 		s.hist.forgotten = forgotten
 	}
-	s.alarm = nil
+	s.alarm, s.recheck = nil, false
 	s.resume = hdr.rev + 1
 	if s.cancelFollow != nil {
 		s.cancelFollow()
 	}
 	return nil
 }
+
+// Timeline changes (grows) when an operator's confirmation replaced the
+// local copy with etcd's state as it is: revisions after it may be lower
+// than before (etcd restored from an older backup), so a consumer compares
+// revisions only within one timeline (reconcile.Timelined).
+func (s *State) Timeline() uint64 { return s.timeline.Load() }
 
 // Confirm records an operator's word that etcd's state is to be applied
 // as it is (P/confirm), and applies it here at once if this node holds;

@@ -97,6 +97,10 @@ type Options struct {
 	// whether its revision or cluster id went wrong (default
 	// DefaultCheckInterval).
 	CheckInterval time.Duration
+	// Node is this node's name (NODE_NAME): a change that deletes more
+	// than half of "its" streams counts the streams that target it
+	// (stream.Spec.Targets). Empty: every stream is its.
+	Node string
 }
 
 // State is the desired state in etcd under one key prefix. It is safe for
@@ -110,6 +114,7 @@ type State struct {
 	now             func() time.Time
 	auditRetention  int
 	log             zerolog.Logger
+	node            string // Options.Node
 
 	// written is the highest revision of this State's own writes: Since
 	// waits until the watch delivered it.
@@ -130,6 +135,7 @@ type State struct {
 	cache      *cache        // nil: no file
 	applyMu    sync.Mutex    // serialises changes of the local copy and its file
 	gen        atomic.Uint64 // bumped when the copy is replaced: older deliveries are dropped
+	timeline   atomic.Uint64 // bumped when a confirmation replaced the copy (Timeline)
 
 	mu           sync.RWMutex
 	hist         history
@@ -139,6 +145,7 @@ type State struct {
 	updated      chan struct{}             // closed when the watch delivers changes
 	down         *desired.Stale            // set while etcd does not answer
 	alarm        *desired.Alarm            // set while the copy is held
+	recheck      bool                      // etcd's history must be compared with the copy before the watch delivers (history.go)
 	resume       int64                     // set by accept: the revision the watch goes on from
 	cancelFollow context.CancelFunc        // ends the current watch
 }
@@ -161,7 +168,7 @@ func Open(cli *clientv3.Client, prefix string, o Options) (*State, error) {
 	s := &State{cli: cli, prefix: prefix, marker: prefix + "/streams", confirmKey: prefix + "/confirm", timeout: o.Timeout, now: o.Now,
 		allocateTimeout: o.AllocateTimeout,
 		auditRetention:  o.AuditRetention, updated: make(chan struct{}), changed: make(chan struct{}, 1), watchDone: make(chan struct{}),
-		checkDone: make(chan struct{}), checkEvery: o.CheckInterval,
+		checkDone: make(chan struct{}), checkEvery: o.CheckInterval, node: o.Node,
 		log: lg.With().Str("component", "etcdstate").Str("prefix", prefix).Logger()}
 	cached, err := s.openCache(o.CachePath)
 	if err != nil {
@@ -237,6 +244,13 @@ func (s *State) openCache(path string) (bool, error) {
 	if ok {
 		s.local, s.stateRev, s.cluster = snap.specs, snap.stateRev, snap.cluster
 		s.hist = history{History: desired.History{Base: snap.stateRev}, through: snap.through}
+		s.alarm = snap.alarm
+	}
+	if s.alarm != nil {
+		a := s.alarm
+		s.log.Error().Str("reason", a.Reason).Time("since", a.Since).Uint64("node_revision", a.NodeRevision).
+			Uint64("etcd_revision", a.StoreRevision).Int("deletes", a.Deletes).
+			Msg("the local copy was held when this node stopped and stays held until an operator confirms: " + a.Message)
 	}
 	return ok, nil
 }
@@ -250,7 +264,9 @@ func (s *State) closeCache() {
 // begin is where the watch starts: with a local copy, from the revision
 // it is complete through (every change since is delivered, and vetted, as
 // if the node had been watching), once etcd answered a read that the
-// guard accepts; without, from a read of every stream (load).
+// guard accepts and its history up to that revision is the copy's
+// (vetHistory; past a compaction, from a read of every stream); without,
+// from a read of every stream (load).
 func (s *State) begin(ctx context.Context, cached bool) (int64, error) {
 	if !cached {
 		return s.load(ctx)
@@ -260,7 +276,19 @@ func (s *State) begin(ctx context.Context, cached bool) (int64, error) {
 	if err != nil {
 		return 0, unavailable("open", err)
 	}
-	s.vet(ctx, header{rev: resp.Header.Revision, cluster: resp.Header.ClusterId, seen: seen})
+	if s.vet(ctx, header{rev: resp.Header.Revision, cluster: resp.Header.ClusterId, seen: seen}) {
+		return int64(seen), nil
+	}
+	if err := s.vetHistory(ctx, resp.Header.Revision, resp.Header.ClusterId); err != nil {
+		return 0, fmt.Errorf("open: %w", err)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.resume != 0 { // read again past a compaction
+		at := s.resume - 1
+		s.resume = 0
+		return at, nil
+	}
 	return int64(seen), nil
 }
 
@@ -283,21 +311,15 @@ func (s *State) load(ctx context.Context) (int64, error) {
 		s.raise(a)
 		return hdr.rev, nil
 	}
-	s.install(list, rev, hdr, s.gen.Load())
+	s.applyMu.Lock()
+	defer s.applyMu.Unlock()
+	s.gen.Add(1) // deliveries of a watch from an older revision are dropped
+	s.installLocked(list, rev, hdr)
 	return hdr.rev, nil
 }
 
-// install replaces the local copy (and its file) with list, read at hdr,
-// the state at revision rev, unless the copy was replaced since gen.
-func (s *State) install(list []stream.Spec, rev uint64, hdr header, gen uint64) {
-	s.applyMu.Lock()
-	defer s.applyMu.Unlock()
-	if s.gen.Load() == gen {
-		s.installLocked(list, rev, hdr)
-	}
-}
-
-// installLocked is install under applyMu.
+// installLocked replaces the local copy (and its file) with list, read at
+// hdr, the state at revision rev. The caller holds applyMu.
 func (s *State) installLocked(list []stream.Spec, rev uint64, hdr header) {
 	local := make(map[stream.ID]stream.Spec, len(list))
 	for _, sp := range list {

@@ -152,11 +152,14 @@ func (s *State) follow(ctx context.Context, from int64, gen uint64) (int64, erro
 		if len(resp.Events) == 0 {
 			continue
 		}
-		if s.stale() {
+		if s.stale() || s.rechecking() {
 			s.probe(ctx) // a watch that reconnected: vet etcd before applying
 		}
 		if s.held() {
 			continue
+		}
+		if s.rechecking() {
+			return from, errNotVetted
 		}
 		if err := s.deliver(resp.Events, gen); err != nil {
 			return from, err
@@ -176,10 +179,7 @@ func (s *State) deliver(events []*clientv3.Event, gen uint64) error {
 	if s.gen.Load() != gen || s.held() {
 		return nil
 	}
-	s.mu.RLock()
-	n := len(s.local)
-	s.mu.RUnlock()
-	keep, alarm := s.massDeletion(events, n)
+	keep, alarm := s.massDeletion(events)
 	if len(keep) > 0 {
 		if err := s.applyEvents(keep); err != nil {
 			return err

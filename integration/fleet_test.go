@@ -149,10 +149,14 @@ func listedStreams(t *testing.T, d *daemon) map[int]string {
 // One etcd member (the leader) killed: once the other two elected a
 // leader, writes go on through every node and forward everywhere. The
 // member restarted on its data rejoins: with another member killed, the
-// writes still go on, which takes the restarted member's vote.
+// writes still go on, which takes the restarted member's vote. Then every
+// member killed: every node keeps forwarding, answers reads (stale),
+// refuses writes with 503 and says why in /readyz; the members restarted,
+// writes go on through every node and no acked write was lost.
 func TestFleetEtcdMemberKilled(t *testing.T) {
+	t.Parallel()
 	c := startCluster(t)
-	f := startFleet(t, c, fleetOptions{ports: 6})
+	f := startFleet(t, c, fleetOptions{ports: 10})
 	be := startEcho(t, "m:")
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -175,6 +179,22 @@ func TestFleetEtcdMemberKilled(t *testing.T) {
 		t.Fatalf("the restarted member and the third: %v", err)
 	}
 	writeOnEveryNode(t, f, f.portMin()+len(f.nodes), be)
+
+	acked := map[int]string{}
+	for i := range 2 * len(f.nodes) {
+		acked[f.portMin()+i] = "m:"
+	}
+	c.KillAll()
+	f.etcdDownOn(acked, f.portMax())
+	if err := c.RestartAll(); err != nil {
+		t.Fatal(err)
+	}
+	for i, d := range f.nodes {
+		port := f.portMin() + 2*len(f.nodes) + i
+		putOnceEtcdTakes(t, d, port, backendBody(be.addr()))
+		acked[port] = "m:"
+	}
+	f.etcdBackOn(acked)
 }
 
 // writeOnEveryNode PUTs port first+i on node i and requires every stream

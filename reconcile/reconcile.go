@@ -37,6 +37,22 @@ type Store interface {
 	Changes() <-chan struct{}
 }
 
+// Timelined is a Store whose revisions may start again lower (etcd
+// restored from an older backup, taken as it is on an operator's
+// confirmation): Timeline changes whenever they do, once List answers
+// from the new ones. Revisions of two timelines are not compared.
+type Timelined interface {
+	Timeline() uint64
+}
+
+// timeline is the store's timeline (0 for a Store that is not Timelined).
+func (r *Reconciler) timeline() uint64 {
+	if t, ok := r.store.(Timelined); ok {
+		return t.Timeline()
+	}
+	return 0
+}
+
 // Config tunes a Reconciler.
 type Config struct {
 	// Dir is STREAM_CONFIG_PATH, where the stream files live.
@@ -140,6 +156,7 @@ type Reconciler struct {
 	mu            sync.Mutex
 	status        map[stream.ID]stream.Status
 	appliedRev    uint64        // every write up to this revision is applied
+	appliedTL     uint64        // the store's timeline appliedRev is of
 	statusVersion uint64        // bumped with every change to status
 	passDone      chan struct{} // closed and replaced after every pass
 	ownedIDs      map[stream.ID]bool
@@ -314,6 +331,7 @@ func (r *Reconciler) runPass(ctx context.Context) error {
 	r.passStarted = start
 	r.mu.Unlock()
 	written := r.node.Counters.FilesWritten
+	tl := r.timeline() // before the pass lists: a pass of the old timeline is not taken for one of the new
 	rev, err := r.pass(ctx, log)
 	if r.node.Counters.FilesWritten-written > 1000 {
 		// A big pass (start-up, an import) leaves much garbage behind;
@@ -341,7 +359,7 @@ func (r *Reconciler) runPass(ctx context.Context) error {
 		return err
 	}
 	r.node.LastError = ""
-	r.appliedRev = rev
+	r.appliedRev, r.appliedTL = rev, tl
 	log.Debug().Uint64("revision", rev).Dur("took", time.Since(start)).Msg("pass done")
 	return nil
 }

@@ -10,11 +10,14 @@ import (
 )
 
 // WaitApplied blocks until every write up to store revision rev has been
-// applied (each stream is active or failed) or ctx ends.
+// applied (each stream is active or failed) or ctx ends. rev is of the
+// store's current timeline (see Timelined): a revision applied before the
+// timeline changed does not count.
 func (r *Reconciler) WaitApplied(ctx context.Context, rev uint64) error {
 	for {
+		tl := r.timeline()
 		r.mu.Lock()
-		done, ch := r.appliedRev >= rev, r.passDone
+		done, ch := r.appliedRev >= rev && r.appliedTL == tl, r.passDone
 		r.mu.Unlock()
 		if done {
 			return nil
@@ -51,7 +54,9 @@ func (r *Reconciler) NodeStatus() stream.NodeStatus {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	h := r.node
-	h.AppliedRevision = r.appliedRev
+	if r.appliedTL == r.timeline() {
+		h.AppliedRevision = r.appliedRev // else none yet of the store's revisions now
+	}
 	if !r.passStarted.IsZero() {
 		if d := time.Since(r.passStarted); d > r.cfg.StuckAfter {
 			h.Stuck = fmt.Sprintf("reconciler stuck: a pass has been running for %s (more than %s)", d.Round(time.Second), r.cfg.StuckAfter)

@@ -148,7 +148,7 @@ func openEtcdState(cfg config, cachePath string, log zerolog.Logger) (stateStore
 	}
 	lg := log.With().Str("node", sc.NodeName).Logger()
 	st, err := etcdstate.Open(cli, sc.Prefix, etcdstate.Options{AuditRetention: cfg.AuditRetention, Log: &lg,
-		CachePath: cachePath})
+		CachePath: cachePath, Node: sc.NodeName})
 	if err != nil {
 		cli.Close()
 		return nil, "", fmt.Errorf("%w; check ETCD_ENDPOINTS, the credentials (ETCD_CACERT, ETCD_CERT, ETCD_KEY, ETCD_USERNAME) and that the cluster has a leader", err)

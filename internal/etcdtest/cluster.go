@@ -34,6 +34,7 @@ type Member struct {
 	bin       string
 	args      []string
 	log       string
+	data      string // its data directory
 
 	mu  sync.Mutex
 	srv *Server // nil while killed
@@ -79,7 +80,8 @@ func startCluster(bin, dir string, n int, flags []string) (*Cluster, error) {
 			return nil, err
 		}
 		m.log = filepath.Join(mdir, "etcd.log")
-		m.args = append([]string{"--name", m.Name, "--data-dir", filepath.Join(mdir, "data"),
+		m.data = filepath.Join(mdir, "data")
+		m.args = append([]string{"--name", m.Name, "--data-dir", m.data,
 			"--listen-client-urls", m.ClientURL, "--advertise-client-urls", m.ClientURL,
 			"--listen-peer-urls", m.PeerURL, "--initial-advertise-peer-urls", m.PeerURL,
 			"--initial-cluster", strings.Join(initial, ","), "--initial-cluster-state", "new",
