@@ -40,6 +40,10 @@ type NodeOptions struct {
 	// asks for when the applied revision did not advance (default
 	// DefaultPublishGap): a burst of status changes is written once.
 	PublishGap time.Duration
+	// Instance identifies this daemon's data directory (stream.NodeInfo.
+	// Instance): a name held under the same instance is this node's own
+	// key from before a restart, taken back at once.
+	Instance string
 	// Log receives what the registration handles itself: a failed
 	// refresh, a lost lease claimed again.
 	Log *zerolog.Logger
@@ -55,7 +59,9 @@ type Node struct {
 	timeout time.Duration
 	poke    chan struct{} // Publish's requests, folded into one
 	info    func() stream.NodeInfo
-	log     zerolog.Logger
+	// instance is NodeOptions.Instance.
+	instance string
+	log      zerolog.Logger
 
 	mu    sync.Mutex
 	lease clientv3.LeaseID
@@ -88,7 +94,7 @@ func (s *State) Register(ctx context.Context, name string, o NodeOptions, info f
 	if o.Log != nil {
 		lg = *o.Log
 	}
-	n := &Node{cli: s.cli, key: s.prefix + "/nodes/" + name, ttl: ttl, every: o.Interval, gap: o.PublishGap, timeout: s.timeout, info: info,
+	n := &Node{cli: s.cli, key: s.prefix + "/nodes/" + name, ttl: ttl, every: o.Interval, gap: o.PublishGap, timeout: s.timeout, info: info, instance: o.Instance,
 		poke: make(chan struct{}, 1),
 		log:  lg.With().Str("component", "etcdstate").Str("node", name).Logger(), done: make(chan struct{})}
 	if err := n.claim(ctx); err != nil {
@@ -137,6 +143,11 @@ func (n *Node) claim(ctx context.Context) error {
 			n.adopt(lease)
 			return nil
 		}
+		if err == nil && holder != nil && n.ours(holder) {
+			n.log.Info().Msg("node name held by this node before a restart: taking it back")
+			n.revoke(holder.lease)
+			continue
+		}
 		if err == nil && holder != nil {
 			err = n.taken(ctx, holder, &deadline)
 		}
@@ -167,7 +178,7 @@ func (n *Node) grant(ctx context.Context) (clientv3.LeaseID, error) {
 // create puts the key under lease if it does not exist; otherwise it
 // returns the key as it is (nil if it went meanwhile).
 func (n *Node) create(ctx context.Context, lease clientv3.LeaseID) (bool, *holderKey, error) {
-	val, err := value(n.info())
+	val, err := value(n.stamped())
 	if err != nil {
 		return false, nil, err
 	}
@@ -190,6 +201,12 @@ func (n *Node) create(ctx context.Context, lease clientv3.LeaseID) (bool, *holde
 		h.info.Name = "(undecodable)" // for the message only
 	}
 	return false, h, nil
+}
+
+// ours reports whether h is this node's own key from before a restart:
+// the same instance, under another lease.
+func (n *Node) ours(h *holderKey) bool {
+	return n.instance != "" && h.info.Instance == n.instance && h.lease != 0
 }
 
 // holderKey is the key another node holds.
@@ -241,6 +258,13 @@ func (n *Node) adopt(lease clientv3.LeaseID) {
 		for range ch { // drained until the lease ends or kctx does
 		}
 	}()
+}
+
+// stamped is info() with this node's instance.
+func (n *Node) stamped() stream.NodeInfo {
+	ni := n.info()
+	ni.Instance = n.instance
+	return ni
 }
 
 // value is ni as JSON, stamped now.
@@ -315,6 +339,7 @@ func (n *Node) pause(ctx context.Context, d time.Duration) bool {
 // the lease was lost (etcd unreachable for longer than the TTL), it claims
 // the name again.
 func (n *Node) refresh(ctx context.Context, ni stream.NodeInfo) error {
+	ni.Instance = n.instance
 	val, err := value(ni)
 	if err != nil {
 		return err

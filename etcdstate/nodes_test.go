@@ -126,6 +126,40 @@ func TestNodeNameHeldByALiveNodeIsRefused(t *testing.T) {
 	}
 }
 
+// A node restarted on the same data dir (the same instance) after a crash
+// takes its name back at once, though its old lease is still alive: it
+// does not wait a TTL, nor is it refused. Another instance still is.
+func TestNodeOfTheSameInstanceTakesItsNameBack(t *testing.T) {
+	needEtcd(t)
+	st := openState(t, sharedClient, newPrefix(), Options{})
+	var rev atomic.Uint64
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	opts := NodeOptions{TTL: 4 * time.Second, Instance: "data-dir-1"}
+	crashed, err := st.Register(ctx, "edge-a", opts, infoOf("edge-a", &rev))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer crashed.Close() // its lease lives on as a crashed node's would
+	start := time.Now()
+	again, err := st.Register(ctx, "edge-a", opts, infoOf("edge-a", &rev))
+	if err != nil {
+		t.Fatalf("the same instance registering again: %v", err)
+	}
+	defer again.Close()
+	if took := time.Since(start); took > 3*time.Second {
+		t.Fatalf("took the name back after %s, not at once", took)
+	}
+	nodes, err := st.Nodes(ctx)
+	if err != nil || len(nodes) != 1 || nodes[0].Instance != "data-dir-1" {
+		t.Fatalf("nodes %+v, %v", nodes, err)
+	}
+	other := NodeOptions{TTL: 2 * time.Second, Instance: "data-dir-2"}
+	if _, err := st.Register(ctx, "edge-a", other, infoOf("edge-a", &rev)); !errors.Is(err, ErrNameTaken) {
+		t.Fatalf("another instance with the name: %v, want ErrNameTaken", err)
+	}
+}
+
 // A node name with a slash would be another key's path: refused.
 func TestNodeNameWithSlashIsRefused(t *testing.T) {
 	needEtcd(t)

@@ -19,6 +19,10 @@ type NodeInfo struct {
 	// their revision is at most AppliedRevision, pending otherwise.
 	NotActive []StreamStatus `json:"not_active,omitempty"`
 	LastSeen  time.Time      `json:"last_seen"`
+	// Instance identifies the daemon's data directory (a random id kept
+	// there): a node restarted on the same data dir takes its name back at
+	// once, while another daemon with the same name waits or is refused.
+	Instance string `json:"instance,omitempty"`
 }
 
 // StreamStatus is one stream's status on a node, as the node publishes it.

@@ -91,3 +91,19 @@ func TestHelpListsEveryVariable(t *testing.T) {
 		}
 	}
 }
+
+// The instance id is made once per data directory and read back after.
+func TestInstanceIDIsKeptInTheDataDir(t *testing.T) {
+	dir := t.TempDir()
+	first, err := instanceID(dir)
+	if err != nil || len(first) != 32 {
+		t.Fatalf("first: %q, %v", first, err)
+	}
+	again, err := instanceID(dir)
+	if err != nil || again != first {
+		t.Fatalf("again: %q, %v; want %q", again, err, first)
+	}
+	if other, _ := instanceID(t.TempDir()); other == first {
+		t.Fatal("two data directories got the same id")
+	}
+}

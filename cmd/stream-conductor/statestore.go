@@ -1,11 +1,15 @@
 package main
 
 import (
+	"bytes"
 	"context"
+	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/hex"
 	"errors"
 	"fmt"
+	"io/fs"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -20,6 +24,7 @@ import (
 	"github.com/streamconductor/stream-conductor/desired"
 	"github.com/streamconductor/stream-conductor/etcdstate"
 	"github.com/streamconductor/stream-conductor/httpapi"
+	"github.com/streamconductor/stream-conductor/internal/safefile"
 	"github.com/streamconductor/stream-conductor/store"
 	"github.com/streamconductor/stream-conductor/stream"
 )
@@ -179,6 +184,11 @@ func registerNode(ctx context.Context, cfg config, st stateStore, info func() st
 	}
 	lg := log.With().Str("node", cfg.State.NodeName).Logger()
 	opts := etcdstate.NodeOptions{TTL: cfg.State.NodeTTL, Log: &lg}
+	if id, err := instanceID(cfg.DataDir); err == nil {
+		opts.Instance = id
+	} else {
+		log.Warn().Err(err).Msg("no instance id in DATA_DIR: after a crash this node waits one NODE_TTL to take its name back")
+	}
 	if e.Condition().Stale == nil {
 		n, err := e.Register(ctx, cfg.State.NodeName, opts, info)
 		if err == nil {
@@ -297,4 +307,30 @@ func localReads(st stateStore) interface {
 		return localGets{e.State}
 	}
 	return st
+}
+
+// instanceFile in DATA_DIR holds the id of this data directory, by which a
+// node restarted on it takes its registration back at once.
+const instanceFile = "instance-id"
+
+// instanceID reads the data directory's instance id, creating it (random,
+// durably) on first use. Two daemons never share a data directory (its
+// files are locked), so the id names one node across its restarts.
+func instanceID(dataDir string) (string, error) {
+	b, err := safefile.ReadRegular(filepath.Join(dataDir, instanceFile))
+	if err == nil && len(bytes.TrimSpace(b)) > 0 {
+		return string(bytes.TrimSpace(b)), nil
+	}
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return "", err
+	}
+	raw := make([]byte, 16)
+	if _, err := rand.Read(raw); err != nil {
+		return "", err
+	}
+	id := hex.EncodeToString(raw)
+	if err := safefile.Write(dataDir, instanceFile, []byte(id+"\n")); err != nil {
+		return "", err
+	}
+	return id, nil
 }
