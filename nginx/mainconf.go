@@ -59,6 +59,13 @@ func (m *Managed) inspect(ctx context.Context) error {
 // renderMain renders the main configuration.
 func (m *Managed) renderMain() []byte {
 	nofile := noFile()
+	conns := m.connections(nofile)
+	if isRoot() && nofile < conns+masterReserve {
+		// NGINX_WORKER_CONNECTIONS above the default: a slot is a
+		// descriptor, so back every one (root workers may raise their
+		// limit past ours).
+		nofile = conns + masterReserve
+	}
 	return nginxconf.RenderMain(nginxconf.MainOptions{
 		StreamModule:          m.module,
 		PIDFile:               m.pidFile,
@@ -66,7 +73,7 @@ func (m *Managed) renderMain() []byte {
 		IncludeDir:            m.cfg.IncludeDir,
 		WorkerShutdownTimeout: m.cfg.WorkerShutdownTimeout,
 		NoFile:                nofile,
-		WorkerConnections:     m.connections(nofile),
+		WorkerConnections:     conns,
 		TrafficLog:            m.cfg.TrafficLog,
 		TrafficLogFormat:      m.cfg.TrafficLogFormat,
 	})
@@ -162,13 +169,11 @@ func (m *Managed) resize(n int) error {
 // stream costs a listening socket in every worker, each session two
 // descriptors.
 func noFile() int {
-	const want = 65536
-	if os.Geteuid() == 0 {
-		return want
-	}
 	var rl syscall.Rlimit
-	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &rl); err != nil || rl.Max == 0 {
+	if !isRoot() && (syscall.Getrlimit(syscall.RLIMIT_NOFILE, &rl) != nil || rl.Max == 0) {
 		return 0
 	}
-	return int(min(rl.Max, want))
+	return workerNoFile(rl.Max)
 }
+
+func isRoot() bool { return os.Geteuid() == 0 }

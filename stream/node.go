@@ -22,6 +22,9 @@ type NodeStatus struct {
 	// the reconciler's StuckAfter.
 	Stuck    string       `json:"stuck,omitempty"`
 	Counters NodeCounters `json:"counters"`
+	// OpenFiles, in managed mode, is nginx's open-file limit and the
+	// streams it allows.
+	OpenFiles *OpenFiles `json:"open_files,omitempty"`
 	// Streams counts this node's streams (those that target it) by state
 	// at AppliedRevision, and NotActive lists those that are not active:
 	// what the node publishes to its fleet.
@@ -48,4 +51,12 @@ type NodeCounters struct {
 	// main configuration found changed under a running nginx.
 	ListenDrift       uint64 `json:"listen_drift"`
 	MainConfigRepairs uint64 `json:"main_config_repairs"`
+}
+
+// OpenFiles is the open-file limit (RLIMIT_NOFILE) the daemon gives the
+// nginx master it starts, and how many streams that lets it listen on.
+type OpenFiles struct {
+	Soft       uint64 `json:"soft"`
+	Hard       uint64 `json:"hard"`
+	MaxStreams int    `json:"max_streams"`
 }

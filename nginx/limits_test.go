@@ -1,0 +1,44 @@
+package nginx
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+)
+
+func TestMaxStreamsFollowsTheOpenFileLimit(t *testing.T) {
+	for _, tc := range []struct {
+		soft         uint64
+		workers      int
+		nofile, want int
+	}{
+		{1024, 2, 65536, 1024 - 64 - 8},   // a default shell: the master's limit caps
+		{256, 2, 65536, 256 - 64 - 8},     // the integration test's limit
+		{65536, 2, 65536, 65536/2 - 1024}, // systemd's LimitNOFILE: the workers' slots cap
+		{1 << 20, 64, 65536, 31744},
+		{1024, 64, 65536, 1024 - 64 - 256}, // many workers, many channels
+		{1024, 0, 0, 1024 - 64 - 4},        // unknown workers' limit: the master's
+		{40, 2, 65536, 0},                  // too low for any stream
+		{^uint64(0), 2, 0, 1<<30 - 72},     // RLIM_INFINITY
+	} {
+		if got := MaxStreams(tc.soft, tc.workers, tc.nofile); got != tc.want {
+			t.Errorf("soft %d, %d workers, nofile %d: %d streams, want %d", tc.soft, tc.workers, tc.nofile, got, tc.want)
+		}
+	}
+}
+
+// As root, the main configuration backs every connection slot with a
+// descriptor: worker_rlimit_nofile is never below worker_connections (a
+// non-root worker cannot go past the daemon's hard limit).
+func TestWorkerNoFileBacksWorkerConnections(t *testing.T) {
+	m := &Managed{}
+	m.cfg.WorkerConnections = 100000
+	conf := string(m.renderMain())
+	want := fmt.Sprintf("worker_rlimit_nofile %d;", noFile())
+	if isRoot() {
+		want = "worker_rlimit_nofile 100064;"
+	}
+	if !strings.Contains(conf, want) || !strings.Contains(conf, "worker_connections 100000;") {
+		t.Errorf("main configuration:\n%s", conf)
+	}
+}
