@@ -2,7 +2,10 @@ package nginx
 
 import (
 	"fmt"
+	"os"
 	"runtime"
+	"strconv"
+	"strings"
 	"syscall"
 
 	"github.com/streamconductor/stream-conductor/stream"
@@ -52,23 +55,48 @@ func OpenFilesFor(soft, hard uint64, workers int) stream.OpenFiles {
 
 // MaxStreams returns how many streams one nginx master may listen on:
 // one descriptor per stream in the master, beside its reserve, under its
-// soft limit; and, in each worker, a connection slot per stream, leaving
-// 512 sessions (1,024 slots) within the largest worker_connections that
-// nofile, the workers' limit, backs (connections).
+// soft limit; and, in each worker, a connection slot per stream within
+// the largest worker_connections that nofile, the workers' limit, backs
+// (slotCap), leaving slots for sessions: 1,024 (512 sessions), or half
+// of them under a small limit.
 func MaxStreams(soft uint64, workers int, nofile int) int {
-	master := int(min(soft, 1<<30)) - masterReserve - workerReserve*max(1, workers)
-	n := master
-	if nofile > 0 {
-		n = min(n, nofile/2-1024)
+	n := int(min(soft, 1<<30)) - masterReserve - workerReserve*max(1, workers)
+	if c := slotCap(nofile); c > 0 {
+		n = min(n, c-min(1024, c/2))
 	}
 	return max(0, n)
 }
 
-// workerNoFile is noFile for a daemon whose hard limit is hard.
+// workerNoFile is noFile for a daemon whose hard limit is hard: 65,536,
+// or the hard limit when it is lower and a worker may not raise its own
+// past it (it lacks CAP_SYS_RESOURCE: not root, or root in a container
+// without it; nginx would log "setrlimit(RLIMIT_NOFILE, 65536) failed").
 func workerNoFile(hard uint64) int {
 	const want = 65536
-	if isRoot() {
+	if canRaiseHard() {
 		return want
 	}
 	return int(min(hard, want))
 }
+
+// canRaiseHard reports whether this process (and so the nginx it starts)
+// may raise its hard open-file limit: root with CAP_SYS_RESOURCE.
+func canRaiseHard() bool {
+	if !isRoot() {
+		return false
+	}
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return false
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "CapEff:"); ok {
+			caps, err := strconv.ParseUint(strings.TrimSpace(v), 16, 64)
+			return err == nil && caps&(1<<capSysResource) != 0
+		}
+	}
+	return false
+}
+
+// capSysResource is CAP_SYS_RESOURCE's bit (linux/capability.h).
+const capSysResource = 24

@@ -19,6 +19,8 @@ func TestMaxStreamsFollowsTheOpenFileLimit(t *testing.T) {
 		{1024, 64, 65536, 1024 - 64 - 256}, // many workers, many channels
 		{1024, 0, 0, 1024 - 64 - 4},        // unknown workers' limit: the master's
 		{40, 2, 65536, 0},                  // too low for any stream
+		{1024, 2, 1024, 496},               // not root: the workers' slots cap (992, half for sessions)
+		{80, 2, 80, 8},                     // the integration test's limit
 		{^uint64(0), 2, 0, 1<<30 - 72},     // RLIM_INFINITY
 	} {
 		if got := MaxStreams(tc.soft, tc.workers, tc.nofile); got != tc.want {
@@ -27,7 +29,7 @@ func TestMaxStreamsFollowsTheOpenFileLimit(t *testing.T) {
 	}
 }
 
-// As root, the main configuration backs every connection slot with a
+// As root with CAP_SYS_RESOURCE, the main configuration backs every connection slot with a
 // descriptor: worker_rlimit_nofile is never below worker_connections (a
 // non-root worker cannot go past the daemon's hard limit).
 func TestWorkerNoFileBacksWorkerConnections(t *testing.T) {
@@ -35,7 +37,7 @@ func TestWorkerNoFileBacksWorkerConnections(t *testing.T) {
 	m.cfg.WorkerConnections = 100000
 	conf := string(m.renderMain())
 	want := fmt.Sprintf("worker_rlimit_nofile %d;", noFile())
-	if isRoot() {
+	if canRaiseHard() {
 		want = "worker_rlimit_nofile 100064;"
 	}
 	if !strings.Contains(conf, want) || !strings.Contains(conf, "worker_connections 100000;") {
