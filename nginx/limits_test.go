@@ -12,16 +12,17 @@ func TestMaxStreamsFollowsTheOpenFileLimit(t *testing.T) {
 		workers      int
 		nofile, want int
 	}{
-		{1024, 2, 65536, 1024 - 64 - 8},   // a default shell: the master's limit caps
-		{256, 2, 65536, 256 - 64 - 8},     // the integration test's limit
-		{65536, 2, 65536, 65536/2 - 1024}, // systemd's LimitNOFILE: the workers' slots cap
-		{1 << 20, 64, 65536, 31744},
-		{1024, 64, 65536, 1024 - 64 - 256}, // many workers, many channels
-		{1024, 0, 0, 1024 - 64 - 4},        // unknown workers' limit: the master's
-		{40, 2, 65536, 0},                  // too low for any stream
-		{1024, 2, 1024, 496},               // not root: the workers' slots cap (992, half for sessions)
-		{80, 2, 80, 8},                     // the integration test's limit
-		{^uint64(0), 2, 0, 1<<30 - 72},     // RLIM_INFINITY
+		{1024, 2, 65536, 1024 - 64 - 8},      // a default shell: the master's limit caps
+		{256, 2, 65536, 256 - 64 - 8},        // the integration test's limit
+		{65536, 2, 65536, 65536 - 64 - 1024}, // systemd's LimitNOFILE: the workers' slots cap
+		{1 << 20, 64, 65536, 65536 - 64 - 1024},
+		{20000, 2, 20000, 20000 - 64 - 1024}, // this machine: 10,000 streams fit
+		{1024, 64, 65536, 1024 - 64 - 256},   // many workers, many channels
+		{1024, 0, 0, 1024 - 64 - 4},          // unknown workers' limit: the master's
+		{40, 2, 65536, 0},                    // too low for any stream
+		{1024, 2, 1024, 480},                 // not root: the workers' slots cap (960, half for sessions)
+		{80, 2, 80, 8},                       // the integration test's limit
+		{^uint64(0), 2, 0, 1<<30 - 72},       // RLIM_INFINITY
 	} {
 		if got := MaxStreams(tc.soft, tc.workers, tc.nofile); got != tc.want {
 			t.Errorf("soft %d, %d workers, nofile %d: %d streams, want %d", tc.soft, tc.workers, tc.nofile, got, tc.want)

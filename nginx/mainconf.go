@@ -147,14 +147,14 @@ func (m *Managed) connections(nofile int) int {
 	return n
 }
 
-// slotCap is the largest worker_connections that nofile descriptors back
-// (a slot is a descriptor, beside a worker's logs, epoll and channel):
-// half of them, or up to 1,024 under a small limit (0: no limit known).
+// slotCap is the largest worker_connections that nofile descriptors back:
+// a slot is a descriptor, and a worker keeps 64 for its logs, epoll and
+// channel (0: no limit known).
 func slotCap(nofile int) int {
 	if nofile <= 0 {
 		return 0
 	}
-	return max(min(1024, nofile-32), nofile/2)
+	return max(1, nofile-64)
 }
 
 // resize sizes the main configuration for n streams; when that changes
