@@ -1,7 +1,6 @@
 package reconcile
 
 import (
-	"errors"
 	"fmt"
 
 	"github.com/rs/zerolog"
@@ -9,16 +8,11 @@ import (
 	"github.com/streamconductor/stream-conductor/stream"
 )
 
-// ErrStreamLimit means a new stream would take nginx past the number of
-// streams its open-file limit allows (Config.OpenFiles): nginx would fail
-// to open its socket with "Too many open files".
-var ErrStreamLimit = errors.New("stream limit reached")
-
 // limitError says which limit a new stream hits and how to raise it.
 func limitError(of *stream.OpenFiles) error {
 	return fmt.Errorf("%w: the open-file limit (RLIMIT_NOFILE, soft %d, hard %d) lets nginx listen on at most %d streams on this node; "+
 		"raise it (ulimit -n, systemd LimitNOFILE=, compose ulimits: nofile) and restart stream-conductor and its nginx, or delete streams",
-		ErrStreamLimit, of.Soft, of.Hard, of.MaxStreams)
+		stream.ErrStreamLimit, of.Soft, of.Hard, of.MaxStreams)
 }
 
 // overLimit returns limitError when a new stream would not fit beside the

@@ -20,7 +20,7 @@ func TestStreamsBeyondTheOpenFileLimitFailAlone(t *testing.T) {
 	h.mustPass("test", "start")
 
 	err := h.rec.BindConflict(stream.Spec{Protocol: stream.TCP, Listen: 9002, Backends: []string{"c:1"}})
-	if !errors.Is(err, ErrStreamLimit) || !strings.Contains(err.Error(), "ulimit -n") || !strings.Contains(err.Error(), "at most 2 streams") {
+	if !errors.Is(err, stream.ErrStreamLimit) || !strings.Contains(err.Error(), "ulimit -n") || !strings.Contains(err.Error(), "at most 2 streams") {
 		t.Fatalf("a third stream: %v, want ErrStreamLimit naming the limit and how to raise it", err)
 	}
 	if err := h.rec.BindConflict(stream.Spec{Protocol: stream.TCP, Listen: 9000, Backends: []string{"z:1"}}); err != nil {

@@ -277,7 +277,7 @@ func (r *Reconciler) nextBackoff() time.Duration {
 
 // BindConflict returns why nginx could not bind s's listen address
 // (another process holds it, or nginx may open no more sockets: an error
-// wrapping ErrStreamLimit), or nil when it is free. Ports that our nginx
+// wrapping stream.ErrStreamLimit), or nil when it is free. Ports that our nginx
 // already serves are free.
 func (r *Reconciler) BindConflict(s stream.Spec) error {
 	r.mu.Lock()

@@ -1,6 +1,9 @@
 package stream
 
-import "time"
+import (
+	"errors"
+	"time"
+)
 
 // NodeStatus is what a node's reconciler knows about itself and its
 // nginx: the status of the node as a whole, beside each stream's Status.
@@ -60,3 +63,9 @@ type OpenFiles struct {
 	Hard       uint64 `json:"hard"`
 	MaxStreams int    `json:"max_streams"`
 }
+
+// ErrStreamLimit means a new stream would take nginx past the number of
+// streams its open-file limit allows (OpenFiles.MaxStreams): nginx would
+// fail to open its socket with "Too many open files". The error that
+// wraps it names the limit and how to raise it.
+var ErrStreamLimit = errors.New("stream limit reached")
