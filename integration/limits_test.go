@@ -97,3 +97,43 @@ func nofileOf(t *testing.T, pid int) string {
 	t.Fatalf("no Max open files in /proc/%d/limits", pid)
 	return ""
 }
+
+// An nginx master keeps the limit it was started under: a daemon that
+// adopts one started under a lower limit (an upgrade, a restart under a
+// raised limit) counts the streams it allows from the master's limit, says
+// so, and refuses beyond it rather than letting nginx fail.
+func TestAdoptedMasterKeepsItsOpenFileLimit(t *testing.T) {
+	requireTool(t, "prlimit")
+	const allowed = 4
+	low := allowed + 64 + 4*runtime.NumCPU()
+	d := newDaemon(t, 4*allowed)
+	d.wrap = []string{"prlimit", fmt.Sprintf("--nofile=%d:%d", low, low), "--"}
+	d.start()
+	master := d.nginxPID()
+	d.stop()
+
+	high := low + 3*allowed
+	d.wrap = []string{"prlimit", fmt.Sprintf("--nofile=%d:%d", high, high), "--"}
+	d.start()
+	if pid := d.nginxPID(); pid != master {
+		t.Fatalf("nginx master %d, want the adopted %d", pid, master)
+	}
+	eventually(t, "the warning on the adopted master's limit", 5*time.Second, func() bool {
+		return strings.Contains(d.logs.String(), fmt.Sprintf(`"pid":%d,"nofile_soft":%d,"max_streams":%d`, master, low, allowed))
+	})
+	_, st := d.api("GET", "/v1/status", "")
+	if of, _ := st["reconciler"].(map[string]any)["open_files"].(map[string]any); of["max_streams"] != float64(allowed) {
+		t.Errorf("/v1/status reconciler.open_files = %v, want max_streams %d (the master's)", of, allowed)
+	}
+	be := startEcho(t, "be:")
+	for i := 0; i < allowed; i++ {
+		d.mustPut("tcp", d.portMin+i, fmt.Sprintf(`{"backend":"%s"}`, be.addr()))
+	}
+	code, m := d.api("PUT", fmt.Sprintf("/v1/streams/tcp/%d", d.portMin+allowed), fmt.Sprintf(`{"backend":"%s"}`, be.addr()))
+	if e, _ := m["error"].(map[string]any); code < 400 || !strings.Contains(fmt.Sprint(e["message"]), "ulimit -n") {
+		t.Fatalf("a stream beyond the adopted master's limit: %d %v", code, m)
+	}
+	for i := 0; i < allowed; i++ {
+		mustEcho(t, d.portMin+i, "be:")
+	}
+}

@@ -100,3 +100,34 @@ func canRaiseHard() bool {
 
 // capSysResource is CAP_SYS_RESOURCE's bit (linux/capability.h).
 const capSysResource = 24
+
+// ForMaster returns of for a running master pid that we adopt: a master
+// keeps the limit it was started under (by an earlier daemon, under
+// another limit) until it restarts, so when its soft limit is lower, the
+// streams it allows are counted from it, and adopted says so.
+func ForMaster(of stream.OpenFiles, pid int) (_ stream.OpenFiles, lower bool) {
+	soft, err := softNoFile(pid)
+	if err != nil || soft >= of.Soft {
+		return of, false
+	}
+	return OpenFilesFor(soft, of.Hard, runtime.NumCPU()), true
+}
+
+// softNoFile reads the soft "Max open files" of process pid.
+func softNoFile(pid int) (uint64, error) {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/limits")
+	if err != nil {
+		return 0, err
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if rest, ok := strings.CutPrefix(line, "Max open files"); ok {
+			if f := strings.Fields(rest); len(f) > 0 {
+				if f[0] == "unlimited" {
+					return 1 << 62, nil
+				}
+				return strconv.ParseUint(f[0], 10, 64)
+			}
+		}
+	}
+	return 0, fmt.Errorf("no Max open files in /proc/%d/limits", pid)
+}

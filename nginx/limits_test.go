@@ -2,7 +2,10 @@ package nginx
 
 import (
 	"fmt"
+	"os"
+	"runtime"
 	"strings"
+	"syscall"
 	"testing"
 )
 
@@ -43,5 +46,23 @@ func TestWorkerNoFileBacksWorkerConnections(t *testing.T) {
 	}
 	if !strings.Contains(conf, want) || !strings.Contains(conf, "worker_connections 100000;") {
 		t.Errorf("main configuration:\n%s", conf)
+	}
+}
+
+// An adopted master started under a lower soft limit than ours counts
+// from its own; one under ours or higher changes nothing.
+func TestForMasterUsesTheMastersLimit(t *testing.T) {
+	var rl syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &rl); err != nil {
+		t.Fatal(err)
+	}
+	ours := OpenFilesFor(rl.Cur+1000, rl.Max+1000, 2)
+	got, lower := ForMaster(ours, os.Getpid())
+	if !lower || got.Soft != rl.Cur || got.MaxStreams != OpenFilesFor(rl.Cur, rl.Max+1000, runtime.NumCPU()).MaxStreams {
+		t.Errorf("a master under soft %d, ours %d: %+v lower=%v", rl.Cur, ours.Soft, got, lower)
+	}
+	same := OpenFilesFor(rl.Cur, rl.Max, 2)
+	if got, lower := ForMaster(same, os.Getpid()); lower || got != same {
+		t.Errorf("a master under our limit: %+v lower=%v", got, lower)
 	}
 }

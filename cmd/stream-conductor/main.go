@@ -111,7 +111,8 @@ func run(ctx context.Context, cfg config, log zerolog.Logger) error {
 		return err
 	}
 	defer st.Close()
-	ngx, tc, err := newNginx(cfg, st, log)
+	of := raiseOpenFiles(cfg, log)
+	ngx, tc, err := newNginx(cfg, st, of, log)
 	if err != nil {
 		return err
 	}
@@ -132,7 +133,7 @@ func run(ctx context.Context, cfg config, log zerolog.Logger) error {
 		PortMin: cfg.PortMin, PortMax: cfg.PortMax, Lookup: resolver.Lookup}
 	var mx *metrics.Metrics
 	pub := &publisher{}
-	rec = newReconciler(cfg, st, ngx, resolver, backends, &mx, pub.Publish, raiseOpenFiles(cfg, log), log)
+	rec = newReconciler(cfg, st, ngx, resolver, backends, &mx, pub.Publish, of, log)
 	var prober *health.Prober
 	if cfg.HealthInterval > 0 {
 		prober = health.New(st)
@@ -249,7 +250,8 @@ func openState(cfg config, log zerolog.Logger) (stateStore, error) {
 
 // newNginx returns the nginx driver of NGINX_MODE and, in managed mode,
 // the collector of nginx's session log (not yet running).
-func newNginx(cfg config, st stateStore, log zerolog.Logger) (reconcile.Nginx, *traffic.Collector, error) {
+// of, the open-file limit, is lowered to an adopted master's own.
+func newNginx(cfg config, st stateStore, of *stream.OpenFiles, log zerolog.Logger) (reconcile.Nginx, *traffic.Collector, error) {
 	if cfg.NginxMode != "managed" {
 		return &nginx.External{Bin: cfg.NginxBin, Timeout: cfg.ApplyTimeout}, nil, nil
 	}
@@ -274,6 +276,11 @@ func newNginx(cfg config, st stateStore, log zerolog.Logger) (reconcile.Nginx, *
 	}
 	if pid := m.PID(); pid != 0 {
 		log.Info().Int("pid", pid).Msg("adopting the running nginx master")
+		if lower, ok := nginx.ForMaster(*of, pid); ok {
+			*of = lower
+			log.Warn().Int("pid", pid).Uint64("nofile_soft", lower.Soft).Int("max_streams", lower.MaxStreams).
+				Msg("the running nginx master was started under a lower open-file limit and keeps it: writes beyond max_streams are refused until it restarts (stop it; the daemon starts a new one under its own limit)")
+		}
 	}
 	return m, tc, nil
 }
