@@ -8,9 +8,12 @@ FUZZTIME ?= 30s
 
 .PHONY: run test deps deps-test build lint unit integration fuzz bench clean
 
-## run: install what is missing, build, and start the daemon with its defaults
+## run: install what is missing, build, and start the daemon with its defaults,
+## under the highest open-file limit the shell allows (nginx inherits it: one
+## descriptor per stream)
 run: deps build
-	./$(BIN)
+	ulimit -n $$(ulimit -Hn) 2>/dev/null || echo "make run: could not raise the open-file limit (ulimit -n); the daemon logs how many streams it allows"; \
+	exec ./$(BIN)
 
 ## test: gofmt check, go vet, every test (unit and integration) with -race,
 ## and every Go benchmark once, so that none rots

@@ -59,6 +59,13 @@ func (m *Managed) inspect(ctx context.Context) error {
 // renderMain renders the main configuration.
 func (m *Managed) renderMain() []byte {
 	nofile := noFile()
+	conns := m.connections(nofile)
+	if canRaiseHard() && nofile < conns+masterReserve {
+		// NGINX_WORKER_CONNECTIONS above the default: a slot is a
+		// descriptor, so back every one (root workers may raise their
+		// limit past ours).
+		nofile = conns + masterReserve
+	}
 	return nginxconf.RenderMain(nginxconf.MainOptions{
 		StreamModule:          m.module,
 		PIDFile:               m.pidFile,
@@ -66,7 +73,7 @@ func (m *Managed) renderMain() []byte {
 		IncludeDir:            m.cfg.IncludeDir,
 		WorkerShutdownTimeout: m.cfg.WorkerShutdownTimeout,
 		NoFile:                nofile,
-		WorkerConnections:     m.connections(nofile),
+		WorkerConnections:     conns,
 		TrafficLog:            m.cfg.TrafficLog,
 		TrafficLogFormat:      m.cfg.TrafficLogFormat,
 	})
@@ -134,10 +141,20 @@ func (m *Managed) connections(nofile int) int {
 	for n < need {
 		n *= 2
 	}
-	if nofile > 0 && n > nofile/2 {
-		n = max(1024, nofile/2)
+	if c := slotCap(nofile); c > 0 && n > c {
+		n = c
 	}
 	return n
+}
+
+// slotCap is the largest worker_connections that nofile descriptors back:
+// a slot is a descriptor, and a worker keeps 64 for its logs, epoll and
+// channel (0: no limit known).
+func slotCap(nofile int) int {
+	if nofile <= 0 {
+		return 0
+	}
+	return max(1, nofile-64)
 }
 
 // resize sizes the main configuration for n streams; when that changes
@@ -156,19 +173,16 @@ func (m *Managed) resize(n int) error {
 	return m.writeMain()
 }
 
-// noFile is the open-file limit for nginx's workers: 65536, or as much as
-// the hard limit nginx inherits from us allows when it does not run as root
-// (as root, workers raise their own limit before dropping privileges). Each
-// stream costs a listening socket in every worker, each session two
-// descriptors.
+// noFile is the open-file limit for nginx's workers (worker_rlimit_nofile):
+// 65536, or the hard limit nginx inherits from us when it is lower and the
+// workers may not raise theirs past it (workerNoFile). Each stream costs a
+// listening socket in every worker, each session two descriptors.
 func noFile() int {
-	const want = 65536
-	if os.Geteuid() == 0 {
-		return want
-	}
 	var rl syscall.Rlimit
-	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &rl); err != nil || rl.Max == 0 {
+	if !canRaiseHard() && (syscall.Getrlimit(syscall.RLIMIT_NOFILE, &rl) != nil || rl.Max == 0) {
 		return 0
 	}
-	return int(min(rl.Max, want))
+	return workerNoFile(rl.Max)
 }
+
+func isRoot() bool { return os.Geteuid() == 0 }

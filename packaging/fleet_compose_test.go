@@ -23,6 +23,7 @@ type fleetService struct {
 	} `yaml:"depends_on"`
 	Healthcheck map[string]any `yaml:"healthcheck"`
 	Restart     string         `yaml:"restart"`
+	Ulimits     ulimits        `yaml:"ulimits"`
 }
 
 // flagValue is the value of --name=value in an etcd command line.
@@ -119,6 +120,7 @@ func TestFleetCompose(t *testing.T) {
 				t.Errorf("%s: does not wait for %s to be healthy", n, m)
 			}
 		}
+		checkNoFile(t, n, s.Ulimits)
 		if len(s.Volumes) != 1 || s.Volumes[0] != n+"-data:/var/lib/stream-conductor" {
 			t.Errorf("%s: volumes %v, want its own data volume", n, s.Volumes)
 		}

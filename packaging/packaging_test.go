@@ -57,6 +57,7 @@ func TestComposeMatchesTheImage(t *testing.T) {
 			Environment map[string]string `yaml:"environment"`
 			Ports       []string          `yaml:"ports"`
 			Volumes     []string          `yaml:"volumes"`
+			Ulimits     ulimits           `yaml:"ulimits"`
 		} `yaml:"services"`
 		Volumes map[string]any `yaml:"volumes"`
 	}
@@ -90,6 +91,7 @@ func TestComposeMatchesTheImage(t *testing.T) {
 	if len(sc.Volumes) == 0 || !strings.HasSuffix(sc.Volumes[0], ":/var/lib/stream-conductor") {
 		t.Errorf("the data volume: %v", sc.Volumes)
 	}
+	checkNoFile(t, "stream-conductor", sc.Ulimits)
 	if !strings.Contains(read(t, "../.env.example"), "API_TOKEN=") {
 		t.Error(".env.example must show API_TOKEN")
 	}
@@ -101,9 +103,27 @@ func TestSystemdUnit(t *testing.T) {
 		"Type=notify", "Restart=always", "User=stream-conductor", "StateDirectory=stream-conductor",
 		"KillMode=process", "ProtectSystem=strict", "ProtectHome=true", "NoNewPrivileges=true", "PrivateTmp=true",
 		"ReadWritePaths=/var/lib/stream-conductor", "AmbientCapabilities=CAP_NET_BIND_SERVICE", "EnvironmentFile=-/etc/default/stream-conductor",
+		"LimitNOFILE=65536", // nginx's master holds one descriptor per stream
 	} {
 		if !strings.Contains(u, want) {
 			t.Errorf("the unit lacks %q", want)
 		}
+	}
+}
+
+// ulimits is a compose service's ulimits, as far as the tests read them.
+type ulimits struct {
+	NoFile struct {
+		Soft int `yaml:"soft"`
+		Hard int `yaml:"hard"`
+	} `yaml:"nofile"`
+}
+
+// checkNoFile: a service that runs the daemon gets an open-file limit of
+// at least 65,536, which nginx inherits (one descriptor per stream).
+func checkNoFile(t *testing.T, service string, u ulimits) {
+	t.Helper()
+	if u.NoFile.Soft < 65536 || u.NoFile.Hard < u.NoFile.Soft {
+		t.Errorf("%s: ulimits nofile %+v, want soft and hard of at least 65536", service, u.NoFile)
 	}
 }

@@ -42,6 +42,7 @@ func (r *Reconciler) pass(ctx context.Context, log zerolog.Logger) (uint64, erro
 	}
 	r.pruneRenderCache(specs)
 	owned := r.ownedPorts(running, onDisk)
+	r.capStreams(log, specs, owned, onDisk)
 	r.probePorts(log, specs, owned, onDisk)
 	if err := r.retestForeign(ctx); err != nil {
 		return 0, notApplied(err)

@@ -91,6 +91,10 @@ type Config struct {
 	// name that now resolves where a backend rule forbids (DNS rebinding)
 	// fails its stream instead.
 	Policy Policy
+	// OpenFiles, when set, is nginx's open-file limit: a new stream
+	// beyond its MaxStreams is refused (BindConflict) or fails, rather
+	// than failing nginx's reload.
+	OpenFiles *stream.OpenFiles
 	// Node is this node's name (NODE_NAME): the reconciler applies only
 	// the streams that target it (stream.Spec.Targets).
 	Node string
@@ -208,6 +212,7 @@ func New(cfg Config, st Store, ngx Nginx) *Reconciler {
 		r.ownResolver = resolve.New(resolve.Config{OnChange: r.Trigger, Log: cfg.Log})
 		r.resolver = r.ownResolver
 	}
+	r.node.OpenFiles = cfg.OpenFiles
 	if b, err := os.ReadFile(cfg.StateFile); err == nil {
 		r.applied = strings.TrimSpace(string(b))
 	}
@@ -288,14 +293,18 @@ func (r *Reconciler) nextBackoff() time.Duration {
 }
 
 // BindConflict returns why nginx could not bind s's listen address
-// (another process holds it), or nil when it is free. Ports that our
-// nginx already serves are free.
+// (another process holds it, or nginx may open no more sockets: an error
+// wrapping stream.ErrStreamLimit), or nil when it is free. Ports that our nginx
+// already serves are free.
 func (r *Reconciler) BindConflict(s stream.Spec) error {
 	r.mu.Lock()
-	owned := r.ownedIDs[s.ID()]
+	owned, n := r.ownedIDs[s.ID()], len(r.ownedIDs)
 	r.mu.Unlock()
 	if owned {
 		return nil
+	}
+	if err := r.overLimit(n); err != nil {
+		return err
 	}
 	return r.cfg.Ports.BindConflict(s, r.cfg.Render.DefaultBind)
 }

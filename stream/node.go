@@ -1,6 +1,9 @@
 package stream
 
-import "time"
+import (
+	"errors"
+	"time"
+)
 
 // NodeStatus is what a node's reconciler knows about itself and its
 // nginx: the status of the node as a whole, beside each stream's Status.
@@ -22,6 +25,9 @@ type NodeStatus struct {
 	// the reconciler's StuckAfter.
 	Stuck    string       `json:"stuck,omitempty"`
 	Counters NodeCounters `json:"counters"`
+	// OpenFiles, in managed mode, is nginx's open-file limit and the
+	// streams it allows.
+	OpenFiles *OpenFiles `json:"open_files,omitempty"`
 	// Streams counts this node's streams (those that target it) by state
 	// at AppliedRevision, and NotActive lists those that are not active:
 	// what the node publishes to its fleet.
@@ -49,3 +55,17 @@ type NodeCounters struct {
 	ListenDrift       uint64 `json:"listen_drift"`
 	MainConfigRepairs uint64 `json:"main_config_repairs"`
 }
+
+// OpenFiles is the open-file limit (RLIMIT_NOFILE) the daemon gives the
+// nginx master it starts, and how many streams that lets it listen on.
+type OpenFiles struct {
+	Soft       uint64 `json:"soft"`
+	Hard       uint64 `json:"hard"`
+	MaxStreams int    `json:"max_streams"`
+}
+
+// ErrStreamLimit means a new stream would take nginx past the number of
+// streams its open-file limit allows (OpenFiles.MaxStreams): nginx would
+// fail to open its socket with "Too many open files". The error that
+// wraps it names the limit and how to raise it.
+var ErrStreamLimit = errors.New("stream limit reached")

@@ -4,7 +4,7 @@
 // reloads drop connections, and how much memory the daemon uses. It runs
 // its own echo backend and prints a table and JSON lines.
 //
-//	scbench -url http://127.0.0.1:8080 -ports 9000-9999 [-token-file F] [-only latency,bulk,list,reload,rss]
+//	scbench -url http://127.0.0.1:8080 -ports 9000-9999 [-token-file F] [-only raw,nginxrss,seq,latency,bulk,list,reload,datapath,rss]
 //
 // With -fleet it starts what it measures itself, on loopback: a 3-member
 // etcd cluster, three STATE_STORE=etcd nodes and a single bbolt node, and
@@ -34,7 +34,9 @@ func main() {
 	url := flag.String("url", "http://127.0.0.1:8080", "the daemon's API")
 	ports := flag.String("ports", "9000-9009", "ports of the daemon's PORT_RANGE the tool may use (they must be free of streams)")
 	tokenFile := flag.String("token-file", "", "file with the API token")
-	only := flag.String("only", "raw,latency,bulk,list,reload,datapath,rss", "measurements to run")
+	only := flag.String("only", "raw,nginxrss,seq,latency,bulk,list,reload,datapath,rss", "measurements to run, in this order whatever the order given: raw (stock nginx floor), nginxrss (the daemon's nginx: RSS and PSS of master and workers, per -preload, fresh), seq (-seq sequential creates then deletes), latency (per -preload), bulk, list, reload, datapath, rss (the daemon)")
+	seqN := flag.Int("seq", 200, "streams for the sequential create-then-delete measurement")
+	dataDir := flag.String("data-dir", "", "nginxrss: the daemon's DATA_DIR (default: read from the daemon's environment)")
 	samples := flag.Int("samples", 20, "create→ready samples")
 	preload := flag.String("preload", "0,100,1000", "stream counts already present while create→ready is measured")
 	bulkN := flag.Int("bulk", 1000, "streams for the concurrent-create measurement")
@@ -83,8 +85,12 @@ func main() {
 	if err := b.clean(); err != nil {
 		fatal(err)
 	}
+	selected := map[string]bool{}
+	for _, name := range strings.Split(*only, ",") {
+		selected[strings.TrimSpace(name)] = true
+	}
 	run := func(name string, f func() (map[string]any, error)) {
-		if !strings.Contains(*only, name) {
+		if !selected[name] {
 			return
 		}
 		res, err := f()
@@ -113,11 +119,15 @@ func main() {
 			return rawReloadToEcho(*nginxBin, count, *rawBase, *samples, b.backend)
 		})
 	}
-	for _, n := range strings.Split(*preload, ",") {
-		count, err := strconv.Atoi(strings.TrimSpace(n))
-		if err != nil {
-			fatal(fmt.Errorf("-preload: %w", err))
-		}
+	preloads, err := parseCounts(*preload)
+	if err != nil {
+		fatal(fmt.Errorf("-preload: %w", err))
+	}
+	for _, count := range preloads {
+		run("nginxrss", func() (map[string]any, error) { return b.nginxRSS(count, *dataDir) })
+	}
+	run("seq", func() (map[string]any, error) { return b.seq(*seqN) })
+	for _, count := range preloads {
 		run("latency", func() (map[string]any, error) { return b.latency(*samples, count) })
 	}
 	run("bulk", func() (map[string]any, error) { return b.bulk(*bulkN, *bulkC) })
@@ -138,6 +148,19 @@ type bench struct {
 func fatal(err error) {
 	fmt.Fprintln(os.Stderr, "scbench:", err)
 	os.Exit(1)
+}
+
+// parseCounts parses a comma-separated list of counts.
+func parseCounts(list string) ([]int, error) {
+	var out []int
+	for _, n := range strings.Split(list, ",") {
+		count, err := strconv.Atoi(strings.TrimSpace(n))
+		if err != nil || count < 0 {
+			return nil, fmt.Errorf("%q is not a count", n)
+		}
+		out = append(out, count)
+	}
+	return out, nil
 }
 
 func parseRange(r string) (int, int, error) {

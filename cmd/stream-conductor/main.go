@@ -111,7 +111,8 @@ func run(ctx context.Context, cfg config, log zerolog.Logger) error {
 		return err
 	}
 	defer st.Close()
-	ngx, tc, err := newNginx(cfg, st, log)
+	of := raiseOpenFiles(cfg, log)
+	ngx, tc, err := newNginx(cfg, st, of, log)
 	if err != nil {
 		return err
 	}
@@ -132,7 +133,7 @@ func run(ctx context.Context, cfg config, log zerolog.Logger) error {
 		PortMin: cfg.PortMin, PortMax: cfg.PortMax, Lookup: resolver.Lookup}
 	var mx *metrics.Metrics
 	pub := &publisher{}
-	rec = newReconciler(cfg, st, ngx, resolver, backends, &mx, pub.Publish, log)
+	rec = newReconciler(cfg, st, ngx, resolver, backends, &mx, pub.Publish, of, log)
 	var prober *health.Prober
 	if cfg.HealthInterval > 0 {
 		prober = health.New(st)
@@ -249,7 +250,8 @@ func openState(cfg config, log zerolog.Logger) (stateStore, error) {
 
 // newNginx returns the nginx driver of NGINX_MODE and, in managed mode,
 // the collector of nginx's session log (not yet running).
-func newNginx(cfg config, st stateStore, log zerolog.Logger) (reconcile.Nginx, *traffic.Collector, error) {
+// of, the open-file limit, is lowered to an adopted master's own.
+func newNginx(cfg config, st stateStore, of *stream.OpenFiles, log zerolog.Logger) (reconcile.Nginx, *traffic.Collector, error) {
 	if cfg.NginxMode != "managed" {
 		return &nginx.External{Bin: cfg.NginxBin, Timeout: cfg.ApplyTimeout}, nil, nil
 	}
@@ -274,6 +276,11 @@ func newNginx(cfg config, st stateStore, log zerolog.Logger) (reconcile.Nginx, *
 	}
 	if pid := m.PID(); pid != 0 {
 		log.Info().Int("pid", pid).Msg("adopting the running nginx master")
+		if lower, ok := nginx.ForMaster(*of, pid); ok {
+			*of = lower
+			log.Warn().Int("pid", pid).Uint64("nofile_soft", lower.Soft).Int("max_streams", lower.MaxStreams).
+				Msg("the running nginx master was started under a lower open-file limit and keeps it: writes beyond max_streams are refused until it restarts (stop it; the daemon starts a new one under its own limit)")
+		}
 	}
 	return m, tc, nil
 }
@@ -281,7 +288,7 @@ func newNginx(cfg config, st stateStore, log zerolog.Logger) (reconcile.Nginx, *
 // newReconciler builds the reconciler; its metrics hooks read *mx, which
 // is set once the metrics exist (they need the reconciler).
 // After every pass, passed is called (the fleet's node registry).
-func newReconciler(cfg config, st stateStore, ngx reconcile.Nginx, resolver *resolve.Resolver, backends *policy.Backends, mx **metrics.Metrics, passed func(), log zerolog.Logger) *reconcile.Reconciler {
+func newReconciler(cfg config, st stateStore, ngx reconcile.Nginx, resolver *resolve.Resolver, backends *policy.Backends, mx **metrics.Metrics, passed func(), of *stream.OpenFiles, log zerolog.Logger) *reconcile.Reconciler {
 	return reconcile.New(reconcile.Config{
 		Dir:            cfg.StreamConfigPath,
 		Render:         nginxconf.RenderOptions{Prefix: cfg.StreamPrefix, DefaultBind: cfg.StreamBindAddress},
@@ -295,12 +302,35 @@ func newReconciler(cfg config, st stateStore, ngx reconcile.Nginx, resolver *res
 			(*mx).ObservePass(d, err)
 			passed()
 		},
-		OnApply:  func(op string, d time.Duration, err error) { (*mx).ObserveApply(op, d, err) },
-		Resolver: resolver,
-		Policy:   backends,
-		Node:     cfg.State.NodeName,
-		Log:      log,
+		OnApply:   func(op string, d time.Duration, err error) { (*mx).ObserveApply(op, d, err) },
+		Resolver:  resolver,
+		Policy:    backends,
+		Node:      cfg.State.NodeName,
+		OpenFiles: of,
+		Log:       log,
 	}, st, ngx)
+}
+
+// raiseOpenFiles, in managed mode, sets the soft open-file limit to the
+// hard one before nginx is started, so that its master inherits it, and
+// says how many streams that allows: a warning when it is fewer than
+// PORT_RANGE holds.
+func raiseOpenFiles(cfg config, log zerolog.Logger) *stream.OpenFiles {
+	if cfg.NginxMode != "managed" {
+		return nil
+	}
+	of, err := nginx.RaiseOpenFiles()
+	if err != nil {
+		log.Warn().Err(err).Msg("could not raise the open-file limit; nginx gets the current one")
+	}
+	ev := log.Info()
+	msg := "open-file limit: nginx may listen on this many streams"
+	if span := cfg.PortMax - cfg.PortMin + 1; cfg.PortMax > 0 && of.MaxStreams < span {
+		ev = log.Warn().Int("port_range_size", span)
+		msg = "the open-file limit caps the number of streams below PORT_RANGE; writes beyond max_streams are refused. Raise it: ulimit -n, systemd LimitNOFILE=, compose ulimits: nofile"
+	}
+	ev.Uint64("nofile_soft", of.Soft).Uint64("nofile_hard", of.Hard).Int("max_streams", of.MaxStreams).Msg(msg)
+	return &of
 }
 
 // newHTTPServer bounds what a client may take: header and body time,
