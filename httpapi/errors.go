@@ -42,6 +42,7 @@ const (
 	CodeMethodNotAllowed = "method_not_allowed" // 405
 	CodePortInUse        = "port_in_use"        // 409: another process holds the port
 	CodeNoFreePort       = "no_free_port"       // 409
+	CodeLimitReached     = "limit_reached"      // 507: nginx's open-file limit allows no more streams
 	CodeRevision         = "revision_mismatch"  // 412
 	CodeTooLarge         = "body_too_large"     // 413
 	CodeMediaType        = "unsupported_media_type"

@@ -113,6 +113,10 @@ func noWait(r *http.Request) bool {
 // writesError turns an error of the write path (or of the desired state)
 // into the one the client sees; id names the stream, if one.
 func writesError(err error, id string) error {
+	if errors.Is(err, stream.ErrStreamLimit) {
+		// Lasts until an operator raises the limit: not a 503 to retry.
+		return &Error{Status: http.StatusInsufficientStorage, Code: CodeLimitReached, Field: "listen", Message: err.Error()}
+	}
 	var held *writes.PortHeldError
 	if errors.As(err, &held) {
 		return &Error{Status: http.StatusConflict, Code: CodePortInUse, Field: "listen", Message: held.Error()}

@@ -56,12 +56,16 @@ func TestOpenFileLimitCapsStreamsClearly(t *testing.T) {
 	code, m := d.api("PUT", fmt.Sprintf("/v1/streams/tcp/%d", extra), fmt.Sprintf(`{"backend":"%s"}`, be.addr()))
 	e, _ := m["error"].(map[string]any)
 	msg, _ := e["message"].(string)
-	if code < 400 || !strings.Contains(msg, fmt.Sprintf("lets nginx listen on at most %d streams", allowed)) ||
+	if code != 507 || e["code"] != "limit_reached" || !strings.Contains(msg, fmt.Sprintf("lets nginx listen on at most %d streams", allowed)) ||
 		!strings.Contains(msg, "ulimit -n") || !strings.Contains(msg, "LimitNOFILE=") || !strings.Contains(msg, "ulimits: nofile") {
 		t.Fatalf("a stream beyond the limit: %d %v, want an error naming the limit and how to raise it", code, m)
 	}
 	if code, _ := d.api("GET", fmt.Sprintf("/v1/streams/tcp/%d", extra), ""); code != 404 {
 		t.Errorf("the refused stream was stored: GET %d", code)
+	}
+	// POST, which picks the port, gets the same answer, not no_free_port.
+	if code, m := d.api("POST", "/v1/streams", fmt.Sprintf(`{"backend":"%s"}`, be.addr())); code != 507 {
+		t.Errorf("a POST beyond the limit: %d %v, want 507 limit_reached", code, m)
 	}
 	for i := 0; i < allowed; i++ {
 		mustEcho(t, d.portMin+i, "be:")
@@ -130,7 +134,7 @@ func TestAdoptedMasterKeepsItsOpenFileLimit(t *testing.T) {
 		d.mustPut("tcp", d.portMin+i, fmt.Sprintf(`{"backend":"%s"}`, be.addr()))
 	}
 	code, m := d.api("PUT", fmt.Sprintf("/v1/streams/tcp/%d", d.portMin+allowed), fmt.Sprintf(`{"backend":"%s"}`, be.addr()))
-	if e, _ := m["error"].(map[string]any); code < 400 || !strings.Contains(fmt.Sprint(e["message"]), "ulimit -n") {
+	if e, _ := m["error"].(map[string]any); code != 507 || e["code"] != "limit_reached" || !strings.Contains(fmt.Sprint(e["message"]), "ulimit -n") {
 		t.Fatalf("a stream beyond the adopted master's limit: %d %v", code, m)
 	}
 	for i := 0; i < allowed; i++ {

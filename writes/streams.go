@@ -2,6 +2,7 @@ package writes
 
 import (
 	"context"
+	"errors"
 	"fmt"
 
 	"github.com/streamconductor/stream-conductor/desired"
@@ -37,7 +38,9 @@ func (p *Path) Put(ctx context.Context, sp stream.Spec, m desired.Match, by stri
 		return Result{Stored: cur, Pending: p.observe(cur.Revision, []item{{stored: cur}})}, nil
 	}
 	if !exists || cur.Bind != sp.Bind {
-		if err := p.ap.BindConflict(sp); err != nil {
+		if err := p.ap.BindConflict(sp); errors.Is(err, stream.ErrStreamLimit) {
+			return Result{}, err
+		} else if err != nil {
 			return Result{}, &PortHeldError{Port: sp.Listen, Err: err}
 		}
 	}
@@ -75,6 +78,14 @@ func (p *Path) allocatable(ctx context.Context, sp stream.Spec) (stream.Spec, er
 func (p *Path) Create(ctx context.Context, sp stream.Spec, by string) (Result, error) {
 	sp, err := p.allocatable(ctx, sp)
 	if err != nil {
+		return Result{}, err
+	}
+	// Every port would look held when nginx may take no more streams: ask
+	// about a new stream on port 0, which no stream has and any process
+	// may bind, so that only the limit can stand in its way.
+	probe := sp
+	probe.Listen = 0
+	if err := p.ap.BindConflict(probe); errors.Is(err, stream.ErrStreamLimit) {
 		return Result{}, err
 	}
 	stored, err := p.st.Allocate(sp, p.cfg.PortMin, p.cfg.PortMax, func(port int) bool { return p.held(sp, port) })
