@@ -157,6 +157,11 @@ type Reconciler struct {
 	dirty    dirty
 	watching atomic.Bool // the watcher runs: passes may trust dirty
 
+	// What passes left in the directory, for the watcher to tell their
+	// own events from others' (ownwrites.go).
+	ownMu sync.Mutex
+	own   map[string]*ownWrite
+
 	mu            sync.Mutex
 	status        map[stream.ID]stream.Status
 	appliedRev    uint64        // every write up to this revision is applied

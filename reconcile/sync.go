@@ -130,7 +130,9 @@ func (r *Reconciler) sync(log zerolog.Logger, target, onNow map[string][]byte, f
 		if cur, ok := onNow[name]; ok && bytes.Equal(cur, body) {
 			continue
 		}
+		r.expectOwn(name, body, false)
 		if err := safefile.Write(r.cfg.Dir, name, body); err != nil {
+			r.forgetOwn(name)
 			if failed != nil && fileOnly(r.cfg.Dir, r.cfg.Render.Prefix, err) {
 				failed[name] = fmt.Errorf("write %s: %w", name, err)
 				continue
@@ -146,7 +148,9 @@ func (r *Reconciler) sync(log zerolog.Logger, target, onNow map[string][]byte, f
 		if _, ok := target[name]; ok {
 			continue
 		}
+		r.expectOwn(name, nil, true)
 		if err := os.Remove(filepath.Join(r.cfg.Dir, name)); err != nil && !errors.Is(err, os.ErrNotExist) {
+			r.forgetOwn(name)
 			if failed != nil && fileOnly(r.cfg.Dir, r.cfg.Render.Prefix, err) {
 				failed[name] = fmt.Errorf("remove %s: %w", name, err)
 				continue

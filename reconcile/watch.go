@@ -21,8 +21,9 @@ const watchSettle = 100 * time.Millisecond
 // written, created, removed or renamed, and when the directory itself is
 // removed or created: it watches the parent directory too, so that a
 // directory removed and recreated is watched again. Events carry no
-// meaning beyond "look again": the pass compares everything. The periodic
-// resync catches whatever fsnotify misses.
+// meaning beyond "look again": the pass compares everything. Events for a
+// file that is exactly what a pass left there are the passes' own and are
+// dropped (isOwn). The periodic resync catches whatever fsnotify misses.
 func (r *Reconciler) watch(ctx context.Context) {
 	w, err := fsnotify.NewWatcher()
 	if err != nil {
@@ -59,6 +60,9 @@ func (r *Reconciler) watch(ctx context.Context) {
 				name := filepath.Base(ev.Name)
 				if _, ours := nginxconf.ParseFileName(r.cfg.Render.Prefix, name); !ours {
 					continue
+				}
+				if r.isOwn(name, ev.Name) {
+					continue // a pass's own write or removal
 				}
 				r.markDirty(name)
 				if ev.Has(fsnotify.Create) {
