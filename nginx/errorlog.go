@@ -8,6 +8,7 @@ import (
 	"io"
 	"io/fs"
 	"os"
+	"strconv"
 	"syscall"
 	"time"
 
@@ -26,9 +27,11 @@ type logMark struct {
 	off int64
 }
 
-// Signalled reports whether nginx logged a signal (a reload, a reopen, a
-// binary upgrade, an exit, a worker's death) since the last call: what
-// nginx serves may have changed. It reads only the lines added since, and
+// Signalled reports whether nginx logged a signal from another process
+// than ours (a reload, a reopen, a binary upgrade, an exit) or a worker's
+// death since the last call: what nginx serves may have changed. Our own
+// reloads and reopens, and the exits of the workers they retire, are not
+// reported (othersSignal). It reads only the lines added since, and
 // answers true when it cannot tell (the log was removed, rotated,
 // truncated, or grew by more than 1 MB). A log that the master no longer
 // writes to (removed, or rotated by mv) is reopened: the master is sent
@@ -67,7 +70,63 @@ func (m *Managed) Signalled() bool {
 	if _, err := f.ReadAt(buf, prev.off); err != nil && !errors.Is(err, io.EOF) {
 		return true
 	}
-	return bytes.Contains(buf, []byte(": signal "))
+	// Whole lines only: a line nginx is still writing is read next time.
+	end := bytes.LastIndexByte(buf, '\n') + 1
+	m.logMark.off = prev.off + int64(end)
+	return othersSignal(buf[:end], m.self())
+}
+
+// self is the pid nginx logs for signals we send it.
+func (m *Managed) self() int {
+	if m.selfPID != 0 {
+		return m.selfPID
+	}
+	return os.Getpid()
+}
+
+// othersSignal reports whether lines of nginx's error log say that a
+// process other than self signalled nginx (someone's `nginx -s reload`, a
+// kill), or that a process of nginx died other than by exiting with code
+// 0. Our own signals (Reload's SIGHUP, a reopen's SIGUSR1, a SIGQUIT) are
+// logged "received from <self>" and are not news: we know what we asked.
+// SIGCHLD and SIGIO are the master hearing its children exit; the line
+// that follows says how each did: "exited with code 0" after a reload or
+// a graceful stop, "exited on signal 9" or a non-zero code when one died.
+func othersSignal(lines []byte, self int) bool {
+	for len(lines) > 0 {
+		var line []byte
+		line, lines, _ = bytes.Cut(lines, []byte("\n"))
+		if _, sig, ok := bytes.Cut(line, []byte(": signal ")); ok {
+			if !ownOrChild(sig, self) {
+				return true
+			}
+			continue
+		}
+		if _, how, ok := bytes.Cut(line, []byte(" exited ")); ok && bytes.Contains(line, []byte(" process ")) &&
+			!bytes.HasPrefix(how, []byte("with code 0")) {
+			return true
+		}
+	}
+	return false
+}
+
+// ownOrChild reports whether the rest of a signal line ("1 (SIGHUP)
+// received from 123, reconfiguring") is a signal self sent, or a SIGCHLD
+// or SIGIO.
+func ownOrChild(sig []byte, self int) bool {
+	if bytes.Contains(sig, []byte("(SIGCHLD)")) || bytes.Contains(sig, []byte("(SIGIO)")) {
+		return true
+	}
+	_, from, ok := bytes.Cut(sig, []byte(" received from "))
+	if !ok {
+		return false
+	}
+	n := 0
+	for n < len(from) && from[n] >= '0' && from[n] <= '9' {
+		n++
+	}
+	pid, err := strconv.Atoi(string(from[:n]))
+	return err == nil && pid == self
 }
 
 // reopenLog asks the master to reopen its logs, without waiting.

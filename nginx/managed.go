@@ -55,6 +55,9 @@ type Managed struct {
 	// reopenAsked: the master was told to reopen its logs and has not
 	// been seen holding the file at the path since.
 	reopenAsked bool
+	// selfPID is the pid our signals come from in nginx's log (0:
+	// this process's).
+	selfPID int
 }
 
 // NewManaged places managed mode's files under cfg.Dir. It runs nothing:

@@ -18,9 +18,9 @@ import (
 //     configuration on disk with ours (one small file): a pass rewrites it
 //     before it reloads, so an apply always loads our include;
 //   - the first pass after a start, and the watch tick after nginx logged a
-//     signal (someone's reload, a reopen, an exit: nginx's own reloads
-//     included, so this also checks each apply, off the write's path) or
-//     once per ResyncInterval, look at what nginx listens on. A look reads
+//     signal from someone else (a reload, a reopen, an exit) or a worker's
+//     death, or once per ResyncInterval, look at what nginx listens on; our
+//     own reloads are confirmed by Reload itself and cost no look. A look reads
 //     the kernel's socket table, O(sockets on the host): ~3 µs per socket,
 //     30-60 ms with 10,000 streams (BenchmarkListeningLook10000), which is
 //     why it is not on every tick nor in the write's path.
