@@ -19,8 +19,9 @@ import (
 // Reload signals the master (what `nginx -s reload` does) and follows its
 // error log until it has either started workers on the new configuration
 // or logged why it kept the old one, e.g. a failed bind(): `nginx -s
-// reload` alone exits 0 in both cases. With retire it also waits until the
-// old workers stopped accepting (retire).
+// reload` alone exits 0 in both cases. With retire it also tells the old
+// workers to stop as soon as a new worker serves (quitOld) and waits until
+// they stopped accepting (retire).
 func (m *Managed) Reload(ctx context.Context, retire bool) error {
 	pid := m.PID()
 	if pid == 0 {
@@ -49,6 +50,7 @@ func (m *Managed) Reload(ctx context.Context, retire bool) error {
 	if !retire {
 		return nil
 	}
+	m.quitOld(pid, old)
 	return m.retire(ctx, old, pid)
 }
 
