@@ -76,6 +76,8 @@ func TestRetireDropsNothing(t *testing.T) {
 
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
+	halt := sync.OnceFunc(func() { close(stop); wg.Wait() })
+	defer halt() // a failed change ends the traffic too
 	var trips, dropped, opened, refused atomic.Int64
 	var firstErr sync.Once
 	var errMsg atomic.Value
@@ -92,7 +94,7 @@ func TestRetireDropsNothing(t *testing.T) {
 		wg.Add(1)
 		go func(i int, c net.Conn) {
 			defer wg.Done()
-			for n := 0; n < 100000; n++ {
+			for n := 0; n < 1000000; n++ {
 				select {
 				case <-stop:
 					return
@@ -110,7 +112,7 @@ func TestRetireDropsNothing(t *testing.T) {
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		for n := 0; n < 20000; n++ {
+		for n := 0; n < 200000; n++ {
 			select {
 			case <-stop:
 				return
@@ -148,8 +150,7 @@ func TestRetireDropsNothing(t *testing.T) {
 			d.mustPut("tcp", port, `{"backend":"`+a.addr()+`"}`)
 		}
 	}
-	close(stop)
-	wg.Wait()
+	halt()
 
 	t.Logf("%d changes (%d retiring), %d round trips on %d long-lived connections, %d new connections",
 		changes, retiring, trips.Load(), kept, opened.Load())

@@ -42,9 +42,10 @@ const titleServing = "nginx: worker process"
 // is not passed on, whichever new workers are registered (stock nginx has
 // the same window at its own quit), while a worker that registers later
 // finds queued connections at once. And it would mostly lose the race
-// to the master: measured under load (TestRetireDropsNothing, load
-// average ~10 on 2 cores), waiting for both new workers retired early in
-// 10 of 60 reloads, waiting for the first in 24 of 60. The cost is a few
+// to the master: measured in one run each under load
+// (TestRetireDropsNothing, load average ~10 on 2 cores), waiting for both
+// new workers retired early in 10 of 60 reloads, waiting for the first in
+// 24 of 60. The cost is a few
 // milliseconds with fewer acceptors than before the reload.
 func (m *Managed) quitOld(master int, old []int) {
 	var quit []int

@@ -159,9 +159,9 @@ func (a *answer) fail(why string) error {
 }
 
 // retire waits until each old worker has exited or closed its listening
-// sockets: the master tells them to stop only ~100 ms after it started the
-// new ones, and until then they still accept new connections with the old
-// configuration. Open connections are left to finish. When master is not
+// sockets: until then they still accept new connections with the old
+// configuration. quitOld told the serving ones to stop; the master tells
+// them only ~100 ms after it started the new ones. Open connections are left to finish. When master is not
 // 0 and dies meanwhile, it gives up at once: a dead master never tells its
 // workers to stop, and the next pass recovers.
 func (m *Managed) retire(ctx context.Context, old []int, master int) error {
