@@ -19,8 +19,9 @@ import (
 // Reload signals the master (what `nginx -s reload` does) and follows its
 // error log until it has either started workers on the new configuration
 // or logged why it kept the old one, e.g. a failed bind(): `nginx -s
-// reload` alone exits 0 in both cases. With retire it also waits until the
-// old workers stopped accepting (retire).
+// reload` alone exits 0 in both cases. With retire it also tells the old
+// workers to stop as soon as a new worker serves (quitOld) and waits until
+// they stopped accepting (retire).
 func (m *Managed) Reload(ctx context.Context, retire bool) error {
 	pid := m.PID()
 	if pid == 0 {
@@ -49,6 +50,7 @@ func (m *Managed) Reload(ctx context.Context, retire bool) error {
 	if !retire {
 		return nil
 	}
+	m.quitOld(pid, old)
 	return m.retire(ctx, old, pid)
 }
 
@@ -157,9 +159,9 @@ func (a *answer) fail(why string) error {
 }
 
 // retire waits until each old worker has exited or closed its listening
-// sockets: the master tells them to stop only ~100 ms after it started the
-// new ones, and until then they still accept new connections with the old
-// configuration. Open connections are left to finish. When master is not
+// sockets: until then they still accept new connections with the old
+// configuration. quitOld told the serving ones to stop; the master tells
+// them only ~100 ms after it started the new ones. Open connections are left to finish. When master is not
 // 0 and dies meanwhile, it gives up at once: a dead master never tells its
 // workers to stop, and the next pass recovers.
 func (m *Managed) retire(ctx context.Context, old []int, master int) error {
