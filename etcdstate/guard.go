@@ -158,6 +158,9 @@ func (s *State) probe(ctx context.Context) {
 	}
 	s.markUp()
 	held := s.vet(ctx, header{rev: resp.Header.Revision, cluster: resp.Header.ClusterId, seen: seen})
+	if !held && len(resp.Kvs) > 0 {
+		s.sawConfirmation(resp.Kvs[0].ModRevision)
+	}
 	if !held && s.rechecking() {
 		if err := s.vetHistory(ctx, resp.Header.Revision, resp.Header.ClusterId); err != nil {
 			s.log.Warn().Err(err).Msg("etcd answers again, but its history could not be compared with the local copy; the watch waits, trying again")
@@ -179,6 +182,7 @@ func (s *State) probe(ctx context.Context) {
 		s.log.Error().Err(err).Msg("an operator confirmed etcd's state, but reading it failed; trying again")
 		return
 	}
+	s.sawConfirmation(resp.Kvs[0].ModRevision)
 	s.log.Warn().Str("by", c.By).Time("at", c.At).Msg("an operator confirmed etcd's state: applied it as it is")
 }
 
@@ -407,6 +411,23 @@ func (s *State) accept(ctx context.Context) error {
 	return nil
 }
 
+// Epoch is the etcd revision of the newest confirmation (P/confirm) this
+// node's state is of: the one it accepted, or, while it holds nothing, the
+// newest it has seen. Nodes publish it with their applied revision, which
+// is compared with another node's only within one epoch.
+func (s *State) Epoch() uint64 { return s.epoch.Load() }
+
+// sawConfirmation records the revision of a confirmation seen while the
+// copy is not held (a held node takes it on when it accepts).
+func (s *State) sawConfirmation(rev int64) {
+	for {
+		cur := s.epoch.Load()
+		if uint64(rev) <= cur || s.epoch.CompareAndSwap(cur, uint64(rev)) {
+			return
+		}
+	}
+}
+
 // Timeline changes (grows) when an operator's confirmation replaced the
 // local copy with etcd's state as it is: revisions after it may be lower
 // than before (etcd restored from an older backup), so a consumer compares
@@ -441,6 +462,9 @@ func (s *State) Confirm(ctx context.Context, by string) (desired.Confirmation, e
 			return c, fmt.Errorf("confirm: %w", err)
 		}
 		s.log.Warn().Str("by", by).Msg("an operator confirmed etcd's state: applied it as it is")
+	}
+	if !s.held() {
+		s.sawConfirmation(put.Header.Revision)
 	}
 	return c, nil
 }

@@ -61,7 +61,9 @@ type Node struct {
 	info    func() stream.NodeInfo
 	// instance is NodeOptions.Instance.
 	instance string
-	log      zerolog.Logger
+	// epoch is the State's Epoch.
+	epoch func() uint64
+	log   zerolog.Logger
 
 	mu    sync.Mutex
 	lease clientv3.LeaseID
@@ -94,7 +96,7 @@ func (s *State) Register(ctx context.Context, name string, o NodeOptions, info f
 	if o.Log != nil {
 		lg = *o.Log
 	}
-	n := &Node{cli: s.cli, key: s.prefix + "/nodes/" + name, ttl: ttl, every: o.Interval, gap: o.PublishGap, timeout: s.timeout, info: info, instance: o.Instance,
+	n := &Node{cli: s.cli, key: s.prefix + "/nodes/" + name, ttl: ttl, every: o.Interval, gap: o.PublishGap, timeout: s.timeout, info: info, instance: o.Instance, epoch: s.Epoch,
 		poke: make(chan struct{}, 1),
 		log:  lg.With().Str("component", "etcdstate").Str("node", name).Logger(), done: make(chan struct{})}
 	if err := n.claim(ctx); err != nil {
@@ -260,10 +262,14 @@ func (n *Node) adopt(lease clientv3.LeaseID) {
 	}()
 }
 
-// stamped is info() with this node's instance.
+// stamped is info() with this node's instance and epoch. The epoch is
+// read first: an applied revision read after it is of that epoch or a
+// later one (after a confirmation the reconciler reports 0 until a pass
+// on the new state), never of an earlier one under the later epoch.
 func (n *Node) stamped() stream.NodeInfo {
+	epoch := n.epoch()
 	ni := n.info()
-	ni.Instance = n.instance
+	ni.Instance, ni.Epoch = n.instance, epoch
 	return ni
 }
 
@@ -309,7 +315,7 @@ func (n *Node) run(ctx context.Context) {
 			}
 		}
 		last = time.Now()
-		ni := n.info()
+		ni := n.stamped()
 		if err := n.refresh(ctx, ni); err != nil {
 			if ctx.Err() == nil {
 				n.log.Warn().Err(err).Msg("node registration not refreshed; trying again")

@@ -245,6 +245,9 @@ func TestRevisionBackwardsHoldsUntilConfirmed(t *testing.T) {
 		}
 	}
 	_, heldRev := b.List()
+	if a.Epoch() != 0 || b.Epoch() != 0 {
+		t.Fatalf("epochs before any confirmation: %d, %d", a.Epoch(), b.Epoch())
+	}
 	if _, err := a.Confirm(context.Background(), "test"); err != nil {
 		t.Fatal(err)
 	}
@@ -253,6 +256,7 @@ func TestRevisionBackwardsHoldsUntilConfirmed(t *testing.T) {
 		within(t, name+" takes etcd's state", func() bool {
 			return st.Condition().Alarm == nil && slices.Equal(localPorts(st), restored)
 		})
+		within(t, name+" takes the confirmation's epoch", func() bool { return st.Epoch() != 0 })
 		if l, _ := st.List(); !slices.Equal(ports(l), restored) {
 			t.Fatalf("%s lists %v after the confirmation, want %v", name, ports(l), restored)
 		}
@@ -268,6 +272,9 @@ func TestRevisionBackwardsHoldsUntilConfirmed(t *testing.T) {
 		t.Fatalf("the write after the confirmation in the changes: %+v, %v", ch, err)
 	}
 	within(t, "a sees the write made on b", func() bool { return slices.Equal(localPorts(a), []int{9000, 9001, 9002, 9005}) })
+	if a.Epoch() != b.Epoch() {
+		t.Fatalf("the two nodes are in epochs %d and %d after one confirmation", a.Epoch(), b.Epoch())
+	}
 }
 
 // A node pointed at another etcd cluster than its copy came from holds

@@ -136,6 +136,7 @@ type State struct {
 	applyMu    sync.Mutex    // serialises changes of the local copy and its file
 	gen        atomic.Uint64 // bumped when the copy is replaced: older deliveries are dropped
 	timeline   atomic.Uint64 // bumped when a confirmation replaced the copy (Timeline)
+	epoch      atomic.Uint64 // the newest confirmation's revision this node's state is of (Epoch)
 
 	mu           sync.RWMutex
 	hist         history
@@ -278,6 +279,9 @@ func (s *State) begin(ctx context.Context, cached bool) (int64, error) {
 	}
 	if s.vet(ctx, header{rev: resp.Header.Revision, cluster: resp.Header.ClusterId, seen: seen}) {
 		return int64(seen), nil
+	}
+	if len(resp.Kvs) > 0 {
+		s.sawConfirmation(resp.Kvs[0].ModRevision)
 	}
 	if err := s.vetHistory(ctx, resp.Header.Revision, resp.Header.ClusterId); err != nil {
 		return 0, fmt.Errorf("open: %w", err)

@@ -64,7 +64,7 @@ func (f *Fleet) lagging(rev uint64, specs []stream.Spec) ([]string, <-chan struc
 func (f *Fleet) peersLagging(live map[string]stream.NodeInfo, rev uint64, specs []stream.Spec) []string {
 	var out []string
 	for name, ni := range live {
-		if name != f.cfg.Self && ni.AppliedRevision < rev && servesAny(name, specs) {
+		if name != f.cfg.Self && !f.applied(ni, rev) && servesAny(name, specs) {
 			out = append(out, name)
 		}
 	}

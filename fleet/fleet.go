@@ -46,6 +46,24 @@ type Config struct {
 	// Lookup reads a stream from this node's copy of the desired state
 	// (no network), to learn which nodes serve it.
 	Lookup func(id stream.ID) (stream.Spec, bool)
+	// Epoch is this node's stream.NodeInfo.Epoch (nil: always 0). A
+	// peer's applied revision counts only within this node's epoch.
+	Epoch func() uint64
+}
+
+// epoch is this node's epoch.
+func (f *Fleet) epoch() uint64 {
+	if f.cfg.Epoch == nil {
+		return 0
+	}
+	return f.cfg.Epoch()
+}
+
+// applied reports whether peer ni applied revision rev of this node's
+// epoch: an applied revision of another epoch (before or after an
+// operator's confirmation) says nothing of this one's.
+func (f *Fleet) applied(ni stream.NodeInfo, rev uint64) bool {
+	return ni.Epoch == f.epoch() && ni.AppliedRevision >= rev
 }
 
 // Fleet answers for the streams across the live nodes that serve them.
@@ -89,7 +107,7 @@ func (f *Fleet) onNodes(sp stream.Spec) []nodeState {
 	live, gone, _ := f.cfg.Registry.Nodes()
 	for name, ni := range live {
 		if name != f.cfg.Self && sp.Targets(name) {
-			out = append(out, peerState(name, ni, sp))
+			out = append(out, f.peerState(name, ni, sp))
 		}
 	}
 	for name, at := range gone {
@@ -109,11 +127,11 @@ func (f *Fleet) onNodes(sp stream.Spec) []nodeState {
 }
 
 // peerState is sp's state on the live node name, from what it published:
-// pending until it applied sp's revision, then failed if it lists sp
+// pending until it applied sp's revision (in this node's epoch), then failed if it lists sp
 // among its streams not active at that revision, active otherwise.
-func peerState(name string, ni stream.NodeInfo, sp stream.Spec) nodeState {
+func (f *Fleet) peerState(name string, ni stream.NodeInfo, sp stream.Spec) nodeState {
 	ns := nodeState{OnNode: stream.OnNode{Node: name, State: stream.Active, AppliedRevision: ni.AppliedRevision}}
-	if ni.AppliedRevision < sp.Revision {
+	if !f.applied(ni, sp.Revision) {
 		ns.State = stream.Pending
 		return ns
 	}

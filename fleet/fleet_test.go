@@ -163,6 +163,26 @@ func TestWaitAppliedWaitsForEveryLiveNode(t *testing.T) {
 	mustReturn(t, done)
 }
 
+// After an operator's confirmation, revisions may start lower: a peer's
+// applied revision of another epoch (it has not taken on the confirmation
+// yet) does not count, however high; once it publishes this node's epoch
+// it does.
+func TestWaitAppliedComparesRevisionsWithinOneEpoch(t *testing.T) {
+	old := peer("edge-2", 900) // applied far past 6, before the confirmation
+	reg := newRegistry(old)
+	f, sp := newFleet(&fakeLocal{applied: 6}, reg)
+	f.cfg.Epoch = func() uint64 { return 42 }
+	done := waitApplied(f, sp)
+	mustBlock(t, done, "edge-2's revision 900 is of the epoch before the confirmation")
+	if st := f.peerState("edge-2", old, sp); st.State != stream.Pending {
+		t.Fatalf("edge-2 of another epoch shows %s, want pending", st.State)
+	}
+	confirmed := peer("edge-2", 6)
+	confirmed.Epoch = 42
+	reg.set([]stream.NodeInfo{confirmed}, nil)
+	mustReturn(t, done)
+}
+
 // A node the stream does not name is not waited for.
 func TestWaitAppliedSkipsNodesNotServingTheStream(t *testing.T) {
 	reg := newRegistry(peer("edge-2", 5), peer("edge-3", 5))

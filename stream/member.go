@@ -23,6 +23,11 @@ type NodeInfo struct {
 	// there): a node restarted on the same data dir takes its name back at
 	// once, while another daemon with the same name waits or is refused.
 	Instance string `json:"instance,omitempty"`
+	// Epoch is the etcd revision of the newest operator confirmation
+	// (POST /v1/state/confirm) whose state AppliedRevision is of; 0 for
+	// none. Revisions of two epochs are not compared: a confirmation may
+	// have accepted a state whose revisions start lower.
+	Epoch uint64 `json:"epoch,omitempty"`
 }
 
 // StreamStatus is one stream's status on a node, as the node publishes it.

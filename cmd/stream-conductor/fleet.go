@@ -88,6 +88,9 @@ func newFleet(cfg config, st stateStore, rec *reconcile.Reconciler, reg *registr
 	if reg != nil {
 		fc.Registry = reg.Registry
 	}
+	if e, ok := st.(etcdState); ok {
+		fc.Epoch = e.State.Epoch
+	}
 	return fleet.New(fc)
 }
 
