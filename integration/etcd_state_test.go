@@ -21,16 +21,7 @@ import (
 // startEtcd starts an etcd server of the test's own, or fails the test
 // under CI and skips it elsewhere when etcd is not installed.
 func startEtcd(t *testing.T) *etcdtest.Server {
-	t.Helper()
-	srv, err := etcdtest.Start(t.TempDir())
-	if err != nil {
-		if os.Getenv("CI") == "true" || !errors.Is(err, etcdtest.ErrNoEtcd) {
-			t.Fatalf("etcd: %v", err)
-		}
-		t.Skipf("etcd: %v", err)
-	}
-	t.Cleanup(srv.Stop)
-	return srv
+	return etcdtest.StartForTest(t)
 }
 
 // With STATE_STORE=etcd the daemon keeps its streams in etcd: a PUT is

@@ -183,20 +183,10 @@ func (f *fleet) etcdDownOn(want map[int]string, refused int) {
 		if s := statusObject(d, "stale"); s == nil || s["since"] == nil {
 			t.Fatalf("%s: /v1/status stale = %v", node, s)
 		}
-		resp, err := http.Get(d.url("/v1/streams"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		var list struct {
-			Streams []struct {
-				Listen int `json:"listen"`
-			} `json:"streams"`
-		}
-		err = json.NewDecoder(resp.Body).Decode(&list)
-		resp.Body.Close()
-		if err != nil || resp.StatusCode != 200 || !strings.Contains(resp.Header.Get("X-State-Stale"), "etcd unreachable") || len(list.Streams) != len(want) {
+		code, stale, listed, err := listedPorts(d)
+		if err != nil || code != 200 || !strings.Contains(stale, "etcd unreachable") || len(listed) != len(want) {
 			t.Fatalf("%s: GET /v1/streams while etcd is down: %d (%v), X-State-Stale %q, %d streams, want %d",
-				node, resp.StatusCode, err, resp.Header.Get("X-State-Stale"), len(list.Streams), len(want))
+				node, code, err, stale, len(listed), len(want))
 		}
 		code, m := d.api("PUT", fmt.Sprintf("/v1/streams/tcp/%d", refused), backendBody("127.0.0.1:9"))
 		e, _ := m["error"].(map[string]any)
@@ -211,6 +201,26 @@ func (f *fleet) etcdDownOn(want map[int]string, refused int) {
 	}
 }
 
+// listedPorts is GET /v1/streams on d: its status, its X-State-Stale
+// header and the ports it lists.
+func listedPorts(d *daemon) (code int, stale string, ports []int, err error) {
+	resp, err := http.Get(d.url("/v1/streams"))
+	if err != nil {
+		return 0, "", nil, err
+	}
+	defer resp.Body.Close()
+	var list struct {
+		Streams []struct {
+			Listen int `json:"listen"`
+		} `json:"streams"`
+	}
+	err = json.NewDecoder(resp.Body).Decode(&list)
+	for _, s := range list.Streams {
+		ports = append(ports, s.Listen)
+	}
+	return resp.StatusCode, resp.Header.Get("X-State-Stale"), ports, err
+}
+
 // etcdBackOn requires every node of f ready again, its reads no longer
 // stale, and every stream of want (port → echo tag) in its list and
 // forwarded: nothing acked was lost.
@@ -221,27 +231,13 @@ func (f *fleet) etcdBackOn(want map[int]string) {
 	for i, d := range f.nodes {
 		node := fmt.Sprintf("edge-%d", i+1)
 		eventually(t, node+" ready again", 15*time.Second, func() bool { code, _ := readyzWhy(d); return code == 200 })
-		resp, err := http.Get(d.url("/v1/streams"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		var list struct {
-			Streams []struct {
-				Listen int `json:"listen"`
-			} `json:"streams"`
-		}
-		err = json.NewDecoder(resp.Body).Decode(&list)
-		resp.Body.Close()
-		if err != nil || resp.Header.Get("X-State-Stale") != "" || statusObject(d, "stale") != nil {
-			t.Fatalf("%s with etcd back: %v, X-State-Stale %q, stale %v", node, err, resp.Header.Get("X-State-Stale"), statusObject(d, "stale"))
-		}
-		got := map[int]bool{}
-		for _, s := range list.Streams {
-			got[s.Listen] = true
+		_, stale, listed, err := listedPorts(d)
+		if err != nil || stale != "" || statusObject(d, "stale") != nil {
+			t.Fatalf("%s with etcd back: %v, X-State-Stale %q, stale %v", node, err, stale, statusObject(d, "stale"))
 		}
 		for port := range want {
-			if !got[port] {
-				t.Fatalf("%s lost the acked stream tcp/%d: it lists %v", node, port, list.Streams)
+			if !slices.Contains(listed, port) {
+				t.Fatalf("%s lost the acked stream tcp/%d: it lists %v", node, port, listed)
 			}
 		}
 	}

@@ -127,13 +127,7 @@ func (h *harness) settledPasses() uint64 {
 // With Run and its watcher, each write costs one pass, not two.
 func TestEachWriteCostsOnePass(t *testing.T) {
 	h := newHarness(t)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		h.rec.Run(ctx)
-	}()
-	defer func() { cancel(); <-done }()
+	ctx := h.run(t)
 	before := h.settledPasses()
 	for i := range 4 {
 		sp := h.put(9000+i, "a:1")

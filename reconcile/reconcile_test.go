@@ -349,13 +349,7 @@ func TestRestartWithRunningNginxReloadsNothing(t *testing.T) {
 
 func TestRunAppliesWritesAndReleasesWaiters(t *testing.T) {
 	h := newHarness(t)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		h.rec.Run(ctx)
-	}()
-	defer func() { cancel(); <-done }()
+	ctx := h.run(t)
 
 	var last stream.Spec
 	for port := 9000; port < 9050; port++ {
@@ -376,4 +370,17 @@ func TestRunAppliesWritesAndReleasesWaiters(t *testing.T) {
 		t.Errorf("50 writes cost %d reloads; triggers are not coalesced", c.Reloads+c.Starts)
 	}
 	t.Logf("50 writes: %d passes, %d starts/reloads", c.Passes, c.Reloads+c.Starts)
+}
+
+// run runs the reconciler's loop until the test ends, and returns its
+// context.
+func (h *harness) run(t *testing.T) context.Context {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		h.rec.Run(ctx)
+	}()
+	t.Cleanup(func() { cancel(); <-done })
+	return ctx
 }

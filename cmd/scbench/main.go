@@ -258,21 +258,9 @@ func (b *bench) importStreams(first, n int) error {
 	return nil
 }
 
-// echoOnce reports whether a round trip through port works now.
-func echoOnce(port int) bool {
-	c, err := net.DialTimeout("tcp", "127.0.0.1:"+strconv.Itoa(port), time.Second)
-	if err != nil {
-		return false
-	}
-	defer c.Close()
-	c.SetDeadline(time.Now().Add(time.Second))
-	if _, err := c.Write([]byte("ping\n")); err != nil {
-		return false
-	}
-	buf := make([]byte, 5)
-	_, err = io.ReadFull(c, buf)
-	return err == nil && string(buf) == "ping\n"
-}
+// echoOnce reports whether a round trip through port on 127.0.0.1 works
+// now.
+func echoOnce(port int) bool { return echoAt("127.0.0.1", port) }
 
 // waitEcho polls until a round trip through port works; the poll interval
 // is 1 ms, and it gives up after 10 s.

@@ -20,16 +20,7 @@ import (
 // startTestEtcd starts an etcd of the test's own (flags after the
 // defaults), or fails under CI and skips elsewhere when etcd is missing.
 func startTestEtcd(t *testing.T, flags ...string) *etcdtest.Server {
-	t.Helper()
-	srv, err := etcdtest.Start(t.TempDir(), flags...)
-	if err != nil {
-		if os.Getenv("CI") == "true" || !errors.Is(err, etcdtest.ErrNoEtcd) {
-			t.Fatalf("etcd: %v", err)
-		}
-		t.Skipf("etcd: %v", err)
-	}
-	t.Cleanup(srv.Stop)
-	return srv
+	return etcdtest.StartForTest(t, flags...)
 }
 
 // openEtcdTest opens the state under /fleet of srv, as a node would.

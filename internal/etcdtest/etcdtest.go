@@ -16,6 +16,7 @@ import (
 	"path/filepath"
 	"strings"
 	"syscall"
+	"testing"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -160,4 +161,20 @@ func (s *Server) tail() string {
 // Client is a new client of the server (another node's connection).
 func (s *Server) Client() (*clientv3.Client, error) {
 	return clientv3.New(clientv3.Config{Endpoints: []string{s.URL}, DialTimeout: 5 * time.Second, TLS: s.tls, Logger: zap.NewNop()})
+}
+
+// StartForTest starts etcd for t with its data in t's temp dir (flags
+// after the defaults) and stops it when t ends. When etcd is not
+// installed it fails t under CI=true and skips it elsewhere.
+func StartForTest(t testing.TB, flags ...string) *Server {
+	t.Helper()
+	srv, err := Start(t.TempDir(), flags...)
+	if err != nil {
+		if os.Getenv("CI") == "true" || !errors.Is(err, ErrNoEtcd) {
+			t.Fatalf("etcd: %v", err)
+		}
+		t.Skipf("etcd: %v", err)
+	}
+	t.Cleanup(srv.Stop)
+	return srv
 }
