@@ -17,7 +17,7 @@ import (
 // error then names the nodes that did not. A node that leaves the fleet
 // meanwhile is no longer waited for.
 func (f *Fleet) WaitApplied(ctx context.Context, rev uint64, specs []stream.Spec) error {
-	if err := f.cfg.Local.WaitApplied(ctx, rev); err != nil {
+	if err := f.cfg.Local.WaitApplied(ctx, rev, specs); err != nil {
 		return fmt.Errorf("not applied by %s: %w", f.cfg.Self, err)
 	}
 	if f.cfg.Registry == nil {

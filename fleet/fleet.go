@@ -18,7 +18,7 @@ import (
 
 // Local is this node's reconciler.
 type Local interface {
-	WaitApplied(ctx context.Context, rev uint64) error
+	WaitApplied(ctx context.Context, rev uint64, specs []stream.Spec) error
 	Status(id stream.ID, rev uint64) stream.Status
 	NodeStatus() stream.NodeStatus
 	BindConflict(s stream.Spec) error

@@ -20,7 +20,7 @@ type fakeLocal struct {
 	busy    bool
 }
 
-func (l *fakeLocal) WaitApplied(ctx context.Context, rev uint64) error {
+func (l *fakeLocal) WaitApplied(ctx context.Context, rev uint64, _ []stream.Spec) error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.applied < rev {

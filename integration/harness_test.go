@@ -211,6 +211,9 @@ func (d *daemon) start() {
 		"LOG_FORMAT=json",
 		"LOG_LEVEL=debug",
 		"APPLY_TIMEOUT=10s",
+		// One master, as the tests of single-master behaviour expect
+		// (signalNginx, nginxPID); pool_test.go runs the default pool.
+		"NGINX_SHARDS=1",
 	)
 	cmd.Env = append(cmd.Env, d.extraEnv...)
 	cmd.Stdout, cmd.Stderr = d.logs, d.logs

@@ -87,6 +87,12 @@ func (x *External) TakeMainRepaired() bool { return false }
 // Signalled is false: the system nginx's log is not ours to follow.
 func (x *External) Signalled() bool { return false }
 
+// PID is not known: the operator's nginx is not ours.
+func (x *External) PID() int { return 0 }
+
+// Quit is never asked of an nginx we do not supervise.
+func (x *External) Quit(ctx context.Context) error { return nil }
+
 // HeldPorts is nil: which sockets the system nginx holds is not looked at.
 func (x *External) HeldPorts() map[stream.ID]bool { return nil }
 

@@ -31,7 +31,7 @@ const (
 // the nginx master we start inherits it, and returns the limit and the
 // number of streams it allows. A failure to raise leaves the limit as it
 // is and is returned beside what that limit allows.
-func RaiseOpenFiles() (stream.OpenFiles, error) {
+func RaiseOpenFiles(workers int) (stream.OpenFiles, error) {
 	var rl syscall.Rlimit
 	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &rl); err != nil {
 		return stream.OpenFiles{}, fmt.Errorf("getrlimit RLIMIT_NOFILE: %w", err)
@@ -44,7 +44,7 @@ func RaiseOpenFiles() (stream.OpenFiles, error) {
 	} else {
 		rl = want
 	}
-	return OpenFilesFor(rl.Cur, rl.Max, runtime.NumCPU()), err
+	return OpenFilesFor(rl.Cur, rl.Max, workersOrCPUs(workers)), err
 }
 
 // OpenFilesFor returns what a master started under soft and hard, with
@@ -105,12 +105,12 @@ const capSysResource = 24
 // keeps the limit it was started under (by an earlier daemon, under
 // another limit) until it restarts, so when its soft limit is lower, the
 // streams it allows are counted from it, and adopted says so.
-func ForMaster(of stream.OpenFiles, pid int) (_ stream.OpenFiles, lower bool) {
+func ForMaster(of stream.OpenFiles, pid, workers int) (_ stream.OpenFiles, lower bool) {
 	soft, err := softNoFile(pid)
 	if err != nil || soft >= of.Soft {
 		return of, false
 	}
-	return OpenFilesFor(soft, of.Hard, runtime.NumCPU()), true
+	return OpenFilesFor(soft, of.Hard, workersOrCPUs(workers)), true
 }
 
 // softNoFile reads the soft "Max open files" of process pid.
@@ -130,4 +130,13 @@ func softNoFile(pid int) (uint64, error) {
 		}
 	}
 	return 0, fmt.Errorf("no Max open files in /proc/%d/limits", pid)
+}
+
+// workersOrCPUs is the number of workers a master runs: workers, or one
+// per CPU for 0 (worker_processes auto).
+func workersOrCPUs(workers int) int {
+	if workers > 0 {
+		return workers
+	}
+	return runtime.NumCPU()
 }

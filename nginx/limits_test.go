@@ -57,12 +57,12 @@ func TestForMasterUsesTheMastersLimit(t *testing.T) {
 		t.Fatal(err)
 	}
 	ours := OpenFilesFor(rl.Cur+1000, rl.Max+1000, 2)
-	got, lower := ForMaster(ours, os.Getpid())
+	got, lower := ForMaster(ours, os.Getpid(), 0)
 	if !lower || got.Soft != rl.Cur || got.MaxStreams != OpenFilesFor(rl.Cur, rl.Max+1000, runtime.NumCPU()).MaxStreams {
 		t.Errorf("a master under soft %d, ours %d: %+v lower=%v", rl.Cur, ours.Soft, got, lower)
 	}
 	same := OpenFilesFor(rl.Cur, rl.Max, 2)
-	if got, lower := ForMaster(same, os.Getpid()); lower || got != same {
+	if got, lower := ForMaster(same, os.Getpid(), 2); lower || got != same {
 		t.Errorf("a master under our limit: %+v lower=%v", got, lower)
 	}
 }

@@ -76,6 +76,7 @@ func (m *Managed) renderMain() []byte {
 		WorkerConnections:     conns,
 		TrafficLog:            m.cfg.TrafficLog,
 		TrafficLogFormat:      m.cfg.TrafficLogFormat,
+		Workers:               m.cfg.Workers,
 	})
 }
 
@@ -127,7 +128,7 @@ func (m *Managed) writeMain() error {
 }
 
 // connections sizes worker_connections: at least 8,192 slots (4,096
-// sessions of two slots each, per worker), and twice the listening
+// sessions of two slots each, per worker; 4,096 for a shard's one worker), and twice the listening
 // sockets plus 2,048 as streams grow, in powers of two so that it changes
 // rarely, within the descriptors a worker may open. A bigger table than needed costs every reload: each
 // new worker allocates it (32,768 slots add ~4 ms to a reload on the
@@ -138,6 +139,9 @@ func (m *Managed) connections(nofile int) int {
 	}
 	need := 2 * (m.streams + 1024)
 	n := 8192
+	if m.cfg.Workers == 1 {
+		n = 4096 // a shard: one worker, fewer streams, many masters
+	}
 	for n < need {
 		n *= 2
 	}

@@ -31,6 +31,10 @@ type ManagedConfig struct {
 	// WorkerConnections fixes nginx's worker_connections (0: sized by
 	// the number of streams, see connections).
 	WorkerConnections int
+	// Workers is nginx's worker_processes (0: auto, one per CPU); a
+	// shard of the pool runs 1, with a table of at least 4,096 slots
+	// rather than 8,192 (see connections).
+	Workers int
 	// ApplyTimeout bounds how long Start and Reload wait for nginx.
 	ApplyTimeout time.Duration
 	Log          zerolog.Logger

@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/exec"
 	"strings"
+	"sync"
 
 	"github.com/streamconductor/stream-conductor/nginxconf"
 )
@@ -56,8 +57,17 @@ func failed(op, out string, err error) *Error {
 	return &Error{Op: op, Output: out + err.Error(), Diags: nginxconf.ParseDiagnostics(out)}
 }
 
+// reaping orders the commands run executes against reapZombies: as PID 1
+// the daemon is every orphan's parent, and a reaper that collected a
+// command's exit status before exec's Wait did would fail that command
+// (ECHILD). Commands hold it shared, the reaper exclusively; several
+// shards of the pool run commands and reap at once.
+var reaping sync.RWMutex
+
 // run executes nginx with args and returns its combined output.
 func run(ctx context.Context, bin string, args ...string) (string, error) {
+	reaping.RLock()
+	defer reaping.RUnlock()
 	var out bytes.Buffer
 	cmd := exec.CommandContext(ctx, bin, args...)
 	cmd.Env = childEnv()

@@ -44,13 +44,15 @@ func (m *Managed) Recover(ctx context.Context) error {
 // reapZombies collects the exit status of nginx processes that were
 // reparented to us and exited, when we run as PID 1 (a container's
 // entrypoint): the daemonized master and its orphaned workers become our
-// children, and nobody else would reap them. The reconciler calls the
-// driver from one goroutine, which also runs every nginx command, so it
-// never takes the exit status of a command that exec is still waiting for.
+// children, and nobody else would reap them. It waits for the nginx
+// commands running (reaping), so that it never takes the exit status of
+// a command that exec is still waiting for.
 func reapZombies() {
 	if os.Getpid() != 1 {
 		return
 	}
+	reaping.Lock()
+	defer reaping.Unlock()
 	for _, pid := range procfs.Scan(func(p procfs.Proc, _ []byte) bool { return p.PPID == 1 && p.Zombie() }) {
 		var ws syscall.WaitStatus
 		syscall.Wait4(pid, &ws, syscall.WNOHANG, nil)

@@ -33,6 +33,9 @@ type MainOptions struct {
 	// slot (0: 1024). Each worker allocates the whole table when it
 	// starts, after every reload, so it costs reload time.
 	WorkerConnections int
+	// Workers is worker_processes (0: auto, one per CPU). A shard of the
+	// pool runs one.
+	Workers int
 }
 
 // RenderMain returns the main nginx.conf for managed mode. The error log is
@@ -46,7 +49,11 @@ func RenderMain(o MainOptions) []byte {
 	}
 	fmt.Fprintf(&b, "pid %s;\n", quote(o.PIDFile))
 	fmt.Fprintf(&b, "error_log %s notice;\n", quote(o.ErrorLog))
-	b.WriteString("worker_processes auto;\n")
+	if o.Workers > 0 {
+		fmt.Fprintf(&b, "worker_processes %d;\n", o.Workers)
+	} else {
+		b.WriteString("worker_processes auto;\n")
+	}
 	if o.WorkerShutdownTimeout != "" {
 		fmt.Fprintf(&b, "worker_shutdown_timeout %s;\n", o.WorkerShutdownTimeout)
 	}

@@ -71,6 +71,7 @@ func (r *Reconciler) try(ctx context.Context, a *apply) (done bool, err error) {
 	}
 	a.running = true
 	r.lastReload = time.Now()
+	r.reloadedAt.Store(r.lastReload.UnixNano())
 	a.log.Info().Str("op", op).Int("files_changed", len(changed)).Int("streams", len(a.desired)).
 		Dur("test_ms", testTook).Dur("apply_ms", time.Since(applyStart)).Msg("nginx applied the configuration")
 	n, err := r.verify(ctx, a.log, a.specs, a.desired, changed, a.onDisk, a.onNow)

@@ -120,6 +120,16 @@ func (f *fakeNginx) Supervises() bool { return true }
 
 func (f *fakeNginx) HeldPorts() map[stream.ID]bool { return nil }
 
+func (f *fakeNginx) PID() int { return 0 }
+
+func (f *fakeNginx) Quit(ctx context.Context) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.record("quit")
+	f.running = false
+	return nil
+}
+
 func (f *fakeNginx) MainDrifted() bool { return false }
 
 func (f *fakeNginx) TakeMainRepaired() bool { return false }

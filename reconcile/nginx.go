@@ -22,6 +22,12 @@ type Nginx interface {
 	Supervises() bool
 	// Running reports whether an nginx master serves our configuration.
 	Running() bool
+	// PID is that master's process id (0: none, or not known).
+	PID() int
+	// Quit stops a supervised master for good, gracefully, once it has no
+	// stream left (a shard of the pool that is no longer needed), and
+	// removes its files.
+	Quit(ctx context.Context) error
 	// Recover clears what a dead nginx left behind before it is started
 	// again.
 	Recover(ctx context.Context) error

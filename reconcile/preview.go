@@ -19,9 +19,14 @@ import (
 // spec cannot be rendered, the error wraps nginxconf.ErrNotRenderable and current
 // is still returned.
 func (r *Reconciler) Preview(s stream.Spec) (name string, body, current []byte, err error) {
+	return r.previewIn(r.cfg.Dir, s)
+}
+
+// previewIn is Preview with s's file in dir.
+func (r *Reconciler) previewIn(dir string, s stream.Spec) (name string, body, current []byte, err error) {
 	c := r.renderNow(s, r.resolver.Generation())
 	name = nginxconf.FileName(r.cfg.Render.Prefix, s.ID())
-	current, err = safefile.ReadRegular(filepath.Join(r.cfg.Dir, name))
+	current, err = safefile.ReadRegular(filepath.Join(dir, name))
 	switch {
 	case errors.Is(err, fs.ErrNotExist), err == nil && bytes.Equal(current, safefile.NotRegular):
 		current, err = nil, nil

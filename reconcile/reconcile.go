@@ -152,6 +152,15 @@ type Reconciler struct {
 	bootFiles     map[string][]byte    // our files on disk, until the first apply
 	retainedRev   uint64               // store revision whose names the resolver was told
 
+	// inPool: a shard of a Pool, which watches its directory and tells
+	// the resolver which names are in use.
+	inPool bool
+	// reloadedAt is lastReload for other goroutines (UnixNano), and
+	// passing is set while a pass runs: a Pool places new streams on
+	// shards that are neither.
+	reloadedAt atomic.Int64
+	passing    atomic.Bool
+
 	// Set by the watcher, taken by passes.
 	dirtyMu  sync.Mutex
 	dirty    dirty
@@ -238,7 +247,9 @@ func (r *Reconciler) Trigger() {
 // jittered exponential backoff after a failed pass. A failure is logged
 // and shown in NodeStatus, never returned.
 func (r *Reconciler) Run(ctx context.Context) {
-	go r.watch(ctx)
+	if !r.inPool {
+		go r.watch(ctx)
+	}
 	if r.ownResolver != nil {
 		go r.ownResolver.Run(ctx)
 	}
@@ -276,7 +287,10 @@ func (r *Reconciler) Run(ctx context.Context) {
 			case <-time.After(wait):
 			}
 		}
-		if err := r.runPass(ctx); err != nil {
+		r.passing.Store(true)
+		err := r.runPass(ctx)
+		r.passing.Store(false)
+		if err != nil {
 			if ctx.Err() != nil {
 				return
 			}
@@ -353,6 +367,10 @@ func (r *Reconciler) runPass(ctx context.Context) error {
 		debug.FreeOSMemory()
 	}
 	running := r.nginx.Running() // reads /proc: not under r.mu, which writes wait for
+	pid := 0
+	if running {
+		pid = r.nginx.PID()
+	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.passStarted = time.Time{}
@@ -360,6 +378,7 @@ func (r *Reconciler) runPass(ctx context.Context) error {
 	r.node.Counters.Passes++
 	r.node.LastPass = time.Now()
 	r.node.NginxRunning = running
+	r.node.NginxPID = pid
 	r.node.Drifted = r.heldNames()
 	close(r.passDone)
 	r.passDone = make(chan struct{})

@@ -108,7 +108,7 @@ func (r *Reconciler) prefetch(specs []stream.Spec) {
 // retainNames tells the resolver which names the streams use, when the
 // store changed since it was last told, so that only those are refreshed.
 func (r *Reconciler) retainNames(specs []stream.Spec, rev uint64) {
-	if rev == r.retainedRev {
+	if r.inPool || rev == r.retainedRev {
 		return
 	}
 	r.retainedRev = rev

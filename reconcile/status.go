@@ -30,6 +30,21 @@ func (r *Reconciler) WaitApplied(ctx context.Context, rev uint64) error {
 	}
 }
 
+// appliedAt returns the revision applied and its timeline.
+func (r *Reconciler) appliedAt() (rev, tl uint64) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.appliedRev, r.appliedTL
+}
+
+// owns reports whether nginx serves stream id (its file was applied), and
+// how many streams it serves.
+func (r *Reconciler) owns(id stream.ID) (bool, int) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.ownedIDs[id], len(r.ownedIDs)
+}
+
 // Status returns the status of stream id at revision rev: pending until a
 // pass has applied that revision.
 func (r *Reconciler) Status(id stream.ID, rev uint64) stream.Status {

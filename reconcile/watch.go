@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/fsnotify/fsnotify"
+	"github.com/rs/zerolog"
 
 	"github.com/streamconductor/stream-conductor/nginxconf"
 )
@@ -25,20 +26,41 @@ const watchSettle = 100 * time.Millisecond
 // file that is exactly what a pass left there are the passes' own and are
 // dropped (isOwn). The periodic resync catches whatever fsnotify misses.
 func (r *Reconciler) watch(ctx context.Context) {
+	runWatch(ctx, r.log, []*Reconciler{r}, nil)
+}
+
+// runWatch is the watcher of one or more reconcilers, each with its own
+// directory (the shards of a Pool, in subdirectories of the first one's):
+// one inotify instance routes each event to the reconciler whose directory
+// it is in. Reconcilers sent on added are watched from then on.
+func runWatch(ctx context.Context, log zerolog.Logger, first []*Reconciler, added <-chan *Reconciler) {
 	w, err := fsnotify.NewWatcher()
 	if err != nil {
-		r.log.Warn().Err(err).Msg("cannot watch the config directory; drift is found by the periodic resync only")
+		log.Warn().Err(err).Msg("cannot watch the config directory; drift is found by the periodic resync only")
 		return
 	}
 	defer w.Close()
-	r.watching.Store(true)
-	defer r.watching.Store(false)
-	dir := absDir(r.cfg.Dir)
-	if err := w.Add(filepath.Dir(dir)); err != nil {
-		r.log.Warn().Err(err).Str("dir", filepath.Dir(dir)).Msg("cannot watch the parent of the config directory")
+	byDir := map[string]*Reconciler{}
+	root := absDir(first[0].cfg.Dir)
+	if err := w.Add(filepath.Dir(root)); err != nil {
+		log.Warn().Err(err).Str("dir", filepath.Dir(root)).Msg("cannot watch the parent of the config directory")
 	}
-	w.Add(dir) // fails while the directory is missing; its Create re-adds it
+	add := func(r *Reconciler) {
+		dir := absDir(r.cfg.Dir)
+		byDir[dir] = r
+		w.Add(dir) // fails while the directory is missing; its Create re-adds it
+		r.watching.Store(true)
+	}
+	for _, r := range first {
+		add(r)
+	}
+	defer func() {
+		for _, r := range byDir {
+			r.watching.Store(false)
+		}
+	}()
 
+	pending := map[*Reconciler]bool{}
 	settle := time.NewTimer(time.Hour)
 	settle.Stop()
 	defer settle.Stop()
@@ -46,17 +68,27 @@ func (r *Reconciler) watch(ctx context.Context) {
 		select {
 		case <-ctx.Done():
 			return
+		case r := <-added:
+			add(r)
+			continue
 		case ev, ok := <-w.Events:
 			if !ok {
 				return
 			}
-			switch {
-			case ev.Name == dir:
+			if r, isDir := byDir[ev.Name]; isDir {
 				if ev.Has(fsnotify.Create) {
-					w.Add(dir)
+					w.Add(ev.Name)
 				}
 				r.markDirty("")
-			case filepath.Dir(ev.Name) == dir:
+				pending[r] = true
+				if ev.Name == root { // the shards' directories went with it, or come back
+					for _, r := range byDir {
+						w.Add(absDir(r.cfg.Dir))
+						r.markDirty("")
+						pending[r] = true
+					}
+				}
+			} else if r, in := byDir[filepath.Dir(ev.Name)]; in {
 				name := filepath.Base(ev.Name)
 				if _, ours := nginxconf.ParseFileName(r.cfg.Render.Prefix, name); !ours {
 					continue
@@ -65,21 +97,27 @@ func (r *Reconciler) watch(ctx context.Context) {
 					continue // a pass's own write or removal
 				}
 				r.markDirty(name)
+				pending[r] = true
 				if ev.Has(fsnotify.Create) {
 					go unblockFIFO(ctx, ev.Name)
 				}
-			default:
+			} else {
 				continue
 			}
 			settle.Reset(watchSettle)
 		case <-settle.C:
-			r.Trigger()
+			for r := range pending {
+				r.Trigger()
+			}
+			clear(pending)
 		case err, ok := <-w.Errors:
 			if !ok {
 				return
 			}
-			r.markDirty("") // events may be lost (overflow): read everything
-			r.log.Warn().Err(err).Msg("config directory watch")
+			for _, r := range byDir {
+				r.markDirty("") // events may be lost (overflow): read everything
+			}
+			log.Warn().Err(err).Msg("config directory watch")
 		}
 	}
 }

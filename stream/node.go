@@ -33,6 +33,24 @@ type NodeStatus struct {
 	// what the node publishes to its fleet.
 	Streams   NodeStreams    `json:"-"`
 	NotActive []StreamStatus `json:"-"`
+	// NginxPID is the managed master's pid (0: none, or external mode).
+	NginxPID int `json:"nginx_pid,omitempty"`
+	// Shards, with a pool of nginx masters (NGINX_SHARDS) running more
+	// than one, says what each runs.
+	Shards []ShardStatus `json:"shards,omitempty"`
+}
+
+// ShardStatus is one nginx master of the pool.
+type ShardStatus struct {
+	Shard     int    `json:"shard"`
+	PID       int    `json:"pid"`
+	Running   bool   `json:"running"`
+	Streams   int    `json:"streams"`
+	Reloads   uint64 `json:"reloads"`
+	LastError string `json:"last_error,omitempty"`
+	// Draining: a shard at or above NGINX_SHARDS whose streams move to
+	// the others, after which it is stopped.
+	Draining bool `json:"draining,omitempty"`
 }
 
 // NodeCounters count what the reconciler did since the process started.

@@ -39,6 +39,8 @@ type config struct {
 	// WorkerShutdownTimeout in nginx time syntax, "" for none.
 	WorkerShutdownTimeout string
 	WorkerConnections     int
+	// Shards is NGINX_SHARDS: the most nginx masters managed mode runs.
+	Shards int
 	APIToken              string
 	APITokenFile          string
 	ReadToken             string
@@ -82,7 +84,8 @@ var settings = []setting{
 	{"stuck-after", "STUCK_AFTER", "0", "how long a reconcile pass may run before /readyz reports the reconciler stuck (0: 3 × APPLY_TIMEOUT, at least 30s)"},
 	{"drift-policy", "DRIFT_POLICY", "repair", "what to do with files of ours that someone else changed: repair (rewrite them from the store) or alert (log, count, show in /v1/status, leave them)"},
 	{"drift-repair-rate", "DRIFT_REPAIR_RATE", "6/1m", "at most N drift repairs per duration (N/duration), so that a tool fighting us cannot cause a reload storm; drift beyond it waits"},
-	{"nginx-worker-connections", "NGINX_WORKER_CONNECTIONS", "0", "managed mode: nginx's worker_connections (0: sized by the number of streams, at least 8192)"},
+	{"nginx-worker-connections", "NGINX_WORKER_CONNECTIONS", "0", "managed mode: each nginx worker's worker_connections (0: sized by the number of streams, at least 4096 per shard, 8192 with NGINX_SHARDS=1)"},
+	{"nginx-shards", "NGINX_SHARDS", "", "managed mode: the most nginx masters to run, 1-64 (default 16; started as needed): a change reloads only its stream's master"},
 	{"nginx-worker-shutdown-timeout", "NGINX_WORKER_SHUTDOWN_TIMEOUT", "10m", "managed mode: how long old nginx workers may keep serving open connections after a reload (0 = until they close)"},
 	{"api-token", "API_TOKEN", "", "token every API request but /healthz must carry (Authorization: Bearer ...); prefer API_TOKEN_FILE"},
 	{"api-token-file", "API_TOKEN_FILE", "", "file holding API_TOKEN, re-read on SIGHUP"},
@@ -216,6 +219,9 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 	if c.WorkerConnections, err = strconv.Atoi(v("nginx-worker-connections")); err != nil || c.WorkerConnections < 0 {
 		return c, fmt.Errorf("NGINX_WORKER_CONNECTIONS must be 0 or a positive number, not %q", v("nginx-worker-connections"))
 	}
+	if c.Shards, err = parseShards(v("nginx-shards"), c.NginxMode); err != nil {
+		return c, err
+	}
 	if wst > 0 {
 		c.WorkerShutdownTimeout = strconv.FormatInt(int64(wst/time.Second), 10) + "s"
 	}
@@ -330,4 +336,28 @@ func ensureDir(dir string) error {
 		return fmt.Errorf("create directory %s: %w", dir, err)
 	}
 	return nil
+}
+
+// DefaultShards is NGINX_SHARDS's default: at 10,000 streams a shard then
+// holds 625, so that a reload costs about a sixteenth of one master's,
+// for 1.3-1.4 times one master's memory (docs/nginx-pool-design.md, §3.1).
+const DefaultShards = 16
+
+// parseShards reads NGINX_SHARDS: 1-64 in managed mode (default
+// DefaultShards); external mode drives one nginx, not ours to multiply.
+func parseShards(v, mode string) (int, error) {
+	if mode == "external" {
+		if v != "" && v != "1" {
+			return 0, fmt.Errorf("NGINX_SHARDS is for managed mode: NGINX_MODE=external drives the one nginx you run")
+		}
+		return 1, nil
+	}
+	if v == "" {
+		return DefaultShards, nil
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 1 || n > 64 {
+		return 0, fmt.Errorf("NGINX_SHARDS must be a number from 1 to 64, not %q", v)
+	}
+	return n, nil
 }

@@ -79,7 +79,7 @@ func watchNodes(st stateStore, log zerolog.Logger) *registry {
 
 // newFleet is the streams' status across the fleet (or on this node
 // alone, with bbolt) that the write path waits on and the API shows.
-func newFleet(cfg config, st stateStore, rec *reconcile.Reconciler, reg *registry) *fleet.Fleet {
+func newFleet(cfg config, st stateStore, rec *reconcile.Pool, reg *registry) *fleet.Fleet {
 	reads := localReads(st)
 	fc := fleet.Config{Self: cfg.State.NodeName, Local: rec, Lookup: func(id stream.ID) (stream.Spec, bool) {
 		sp, err := reads.Get(id)

@@ -16,6 +16,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime/debug"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -123,7 +124,7 @@ func run(ctx context.Context, cfg config, log zerolog.Logger) error {
 
 	// Backend names are resolved here, never by nginx: the API's check,
 	// the rules and the rendered files all see the same addresses.
-	var rec *reconcile.Reconciler
+	var rec *reconcile.Pool
 	resolver := resolve.New(resolve.Config{
 		Timeout: cfg.ResolveTimeout, Interval: cfg.ResolveInterval,
 		OnChange: func() { rec.Trigger() },
@@ -195,7 +196,7 @@ func run(ctx context.Context, cfg config, log zerolog.Logger) error {
 // startBackground runs the reconciler, the resolver's refreshes and the
 // prober (if any) until the returned stop, which waits for the
 // reconciler's pass to end.
-func startBackground(rec *reconcile.Reconciler, resolver *resolve.Resolver, prober *health.Prober) (stop func()) {
+func startBackground(rec *reconcile.Pool, resolver *resolve.Resolver, prober *health.Prober) (stop func()) {
 	ctx, cancel := context.WithCancel(context.Background())
 	recDone := make(chan struct{})
 	go func() {
@@ -248,67 +249,109 @@ func openState(cfg config, log zerolog.Logger) (stateStore, error) {
 	return st, nil
 }
 
-// newNginx returns the nginx driver of NGINX_MODE and, in managed mode,
-// the collector of nginx's session log (not yet running).
+// newNginx returns the nginx drivers of NGINX_MODE, one per shard of the
+// pool (see reconcile.Pool), and, in managed mode, the collector of
+// nginx's session log (not yet running), which every shard logs to.
 // of, the open-file limit, is lowered to an adopted master's own.
-func newNginx(cfg config, st stateStore, of *stream.OpenFiles, log zerolog.Logger) (reconcile.Nginx, *traffic.Collector, error) {
+func newNginx(cfg config, st stateStore, of *stream.OpenFiles, log zerolog.Logger) (func(k int) (reconcile.Nginx, string, error), *traffic.Collector, error) {
 	if cfg.NginxMode != "managed" {
-		return &nginx.External{Bin: cfg.NginxBin, Timeout: cfg.ApplyTimeout}, nil, nil
+		x := &nginx.External{Bin: cfg.NginxBin, Timeout: cfg.ApplyTimeout}
+		return func(int) (reconcile.Nginx, string, error) { return x, filepath.Join(cfg.DataDir, "applied"), nil }, nil, nil
 	}
 	tc, err := listenTraffic(cfg.DataDir, cfg.NginxBin, createdAt(localReads(st)), log)
 	if err != nil {
 		return nil, nil, err
 	}
-	m, err := nginx.NewManaged(nginx.ManagedConfig{
-		Bin:                   cfg.NginxBin,
-		Dir:                   filepath.Join(cfg.DataDir, "nginx"),
-		IncludeDir:            cfg.StreamConfigPath,
-		WorkerShutdownTimeout: cfg.WorkerShutdownTimeout,
-		WorkerConnections:     cfg.WorkerConnections,
-		TrafficLog:            tc.Addr(),
-		TrafficLogFormat:      traffic.LogFormat,
-		ApplyTimeout:          cfg.ApplyTimeout,
-		Log:                   log.With().Str("component", "nginx").Logger(),
-	})
-	if err != nil {
-		tc.Close()
-		return nil, nil, fmt.Errorf("managed nginx: %w", err)
-	}
-	if pid := m.PID(); pid != 0 {
-		log.Info().Int("pid", pid).Msg("adopting the running nginx master")
-		if lower, ok := nginx.ForMaster(*of, pid); ok {
-			*of = lower
-			log.Warn().Int("pid", pid).Uint64("nofile_soft", lower.Soft).Int("max_streams", lower.MaxStreams).
-				Msg("the running nginx master was started under a lower open-file limit and keeps it: writes beyond max_streams are refused until it restarts (stop it; the daemon starts a new one under its own limit)")
+	driver := func(k int) (reconcile.Nginx, string, error) {
+		dir, stateFile := filepath.Join(cfg.DataDir, "nginx"), filepath.Join(cfg.DataDir, "applied")
+		nlog := log.With().Str("component", "nginx").Logger()
+		if k > 0 {
+			dir = filepath.Join(dir, "shard-"+strconv.Itoa(k))
+			stateFile = filepath.Join(dir, "applied")
+			nlog = nlog.With().Int("shard", k).Logger()
 		}
+		m, err := nginx.NewManaged(nginx.ManagedConfig{
+			Bin:                   cfg.NginxBin,
+			Dir:                   dir,
+			IncludeDir:            reconcile.ShardDir(cfg.StreamConfigPath, k),
+			WorkerShutdownTimeout: cfg.WorkerShutdownTimeout,
+			WorkerConnections:     cfg.WorkerConnections,
+			Workers:               shardWorkers(cfg.Shards),
+			TrafficLog:            tc.Addr(),
+			TrafficLogFormat:      traffic.LogFormat,
+			ApplyTimeout:          cfg.ApplyTimeout,
+			Log:                   nlog,
+		})
+		if err != nil {
+			return nil, "", fmt.Errorf("managed nginx: %w", err)
+		}
+		if pid := m.PID(); pid != 0 {
+			nlog.Info().Int("pid", pid).Msg("adopting the running nginx master")
+			if lower, ok := nginx.ForMaster(*of, pid, shardWorkers(cfg.Shards)); ok {
+				*of = lower
+				nlog.Warn().Int("pid", pid).Uint64("nofile_soft", lower.Soft).Int("max_streams", lower.MaxStreams).
+					Msg("the running nginx master was started under a lower open-file limit and keeps it: writes beyond max_streams are refused until it restarts (stop it; the daemon starts a new one under its own limit)")
+			}
+		}
+		return m, stateFile, nil
 	}
-	return m, tc, nil
+	return driver, tc, nil
 }
 
-// newReconciler builds the reconciler; its metrics hooks read *mx, which
-// is set once the metrics exist (they need the reconciler).
+// shardWorkers is each master's worker_processes: one per shard in a
+// pool (the shards use the cores), auto for a lone master.
+func shardWorkers(shards int) int {
+	if shards > 1 {
+		return 1
+	}
+	return 0
+}
+
+// foundShards lists the shards k ≥ 1 an earlier run left on disk: a
+// directory DATA_DIR/nginx/shard-k or STREAM_CONFIG_PATH/shard-k.
+func foundShards(cfg config) []int {
+	var found []int
+	for _, dir := range []string{filepath.Join(cfg.DataDir, "nginx"), cfg.StreamConfigPath} {
+		entries, _ := os.ReadDir(dir)
+		for _, e := range entries {
+			if k, ok := reconcile.ShardIndex(e.Name()); ok && e.IsDir() && !slices.Contains(found, k) {
+				found = append(found, k)
+			}
+		}
+	}
+	slices.Sort(found)
+	return found
+}
+
+// newReconciler builds the pool of reconcilers; its metrics hooks read
+// *mx, which is set once the metrics exist (they need the reconciler).
 // After every pass, passed is called (the fleet's node registry).
-func newReconciler(cfg config, st stateStore, ngx reconcile.Nginx, resolver *resolve.Resolver, backends *policy.Backends, mx **metrics.Metrics, passed func(), of *stream.OpenFiles, log zerolog.Logger) *reconcile.Reconciler {
-	return reconcile.New(reconcile.Config{
-		Dir:            cfg.StreamConfigPath,
-		Render:         nginxconf.RenderOptions{Prefix: cfg.StreamPrefix, DefaultBind: cfg.StreamBindAddress},
-		StateFile:      filepath.Join(cfg.DataDir, "applied"),
-		ResyncInterval: cfg.ResyncInterval,
-		DriftPolicy:    reconcile.DriftPolicy(cfg.DriftPolicy),
-		RepairRate:     reconcile.RepairRate{Burst: cfg.RepairBurst, Per: cfg.RepairPer},
-		VerifyTimeout:  cfg.ApplyTimeout / 2,
-		StuckAfter:     cfg.StuckAfter,
-		OnPass: func(d time.Duration, err error) {
-			(*mx).ObservePass(d, err)
-			passed()
+func newReconciler(cfg config, st stateStore, driver func(k int) (reconcile.Nginx, string, error), resolver *resolve.Resolver, backends *policy.Backends, mx **metrics.Metrics, passed func(), of *stream.OpenFiles, log zerolog.Logger) *reconcile.Pool {
+	return reconcile.NewPool(reconcile.PoolConfig{
+		Config: reconcile.Config{
+			Dir:            cfg.StreamConfigPath,
+			Render:         nginxconf.RenderOptions{Prefix: cfg.StreamPrefix, DefaultBind: cfg.StreamBindAddress},
+			StateFile:      filepath.Join(cfg.DataDir, "applied"),
+			ResyncInterval: cfg.ResyncInterval,
+			DriftPolicy:    reconcile.DriftPolicy(cfg.DriftPolicy),
+			RepairRate:     reconcile.RepairRate{Burst: cfg.RepairBurst, Per: cfg.RepairPer},
+			VerifyTimeout:  cfg.ApplyTimeout / 2,
+			StuckAfter:     cfg.StuckAfter,
+			OnPass: func(d time.Duration, err error) {
+				(*mx).ObservePass(d, err)
+				passed()
+			},
+			OnApply:   func(op string, d time.Duration, err error) { (*mx).ObserveApply(op, d, err) },
+			Resolver:  resolver,
+			Policy:    backends,
+			Node:      cfg.State.NodeName,
+			OpenFiles: of,
+			Log:       log,
 		},
-		OnApply:   func(op string, d time.Duration, err error) { (*mx).ObserveApply(op, d, err) },
-		Resolver:  resolver,
-		Policy:    backends,
-		Node:      cfg.State.NodeName,
-		OpenFiles: of,
-		Log:       log,
-	}, st, ngx)
+		Shards: cfg.Shards,
+		Driver: driver,
+		Found:  foundShards(cfg),
+	}, st)
 }
 
 // raiseOpenFiles, in managed mode, sets the soft open-file limit to the
@@ -319,7 +362,7 @@ func raiseOpenFiles(cfg config, log zerolog.Logger) *stream.OpenFiles {
 	if cfg.NginxMode != "managed" {
 		return nil
 	}
-	of, err := nginx.RaiseOpenFiles()
+	of, err := nginx.RaiseOpenFiles(shardWorkers(cfg.Shards))
 	if err != nil {
 		log.Warn().Err(err).Msg("could not raise the open-file limit; nginx gets the current one")
 	}

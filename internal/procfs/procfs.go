@@ -78,9 +78,26 @@ func Scan(keep func(p Proc, cmdline []byte) bool) []int {
 	return pids
 }
 
-// Children returns the pids whose parent is pid.
+// Children returns the pids whose parent is pid. It reads the kernel's
+// list of pid's children (/proc/PID/task/PID/children: one file, where a
+// scan of /proc reads two per process; nginx is single-threaded), and
+// scans /proc where the kernel has no such list.
 func Children(pid int) []int {
-	return Scan(func(p Proc, _ []byte) bool { return p.PPID == pid })
+	id := strconv.Itoa(pid)
+	b, err := os.ReadFile("/proc/" + id + "/task/" + id + "/children")
+	if err != nil {
+		if _, serr := os.Stat("/proc/" + id); serr != nil {
+			return nil // no such process: no children
+		}
+		return Scan(func(p Proc, _ []byte) bool { return p.PPID == pid })
+	}
+	var kids []int
+	for _, f := range strings.Fields(string(b)) {
+		if k, err := strconv.Atoi(f); err == nil {
+			kids = append(kids, k)
+		}
+	}
+	return kids
 }
 
 // RealUID returns the real user id process pid runs as (the first of the
