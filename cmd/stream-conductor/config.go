@@ -40,23 +40,23 @@ type config struct {
 	WorkerShutdownTimeout string
 	WorkerConnections     int
 	// Shards is NGINX_SHARDS: the most nginx masters managed mode runs.
-	Shards int
-	APIToken              string
-	APITokenFile          string
-	ReadToken             string
-	ReadTokenFile         string
-	AllowInsecure         bool
-	BackendAllow          string
-	AuditRetention        int
-	AuditMaxBytes         int64
-	AllowEmptyState       bool
-	HealthInterval        time.Duration
-	HealthTimeout         time.Duration
-	ResolveInterval       time.Duration
-	ResolveTimeout        time.Duration
-	LogLevel              string
-	LogFormat             string
-	ShowVersion           bool
+	Shards          int
+	APIToken        string
+	APITokenFile    string
+	ReadToken       string
+	ReadTokenFile   string
+	AllowInsecure   bool
+	BackendAllow    string
+	AuditRetention  int
+	AuditMaxBytes   int64
+	AllowEmptyState bool
+	HealthInterval  time.Duration
+	HealthTimeout   time.Duration
+	ResolveInterval time.Duration
+	ResolveTimeout  time.Duration
+	LogLevel        string
+	LogFormat       string
+	ShowVersion     bool
 	// State is where the desired state lives (STATE_STORE and ETCD_*).
 	State stateConfig
 	// NodeAPIURL is the API's address as the fleet's node list shows it
