@@ -35,6 +35,9 @@ type fakeNginx struct {
 	// stand-in for someone editing our files while a pass applies them.
 	duringTest func()
 	live       map[stream.Protocol]map[int]bool
+	// gate, when set, is received from before every reload: a stand-in
+	// for a master that is slow to reload.
+	gate chan struct{}
 }
 
 func newFakeNginx(dir string) *fakeNginx {
@@ -146,6 +149,16 @@ func (f *fakeNginx) Start(ctx context.Context) error {
 }
 
 func (f *fakeNginx) Reload(ctx context.Context, retire bool) error {
+	f.mu.Lock()
+	gate := f.gate
+	f.mu.Unlock()
+	if gate != nil {
+		select {
+		case <-gate:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.record("reload")

@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -302,7 +303,8 @@ func (p *Pool) startShard(ctx context.Context, k int) error {
 	s.rec.inPool = true
 	// Until the first listing, a new shard's list is empty at the
 	// listed revision; an adopted one gets its list before it passes.
-	s.view.rev, s.view.tl = p.listedRev, p.listedTL
+	s.view.rev = p.listedRev
+	s.view.tl.Store(p.listedTL)
 	s.changedAt = p.listedRev
 	var runCtx context.Context
 	runCtx, s.cancel = context.WithCancel(ctx)
@@ -333,8 +335,9 @@ func (p *Pool) stopAll() {
 // shardView is the store as one shard sees it: the streams placed on it.
 type shardView struct {
 	pool    *Pool
-	specs   []stream.Spec
-	rev, tl uint64
+	specs   []stream.Spec // under pool.mu
+	rev     uint64        // under pool.mu
+	tl      atomic.Uint64 // read by the shard's reconciler under its own lock
 	changes chan struct{}
 }
 
@@ -346,12 +349,10 @@ func (v *shardView) List() ([]stream.Spec, uint64) {
 
 func (v *shardView) Changes() <-chan struct{} { return v.changes }
 
-// Timeline is the timeline of the pool's last listing.
-func (v *shardView) Timeline() uint64 {
-	v.pool.mu.Lock()
-	defer v.pool.mu.Unlock()
-	return v.tl
-}
+// Timeline is the timeline of the pool's last listing. It takes no
+// lock: the shard's reconciler asks it under its own, which the pool
+// takes under its.
+func (v *shardView) Timeline() uint64 { return v.tl.Load() }
 
 func (v *shardView) signal() {
 	select {

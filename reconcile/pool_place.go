@@ -82,7 +82,8 @@ func (p *Pool) distribute(ctx context.Context) {
 			s.changedAt = rev
 			s.view.signal()
 		}
-		s.view.rev, s.view.tl = rev, tl
+		s.view.rev = rev
+		s.view.tl.Store(tl)
 	}
 	p.collect()
 	p.notify()

@@ -37,7 +37,13 @@ func runWatch(ctx context.Context, log zerolog.Logger, first []*Reconciler, adde
 	w, err := fsnotify.NewWatcher()
 	if err != nil {
 		log.Warn().Err(err).Msg("cannot watch the config directory; drift is found by the periodic resync only")
-		return
+		for {
+			select { // shards that start later are not watched either
+			case <-ctx.Done():
+				return
+			case <-added:
+			}
+		}
 	}
 	defer w.Close()
 	byDir := map[string]*Reconciler{}
