@@ -129,11 +129,14 @@ var (
 	descBackend  = prometheus.NewDesc("stream_conductor_backend_up", "1 when a connect to the backend succeeded at the last probe, 0 when it failed.", []string{"backend"}, nil)
 	descFailures = prometheus.NewDesc("stream_conductor_stream_connect_failures_total", "Sessions nginx could not connect upstream (status 502).", []string{"stream"}, nil)
 	descHeld     = prometheus.NewDesc("stream_conductor_state_held", "1 while the node holds its copy of the fleet's state until an operator confirms (STATE_STORE=etcd).", nil, nil)
+	descShardUp  = prometheus.NewDesc("stream_conductor_nginx_shard_up", "1 when the nginx master of a shard of the pool (NGINX_SHARDS) runs; only while more than one runs.", []string{"shard"}, nil)
+	descShardN   = prometheus.NewDesc("stream_conductor_nginx_shard_streams", "Streams placed on a shard of the pool.", []string{"shard"}, nil)
+	descShardRel = prometheus.NewDesc("stream_conductor_nginx_shard_reloads_total", "Reloads and starts of a shard's nginx master since the daemon started.", []string{"shard"}, nil)
 	descStale    = prometheus.NewDesc("stream_conductor_state_stale", "1 while the node serves its local copy because etcd does not answer or the copy is held (STATE_STORE=etcd).", nil, nil)
 )
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descStreams, descCounter, descNginxUp, descReady, descDrifted, descRevision, descApplied, descDBBytes, descSessions, descBytes, descFailures, descBackend, descHeld, descStale} {
+	for _, d := range []*prometheus.Desc{descStreams, descCounter, descNginxUp, descReady, descDrifted, descRevision, descApplied, descDBBytes, descSessions, descBytes, descFailures, descBackend, descHeld, descStale, descShardUp, descShardN, descShardRel} {
 		ch <- d
 	}
 }
@@ -165,6 +168,12 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(descRevision, prometheus.GaugeValue, float64(rev))
 	ch <- prometheus.MustNewConstMetric(descApplied, prometheus.GaugeValue, float64(h.AppliedRevision))
 	ch <- prometheus.MustNewConstMetric(descDBBytes, prometheus.GaugeValue, float64(c.st.BackupSize()))
+	for _, sh := range h.Shards {
+		k := strconv.Itoa(sh.Shard)
+		ch <- prometheus.MustNewConstMetric(descShardUp, prometheus.GaugeValue, bool01(sh.Running), k)
+		ch <- prometheus.MustNewConstMetric(descShardN, prometheus.GaugeValue, float64(sh.Streams), k)
+		ch <- prometheus.MustNewConstMetric(descShardRel, prometheus.CounterValue, float64(sh.Reloads), k)
+	}
 	if cs, ok := c.st.(interface{ Condition() desired.Condition }); ok {
 		cond := cs.Condition()
 		ch <- prometheus.MustNewConstMetric(descHeld, prometheus.GaugeValue, bool01(cond.Alarm != nil))

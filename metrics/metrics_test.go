@@ -50,3 +50,28 @@ func grep(s, prefix string) string {
 	}
 	return strings.Join(out, "\n")
 }
+
+// shardSource runs two shards of the pool, the second one down.
+type shardSource struct{ fakeSource }
+
+func (shardSource) NodeStatus() stream.NodeStatus {
+	return stream.NodeStatus{Shards: []stream.ShardStatus{
+		{Shard: 0, Running: true, Streams: 3, Reloads: 7},
+		{Shard: 1, Running: false, Streams: 2, Reloads: 1},
+	}}
+}
+
+func TestShardMetricsPerShard(t *testing.T) {
+	m := New(shardSource{}, fakeStore{}, nil, nil, "")
+	rec := httptest.NewRecorder()
+	m.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+	body, _ := io.ReadAll(rec.Body)
+	for _, want := range []string{
+		`stream_conductor_nginx_shard_up{shard="0"} 1`, `stream_conductor_nginx_shard_up{shard="1"} 0`,
+		`stream_conductor_nginx_shard_streams{shard="1"} 2`, `stream_conductor_nginx_shard_reloads_total{shard="0"} 7`,
+	} {
+		if !strings.Contains(string(body), want) {
+			t.Errorf("metrics lack %s:\n%s", want, grep(string(body), "stream_conductor_nginx_shard"))
+		}
+	}
+}

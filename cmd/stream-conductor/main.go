@@ -308,8 +308,12 @@ func shardWorkers(shards int) int {
 }
 
 // foundShards lists the shards k ≥ 1 an earlier run left on disk: a
-// directory DATA_DIR/nginx/shard-k or STREAM_CONFIG_PATH/shard-k.
+// directory DATA_DIR/nginx/shard-k or STREAM_CONFIG_PATH/shard-k. In
+// external mode there are none: the operator's nginx is one.
 func foundShards(cfg config) []int {
+	if cfg.NginxMode != "managed" {
+		return nil
+	}
 	var found []int
 	for _, dir := range []string{filepath.Join(cfg.DataDir, "nginx"), cfg.StreamConfigPath} {
 		entries, _ := os.ReadDir(dir)
