@@ -97,6 +97,7 @@ type shard struct {
 	rec        *Reconciler
 	view       *shardView
 	changedAt  uint64 // the revision at which its list last changed
+	listed     bool   // it was handed a list: until then it has applied none of ours
 	draining   bool   // k ≥ Shards: emptied, then stopped
 	retiring   bool   // being stopped: nothing new is placed on it
 	emptySince time.Time
@@ -184,7 +185,8 @@ func (p *Pool) Run(ctx context.Context) {
 	if p.own != nil {
 		go p.own.Run(ctx)
 	}
-	if err := p.adopt(ctx); err != nil {
+	adopted, err := p.adopt(ctx)
+	if err != nil {
 		p.log.Error().Err(err).Msg("start the nginx pool")
 	}
 	watchDone := make(chan struct{})
@@ -198,6 +200,11 @@ func (p *Pool) Run(ctx context.Context) {
 	tick := time.NewTicker(min(time.Second, p.cfg.IdleStop))
 	defer tick.Stop()
 	p.distribute(ctx)
+	// Only now, with their lists: a shard passing before would take the
+	// empty list it starts with for the store's, and remove its streams.
+	for _, run := range adopted {
+		run()
+	}
 	for {
 		select {
 		case <-ctx.Done():
@@ -216,20 +223,22 @@ func (p *Pool) Run(ctx context.Context) {
 	}
 }
 
-// adopt finds where the streams are (the shards' directories), and starts
-// shard 0 and every shard that left something behind.
-func (p *Pool) adopt(ctx context.Context) error {
+// adopt finds where the streams are (the shards' directories), and
+// creates shard 0 and every shard that left something behind; it returns
+// what runs them, which Run calls once it has handed them their lists.
+func (p *Pool) adopt(ctx context.Context) (runs []func(), first error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	var first error
 	for k := range p.shards {
 		if k != 0 && !slices.Contains(p.cfg.Found, k) {
 			continue
 		}
-		if err := p.startShard(ctx, k); err != nil {
+		run, err := p.newShard(ctx, k)
+		if err != nil {
 			first = cmpOr(first, err)
 			continue
 		}
+		runs = append(runs, run)
 		names, err := ourNames(ShardDir(p.cfg.Dir, k), p.cfg.Render.Prefix)
 		if err != nil {
 			continue
@@ -255,7 +264,7 @@ func (p *Pool) adopt(ctx context.Context) error {
 		p.withheld[id] = move{from: k}
 		delete(p.place, id)
 	}
-	return first
+	return runs, first
 }
 
 func cmpOr(a, b error) error {
@@ -282,9 +291,19 @@ func ourNames(dir, prefix string) ([]stream.ID, error) {
 
 // startShard creates shard k's reconciler and runs it. Called with p.mu held.
 func (p *Pool) startShard(ctx context.Context, k int) error {
+	run, err := p.newShard(ctx, k)
+	if err != nil {
+		return err
+	}
+	run()
+	return nil
+}
+
+// newShard creates shard k's reconciler; run runs it. Called with p.mu held.
+func (p *Pool) newShard(ctx context.Context, k int) (run func(), err error) {
 	ngx, stateFile, err := p.cfg.Driver(k)
 	if err != nil {
-		return fmt.Errorf("nginx shard %d: %w", k, err)
+		return nil, fmt.Errorf("nginx shard %d: %w", k, err)
 	}
 	cfg := p.cfg.Config
 	cfg.Dir = ShardDir(p.cfg.Dir, k)
@@ -312,11 +331,12 @@ func (p *Pool) startShard(ctx context.Context, k int) error {
 	if k > 0 {
 		p.added <- s.rec
 	}
-	go func() {
-		defer close(s.done)
-		s.rec.Run(runCtx)
-	}()
-	return nil
+	return func() {
+		go func() {
+			defer close(s.done)
+			s.rec.Run(runCtx)
+		}()
+	}, nil
 }
 
 // stopAll waits for every shard's Run to return.

@@ -77,9 +77,12 @@ func (p *Pool) distribute(ctx context.Context) {
 		if s == nil {
 			continue
 		}
-		if newTimeline || !sameSpecs(s.view.specs, lists[k]) {
+		// A shard's first list is a change even when empty: an adopted
+		// shard has yet to apply it (remove what moves away).
+		if newTimeline || !s.listed || !sameSpecs(s.view.specs, lists[k]) {
 			s.view.specs = lists[k]
 			s.changedAt = rev
+			s.listed = true
 			s.view.signal()
 		}
 		s.view.rev = rev

@@ -85,7 +85,7 @@ func (r *Reconciler) NodeStatus() stream.NodeStatus {
 func (r *Reconciler) finish(specs []stream.Spec, desired map[string]file, rev uint64) {
 	// Nothing to record when neither the store nor a quarantine changed.
 	key := [2]uint64{rev, r.quarantineGen}
-	if key == r.finished {
+	if key == r.finished && r.recorded(specs) {
 		return
 	}
 	r.finished = key
@@ -121,6 +121,22 @@ func (r *Reconciler) finish(specs []stream.Spec, desired map[string]file, rev ui
 		owned[f.spec.ID()] = true
 	}
 	r.ownedIDs = owned
+}
+
+// recorded reports whether the statuses are of exactly specs, at their
+// revisions. A shard of a Pool sees its list change without the store's
+// revision changing (a stream moved to it or away). Called by passes
+// only, which alone write r.status.
+func (r *Reconciler) recorded(specs []stream.Spec) bool {
+	if len(specs) != len(r.status) {
+		return false
+	}
+	for _, s := range specs {
+		if st, ok := r.status[s.ID()]; !ok || st.Revision != s.Revision {
+			return false
+		}
+	}
+	return true
 }
 
 func (r *Reconciler) count(f func(*stream.NodeCounters)) {
