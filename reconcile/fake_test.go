@@ -35,6 +35,9 @@ type fakeNginx struct {
 	// stand-in for someone editing our files while a pass applies them.
 	duringTest func()
 	live       map[stream.Protocol]map[int]bool
+	// held, when set, is what HeldPorts answers (the ports the master
+	// holds); nil: not known.
+	held map[stream.ID]bool
 	// gate, when set, is received from before every reload: a stand-in
 	// for a master that is slow to reload.
 	gate chan struct{}
@@ -121,7 +124,11 @@ func (f *fakeNginx) Prepare(ctx context.Context, streams int) error { return nil
 // Supervises is true: the fake is started by the first pass.
 func (f *fakeNginx) Supervises() bool { return true }
 
-func (f *fakeNginx) HeldPorts() map[stream.ID]bool { return nil }
+func (f *fakeNginx) HeldPorts() map[stream.ID]bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.held
+}
 
 func (f *fakeNginx) PID() int { return 0 }
 

@@ -120,24 +120,25 @@ func (r *Reconciler) prepare(ctx context.Context, streams int) (running bool, er
 
 // ownedPorts returns the ids of the streams whose port our nginx already
 // holds, which are not probed: they would be busy. Those are the ones of
-// the files it last loaded; before the first apply of this process, the
-// files on disk are the best guess.
+// the files it last loaded (and of our files on disk). On the first pass
+// after a start, when the driver can tell, they are exactly the ports the
+// master holds, files or not: a file of ours edited to listen elsewhere
+// while we were down says nothing of its port, which another process may
+// hold now, and a file removed meanwhile leaves its port held. Later
+// passes know what nginx loaded; reading the socket table costs
+// O(sockets on the host).
 func (r *Reconciler) ownedPorts(running bool, onDisk map[string][]byte) map[stream.ID]bool {
 	if !running {
 		return map[stream.ID]bool{}
 	}
+	if r.appliedFiles == nil {
+		if held := r.nginx.HeldPorts(); held != nil {
+			return held
+		}
+	}
 	owned := idsOf(r.cfg.Render.Prefix, onDisk)
 	for id := range idsOf(r.cfg.Render.Prefix, r.appliedFiles) {
 		owned[id] = true
-	}
-	// And, on the first pass after a start, whatever nginx itself holds,
-	// files or not (a file removed while we were down). Later passes know
-	// what nginx loaded; reading the socket table costs O(sockets on the
-	// host).
-	if r.appliedFiles == nil {
-		for id := range r.nginx.HeldPorts() {
-			owned[id] = true
-		}
 	}
 	return owned
 }

@@ -384,3 +384,31 @@ func (h *harness) run(t *testing.T) context.Context {
 	t.Cleanup(func() { cancel(); <-done })
 	return ctx
 }
+
+// A file of ours on disk says nothing of the port after a restart: while
+// we were down it was edited to listen elsewhere, nginx reloaded it, and
+// another process took the stream's port. The first pass trusts the ports
+// the master holds, so it probes this one, fails that stream alone and
+// applies the rest, instead of failing every reload on the bind.
+func TestRestartProbesAPortTheMasterNoLongerHolds(t *testing.T) {
+	h := newHarness(t)
+	h.put(9000, "a:1")
+	h.put(9001, "b:1")
+	h.mustPass("test", "start")
+	h.nginx.held = map[stream.ID]bool{stream.MustParseID("tcp/9001"): true} // 9000 no longer
+	h.ports.busy[9000] = true
+	h.nginx.bindFails["0.0.0.0:9000"] = true
+	h.rec = h.newReconciler() // the daemon restarts
+	h.put(9002, "c:1")        // and has something to apply
+	if _, err := h.pass(); err != nil {
+		t.Fatalf("first pass after the restart failed: %v", err)
+	}
+	if st := h.state_("tcp/9000"); st.State != stream.Failed || !strings.Contains(st.Error, "Address already in use") {
+		t.Fatalf("tcp/9000: %+v", st)
+	}
+	for _, id := range []string{"tcp/9001", "tcp/9002"} {
+		if st := h.state_(id); st.State != stream.Active {
+			t.Fatalf("%s is %s", id, st.State)
+		}
+	}
+}
