@@ -69,3 +69,59 @@ func TestAsPID1ReapsAndRestartsNginx(t *testing.T) {
 		return len(procfs.Scan(func(p procfs.Proc, _ []byte) bool { return p.PPID == pid1 && p.Zombie() })) == 0
 	})
 }
+
+// With a pool of masters, as PID 1: every shard's master is the daemon's
+// child, two of them die at once while writes go on, and each shard
+// reaps and restarts its own without taking the exit status of a command
+// another shard runs (which would fail that shard's start or reload).
+func TestAsPID1WithAPoolReapsEveryShard(t *testing.T) {
+	t.Parallel()
+	requireTool(t, "unshare")
+	requireRoot(t, "for a PID namespace")
+	const streams = 8
+	d := newDaemon(t, streams+2, "NGINX_SHARDS=4")
+	d.wrap = []string{"unshare", "--pid", "--fork", "--mount-proc", "--kill-child"}
+	d.start()
+	be := startEcho(t, "A:")
+	for i := range streams {
+		d.mustPut("tcp", d.portMin+i, `{"backend":"`+be.addr()+`"}`)
+	}
+	inner := procfs.Children(d.cmd.Process.Pid)
+	if len(inner) != 1 {
+		t.Fatalf("the daemon's pid in the namespace: %v", inner)
+	}
+	pid1 := inner[0]
+	t.Cleanup(func() { syscall.Kill(pid1, syscall.SIGTERM) })
+	masters := func() []int {
+		return procfs.Scan(func(p procfs.Proc, cmdline []byte) bool {
+			return !p.Zombie() && p.PPID == pid1 && bytes.HasPrefix(cmdline, []byte("nginx: master process")) && bytes.Contains(cmdline, []byte(d.dataDir))
+		})
+	}
+	before := masters()
+	if len(before) < 2 {
+		t.Fatalf("%d streams put one after another run on %d masters, want several", streams, len(before))
+	}
+	for _, pid := range before[:2] {
+		syscall.Kill(pid, syscall.SIGKILL)
+	}
+	// Writes go on meanwhile, on every shard.
+	for i := range streams {
+		d.mustPut("tcp", d.portMin+i, `{"backend":"`+be.addr()+`","connect_timeout":"5s"}`)
+	}
+	eventually(t, "every stream forwarding through live masters", 15*time.Second, func() bool {
+		for i := range streams {
+			if got, err := echo(t, d.portMin+i, "pid1\n"); err != nil || got != "A:pid1\n" {
+				return false
+			}
+		}
+		return true
+	})
+	for _, pid := range before[:2] {
+		if slices.Contains(masters(), pid) {
+			t.Fatalf("killed master %d still listed", pid)
+		}
+	}
+	eventually(t, "no zombie left", 10*time.Second, func() bool {
+		return len(procfs.Scan(func(p procfs.Proc, _ []byte) bool { return p.PPID == pid1 && p.Zombie() })) == 0
+	})
+}
