@@ -6,6 +6,8 @@ package procfs
 
 import (
 	"bytes"
+	"errors"
+	"io/fs"
 	"os"
 	"strconv"
 	"strings"
@@ -79,22 +81,28 @@ func Scan(keep func(p Proc, cmdline []byte) bool) []int {
 }
 
 // Children returns the pids whose parent is pid. It reads the kernel's
-// list of pid's children (/proc/PID/task/PID/children: one file, where a
-// scan of /proc reads two per process; nginx is single-threaded), and
-// scans /proc where the kernel has no such list.
+// lists of pid's children (/proc/PID/task/TID/children, one per thread:
+// an nginx master has one), where a scan of /proc reads two files per
+// process; it scans /proc where the kernel keeps no such list.
 func Children(pid int) []int {
-	id := strconv.Itoa(pid)
-	b, err := os.ReadFile("/proc/" + id + "/task/" + id + "/children")
+	dir := "/proc/" + strconv.Itoa(pid) + "/task"
+	tasks, err := os.ReadDir(dir)
 	if err != nil {
-		if _, serr := os.Stat("/proc/" + id); serr != nil {
-			return nil // no such process: no children
-		}
-		return Scan(func(p Proc, _ []byte) bool { return p.PPID == pid })
+		return nil // no such process: no children
 	}
 	var kids []int
-	for _, f := range strings.Fields(string(b)) {
-		if k, err := strconv.Atoi(f); err == nil {
-			kids = append(kids, k)
+	for _, task := range tasks {
+		b, err := os.ReadFile(dir + "/" + task.Name() + "/children")
+		if errors.Is(err, fs.ErrNotExist) {
+			if _, serr := os.Stat(dir + "/" + task.Name()); serr == nil {
+				return Scan(func(p Proc, _ []byte) bool { return p.PPID == pid }) // no children lists here
+			}
+			continue // the thread exited
+		}
+		for _, f := range strings.Fields(string(b)) {
+			if k, err := strconv.Atoi(f); err == nil {
+				kids = append(kids, k)
+			}
 		}
 	}
 	return kids
