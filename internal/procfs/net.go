@@ -40,8 +40,17 @@ func TablesOf(pid int) Tables { return Tables("/proc/" + strconv.Itoa(pid) + "/n
 // Accepting calls fn with every TCP socket in LISTEN (udp false) or every
 // bound, unconnected UDP socket (udp true), IPv4 and IPv6: the sockets
 // that take new connections or datagrams. It fails only when no table
-// could be read.
+// could be read. The host's are asked of the kernel (sock_diag, diag.go)
+// when it answers.
 func (t Tables) Accepting(udp bool, fn func(Socket)) error {
+	if t == Host {
+		if all, err := diagAccepting(udp); err == nil {
+			for _, s := range all {
+				fn(s)
+			}
+			return nil
+		}
+	}
 	if udp {
 		return t.scan(udpUnconnected, fn, "udp", "udp6")
 	}
