@@ -12,7 +12,8 @@ import (
 // ~100 ms (ReloadSpacing) before it takes the next, so a new stream goes
 // to a shard that is neither passing nor cooling down: the streams new in
 // one listing fill one such shard up to the target size, the emptiest
-// first; a shard is started only when every running one is busy, and when
+// first, or a shard whose pass is due and has not started, which takes it
+// at no cost; a shard is started only when every running one is busy, and when
 // all are started and busy, the one whose cool-down ends first takes it.
 // A hash of the port would send a sequential loop's next stream to the
 // shard that just reloaded for the last one, and wait for its cool-down
@@ -134,8 +135,19 @@ func (p *Pool) choose(ctx context.Context, chosen *int) int {
 	if k := *chosen; k >= 0 && usable(k) && p.counts[k] < target {
 		return k
 	}
+	// A shard whose pass is due and has not listed yet takes the stream
+	// into that pass, at no cost; otherwise an idle one, the emptiest.
 	best := -1
 	for k := range p.cfg.Shards {
+		if usable(k) && p.counts[k] < target && p.shards[k].due() {
+			best = k
+			break
+		}
+	}
+	for k := range p.cfg.Shards {
+		if best >= 0 {
+			break
+		}
 		if !usable(k) || p.counts[k] >= target || p.shards[k].busy() {
 			continue
 		}
@@ -183,6 +195,14 @@ func (p *Pool) hasRoom(k int) bool {
 // master is still cooling down after its last reload.
 func (s *shard) busy() bool {
 	return s.rec.passing.Load() || len(s.view.changes) > 0 || len(s.rec.trigger) > 0 || time.Now().Before(s.readyAt())
+}
+
+// due reports whether the shard has a pass coming that has not started
+// and will not wait for a cool-down: a stream placed on it now is in
+// that pass (a pass lists the pool's view when it starts, under the
+// pool's lock), so it costs no reload of its own.
+func (s *shard) due() bool {
+	return !s.rec.passing.Load() && (len(s.view.changes) > 0 || len(s.rec.trigger) > 0) && !time.Now().Before(s.readyAt())
 }
 
 // readyAt is when the shard's master takes a configuration again.
