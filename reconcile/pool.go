@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -44,6 +45,7 @@ type Pool struct {
 	preview  *Reconciler       // renders dry runs; never runs
 
 	trigger  chan struct{}
+	turns    chan struct{}    // how many shards pass at once (Reconciler.takeTurn)
 	passedCh chan struct{}    // a shard passed
 	added    chan *Reconciler // shards for the watcher
 
@@ -142,6 +144,7 @@ func NewPool(cfg PoolConfig, st Store) *Pool {
 		log:      cfg.Log.With().Str("component", "pool").Logger(),
 		trigger:  make(chan struct{}, 1),
 		passedCh: make(chan struct{}, 1),
+		turns:    make(chan struct{}, max(2, runtime.NumCPU())),
 		added:    make(chan *Reconciler, 64),
 		place:    map[stream.ID]int{},
 		gone:     map[stream.ID]uint64{},
@@ -320,6 +323,7 @@ func (p *Pool) newShard(ctx context.Context, k int) (run func(), err error) {
 	}
 	s.rec = New(cfg, s.view, ngx)
 	s.rec.inPool = true
+	s.rec.turns = p.turns
 	// Until the first listing, a new shard's list is empty at the
 	// listed revision; an adopted one gets its list before it passes.
 	s.view.rev = p.listedRev

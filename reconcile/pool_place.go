@@ -194,15 +194,19 @@ func (p *Pool) hasRoom(k int) bool {
 // busy reports whether the shard is passing, has a pass coming, or its
 // master is still cooling down after its last reload.
 func (s *shard) busy() bool {
-	return s.rec.passing.Load() || len(s.view.changes) > 0 || len(s.rec.trigger) > 0 || time.Now().Before(s.readyAt())
+	return s.rec.passing.Load() || s.rec.waiting.Load() || len(s.view.changes) > 0 || len(s.rec.trigger) > 0 || time.Now().Before(s.readyAt())
 }
 
 // due reports whether the shard has a pass coming that has not started
-// and will not wait for a cool-down: a stream placed on it now is in
+// (it waits for its turn, or has a change and will not wait for a
+// cool-down): a stream placed on it now is in
 // that pass (a pass lists the pool's view when it starts, under the
 // pool's lock), so it costs no reload of its own.
 func (s *shard) due() bool {
-	return !s.rec.passing.Load() && (len(s.view.changes) > 0 || len(s.rec.trigger) > 0) && !time.Now().Before(s.readyAt())
+	if s.rec.passing.Load() {
+		return false
+	}
+	return s.rec.waiting.Load() || (len(s.view.changes) > 0 || len(s.rec.trigger) > 0) && !time.Now().Before(s.readyAt())
 }
 
 // readyAt is when the shard's master takes a configuration again.

@@ -160,6 +160,10 @@ type Reconciler struct {
 	// shards that are neither.
 	reloadedAt atomic.Int64
 	passing    atomic.Bool
+	// turns, shared by a Pool's shards, bounds how many pass at once
+	// (takeTurn); waiting is set while this one waits for a turn.
+	turns   chan struct{}
+	waiting atomic.Bool
 
 	// Set by the watcher, taken by passes.
 	dirtyMu  sync.Mutex
@@ -287,9 +291,14 @@ func (r *Reconciler) Run(ctx context.Context) {
 			case <-time.After(wait):
 			}
 		}
+		release, ok := r.takeTurn(ctx)
+		if !ok {
+			return
+		}
 		r.passing.Store(true)
 		err := r.runPass(ctx)
 		r.passing.Store(false)
+		release()
 		if err != nil {
 			if ctx.Err() != nil {
 				return
@@ -301,6 +310,41 @@ func (r *Reconciler) Run(ctx context.Context) {
 		if r.waitingForRepair() {
 			retry.Reset(r.cfg.RepairRate.every())
 		}
+	}
+}
+
+// turnWait bounds how long a shard of a Pool waits for a turn: a shard
+// whose pass hangs (a master that does not answer) must not stop the
+// others, which then pass anyway.
+const turnWait = 50 * time.Millisecond
+
+// takeTurn waits, in a Pool, until fewer than its turns' worth of shards
+// pass at once (or turnWait passes). Many shards reloading at once on a
+// few cores each get slower; a shard that waits for its turn has not
+// listed its streams yet, so writes that arrive meanwhile join its pass
+// (the pool places them there: waiting counts as due) instead of each
+// costing a reload. It returns what ends the turn, and false when ctx
+// ended.
+func (r *Reconciler) takeTurn(ctx context.Context) (release func(), ok bool) {
+	if r.turns == nil {
+		return func() {}, true
+	}
+	select {
+	case r.turns <- struct{}{}:
+		return func() { <-r.turns }, true
+	default:
+	}
+	r.waiting.Store(true)
+	defer r.waiting.Store(false)
+	t := time.NewTimer(turnWait)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return nil, false
+	case r.turns <- struct{}{}:
+		return func() { <-r.turns }, true
+	case <-t.C:
+		return func() {}, true
 	}
 }
 

@@ -19,6 +19,7 @@ import (
 const (
 	netlinkSockDiag  = 4  // NETLINK_SOCK_DIAG
 	sockDiagByFamily = 20 // SOCK_DIAG_BY_FAMILY
+	stateEstablished = 1  // TCP_ESTABLISHED
 	stateListen      = 10 // TCP_LISTEN
 	stateClose       = 7  // TCP_CLOSE: a bound, unconnected UDP socket
 	diagMsgLen       = 72 // struct inet_diag_msg
@@ -34,14 +35,10 @@ type inetDiagReq struct {
 	ID       [48]byte // struct inet_diag_sockid, zero: every socket
 }
 
-// diagAccepting returns every listening TCP socket (udp false) or bound,
-// unconnected UDP socket (udp true) of our network namespace, IPv4 and
-// IPv6: all of them, or an error.
-func diagAccepting(udp bool) ([]Socket, error) {
-	proto, states := uint8(syscall.IPPROTO_TCP), uint32(1)<<stateListen
-	if udp {
-		proto, states = syscall.IPPROTO_UDP, 1<<stateClose
-	}
+// diagStates returns every socket of protocol proto (IPPROTO_TCP or
+// IPPROTO_UDP) in one of states (a bit per state) of our network
+// namespace, IPv4 and IPv6: all of them, or an error.
+func diagStates(proto uint8, states uint32) ([]Socket, error) {
 	var all []Socket
 	add := func(s Socket) { all = append(all, s) }
 	for _, family := range []uint8{syscall.AF_INET, syscall.AF_INET6} {
@@ -50,6 +47,16 @@ func diagAccepting(udp bool) ([]Socket, error) {
 		}
 	}
 	return all, nil
+}
+
+// diagAccepting returns every listening TCP socket (udp false) or bound,
+// unconnected UDP socket (udp true) of our network namespace, IPv4 and
+// IPv6: all of them, or an error.
+func diagAccepting(udp bool) ([]Socket, error) {
+	if udp {
+		return diagStates(syscall.IPPROTO_UDP, 1<<stateClose)
+	}
+	return diagStates(syscall.IPPROTO_TCP, 1<<stateListen)
 }
 
 // diagDump sends one dump request and calls fn with every socket the

@@ -73,6 +73,42 @@ func TestDiagAgreesWithTheProcTables(t *testing.T) {
 	}
 }
 
+// Established from sock_diag counts a connection on its local port, as
+// the /proc tables do.
+func TestDiagEstablished(t *testing.T) {
+	ln, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	c, err := net.Dial("tcp4", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	s, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	port := ln.Addr().(*net.TCPAddr).Port
+	all, err := diagStates(6, 1<<stateEstablished)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, x := range all {
+		if x.Port == port {
+			n++
+		}
+	}
+	proc := map[int]int{}
+	Host.scan(tcpEstablished, func(x Socket) { proc[x.Port]++ }, "tcp", "tcp6")
+	if n != 1 || proc[port] != 1 || Host.Established()[port] != 1 {
+		t.Fatalf("established on %d: sock_diag %d, /proc %d", port, n, proc[port])
+	}
+}
+
 // BenchmarkAccepting1000 lists 1,000 listening sockets beside the host's
 // own, through sock_diag and through /proc/net/tcp.
 func BenchmarkAccepting1000(b *testing.B) {
