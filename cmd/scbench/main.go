@@ -102,6 +102,9 @@ func main() {
 		}
 		res["measurement"] = name
 		b.results = append(b.results, res)
+		// Each result as it comes, on stderr: a later failure loses none.
+		line, _ := json.Marshal(res)
+		fmt.Fprintln(os.Stderr, string(line))
 		if err := b.clean(); err != nil {
 			fatal(err)
 		}
