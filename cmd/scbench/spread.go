@@ -143,6 +143,11 @@ func (b *bench) spread(preload, n, clients int) (map[string]any, error) {
 	if b.hi-b.lo+1 < preload+creates {
 		return nil, fmt.Errorf("-ports has fewer than %d ports", preload+creates)
 	}
+	// The daemon spreads an import over shards that are idle: let the
+	// deletes of the measurement before settle first.
+	if err := b.waitShardsEmpty(30 * time.Second); err != nil {
+		return nil, err
+	}
 	if err := b.importStreams(b.lo, preload); err != nil {
 		return nil, err
 	}
@@ -192,6 +197,27 @@ func (b *bench) spread(preload, n, clients int) (map[string]any, error) {
 		res["shard_streams_min"], res["shard_streams_max"] = shardSpread(after)
 	}
 	return res, nil
+}
+
+// waitShardsEmpty polls /v1/status until no shard of the pool holds a
+// stream (at once with one master, which lists no shards), for at most d.
+func (b *bench) waitShardsEmpty(d time.Duration) error {
+	for deadline := time.Now().Add(d); ; time.Sleep(50 * time.Millisecond) {
+		shards, err := b.shards()
+		if err != nil {
+			return err
+		}
+		held := 0
+		for _, s := range shards {
+			held += s.Streams
+		}
+		if held == 0 {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("the pool's shards still hold %d streams %s after clean-up", held, d)
+		}
+	}
 }
 
 // spreadJobs interleaves updates of odd preloaded ports, evenly spaced
