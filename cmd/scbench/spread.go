@@ -6,8 +6,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net"
+	"path/filepath"
+	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -164,7 +168,8 @@ func (b *bench) spread(preload, n, clients int) (map[string]any, error) {
 			return nil, fmt.Errorf("preloaded port %d never forwarded", p)
 		}
 	}
-	jobs := spreadJobs(b.lo, preload, n-2*creates, creates)
+	byShard := b.placement()
+	jobs := spreadJobs(updateOrder(b.lo, preload, byShard), b.lo+preload, n-2*creates, creates)
 	before, err := b.shards()
 	if err != nil {
 		return nil, err
@@ -193,6 +198,7 @@ func (b *bench) spread(preload, n, clients int) (map[string]any, error) {
 	res["connections"], res["probe_ports"] = len(carriers), len(probes)
 	res["reloads"] = afterC["nginx_reloads"] - beforeC["nginx_reloads"]
 	res["shards"], res["shards_touched"] = len(after), touched(before, after)
+	res["placement_read"] = len(byShard) > 0
 	if len(after) > 0 {
 		res["shard_streams_min"], res["shard_streams_max"] = shardSpread(after)
 	}
@@ -220,22 +226,105 @@ func (b *bench) waitShardsEmpty(d time.Duration) error {
 	}
 }
 
-// spreadJobs interleaves updates of odd preloaded ports, evenly spaced
-// over them (so they fall on many shards), with creates of new ports past
-// the preloaded ones, evenly spaced among the updates.
-func spreadJobs(lo, preload, updates, creates int) []spreadChange {
-	odd, total := preload/2, updates+creates
+// spreadJobs interleaves updates of updatePorts, in their order (taken
+// again from the start if there are more updates), with creates of new
+// ports from firstNew on, evenly spaced among the updates.
+func spreadJobs(updatePorts []int, firstNew, updates, creates int) []spreadChange {
+	total := updates + creates
 	jobs := make([]spreadChange, 0, total)
 	for i, u, c := 0, 0, 0; i < total; i++ {
 		if c < creates && (u >= updates || (c+1)*total <= (i+1)*creates) {
-			jobs = append(jobs, spreadChange{port: lo + preload + c, create: true})
+			jobs = append(jobs, spreadChange{port: firstNew + c, create: true})
 			c++
 			continue
 		}
-		jobs = append(jobs, spreadChange{port: lo + 2*((u*odd/updates)%odd) + 1})
+		jobs = append(jobs, spreadChange{port: updatePorts[u%len(updatePorts)]})
 		u++
 	}
 	return jobs
+}
+
+// updateOrder lists the odd preloaded ports (those the spread measurement
+// may change) so that consecutive updates fall on different shards: one
+// of each shard in turn when byShard (shard → its ports) is known, else
+// every odd port in order of a stride that spans them.
+func updateOrder(lo, preload int, byShard map[int][]int) []int {
+	changeable := func(p int) bool { return p >= lo && p < lo+preload && (p-lo)%2 == 1 }
+	var lists [][]int
+	for _, k := range slices.Sorted(maps.Keys(byShard)) {
+		var l []int
+		for _, p := range byShard[k] {
+			if changeable(p) {
+				l = append(l, p)
+			}
+		}
+		if len(l) > 0 {
+			lists = append(lists, l)
+		}
+	}
+	var out []int
+	if len(lists) > 1 {
+		longest := 0
+		for _, l := range lists {
+			longest = max(longest, len(l))
+		}
+		for i := range longest {
+			for _, l := range lists {
+				if i < len(l) {
+					out = append(out, l[i])
+				}
+			}
+		}
+		return out
+	}
+	odd := preload / 2
+	const stride = 37 // prime: visits every odd port before repeating, unless odd is a multiple of it
+	for i := 0; i < odd; i++ {
+		out = append(out, lo+2*((i*stride)%odd)+1)
+	}
+	return out
+}
+
+// placement reads which shard holds which of the tool's ports from the
+// daemon's stream files (same host only): STREAM_CONFIG_PATH/*.conf for
+// shard 0, STREAM_CONFIG_PATH/shard-k/*.conf for shard k. Empty when they
+// cannot be read.
+func (b *bench) placement() map[int][]int {
+	_, pid, err := b.counters()
+	if err != nil {
+		return nil
+	}
+	dir, err := envOf(pid, "STREAM_CONFIG_PATH")
+	if err != nil {
+		dd, err := envOf(pid, "DATA_DIR")
+		if err != nil {
+			return nil
+		}
+		dir = filepath.Join(dd, "stream.d")
+	}
+	prefix, err := envOf(pid, "STREAM_PREFIX")
+	if err != nil {
+		prefix = "stream-"
+	}
+	out := map[int][]int{}
+	files, _ := filepath.Glob(filepath.Join(dir, prefix+"tcp-*.conf"))
+	more, _ := filepath.Glob(filepath.Join(dir, "shard-*", prefix+"tcp-*.conf"))
+	for _, f := range append(files, more...) {
+		k := 0
+		if sub := filepath.Base(filepath.Dir(f)); strings.HasPrefix(sub, "shard-") {
+			if k, err = strconv.Atoi(strings.TrimPrefix(sub, "shard-")); err != nil {
+				continue
+			}
+		}
+		port, err := strconv.Atoi(strings.TrimSuffix(strings.TrimPrefix(filepath.Base(f), prefix+"tcp-"), ".conf"))
+		if err == nil && port >= b.lo && port <= b.hi {
+			out[k] = append(out[k], port)
+		}
+	}
+	for k := range out {
+		slices.Sort(out[k])
+	}
+	return out
 }
 
 // runChanges runs jobs from clients concurrent clients, each waiting for

@@ -11,35 +11,43 @@ import (
 )
 
 // spreadJobs makes the changes asked for: each update a distinct odd
-// (changeable) preloaded port, evenly spaced, and each create a distinct
-// port past the preloaded ones.
+// (changeable) preloaded port, and each create a distinct port past the
+// preloaded ones; updateOrder takes one shard after the other when it
+// knows the placement, and spans the ports when it does not.
 func TestSpreadJobs(t *testing.T) {
 	const lo, preload, updates, creates = 10000, 1024, 50, 25
-	jobs := spreadJobs(lo, preload, updates, creates)
-	if len(jobs) != updates+creates {
-		t.Fatalf("%d jobs, want %d", len(jobs), updates+creates)
-	}
-	seen := map[int]bool{}
-	u, c := 0, 0
-	for _, j := range jobs {
-		if seen[j.port] {
-			t.Fatalf("port %d twice", j.port)
+	for name, byShard := range map[string]map[int][]int{
+		"placement unknown": nil,
+		"three shards":      {0: {10001, 10002, 10003}, 4: {10005, 10007, 10010}, 9: {10009, 10011}},
+	} {
+		order := updateOrder(lo, preload, byShard)
+		jobs := spreadJobs(order, lo+preload, updates, creates)
+		if len(jobs) != updates+creates {
+			t.Fatalf("%s: %d jobs, want %d", name, len(jobs), updates+creates)
 		}
-		seen[j.port] = true
-		switch {
-		case j.create && j.port >= lo+preload:
-			c++
-		case !j.create && j.port < lo+preload && (j.port-lo)%2 == 1:
-			u++
-		default:
-			t.Fatalf("job %+v: an update must be an odd preloaded port, a create past them", j)
+		u, c := 0, 0
+		seen := map[int]bool{}
+		for _, j := range jobs {
+			switch {
+			case j.create && j.port >= lo+preload && !seen[j.port]:
+				c++
+			case !j.create && j.port < lo+preload && (j.port-lo)%2 == 1:
+				u++
+			default:
+				t.Fatalf("%s: job %+v: an update must be an odd preloaded port, a create a new port past them", name, j)
+			}
+			seen[j.port] = true
 		}
-	}
-	if u != updates || c != creates {
-		t.Fatalf("%d updates and %d creates, want %d and %d", u, c, updates, creates)
-	}
-	if first, last := jobs[0].port, jobs[len(jobs)-2].port; last-first < preload/2 {
-		t.Fatalf("updates span ports %d-%d: not spread over the %d preloaded", first, last, preload)
+		if u != updates || c != creates {
+			t.Fatalf("%s: %d updates and %d creates, want %d and %d", name, u, c, updates, creates)
+		}
+		if byShard == nil {
+			if got := len(order); got != preload/2 || order[1]-order[0] < 2*30 {
+				t.Fatalf("%s: %d ports, first two %v: want all %d odd ports, spanned", name, got, order[:2], preload/2)
+			}
+		} else if want := []int{10001, 10005, 10009, 10003, 10007, 10011}; !slices.Equal(order[:6], want) {
+			t.Fatalf("%s: order %v, want %v (one shard after the other)", name, order[:6], want)
+		}
 	}
 }
 
