@@ -315,10 +315,32 @@ func (f *fleet) stop() {
 	})
 }
 
-// nginxMaster is the PID of the nginx master a node's data dir names, if
-// that process is an nginx on this data dir (0 otherwise).
+// nginxMaster is the PID of the nginx master of shard 0 a node's data dir
+// names (DATA_DIR/nginx/nginx.pid), if that process is an nginx on this
+// data dir (0 otherwise).
 func nginxMaster(dataDir string) int {
-	b, err := os.ReadFile(filepath.Join(dataDir, "nginx", "nginx.pid"))
+	return masterOf(filepath.Join(dataDir, "nginx", "nginx.pid"), dataDir)
+}
+
+// nginxMasters are the PIDs of every nginx master of a node's pool:
+// shard 0's (DATA_DIR/nginx/nginx.pid) and shard k's
+// (DATA_DIR/nginx/shard-k/nginx.pid), each trusted as nginxMaster trusts
+// shard 0's.
+func nginxMasters(dataDir string) []int {
+	files, _ := filepath.Glob(filepath.Join(dataDir, "nginx", "shard-*", "nginx.pid"))
+	var out []int
+	for _, f := range append([]string{filepath.Join(dataDir, "nginx", "nginx.pid")}, files...) {
+		if pid := masterOf(f, dataDir); pid != 0 {
+			out = append(out, pid)
+		}
+	}
+	return out
+}
+
+// masterOf is the PID pidFile names if that process is an nginx master on
+// dataDir (0 otherwise).
+func masterOf(pidFile, dataDir string) int {
+	b, err := os.ReadFile(pidFile)
 	if err != nil {
 		return 0
 	}
@@ -330,17 +352,22 @@ func nginxMaster(dataDir string) int {
 	return pid
 }
 
-// stopNginx stops the nginx master of a node (SIGTERM; SIGKILL after 10s).
+// stopNginx stops every nginx master of a node (SIGTERM; SIGKILL after
+// 10s).
 func stopNginx(dataDir string) {
-	pid := nginxMaster(dataDir)
-	if pid <= 0 {
-		return
+	var wg sync.WaitGroup
+	for _, pid := range nginxMasters(dataDir) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			syscall.Kill(pid, syscall.SIGTERM)
+			for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+				if syscall.Kill(pid, 0) != nil {
+					return
+				}
+			}
+			syscall.Kill(pid, syscall.SIGKILL)
+		}()
 	}
-	syscall.Kill(pid, syscall.SIGTERM)
-	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
-		if syscall.Kill(pid, 0) != nil {
-			return
-		}
-	}
-	syscall.Kill(pid, syscall.SIGKILL)
+	wg.Wait()
 }

@@ -329,8 +329,8 @@ func waitEchoAt(addr string, port int, deadline time.Time) (time.Time, bool) {
 	return time.Time{}, false
 }
 
-// memory is a node's resident memory: the daemon's, its nginx master's and
-// its workers' (RSS counts the pages workers share with the master in
+// memory is a node's resident memory: the daemon's, and that of every
+// nginx master of its pool and their workers (RSS counts the pages workers share with the master in
 // each of them; PSS divides shared pages among the processes sharing
 // them, so its sum is what the node's nginx really holds).
 func memory(n *node) (map[string]any, error) {
@@ -343,19 +343,22 @@ func memory(n *node) (map[string]any, error) {
 	}
 	json.Unmarshal(raw, &l)
 	daemon, _ := readMemory(n.p.cmd.Process.Pid)
-	master := nginxMaster(n.dataDir)
-	if master == 0 {
+	masters := nginxMasters(n.dataDir)
+	if len(masters) == 0 {
 		return nil, fmt.Errorf("%s: no nginx master found", n.name)
 	}
-	mRSS, mPSS := readMemory(master)
-	var wRSS, wPSS float64
-	workers := children(master)
-	for _, w := range workers {
-		r, p := readMemory(w)
-		wRSS, wPSS = wRSS+r, wPSS+p
+	var mRSS, mPSS, wRSS, wPSS float64
+	workers := 0
+	for _, m := range masters {
+		r, p := readMemory(m)
+		mRSS, mPSS = mRSS+r, mPSS+p
+		for _, w := range children(m) {
+			r, p := readMemory(w)
+			wRSS, wPSS, workers = wRSS+r, wPSS+p, workers+1
+		}
 	}
-	return map[string]any{"streams": len(l.Streams), "daemon_rss_mb": daemon,
-		"nginx_master_rss_mb": mRSS, "nginx_workers": len(workers), "nginx_workers_rss_mb": wRSS,
+	return map[string]any{"streams": len(l.Streams), "daemon_rss_mb": daemon, "nginx_masters": len(masters),
+		"nginx_master_rss_mb": mRSS, "nginx_workers": workers, "nginx_workers_rss_mb": wRSS,
 		"nginx_pss_mb": mPSS + wPSS}, nil
 }
 

@@ -4,7 +4,7 @@
 // reloads drop connections, and how much memory the daemon uses. It runs
 // its own echo backend and prints a table and JSON lines.
 //
-//	scbench -url http://127.0.0.1:8080 -ports 9000-9999 [-token-file F] [-only raw,nginxrss,seq,latency,bulk,list,reload,datapath,rss]
+//	scbench -url http://127.0.0.1:8080 -ports 9000-9999 [-token-file F] [-only raw,nginxrss,seq,latency,bulk,list,reload,spread,datapath,rss]
 //
 // With -fleet it starts what it measures itself, on loopback: a 3-member
 // etcd cluster, three STATE_STORE=etcd nodes and a single bbolt node, and
@@ -34,7 +34,7 @@ func main() {
 	url := flag.String("url", "http://127.0.0.1:8080", "the daemon's API")
 	ports := flag.String("ports", "9000-9009", "ports of the daemon's PORT_RANGE the tool may use (they must be free of streams)")
 	tokenFile := flag.String("token-file", "", "file with the API token")
-	only := flag.String("only", "raw,nginxrss,seq,latency,bulk,list,reload,datapath,rss", "measurements to run, in this order whatever the order given: raw (stock nginx floor), nginxrss (the daemon's nginx: RSS and PSS of master and workers, per -preload, fresh), seq (-seq sequential creates then deletes), latency (per -preload), bulk, list, reload, datapath, rss (the daemon)")
+	only := flag.String("only", "raw,nginxrss,seq,latency,bulk,list,reload,spread,datapath,rss", "measurements to run, in this order whatever the order given: raw (stock nginx floor), nginxrss (the daemon's nginx: RSS and PSS of every master of its pool and their workers, per -preload, fresh), seq (-seq sequential creates then deletes), latency (create→ready and delete→refused, per -preload), bulk, list, reload (one stream churning under traffic), spread (-changes over the shards under traffic), datapath, rss (the daemon, per -preload)")
 	seqN := flag.Int("seq", 200, "streams for the sequential create-then-delete measurement")
 	dataDir := flag.String("data-dir", "", "nginxrss: the daemon's DATA_DIR (default: read from the daemon's environment)")
 	samples := flag.Int("samples", 20, "create→ready samples")
@@ -44,6 +44,9 @@ func main() {
 	listFor := flag.Duration("list-for", 5*time.Second, "how long to hammer GET /v1/streams")
 	listConns := flag.Int("list-conns", 8, "connections for the list measurement")
 	reloads := flag.Int("reloads", 100, "reloads for the reload-impact measurement")
+	spreadN := flag.Int("spread-streams", 1024, "spread: streams imported first (the daemon spreads an import over its shards, 64 or more each)")
+	changes := flag.Int("changes", 100, "spread: changes made under traffic (half updates, a quarter creates, a quarter deletes)")
+	changeC := flag.Int("change-clients", 4, "spread: concurrent clients making the changes")
 	nginxBin := flag.String("nginx", "", "nginx binary for the raw-nginx baseline (raw, datapath); default: nginx from PATH")
 	rawStreams := flag.String("raw-streams", "10,100,1000", "stream counts of the raw-nginx baseline")
 	flag.IntVar(&rawConns, "raw-conns", 0, "worker_connections of the raw-nginx baseline (default: stock, or just enough for its streams)")
@@ -99,6 +102,9 @@ func main() {
 		}
 		res["measurement"] = name
 		b.results = append(b.results, res)
+		// Each result as it comes, on stderr: a later failure loses none.
+		line, _ := json.Marshal(res)
+		fmt.Fprintln(os.Stderr, string(line))
 		if err := b.clean(); err != nil {
 			fatal(err)
 		}
@@ -133,8 +139,11 @@ func main() {
 	run("bulk", func() (map[string]any, error) { return b.bulk(*bulkN, *bulkC) })
 	run("list", func() (map[string]any, error) { return b.list(1000, *listFor, *listConns) })
 	run("reload", func() (map[string]any, error) { return b.reloadImpact(*reloads) })
+	run("spread", func() (map[string]any, error) { return b.spread(*spreadN, *changes, *changeC) })
 	run("datapath", func() (map[string]any, error) { return b.datapath(*nginxBin, *rawBase) })
-	run("rss", func() (map[string]any, error) { return b.rss() })
+	for _, count := range preloads {
+		run("rss", func() (map[string]any, error) { return b.rss(count) })
+	}
 	b.print()
 }
 
@@ -214,6 +223,33 @@ func (b *bench) counters() (map[string]float64, int, error) {
 		return nil, 0, err
 	}
 	return st.Reconciler.Counters, st.PID, nil
+}
+
+// shardStatus is one nginx master of the daemon's pool, as /v1/status
+// lists it.
+type shardStatus struct {
+	Shard   int     `json:"shard"`
+	PID     int     `json:"pid"`
+	Streams int     `json:"streams"`
+	Reloads float64 `json:"reloads"`
+}
+
+// shards returns the nginx masters of the daemon's pool; none when it
+// runs one master (it lists no shards then) or predates the pool.
+func (b *bench) shards() ([]shardStatus, error) {
+	_, raw, err := b.do("GET", "/v1/status", "")
+	if err != nil {
+		return nil, err
+	}
+	var st struct {
+		Reconciler struct {
+			Shards []shardStatus `json:"shards"`
+		} `json:"reconciler"`
+	}
+	if err := json.Unmarshal(raw, &st); err != nil {
+		return nil, err
+	}
+	return st.Reconciler.Shards, nil
 }
 
 // clean removes every stream on the tool's ports, in one import.

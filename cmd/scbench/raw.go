@@ -82,11 +82,26 @@ func (n *rawNginx) addStream(port int, backend string) error {
 
 func (n *rawNginx) reload() error { return syscall.Kill(n.pid, syscall.SIGHUP) }
 
+// stop stops the raw nginx and waits (at most 10 s) until its master is
+// gone, so that its ports are free for whatever comes next.
 func (n *rawNginx) stop() {
 	if n.pid > 0 {
 		syscall.Kill(n.pid, syscall.SIGTERM)
+		for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline) && alive(n.pid); {
+			time.Sleep(5 * time.Millisecond)
+		}
 	}
 	os.RemoveAll(n.dir)
+}
+
+// alive reports whether process pid exists and is not a zombie.
+func alive(pid int) bool {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return false
+	}
+	i := bytes.LastIndexByte(b, ')')
+	return i > 0 && i+2 < len(b) && b[i+2] != 'Z'
 }
 
 // rawReloadToEcho measures what stream-conductor's create→ready is held
