@@ -46,6 +46,7 @@ type Pool struct {
 
 	trigger  chan struct{}
 	turns    chan struct{}    // how many shards pass at once (Reconciler.takeTurn)
+	written  atomic.Uint64    // files the shards wrote (Reconciler.freeAfterBigWrites)
 	passedCh chan struct{}    // a shard passed
 	added    chan *Reconciler // shards for the watcher
 
@@ -324,6 +325,7 @@ func (p *Pool) newShard(ctx context.Context, k int) (run func(), err error) {
 	s.rec = New(cfg, s.view, ngx)
 	s.rec.inPool = true
 	s.rec.turns = p.turns
+	s.rec.written = &p.written
 	// Until the first listing, a new shard's list is empty at the
 	// listed revision; an adopted one gets its list before it passes.
 	s.view.rev = p.listedRev

@@ -127,7 +127,8 @@ func (p *Pool) released(mv *move, rev uint64) bool {
 // choose returns the shard for a new stream, starting one if it must; -1
 // when none can take it. chosen is the shard this listing fills.
 func (p *Pool) choose(ctx context.Context, chosen *int) int {
-	target := max(minTarget, (len(p.place)+p.cfg.Shards)/p.cfg.Shards)
+	// Streams deleted but not yet removed by their shard do not count.
+	target := max(minTarget, (len(p.place)-len(p.gone)+p.cfg.Shards)/p.cfg.Shards)
 	usable := func(k int) bool {
 		s := p.shards[k]
 		return s != nil && !s.retiring && !s.draining && p.hasRoom(k)
