@@ -223,6 +223,7 @@ func (p *Pool) Run(ctx context.Context) {
 			p.afterPass(ctx)
 		case <-tick.C:
 			p.stopIdle(ctx)
+			p.freeIfQuiet()
 		}
 	}
 }

@@ -2,6 +2,7 @@ package reconcile
 
 import (
 	"context"
+	"runtime/debug"
 	"time"
 
 	"github.com/streamconductor/stream-conductor/nginxconf"
@@ -261,6 +262,27 @@ func (p *Pool) afterPass(ctx context.Context) {
 	if relist {
 		p.distribute(ctx)
 	}
+	p.freeIfQuiet()
+}
+
+// freeIfQuiet gives memory back once the shards are done with a big
+// write (an import, a start: Reconciler.freeAfterBigWrites). It is asked
+// after every pass and every tick: the pass that ends the burst may still
+// be running when the pool hears of it.
+func (p *Pool) freeIfQuiet() {
+	if p.written.Load() <= 1000 {
+		return
+	}
+	p.mu.Lock()
+	for _, s := range p.shards {
+		if s != nil && (s.rec.passing.Load() || s.rec.waiting.Load() || len(s.view.changes) > 0) {
+			p.mu.Unlock()
+			return
+		}
+	}
+	p.mu.Unlock()
+	p.written.Store(0)
+	debug.FreeOSMemory()
 }
 
 // notify wakes WaitApplied.

@@ -321,19 +321,18 @@ func (r *Reconciler) runPass(ctx context.Context) error {
 	return nil
 }
 
-// freeAfterBigWrites gives memory back to the system once 1,000 files or
-// more were written (by this pass, or by the shards of a Pool since the
-// last time): a big pass (start-up, an import) leaves much garbage behind,
-// better returned now than carried as resident memory. An import spread
-// over 16 shards writes ~600 files in each.
+// freeAfterBigWrites gives memory back to the system after a pass that
+// wrote 1,000 files or more: a big pass (start-up, an import) leaves much
+// garbage behind, better returned now than carried as resident memory.
+// In a Pool, whose shards write a share each (~600 files per shard for
+// an import of 10,000 into 16), the shards count what they write and the
+// pool gives memory back once they are all done (Pool.afterPass).
 func (r *Reconciler) freeAfterBigWrites(n uint64) {
 	if r.written != nil {
-		if r.written.Add(n) <= 1000 {
-			return
-		}
-		r.written.Store(0)
-	} else if n <= 1000 {
+		r.written.Add(n)
 		return
 	}
-	debug.FreeOSMemory()
+	if n > 1000 {
+		debug.FreeOSMemory()
+	}
 }
