@@ -82,6 +82,13 @@ func (r *Reconciler) try(ctx context.Context, a *apply) (done bool, err error) {
 		return false, nil // streams whose port never opened were left out
 	}
 	r.applied = fp
+	if r.nginx.Confirms() {
+		// nginx took every listen of the files it was given (a bind
+		// failure fails the reload): what a look found missing is back.
+		r.mu.Lock()
+		r.node.NotListening = nil
+		r.mu.Unlock()
+	}
 	if err := r.writeState(fp); err != nil {
 		a.log.Warn().Err(err).Msg("record applied configuration")
 	}

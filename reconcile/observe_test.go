@@ -263,3 +263,25 @@ func TestPreviewReadsRegularFilesOnly(t *testing.T) {
 		}
 	}
 }
+
+// The reload that repairs listen drift clears what the look found
+// without another look: our own reload is not a signal from someone else,
+// so the next tick does not look again, and /readyz must not stay 503
+// until the resync.
+func TestListenDriftClearedByTheRepairingReload(t *testing.T) {
+	h, w := newWatchedHarness(t)
+	h.put(9000, "10.0.0.1:80")
+	h.mustPass("start")
+	h.nginx.mu.Lock()
+	h.nginx.live = map[stream.Protocol]map[int]bool{stream.TCP: {}, stream.UDP: {}}
+	h.nginx.mu.Unlock()
+	w.signalled = true
+	if !h.rec.lookAgain() {
+		t.Fatal("a look after a signal did not see the closed port")
+	}
+	w.signalled = false // what follows is our own reload
+	h.mustPass("reload")
+	if hl := h.rec.NodeStatus(); len(hl.NotListening) != 0 {
+		t.Fatalf("not listening after the repairing reload: %v", hl.NotListening)
+	}
+}
