@@ -291,13 +291,17 @@ func raiseOpenFiles(cfg config, log zerolog.Logger) *stream.OpenFiles {
 	if err != nil {
 		log.Warn().Err(err).Msg("could not raise the open-file limit; nginx gets the current one")
 	}
+	// Each master of the pool holds its own streams' sockets under the
+	// limit it inherits.
+	total := of.MaxStreams * cfg.Shards
 	ev := log.Info()
 	msg := "open-file limit: nginx may listen on this many streams"
-	if span := cfg.PortMax - cfg.PortMin + 1; cfg.PortMax > 0 && of.MaxStreams < span {
+	if span := cfg.PortMax - cfg.PortMin + 1; cfg.PortMax > 0 && total < span {
 		ev = log.Warn().Int("port_range_size", span)
 		msg = "the open-file limit caps the number of streams below PORT_RANGE; writes beyond max_streams are refused. Raise it: ulimit -n, systemd LimitNOFILE=, compose ulimits: nofile"
 	}
-	ev.Uint64("nofile_soft", of.Soft).Uint64("nofile_hard", of.Hard).Int("max_streams", of.MaxStreams).Msg(msg)
+	ev.Uint64("nofile_soft", of.Soft).Uint64("nofile_hard", of.Hard).Int("max_streams", total).
+		Int("max_streams_per_master", of.MaxStreams).Int("nginx_shards", cfg.Shards).Msg(msg)
 	return &of
 }
 
