@@ -12,7 +12,12 @@ dpkg -i "$deb" >/dev/null
 cleanup() {
 	[ -n "${daemon:-}" ] && kill "$daemon" 2>/dev/null || true
 	[ -n "${echo_pid:-}" ] && kill "$echo_pid" 2>/dev/null || true
-	if [ -n "${data:-}" ] && [ -f "$data/nginx/nginx.pid" ]; then kill "$(cat "$data/nginx/nginx.pid")" 2>/dev/null || true; fi
+	# Every master of the pool: shard 0's and each shard-k's.
+	if [ -n "${data:-}" ]; then
+		for pidfile in "$data"/nginx/nginx.pid "$data"/nginx/shard-*/nginx.pid; do
+			[ -f "$pidfile" ] && kill "$(cat "$pidfile")" 2>/dev/null || true
+		done
+	fi
 	dpkg -r stream-conductor >/dev/null 2>&1 || true
 	[ -n "${data:-}" ] && rm -rf "$data"
 }
