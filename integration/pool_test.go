@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"os"
 	"path/filepath"
@@ -129,6 +130,23 @@ func (d *daemon) putSpread(ports []int, be *echoServer, tag string) {
 	}
 }
 
+// spreadOver returns which shard holds each of ports, and the lowest
+// shard above 0 that holds some; it requires several shards.
+func (d *daemon) spreadOver(ports []int) (by map[int][]int, lowest int) {
+	d.t.Helper()
+	by = d.byShard(ports)
+	lowest = -1
+	for k := range by {
+		if k > 0 && (lowest < 0 || k < lowest) {
+			lowest = k
+		}
+	}
+	if len(by) < 2 || lowest < 0 {
+		d.t.Fatalf("streams on shard(s) %v, want several and one above 0", by)
+	}
+	return by, lowest
+}
+
 // portRange returns n ports from first.
 func portRange(first, n int) []int {
 	out := make([]int, n)
@@ -245,21 +263,9 @@ func TestPoolAdoptsWithoutReload(t *testing.T) {
 			t.Fatalf("tcp/%d after the restart: %s %s", p, state, msg)
 		}
 	}
-	if got := d.byShard(ports); !mapsEqual(got, by) {
+	if got := d.byShard(ports); !maps.EqualFunc(got, by, slices.Equal[[]int]) {
 		t.Fatalf("streams moved across the restart: %v, were %v", got, by)
 	}
-}
-
-func mapsEqual(a, b map[int][]int) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for k, v := range a {
-		if !slices.Equal(v, b[k]) {
-			return false
-		}
-	}
-	return true
 }
 
 // kill -9 of one shard's master: writes to the other shards go on while it
@@ -272,16 +278,7 @@ func TestPoolShardMasterKilled(t *testing.T) {
 	a, b := startEcho(t, "A:"), startEcho(t, "B:")
 	ports := portRange(d.portMin, n)
 	d.putSpread(ports, a, "A:")
-	by := d.byShard(ports)
-	victim := -1
-	for k := range by {
-		if k > 0 && (victim < 0 || k < victim) {
-			victim = k
-		}
-	}
-	if len(by) < 2 || victim < 0 {
-		t.Fatalf("streams on shard(s) %v, want several and one above 0", by)
-	}
+	by, victim := d.spreadOver(ports)
 	pids := map[int]int{}
 	for k := range by {
 		pids[k] = d.shardPID(k)
@@ -446,16 +443,7 @@ func TestPoolDriftInOneShard(t *testing.T) {
 	a, b := startEcho(t, "A:"), startEcho(t, "B:")
 	ports := portRange(d.portMin, n)
 	d.putSpread(ports, a, "A:")
-	by := d.byShard(ports)
-	victim := -1
-	for k := range by {
-		if k > 0 && (victim < 0 || k < victim) {
-			victim = k
-		}
-	}
-	if len(by) < 2 || victim < 0 {
-		t.Fatalf("streams on shard(s) %v, want several and one above 0", by)
-	}
+	by, victim := d.spreadOver(ports)
 	before := d.shards()
 	port := by[victim][0]
 	file := d.shardFile(victim, port)

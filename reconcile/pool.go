@@ -1,6 +1,7 @@
 package reconcile
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"os"
@@ -189,7 +190,7 @@ func (p *Pool) Run(ctx context.Context) {
 	if p.own != nil {
 		go p.own.Run(ctx)
 	}
-	adopted, err := p.adopt(ctx)
+	adopted, err := p.adopt()
 	if err != nil {
 		p.log.Error().Err(err).Msg("start the nginx pool")
 	}
@@ -206,8 +207,8 @@ func (p *Pool) Run(ctx context.Context) {
 	p.distribute(ctx)
 	// Only now, with their lists: a shard passing before would take the
 	// empty list it starts with for the store's, and remove its streams.
-	for _, run := range adopted {
-		run()
+	for _, s := range adopted {
+		s.start(ctx)
 	}
 	for {
 		select {
@@ -230,20 +231,20 @@ func (p *Pool) Run(ctx context.Context) {
 
 // adopt finds where the streams are (the shards' directories), and
 // creates shard 0 and every shard that left something behind; it returns
-// what runs them, which Run calls once it has handed them their lists.
-func (p *Pool) adopt(ctx context.Context) (runs []func(), first error) {
+// them, for Run to start once it has handed them their lists.
+func (p *Pool) adopt() (shards []*shard, first error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	for k := range p.shards {
 		if k != 0 && !slices.Contains(p.cfg.Found, k) {
 			continue
 		}
-		run, err := p.newShard(ctx, k)
+		s, err := p.newShard(k)
 		if err != nil {
-			first = cmpOr(first, err)
+			first = cmp.Or(first, err)
 			continue
 		}
-		runs = append(runs, run)
+		shards = append(shards, s)
 		names, err := ourNames(ShardDir(p.cfg.Dir, k), p.cfg.Render.Prefix)
 		if err != nil {
 			continue
@@ -269,14 +270,7 @@ func (p *Pool) adopt(ctx context.Context) (runs []func(), first error) {
 		p.withheld[id] = move{from: k}
 		delete(p.place, id)
 	}
-	return runs, first
-}
-
-func cmpOr(a, b error) error {
-	if a != nil {
-		return a
-	}
-	return b
+	return shards, first
 }
 
 // ourNames returns the ids of our stream files in dir.
@@ -296,16 +290,17 @@ func ourNames(dir, prefix string) ([]stream.ID, error) {
 
 // startShard creates shard k's reconciler and runs it. Called with p.mu held.
 func (p *Pool) startShard(ctx context.Context, k int) error {
-	run, err := p.newShard(ctx, k)
+	s, err := p.newShard(k)
 	if err != nil {
 		return err
 	}
-	run()
+	s.start(ctx)
 	return nil
 }
 
-// newShard creates shard k's reconciler; run runs it. Called with p.mu held.
-func (p *Pool) newShard(ctx context.Context, k int) (run func(), err error) {
+// newShard creates shard k's reconciler, which start runs. Called with
+// p.mu held.
+func (p *Pool) newShard(k int) (*shard, error) {
 	ngx, stateFile, err := p.cfg.Driver(k)
 	if err != nil {
 		return nil, fmt.Errorf("nginx shard %d: %w", k, err)
@@ -314,7 +309,7 @@ func (p *Pool) newShard(ctx context.Context, k int) (run func(), err error) {
 	cfg.Dir = ShardDir(p.cfg.Dir, k)
 	cfg.StateFile = stateFile
 	cfg.Log = p.cfg.Log.With().Int("shard", k).Logger()
-	s := &shard{k: k, draining: k >= p.cfg.Shards, done: make(chan struct{})}
+	s := &shard{k: k, draining: k >= p.cfg.Shards}
 	s.view = &shardView{pool: p, changes: make(chan struct{}, 1)}
 	onPass := cfg.OnPass
 	cfg.OnPass = func(d time.Duration, err error) {
@@ -332,18 +327,23 @@ func (p *Pool) newShard(ctx context.Context, k int) (run func(), err error) {
 	s.view.rev = p.listedRev
 	s.view.tl.Store(p.listedTL)
 	s.changedAt = p.listedRev
-	var runCtx context.Context
-	runCtx, s.cancel = context.WithCancel(ctx)
 	p.shards[k] = s
 	if k > 0 {
 		p.added <- s.rec
 	}
-	return func() {
-		go func() {
-			defer close(s.done)
-			s.rec.Run(runCtx)
-		}()
-	}, nil
+	return s, nil
+}
+
+// start runs the shard's reconciler until ctx ends or cancel is called;
+// done is closed once it returned.
+func (s *shard) start(ctx context.Context) {
+	var runCtx context.Context
+	runCtx, s.cancel = context.WithCancel(ctx)
+	s.done = make(chan struct{})
+	go func() {
+		defer close(s.done)
+		s.rec.Run(runCtx)
+	}()
 }
 
 // stopAll waits for every shard's Run to return.

@@ -86,7 +86,7 @@ func TestPoolMovesAStreamOnlyOnceItsOldShardLetGo(t *testing.T) {
 		},
 	}, st)
 	ctx := context.Background()
-	if _, err := p.adopt(ctx); err != nil { // its shards are run by hand here
+	if _, err := p.adopt(); err != nil { // its shards are run by hand here
 		t.Fatal(err)
 	}
 	p.distribute(ctx)

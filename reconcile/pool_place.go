@@ -5,7 +5,6 @@ import (
 	"runtime/debug"
 	"time"
 
-	"github.com/streamconductor/stream-conductor/nginxconf"
 	"github.com/streamconductor/stream-conductor/stream"
 )
 
@@ -30,10 +29,7 @@ const minTarget = 64
 // each shard its list, signalling those whose list changed.
 func (p *Pool) distribute(ctx context.Context) {
 	specs, rev := p.store.List()
-	tl := uint64(0)
-	if t, ok := p.store.(Timelined); ok {
-		tl = t.Timeline()
-	}
+	tl := timelineOf(p.store)
 	specs = p.preview.ours(specs)
 	p.retain(specs, rev)
 	p.mu.Lock()
@@ -300,11 +296,5 @@ func (p *Pool) retain(specs []stream.Spec, rev uint64) {
 		return
 	}
 	p.retainedRev = rev
-	inUse := map[string]bool{}
-	for _, s := range specs {
-		for _, n := range nginxconf.Names(s) {
-			inUse[n] = true
-		}
-	}
-	p.resolver.Retain(inUse)
+	p.resolver.Retain(namesInUse(specs))
 }

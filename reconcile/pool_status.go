@@ -32,10 +32,7 @@ func (p *Pool) WaitApplied(ctx context.Context, rev uint64, specs []stream.Spec)
 
 // appliedFor reports whether the shards of specs applied rev.
 func (p *Pool) appliedFor(rev uint64, specs []stream.Spec) bool {
-	tl := uint64(0)
-	if t, ok := p.store.(Timelined); ok {
-		tl = t.Timeline()
-	}
+	tl := timelineOf(p.store)
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.listedRev < rev || p.listedTL != tl {
@@ -170,10 +167,7 @@ func (p *Pool) NodeStatus() stream.NodeStatus {
 // appliedRevision is the revision every shard has applied (within the
 // store's current timeline; 0 when none).
 func (p *Pool) appliedRevision() uint64 {
-	tl := uint64(0)
-	if t, ok := p.store.(Timelined); ok {
-		tl = t.Timeline()
-	}
+	tl := timelineOf(p.store)
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.listedTL != tl {
@@ -229,11 +223,7 @@ func (p *Pool) BindConflict(s stream.Spec) error {
 	if of := p.cfg.OpenFiles; of != nil && total >= of.MaxStreams*p.cfg.Shards {
 		return limitError(of)
 	}
-	ports := p.cfg.Ports
-	if ports == nil {
-		ports = HostPorts{}
-	}
-	return ports.BindConflict(s, p.cfg.Render.DefaultBind)
+	return p.preview.cfg.Ports.BindConflict(s, p.cfg.Render.DefaultBind) // New set its default
 }
 
 // Leftover returns nil once no shard still serves deleted stream id.

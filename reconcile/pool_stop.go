@@ -48,7 +48,7 @@ func (p *Pool) stopShard(ctx context.Context, s *shard) {
 		p.mu.Lock()
 		s.retiring = false
 		p.mu.Unlock()
-		p.restart(ctx, s)
+		s.start(ctx)
 		return
 	}
 	if err := s.rec.nginx.Quit(ctx); err != nil {
@@ -61,15 +61,4 @@ func (p *Pool) stopShard(ctx context.Context, s *shard) {
 	p.version++
 	p.mu.Unlock()
 	p.log.Info().Int("shard", s.k).Bool("draining", s.draining).Msg("nginx shard stopped: no streams left on it")
-}
-
-// restart runs a shard's reconciler again after stopShard gave up.
-func (p *Pool) restart(ctx context.Context, s *shard) {
-	var runCtx context.Context
-	runCtx, s.cancel = context.WithCancel(ctx)
-	s.done = make(chan struct{})
-	go func() {
-		defer close(s.done)
-		s.rec.Run(runCtx)
-	}()
 }

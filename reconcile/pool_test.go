@@ -149,7 +149,11 @@ func TestPoolPlacesANewStreamOnAnIdleShard(t *testing.T) {
 	h.put(9000)
 	first := h.shardOfFile(9000)
 	// Right after its reload the first stream's master cools down: the
-	// next stream goes elsewhere rather than wait for it.
+	// next stream goes elsewhere rather than wait for it. (The cool-down
+	// is stretched so that a slow machine cannot end it before the put.)
+	h.pool.mu.Lock()
+	h.pool.shards[first].rec.reloadedAt.Store(time.Now().Add(time.Minute).UnixNano())
+	h.pool.mu.Unlock()
 	h.put(9001)
 	second := h.shardOfFile(9001)
 	if first < 0 || second < 0 || first == second {

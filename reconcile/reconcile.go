@@ -44,13 +44,16 @@ type Timelined interface {
 	Timeline() uint64
 }
 
-// timeline is the store's timeline (0 for a Store that is not Timelined).
-func (r *Reconciler) timeline() uint64 {
-	if t, ok := r.store.(Timelined); ok {
+// timelineOf is st's timeline (0 for a Store that is not Timelined).
+func timelineOf(st Store) uint64 {
+	if t, ok := st.(Timelined); ok {
 		return t.Timeline()
 	}
 	return 0
 }
+
+// timeline is the store's timeline.
+func (r *Reconciler) timeline() uint64 { return timelineOf(r.store) }
 
 // Config tunes a Reconciler.
 type Config struct {

@@ -112,13 +112,18 @@ func (r *Reconciler) retainNames(specs []stream.Spec, rev uint64) {
 		return
 	}
 	r.retainedRev = rev
+	r.resolver.Retain(namesInUse(specs))
+}
+
+// namesInUse returns the backend host names specs use.
+func namesInUse(specs []stream.Spec) map[string]bool {
 	inUse := map[string]bool{}
 	for _, s := range specs {
 		for _, n := range nginxconf.Names(s) {
 			inUse[n] = true
 		}
 	}
-	r.resolver.Retain(inUse)
+	return inUse
 }
 
 // hashed is a remembered content hash.
