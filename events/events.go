@@ -36,8 +36,15 @@ type Bus struct {
 }
 
 // New returns a bus that keeps the latest window events for resuming.
+// Its ids start at the time of the call in microseconds, so that an id
+// from an earlier run of the daemon is older than any of this run's
+// (and a client resuming from it gets a reset, not wrong events).
 func New(window int) *Bus {
-	return &Bus{window: make([]Event, 0, max(1, window)), next: 1, subs: map[*Sub]struct{}{}, now: time.Now}
+	return newBus(window, uint64(time.Now().UnixMicro()))
+}
+
+func newBus(window int, first uint64) *Bus {
+	return &Bus{window: make([]Event, 0, max(1, window)), next: first, subs: map[*Sub]struct{}{}, now: time.Now}
 }
 
 // Publish records an event of type typ with data (marshalled to JSON) and

@@ -33,7 +33,7 @@ func receive(t *testing.T, s *Sub, n int) []Event {
 }
 
 func TestSubscribersGetEventsInOrderWithTheirData(t *testing.T) {
-	b := New(10)
+	b := newBus(10, 1)
 	s, missed, reset := b.Subscribe(nil, nil, 8)
 	defer s.Close()
 	if missed != nil || reset {
@@ -48,7 +48,7 @@ func TestSubscribersGetEventsInOrderWithTheirData(t *testing.T) {
 }
 
 func TestTypesFilter(t *testing.T) {
-	b := New(10)
+	b := newBus(10, 1)
 	s, _, _ := b.Subscribe(nil, []string{"reload"}, 8)
 	defer s.Close()
 	b.Publish("stream.created", nil)
@@ -61,7 +61,7 @@ func TestTypesFilter(t *testing.T) {
 // A client that reconnects with Last-Event-ID gets what it missed while
 // the window still holds it, and a reset once it does not.
 func TestResumeFromTheWindowOrReset(t *testing.T) {
-	b := New(3)
+	b := newBus(3, 1)
 	for range 5 {
 		b.Publish("x", nil)
 	} // ids 1-5, the window holds 3-5
@@ -92,7 +92,7 @@ func TestResumeFromTheWindowOrReset(t *testing.T) {
 // A subscriber that never reads is dropped with a reason once its buffer
 // is full; publishing never waits for it, and nothing grows.
 func TestSlowSubscriberIsDroppedWithoutBlocking(t *testing.T) {
-	b := New(100)
+	b := newBus(100, 1)
 	s, _, _ := b.Subscribe(nil, nil, 4)
 	var before runtime.MemStats
 	runtime.GC()
@@ -125,7 +125,7 @@ func TestSlowSubscriberIsDroppedWithoutBlocking(t *testing.T) {
 }
 
 func TestHundredWatchers(t *testing.T) {
-	b := New(10)
+	b := newBus(10, 1)
 	subs := make([]*Sub, 100)
 	for i := range subs {
 		subs[i], _, _ = b.Subscribe(nil, nil, 16)
@@ -141,5 +141,28 @@ func TestHundredWatchers(t *testing.T) {
 	}
 	if b.Subscribers() != 0 {
 		t.Fatalf("%d subscribers after every one closed", b.Subscribers())
+	}
+}
+
+// An id from an earlier run of the daemon is older than every id of this
+// run, so a client resuming from it is told to list again instead of
+// getting this run's events as if they followed it.
+func TestIDFromAnEarlierRunResets(t *testing.T) {
+	earlier := newBus(10, uint64(time.Now().Add(-time.Second).UnixMicro())) // a run a second ago
+	for range 3 {
+		earlier.Publish(StreamCreated, nil)
+	}
+	last := earlier.Publish(StreamDeleted, nil).ID
+	now := New(10)
+	for range 5 {
+		now.Publish(Reload, nil)
+	}
+	s, missed, reset := now.Subscribe(&last, nil, 4)
+	defer s.Close()
+	if !reset || len(missed) != 5 {
+		t.Fatalf("resuming from %d of an earlier run: reset %v, %d events; want a reset and the 5 this run kept", last, reset, len(missed))
+	}
+	if missed[0].ID <= last {
+		t.Fatalf("this run's first id %d is not after the earlier run's last %d", missed[0].ID, last)
 	}
 }
