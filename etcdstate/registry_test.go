@@ -17,7 +17,7 @@ import (
 func TestRegistryFollowsPublishedStatus(t *testing.T) {
 	needEtcd(t)
 	st := openState(t, sharedClient, newPrefix(), Options{})
-	reg := st.WatchNodes(zerolog.Nop())
+	reg := st.WatchNodes(zerolog.Nop(), nil)
 	defer reg.Close()
 	var applied atomic.Uint64
 	var failing atomic.Pointer[[]stream.StreamStatus]
