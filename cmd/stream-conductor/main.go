@@ -92,6 +92,10 @@ func newLogger(cfg config) zerolog.Logger {
 	return zerolog.New(os.Stderr).Level(level).With().Timestamp().Logger()
 }
 
+// eventsWindow is how many of the latest events GET /v1/events keeps for
+// clients that reconnect with Last-Event-ID.
+const eventsWindow = 1024
+
 // run wires the daemon in start-up order: tokens, the desired state,
 // nginx, the resolver and the reconciler, the write path and the API; then
 // it serves until ctx ends. nginx keeps forwarding after it returns.
@@ -136,7 +140,7 @@ func run(ctx context.Context, cfg config, log zerolog.Logger) error {
 	pub := &publisher{}
 	// The node's events (GET /v1/events): every component tells the
 	// one bus what happens.
-	bus := events.New(1024)
+	bus := events.New(eventsWindow)
 	rec = newReconciler(cfg, st, ngx, resolver, backends, &mx, pub.Publish, bus, of, log)
 	var prober *health.Prober
 	if cfg.HealthInterval > 0 {
@@ -145,6 +149,7 @@ func run(ctx context.Context, cfg config, log zerolog.Logger) error {
 		prober.Events = bus
 	}
 	mx = metrics.New(rec, st, tc, prober, cfg.State.NodeName)
+	mx.WatchEvents(bus.Stats)
 
 	addr := net.JoinHostPort(cfg.BindAddress, strconv.Itoa(cfg.BindPort))
 	nodes, node, err := registerNode(ctx, cfg, st, func() stream.NodeInfo {
@@ -183,8 +188,8 @@ func run(ctx context.Context, cfg config, log zerolog.Logger) error {
 		Nodes:      nodes,
 		NodeName:   cfg.State.NodeName,
 		APIAddress: cfg.NodeAPIURL,
-		// TODO(issue 14): Events: bus, once httpapi.Config has the field (GET /v1/events).
-		Log: log,
+		Events:     bus,
+		Log:        log,
 	}, st, rec, wp)
 	defer reloadTokensOnHUP(tokens, log)()
 
@@ -195,7 +200,9 @@ func run(ctx context.Context, cfg config, log zerolog.Logger) error {
 	if !tokens.Enabled() {
 		log.Warn().Msg("no API token is set: the API is open to every local user; set API_TOKEN_FILE to require one")
 	}
-	return serve(ctx, newHTTPServer(api, cfg), ln, log)
+	srv := newHTTPServer(api, cfg)
+	srv.RegisterOnShutdown(api.CloseEvents)
+	return serve(ctx, srv, ln, log)
 }
 
 // startBackground runs the reconciler, the resolver's refreshes, the
