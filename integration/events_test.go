@@ -1,0 +1,376 @@
+package integration
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// GET /v1/events from the real daemon: each event type is produced by a
+// real action (a write through the API, a port held by another process,
+// a file edited by hand, a backend that stops listening, bytes through a
+// stream, a node of the fleet that stops and starts, an import).
+
+// sseEvent is one server-sent event: its id and type fields, and the
+// event's data, decoded.
+type sseEvent struct {
+	ID   uint64
+	Type string
+	Data map[string]any // the events.Event's "data"
+}
+
+// sseReader reads GET /v1/events until the test ends or its deadline,
+// and keeps every event it read.
+type sseReader struct {
+	t      *testing.T
+	mu     sync.Mutex
+	events []sseEvent
+	err    error // why the stream ended
+	done   chan struct{}
+}
+
+// watchEvents connects to d's GET /v1/events (query: "types=..." or "")
+// and reads in the background, for at most two minutes.
+func watchEvents(t *testing.T, d *daemon, query string) *sseReader {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	req, err := http.NewRequestWithContext(ctx, "GET", d.url("/v1/events?"+query), nil)
+	if err != nil {
+		cancel()
+		t.Fatal(err)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		cancel()
+		t.Fatalf("GET /v1/events: %v", err)
+	}
+	if resp.StatusCode != 200 || resp.Header.Get("Content-Type") != "text/event-stream" {
+		resp.Body.Close()
+		cancel()
+		t.Fatalf("GET /v1/events: %d %s", resp.StatusCode, resp.Header.Get("Content-Type"))
+	}
+	r := &sseReader{t: t, done: make(chan struct{})}
+	go func() {
+		defer close(r.done)
+		defer resp.Body.Close()
+		r.read(bufio.NewScanner(resp.Body))
+	}()
+	t.Cleanup(func() {
+		cancel()
+		<-r.done
+	})
+	return r
+}
+
+// read parses the stream: "field: value" lines, an event at each blank
+// line; comments (":") and retry lines are skipped.
+func (r *sseReader) read(sc *bufio.Scanner) {
+	sc.Buffer(make([]byte, 64<<10), 4<<20)
+	var ev sseEvent
+	var data string
+	for sc.Scan() {
+		line := sc.Text()
+		field, value, _ := strings.Cut(line, ":")
+		value = strings.TrimPrefix(value, " ")
+		switch field {
+		case "id":
+			ev.ID, _ = strconv.ParseUint(value, 10, 64)
+		case "event":
+			ev.Type = value
+		case "data":
+			data += value
+		case "":
+			if line != "" || ev.Type == "" {
+				continue // a comment, or nothing yet
+			}
+			var whole struct {
+				ID   uint64         `json:"id"`
+				Type string         `json:"type"`
+				Data map[string]any `json:"data"`
+			}
+			if err := json.Unmarshal([]byte(data), &whole); err != nil && ev.Type != "reset" && ev.Type != "dropped" {
+				r.fail(fmt.Errorf("event %d %s: data %q: %w", ev.ID, ev.Type, data, err))
+				return
+			}
+			if ev.Type != "reset" && ev.Type != "dropped" && (whole.ID != ev.ID || whole.Type != ev.Type) {
+				r.fail(fmt.Errorf("event id %d type %s, but its data says %d %s", ev.ID, ev.Type, whole.ID, whole.Type))
+				return
+			}
+			ev.Data = whole.Data
+			r.mu.Lock()
+			r.events = append(r.events, ev)
+			r.mu.Unlock()
+			ev, data = sseEvent{}, ""
+		}
+	}
+	r.fail(fmt.Errorf("the event stream ended: %v", sc.Err()))
+}
+
+func (r *sseReader) fail(err error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.err = err
+}
+
+// failed returns why the stream ended or could not be parsed, if it did.
+func (r *sseReader) failed() error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.err
+}
+
+// all returns the events read so far.
+func (r *sseReader) all() []sseEvent {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]sseEvent(nil), r.events...)
+}
+
+// wait returns the first event of type typ read after id after that
+// match accepts (nil: any), polling until timeout.
+func (r *sseReader) wait(after uint64, what, typ string, timeout time.Duration, match func(map[string]any) bool) sseEvent {
+	r.t.Helper()
+	var found sseEvent
+	eventually(r.t, what, timeout, func() bool {
+		for _, ev := range r.all() {
+			if ev.ID > after && ev.Type == typ && (match == nil || match(ev.Data)) {
+				found = ev
+				return true
+			}
+		}
+		return false
+	})
+	return found
+}
+
+// last is the id of the newest event read (0: none).
+func (r *sseReader) last() uint64 {
+	evs := r.all()
+	if len(evs) == 0 {
+		return 0
+	}
+	return evs[len(evs)-1].ID
+}
+
+// count counts the events of type typ read after id that match accepts.
+func (r *sseReader) count(after uint64, typ string, match func(map[string]any) bool) int {
+	n := 0
+	for _, ev := range r.all() {
+		if ev.ID > after && ev.Type == typ && (match == nil || match(ev.Data)) {
+			n++
+		}
+	}
+	return n
+}
+
+// isStream matches the events of stream id.
+func isStream(id string) func(map[string]any) bool {
+	return func(m map[string]any) bool { return m["id"] == id }
+}
+
+// A stream's life, each step seen on GET /v1/events as it happens:
+// created, its status pending → active and the reload that applied it;
+// updated with the spec before; traffic through it; its backend going
+// down and up; its file edited by hand (drift found and repaired);
+// deleted.
+func TestEventsOfAStreamsLife(t *testing.T) {
+	t.Parallel()
+	d := startDaemon(t, 2, "HEALTH_INTERVAL=100ms", "HEALTH_TIMEOUT=1s")
+	ev := watchEvents(t, d, "")
+	a, b := startEcho(t, "A:"), startEcho(t, "B:")
+	port := d.portMin
+	id := fmt.Sprintf("tcp/%d", port)
+
+	// Created: the spec, the status and the reload.
+	m := d.mustPut("tcp", port, `{"backend":"`+a.addr()+`"}`)
+	rev := m["revision"].(float64)
+	created := ev.wait(0, "stream.created", "stream.created", 5*time.Second, isStream(id))
+	if spec := created.Data["spec"].(map[string]any); created.Data["revision"] != rev || spec["backends"].([]any)[0] != a.addr() {
+		t.Fatalf("stream.created %v, want revision %v and backend %s", created.Data, rev, a.addr())
+	}
+	st := ev.wait(0, "status active", "stream.status", 5*time.Second, isStream(id))
+	if st.Data["state"] != "active" || st.Data["previous"] != "pending" || st.Data["revision"] != rev || st.Data["shard"] != float64(0) {
+		t.Fatalf("stream.status %v, want pending → active at revision %v on shard 0", st.Data, rev)
+	}
+	rl := ev.wait(0, "a reload", "reload", 5*time.Second, nil)
+	if rl.Data["shard"] != float64(0) || rl.Data["outcome"] != "ok" || (rl.Data["op"] != "reload" && rl.Data["op"] != "start") || rl.Data["streams"] != float64(1) {
+		t.Fatalf("reload %v, want shard 0's, ok, with 1 stream", rl.Data)
+	}
+
+	// Updated: the spec and the one before.
+	mark := ev.last()
+	m = d.mustPut("tcp", port, `{"backend":"`+b.addr()+`"}`)
+	upd := ev.wait(mark, "stream.updated", "stream.updated", 5*time.Second, isStream(id))
+	prev, _ := upd.Data["previous"].(map[string]any)
+	if upd.Data["revision"] != m["revision"] || prev == nil || prev["backends"].([]any)[0] != a.addr() ||
+		upd.Data["spec"].(map[string]any)["backends"].([]any)[0] != b.addr() {
+		t.Fatalf("stream.updated %v, want %s → %s", upd.Data, a.addr(), b.addr())
+	}
+	ev.wait(mark, "status of the update", "stream.status", 5*time.Second, func(m2 map[string]any) bool {
+		return m2["id"] == id && m2["state"] == "active" && m2["revision"] == m["revision"]
+	})
+
+	// Traffic: bytes through the stream, counted from nginx's log.
+	mark = ev.last()
+	mustEcho(t, port, "B:")
+	tr := ev.wait(mark, "a traffic event", "traffic", 10*time.Second, func(m2 map[string]any) bool {
+		s, _ := m2["streams"].(map[string]any)[id].(map[string]any)
+		return s != nil && s["sessions"].(float64) >= 1
+	})
+	if s := tr.Data["streams"].(map[string]any)[id].(map[string]any); s["bytes_in"].(float64) == 0 || s["bytes_out"].(float64) == 0 {
+		t.Fatalf("traffic %v: no bytes", tr.Data)
+	}
+
+	// Backend health: B stops listening, then listens again.
+	mark = ev.last()
+	addr := b.addr()
+	b.ln.Close()
+	down := ev.wait(mark, "backend down", "backend.health", 10*time.Second, func(m2 map[string]any) bool {
+		return m2["address"] == addr && m2["up"] == false
+	})
+	if down.Data["previous"] != true || down.Data["error"] == "" || fmt.Sprint(down.Data["streams"]) != "["+id+"]" {
+		t.Fatalf("backend.health %v, want up → down with the error, used by %s", down.Data, id)
+	}
+	ln, err := net.Listen("tcp4", addr)
+	if err != nil {
+		t.Fatalf("listen on %s again: %v", addr, err)
+	}
+	defer ln.Close()
+	ev.wait(mark, "backend up again", "backend.health", 10*time.Second, func(m2 map[string]any) bool {
+		return m2["address"] == addr && m2["up"] == true && m2["previous"] == false
+	})
+
+	// Drift: the file edited by hand, repaired from the store.
+	mark = ev.last()
+	file := filepath.Join(d.dataDir, "stream.d", fmt.Sprintf("stream-tcp-%d.conf", port))
+	if err := os.WriteFile(file, []byte("# edited by hand\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	isFiles := func(m2 map[string]any) bool {
+		return m2["kind"] == "files" && fmt.Sprint(m2["streams"]) == "["+id+"]"
+	}
+	det := ev.wait(mark, "drift.detected", "drift.detected", 10*time.Second, isFiles)
+	rep := ev.wait(mark, "drift.repaired", "drift.repaired", 10*time.Second, isFiles)
+	if rep.ID <= det.ID {
+		t.Fatalf("drift repaired (%d) before it was detected (%d)", rep.ID, det.ID)
+	}
+
+	// Deleted: the spec as it was last.
+	mark = ev.last()
+	if code, _ := d.api("DELETE", "/v1/streams/"+id, ""); code != 200 && code != 204 {
+		t.Fatalf("DELETE: %d", code)
+	}
+	del := ev.wait(mark, "stream.deleted", "stream.deleted", 5*time.Second, isStream(id))
+	if del.Data["spec"].(map[string]any)["backends"].([]any)[0] != addr {
+		t.Fatalf("stream.deleted %v, want its last spec", del.Data)
+	}
+	if err := ev.failed(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// An import of more than 64 streams is one bulk event, not an event
+// each, and so are the statuses of the pass that applies it; ?types=
+// keeps to the types asked for.
+func TestEventsBulkImport(t *testing.T) {
+	t.Parallel()
+	const n = 66
+	d := startDaemon(t, n)
+	be := startEcho(t, "A:")
+	ev := watchEvents(t, d, "types=bulk,stream.created,stream.status")
+	var items []string
+	for p := d.portMin; p <= d.portMax; p++ {
+		items = append(items, fmt.Sprintf(`{"protocol":"tcp","listen":%d,"backends":["%s"]}`, p, be.addr()))
+	}
+	if code, m := d.api("POST", "/v1/import", `{"streams":[`+strings.Join(items, ",")+`]}`); code != 200 {
+		t.Fatalf("import: %d %v", code, m)
+	}
+	bulk := ev.wait(0, "a bulk event of streams", "bulk", 10*time.Second, func(m map[string]any) bool { return m["what"] == "streams" })
+	counts := bulk.Data["counts"].(map[string]any)
+	if counts["created"] != float64(n) || counts["updated"] != float64(0) || counts["deleted"] != float64(0) {
+		t.Fatalf("bulk %v, want %d created", bulk.Data, n)
+	}
+	st := ev.wait(0, "a bulk event of statuses", "bulk", 10*time.Second, func(m map[string]any) bool { return m["what"] == "statuses" })
+	if sc := st.Data["counts"].(map[string]any); sc["active"] != float64(n) || st.Data["shard"] != float64(0) {
+		t.Fatalf("bulk statuses %v, want %d active on shard 0", st.Data, n)
+	}
+	mustEcho(t, d.portMax, "A:")
+	if c := ev.count(0, "stream.created", nil) + ev.count(0, "stream.status", nil); c != 0 {
+		t.Fatalf("%d stream events beside the bulk ones", c)
+	}
+	for _, e := range ev.all() {
+		if e.Type != "bulk" {
+			t.Fatalf("?types= let through a %s event", e.Type)
+		}
+	}
+}
+
+// A stream whose port another process holds: its status event says
+// failed, in nginx's words (bind() ... Address already in use); the
+// write path then undoes the refused write, which is a stream.deleted.
+func TestEventsFailedStatusInNginxWords(t *testing.T) {
+	t.Parallel()
+	d := startDaemon(t, 2)
+	be := startEcho(t, "A:")
+	ev := watchEvents(t, d, "types=stream.status,stream.deleted")
+	port := d.portMin + 1
+	squatter, err := net.Listen("tcp4", "127.0.0.1:"+strconv.Itoa(port))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer squatter.Close()
+	// An import does not refuse a held port (PUT does, 409): the
+	// reconciler finds it held.
+	body := fmt.Sprintf(`{"streams":[{"protocol":"tcp","listen":%d,"backends":["%s"]}]}`, port, be.addr())
+	if code, m := d.api("POST", "/v1/import", body); code != 200 {
+		t.Fatalf("import: %d %v", code, m)
+	}
+	id := fmt.Sprintf("tcp/%d", port)
+	st := ev.wait(0, "status failed", "stream.status", 10*time.Second, isStream(id))
+	want := fmt.Sprintf("bind() to 127.0.0.1:%d failed (98: Address already in use)", port)
+	if st.Data["state"] != "failed" || st.Data["previous"] != "pending" || !strings.Contains(fmt.Sprint(st.Data["error"]), want) ||
+		st.Data["node"] == nil {
+		t.Fatalf("stream.status %v, want pending → failed: %s", st.Data, want)
+	}
+	ev.wait(st.ID, "the refused write undone", "stream.deleted", 10*time.Second, isStream(id))
+}
+
+// A fleet of two nodes on etcd: a stream written through one node is a
+// stream.created event on the other; a node that stops is node.left on
+// the other, and node.joined when it starts again.
+func TestEventsFleetNodesAndPeersWrites(t *testing.T) {
+	t.Parallel()
+	f := startFleet(t, sharedCluster(t), fleetOptions{nodes: 2, ports: 1})
+	ev := watchEvents(t, f.nodes[0], "")
+	be := startEcho(t, "A:")
+	id := fmt.Sprintf("tcp/%d", f.portMin())
+	if code, m := f.nodes[1].api("PUT", "/v1/streams/"+id, `{"backend":"`+be.addr()+`"}`); code != 201 && code != 200 {
+		t.Fatalf("PUT through edge-2: %d %v", code, m)
+	}
+	ev.wait(0, "stream.created of edge-2's write", "stream.created", 10*time.Second, isStream(id))
+	ev.wait(0, "status on edge-1", "stream.status", 10*time.Second, func(m map[string]any) bool {
+		return m["id"] == id && m["state"] == "active" && m["node"] == "edge-1"
+	})
+
+	mark := ev.last()
+	f.nodes[1].stop()
+	left := ev.wait(mark, "node.left", "node.left", 15*time.Second, func(m map[string]any) bool { return m["name"] == "edge-2" })
+	if left.Data["api_url"] != f.nodes[1].url("") {
+		t.Fatalf("node.left %v, want api_url %s", left.Data, f.nodes[1].url(""))
+	}
+	f.nodes[1].start()
+	ev.wait(left.ID, "node.joined", "node.joined", 15*time.Second, func(m map[string]any) bool { return m["name"] == "edge-2" })
+	if c := ev.count(0, "node.joined", func(m map[string]any) bool { return m["name"] == "edge-1" }); c != 0 {
+		t.Fatal("a node published itself joining")
+	}
+}
