@@ -2,6 +2,7 @@ package reconcile
 
 import (
 	"slices"
+	"strings"
 
 	"github.com/streamconductor/stream-conductor/events"
 	"github.com/streamconductor/stream-conductor/nginxconf"
@@ -26,53 +27,71 @@ func (r *Reconciler) publish(typ string, data any) {
 // first listing is the baseline and tells nothing. Owned by the pool's
 // Run goroutine.
 type specDiff struct {
-	known  map[stream.ID]stream.Spec // nil until the first listing
+	known  map[stream.ID]*knownSpec // nil until the first listing
 	rev    uint64
 	tl     uint64
-	counts map[string]int // reused
+	listed uint64 // counts the listings compared
+}
+
+// knownSpec is a stream as last listed, and the listing that last saw it.
+type knownSpec struct {
+	spec stream.Spec
+	seen uint64
 }
 
 // next compares specs, the whole desired state at revision rev of
 // timeline tl, with the last listing and publishes what changed: an
 // event per stream, or one events.Bulk when more than events.MaxEach
-// changed at once. It costs one map of the specs per new revision, and
-// nothing when the revision did not move.
+// changed at once. It costs a map lookup per stream and an allocation
+// per stream created or updated, and nothing when the revision did not
+// move.
 func (d *specDiff) next(pub events.Publisher, specs []stream.Spec, rev, tl uint64) {
-	if d.known != nil && rev == d.rev && tl == d.tl {
+	if pub == nil || d.known != nil && rev == d.rev && tl == d.tl {
 		return
 	}
-	now := make(map[stream.ID]stream.Spec, len(specs))
-	for _, s := range specs {
-		now[s.ID()] = s
+	baseline := d.known == nil
+	if baseline {
+		d.known = make(map[stream.ID]*knownSpec, len(specs))
 	}
-	old := d.known
-	d.known, d.rev, d.tl = now, rev, tl
-	if old == nil || pub == nil {
-		return // the baseline
-	}
+	d.rev, d.tl = rev, tl
+	d.listed++
 	var changes []changed
-	for id, s := range now {
-		prev, ok := old[id]
+	counts := map[string]int{"created": 0, "updated": 0, "deleted": 0}
+	add := func(typ string, c events.StreamChange) {
+		counts[strings.TrimPrefix(typ, "stream.")]++
+		if !baseline && len(changes) <= events.MaxEach {
+			changes = append(changes, changed{typ, c})
+		}
+	}
+	for _, s := range specs {
+		id := s.ID()
+		k, ok := d.known[id]
 		switch {
 		case !ok:
-			changes = append(changes, changed{events.StreamCreated, events.StreamChange{ID: id, Revision: s.Revision, Spec: s}})
-		case prev.Revision != s.Revision:
-			changes = append(changes, changed{events.StreamUpdated, events.StreamChange{ID: id, Revision: s.Revision, Spec: s, Previous: &prev}})
+			d.known[id] = &knownSpec{spec: s, seen: d.listed}
+			add(events.StreamCreated, events.StreamChange{ID: id, Revision: s.Revision, Spec: s})
+			continue
+		case k.spec.Revision != s.Revision:
+			prev := k.spec
+			d.known[id] = &knownSpec{spec: s, seen: d.listed}
+			add(events.StreamUpdated, events.StreamChange{ID: id, Revision: s.Revision, Spec: s, Previous: &prev})
+			continue
 		}
-		if len(changes) > events.MaxEach {
-			break
+		k.seen = d.listed
+	}
+	if len(d.known) > len(specs) { // every listed stream is known: the others are deleted
+		for id, k := range d.known {
+			if k.seen != d.listed {
+				delete(d.known, id)
+				add(events.StreamDeleted, events.StreamChange{ID: id, Revision: rev, Spec: k.spec})
+			}
 		}
 	}
-	for id, s := range old {
-		if len(changes) > events.MaxEach {
-			break
-		}
-		if _, ok := now[id]; !ok {
-			changes = append(changes, changed{events.StreamDeleted, events.StreamChange{ID: id, Revision: rev, Spec: s}})
-		}
+	if baseline {
+		return
 	}
 	if len(changes) > events.MaxEach {
-		pub.Publish(events.Bulk, events.BulkChange{What: "streams", Revision: rev, Counts: countChanges(old, now)})
+		pub.Publish(events.Bulk, events.BulkChange{What: "streams", Revision: rev, Counts: counts})
 		return
 	}
 	for _, c := range changes {
@@ -84,25 +103,6 @@ func (d *specDiff) next(pub events.Publisher, specs []stream.Spec, rev, tl uint6
 type changed struct {
 	typ  string
 	data events.StreamChange
-}
-
-// countChanges counts the streams created, updated and deleted from old
-// to now.
-func countChanges(old, now map[stream.ID]stream.Spec) map[string]int {
-	counts := map[string]int{"created": 0, "updated": 0, "deleted": 0}
-	for id, s := range now {
-		if prev, ok := old[id]; !ok {
-			counts["created"]++
-		} else if prev.Revision != s.Revision {
-			counts["updated"]++
-		}
-	}
-	for id := range old {
-		if _, ok := now[id]; !ok {
-			counts["deleted"]++
-		}
-	}
-	return counts
 }
 
 // publishStatuses publishes the statuses a pass changed: an event each,

@@ -302,3 +302,22 @@ func TestStatusChangeJSON(t *testing.T) {
 		t.Fatalf("%s, want %s", b, want)
 	}
 }
+
+// BenchmarkSpecDiff10000 is the pool's listing after one write among
+// 10,000 streams.
+func BenchmarkSpecDiff10000(b *testing.B) {
+	specs := make([]stream.Spec, 10000)
+	for i := range specs {
+		specs[i] = tcpSpec(10000+i, uint64(i+1), "10.0.0.1:80")
+	}
+	var d specDiff
+	rec := &recorder{}
+	d.next(rec, specs, 10000, 0)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := range b.N {
+		rev := uint64(10001 + i)
+		specs[i%len(specs)].Revision = rev
+		d.next(rec, specs, rev, 0)
+	}
+}
