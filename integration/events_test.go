@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -373,4 +374,25 @@ func TestEventsFleetNodesAndPeersWrites(t *testing.T) {
 	if c := ev.count(0, "node.joined", func(m map[string]any) bool { return m["name"] == "edge-1" }); c != 0 {
 		t.Fatal("a node published itself joining")
 	}
+}
+
+// nginx's master killed: drift of kind master, the master started again
+// (a reload event of op restart), and the drift repaired.
+func TestEventsMasterKilled(t *testing.T) {
+	t.Parallel()
+	d := startDaemon(t, 1)
+	be := startEcho(t, "A:")
+	d.mustPut("tcp", d.portMin, `{"backend":"`+be.addr()+`"}`)
+	ev := watchEvents(t, d, "types=drift.detected,drift.repaired,reload")
+	if !d.signalNginx(syscall.SIGKILL) {
+		t.Fatal("no nginx master to kill")
+	}
+	isMaster := func(m map[string]any) bool { return m["kind"] == "master" }
+	det := ev.wait(0, "drift.detected of the master", "drift.detected", 10*time.Second, isMaster)
+	rl := ev.wait(det.ID, "the master restarted", "reload", 10*time.Second, nil)
+	if rl.Data["op"] != "restart" || rl.Data["outcome"] != "ok" || rl.Data["streams"] != float64(1) {
+		t.Fatalf("reload %v, want a restart, ok, with 1 stream", rl.Data)
+	}
+	ev.wait(rl.ID, "drift.repaired of the master", "drift.repaired", 10*time.Second, isMaster)
+	mustEcho(t, d.portMin, "A:")
 }
