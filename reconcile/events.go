@@ -53,6 +53,9 @@ func (d *specDiff) next(pub events.Publisher, specs []stream.Spec, rev, tl uint6
 	if baseline {
 		d.known = make(map[stream.ID]*knownSpec, len(specs))
 	}
+	// Revisions of another timeline (a restore) may match by chance: the
+	// specs themselves are compared then.
+	newTimeline := !baseline && tl != d.tl
 	d.rev, d.tl = rev, tl
 	d.listed++
 	var changes []changed
@@ -71,7 +74,7 @@ func (d *specDiff) next(pub events.Publisher, specs []stream.Spec, rev, tl uint6
 			d.known[id] = &knownSpec{spec: s, seen: d.listed}
 			add(events.StreamCreated, events.StreamChange{ID: id, Revision: s.Revision, Spec: s})
 			continue
-		case k.spec.Revision != s.Revision:
+		case k.spec.Revision != s.Revision && !newTimeline, newTimeline && !k.spec.SameDesired(s):
 			prev := k.spec
 			d.known[id] = &knownSpec{spec: s, seen: d.listed}
 			add(events.StreamUpdated, events.StreamChange{ID: id, Revision: s.Revision, Spec: s, Previous: &prev})

@@ -3,8 +3,10 @@ package reconcile
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -98,6 +100,25 @@ func TestSpecDiffPublishesChangesAfterTheBaseline(t *testing.T) {
 	b := evs[0].data.(events.BulkChange)
 	if b.What != "streams" || b.Revision != 100 || b.Counts["created"] != events.MaxEach+1 || b.Counts["updated"] != 1 || b.Counts["deleted"] != 1 || b.Shard != nil {
 		t.Fatalf("bulk %+v", b)
+	}
+
+}
+
+// A new timeline (a restore) starts its revisions again: a stream whose
+// revision matches by chance but whose spec differs is updated; one whose
+// spec is the same is not, whatever its revision.
+func TestSpecDiffAcrossATimeline(t *testing.T) {
+	rec := &recorder{}
+	var d specDiff
+	d.next(rec, []stream.Spec{tcpSpec(9000, 7, "a:1"), tcpSpec(9001, 8, "b:1"), tcpSpec(9002, 9, "c:1")}, 9, 0)
+	d.next(rec, []stream.Spec{tcpSpec(9000, 7, "a:2"), tcpSpec(9001, 2, "b:1")}, 7, 1)
+	var got []string
+	for _, ev := range rec.take("") {
+		got = append(got, fmt.Sprintf("%s %d", ev.typ, ev.data.(events.StreamChange).ID.Port))
+	}
+	slices.Sort(got)
+	if want := []string{"stream.deleted 9002", "stream.updated 9000"}; !slices.Equal(got, want) {
+		t.Fatalf("after a restore: %v, want %v", got, want)
 	}
 }
 
