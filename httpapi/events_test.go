@@ -97,7 +97,9 @@ func newEventsServer(t *testing.T, cfg func(*Server)) (*httptest.Server, *events
 	if cfg != nil {
 		cfg(srv)
 	}
-	ts := httptest.NewServer(srv)
+	ts := httptest.NewUnstartedServer(srv)
+	ts.Config.ConnContext = ConnContext
+	ts.Start()
 	t.Cleanup(ts.Close)
 	t.Cleanup(srv.CloseEvents)
 	return ts, bus, srv

@@ -202,6 +202,7 @@ func run(ctx context.Context, cfg config, log zerolog.Logger) error {
 	}
 	srv := newHTTPServer(api, cfg)
 	srv.RegisterOnShutdown(api.CloseEvents)
+	srv.ConnContext = httpapi.ConnContext
 	return serve(ctx, srv, ln, log)
 }
 
