@@ -34,11 +34,12 @@ func main() {
 	url := flag.String("url", "http://127.0.0.1:8080", "the daemon's API")
 	ports := flag.String("ports", "9000-9009", "ports of the daemon's PORT_RANGE the tool may use (they must be free of streams)")
 	tokenFile := flag.String("token-file", "", "file with the API token")
-	only := flag.String("only", "raw,nginxrss,seq,latency,bulk,list,reload,spread,datapath,rss", "measurements to run, in this order whatever the order given: raw (stock nginx floor), nginxrss (the daemon's nginx: RSS and PSS of every master of its pool and their workers, per -preload, fresh), seq (-seq sequential creates then deletes), latency (create→ready and delete→refused, per -preload), bulk, list, reload (one stream churning under traffic), spread (-changes over the shards under traffic), datapath, rss (the daemon, per -preload)")
+	only := flag.String("only", "raw,nginxrss,seq,events,latency,bulk,list,reload,spread,datapath,rss", "measurements to run, in this order whatever the order given: raw (stock nginx floor), nginxrss (the daemon's nginx: RSS and PSS of every master of its pool and their workers, per -preload, fresh), seq (-seq sequential creates then deletes), events (seq alone, then again with -watchers clients on GET /v1/events and one that never reads), latency (create→ready and delete→refused, per -preload), bulk, list, reload (one stream churning under traffic), spread (-changes over the shards under traffic), datapath, rss (the daemon, per -preload)")
 	seqN := flag.Int("seq", 200, "streams for the sequential create-then-delete measurement")
 	dataDir := flag.String("data-dir", "", "nginxrss: the daemon's DATA_DIR (default: read from the daemon's environment)")
 	samples := flag.Int("samples", 20, "create→ready samples")
 	preload := flag.String("preload", "0,100,1000", "stream counts already present while create→ready is measured")
+	watchers := flag.Int("watchers", 100, "events: clients reading GET /v1/events while -seq creates and deletes run again")
 	bulkN := flag.Int("bulk", 1000, "streams for the concurrent-create measurement")
 	bulkC := flag.Int("clients", 16, "concurrent clients for the concurrent-create measurement")
 	listFor := flag.Duration("list-for", 5*time.Second, "how long to hammer GET /v1/streams")
@@ -133,6 +134,7 @@ func main() {
 		run("nginxrss", func() (map[string]any, error) { return b.nginxRSS(count, *dataDir) })
 	}
 	run("seq", func() (map[string]any, error) { return b.seq(*seqN) })
+	run("events", func() (map[string]any, error) { return b.eventsLoad(*seqN, *watchers) })
 	for _, count := range preloads {
 		run("latency", func() (map[string]any, error) { return b.latency(*samples, count) })
 	}
