@@ -19,6 +19,8 @@ type Event struct {
 	Type string          `json:"type"`
 	Time time.Time       `json:"time"`
 	Data json.RawMessage `json:"data,omitempty"`
+
+	wire []byte // SSE, encoded once
 }
 
 // ErrSlow is why a subscriber that did not keep up was dropped.
@@ -33,6 +35,8 @@ type Bus struct {
 	next   uint64 // the id of the next event
 	subs   map[*Sub]struct{}
 	now    func() time.Time
+
+	published, dropped uint64
 }
 
 // New returns a bus that keeps the latest window events for resuming.
@@ -57,6 +61,7 @@ func (b *Bus) Publish(typ string, data any) Event {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	ev := Event{ID: b.next, Type: typ, Time: b.now().UTC(), Data: raw}
+	ev.wire = encodeSSE(ev)
 	b.next++
 	if len(b.window) < cap(b.window) {
 		b.window = append(b.window, ev)
@@ -73,15 +78,20 @@ func (b *Bus) Publish(typ string, data any) Event {
 		default:
 			s.drop(ErrSlow)
 			delete(b.subs, s)
+			b.dropped++
 		}
 	}
+	b.published++
 	return ev
 }
 
 // Sub is one subscriber: C delivers its events in order, and is closed
 // when the subscriber is dropped (Reason says why) or closed.
 type Sub struct {
-	C      <-chan Event
+	C <-chan Event
+	// Last is the id of the latest event published before the
+	// subscription began.
+	Last   uint64
 	c      chan Event
 	types  map[string]bool
 	bus    *Bus
@@ -138,7 +148,7 @@ func (b *Bus) Subscribe(after *uint64, types []string, buffer int) (s *Sub, miss
 		missed = kept
 	}
 	c := make(chan Event, max(1, buffer))
-	s = &Sub{C: c, c: c, types: want, bus: b}
+	s = &Sub{C: c, c: c, types: want, bus: b, Last: b.next - 1}
 	b.subs[s] = struct{}{}
 	return s, missed, reset
 }
@@ -163,9 +173,28 @@ func (b *Bus) since(id uint64) ([]Event, bool) {
 	return out, id+1 < oldest
 }
 
-// Subscribers returns how many subscriptions are open.
-func (b *Bus) Subscribers() int {
+// Stats is what the bus has done, for /v1/status and /metrics.
+type Stats struct {
+	// Subscribers is how many subscriptions are open.
+	Subscribers int `json:"subscribers"`
+	// Published counts the events published since the start.
+	Published uint64 `json:"published"`
+	// Dropped counts the subscribers dropped for not keeping up.
+	Dropped uint64 `json:"dropped_subscribers"`
+	// LastID is the id of the latest event (0: none yet).
+	LastID uint64 `json:"last_id"`
+}
+
+// Stats returns the bus's counts.
+func (b *Bus) Stats() Stats {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	return len(b.subs)
+	st := Stats{Subscribers: len(b.subs), Published: b.published, Dropped: b.dropped}
+	if b.published > 0 {
+		st.LastID = b.next - 1
+	}
+	return st
 }
+
+// Subscribers returns how many subscriptions are open.
+func (b *Bus) Subscribers() int { return b.Stats().Subscribers }

@@ -10,6 +10,7 @@ import (
 	"io"
 	"net/http"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -17,6 +18,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/streamconductor/stream-conductor/desired"
+	"github.com/streamconductor/stream-conductor/events"
 	"github.com/streamconductor/stream-conductor/fleet"
 	"github.com/streamconductor/stream-conductor/health"
 	"github.com/streamconductor/stream-conductor/stream"
@@ -96,6 +98,14 @@ type Config struct {
 	Nodes      NodeLister
 	NodeName   string
 	APIAddress string
+	// Events, when set, is served at GET /v1/events.
+	Events *events.Bus
+	// EventsKeepAlive is the period of the keep-alive comments on
+	// /v1/events (default 15s).
+	EventsKeepAlive time.Duration
+	// EventsWriteTimeout bounds each write to an events client, so that
+	// one that stopped reading is let go (default 10s).
+	EventsWriteTimeout time.Duration
 	// OnRequest, when set, is told the route, status and duration of
 	// every request (metrics).
 	OnRequest func(route string, code int, d time.Duration)
@@ -113,7 +123,15 @@ type Server struct {
 	reqID   atomic.Uint64
 	// list caches the encoded GET /v1/streams answer.
 	list atomic.Pointer[listCache]
+	// closing ends the event streams when the server shuts down.
+	closing   chan struct{}
+	closeOnce sync.Once
 }
+
+// CloseEvents ends every GET /v1/events stream, so that a graceful
+// shutdown need not wait for clients that never leave (register it with
+// http.Server.RegisterOnShutdown).
+func (s *Server) CloseEvents() { s.closeOnce.Do(func() { close(s.closing) }) }
 
 // New returns the API's handler: it reads st and ap, and changes the
 // desired state only through wp.
@@ -124,7 +142,8 @@ func New(cfg Config, st Store, ap Applier, wp *writes.Path) *Server {
 	if cfg.Tokens == nil {
 		cfg.Tokens = &TokenSource{}
 	}
-	s := &Server{cfg: cfg, store: st, applier: ap, writes: wp, log: cfg.Log.With().Str("component", "httpapi").Logger()}
+	s := &Server{cfg: cfg, store: st, applier: ap, writes: wp, log: cfg.Log.With().Str("component", "httpapi").Logger(),
+		closing: make(chan struct{})}
 	r := mux.NewRouter().SkipClean(true) // no redirects: odd paths get a JSON 404
 	r.NotFoundHandler = s.handle("not_found", Read, func(w http.ResponseWriter, r *http.Request) error {
 		return errNotFound("no route for %s %s", r.Method, r.URL.Path)
@@ -152,6 +171,7 @@ func New(cfg Config, st Store, ap Applier, wp *writes.Path) *Server {
 	route(http.MethodPost, "/v1/import", Write, s.importStreams)
 	route(http.MethodGet, "/v1/audit", Read, s.audit)
 	route(http.MethodGet, "/v1/nodes", Read, s.listNodes)
+	route(http.MethodGet, "/v1/events", Read, s.streamEvents)
 	route(http.MethodPost, "/v1/state/confirm", Write, s.confirmState)
 	route(http.MethodGet, "/v1/whoami", Read, s.whoami)
 	s.mountUI(r)
@@ -276,6 +296,10 @@ func (w *statusWriter) WriteHeader(code int) {
 	}
 	w.ResponseWriter.WriteHeader(code)
 }
+
+// Unwrap lets http.ResponseController reach the connection (flushes and
+// deadlines for GET /v1/events).
+func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
 func (w *statusWriter) Write(b []byte) (int, error) {
 	if !w.wrote {

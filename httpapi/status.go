@@ -74,6 +74,9 @@ func (s *Server) status(w http.ResponseWriter, r *http.Request) error {
 		"streams":        map[string]any{"total": total, "by_state": counts, "failed": failed},
 		"reconciler":     h,
 	}
+	if s.cfg.Events != nil {
+		out["events"] = s.cfg.Events.Stats()
+	}
 	if c := s.condition(); c.Stale != nil || c.Alarm != nil {
 		out["stale"], out["alarm"] = c.Stale, c.Alarm
 	}

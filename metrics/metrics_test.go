@@ -6,6 +6,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/streamconductor/stream-conductor/events"
 	"github.com/streamconductor/stream-conductor/stream"
 )
 
@@ -72,6 +73,22 @@ func TestShardMetricsPerShard(t *testing.T) {
 	} {
 		if !strings.Contains(string(body), want) {
 			t.Errorf("metrics lack %s:\n%s", want, grep(string(body), "stream_conductor_nginx_shard"))
+		}
+	}
+}
+
+func TestEventStreamMetrics(t *testing.T) {
+	m := New(fakeSource{}, fakeStore{}, nil, nil, "")
+	m.WatchEvents(func() events.Stats { return events.Stats{Subscribers: 3, Published: 41, Dropped: 2} })
+	rec := httptest.NewRecorder()
+	m.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+	body, _ := io.ReadAll(rec.Body)
+	for _, want := range []string{
+		"stream_conductor_event_stream_clients 3", "stream_conductor_event_stream_published_total 41",
+		"stream_conductor_event_stream_dropped_clients_total 2",
+	} {
+		if !strings.Contains(string(body), want) {
+			t.Errorf("metrics lack %s:\n%s", want, grep(string(body), "stream_conductor_event_stream"))
 		}
 	}
 }

@@ -55,6 +55,8 @@ type opts struct {
 	dryRun, prune, replace, proxyProtocol, udp bool
 	file, bind, balance, allow, description    string
 	connectTimeout, idleTimeout                string
+	types                                      string
+	count                                      int
 }
 
 type command struct {
@@ -75,6 +77,7 @@ var subcommands = map[string]command{
 	"export":  {"export [-o json|yaml] > streams.json", exactly(0), runExport},
 	"import":  {"import [-dry-run] [-prune] FILE|-", exactly(1), runImport},
 	"healthz": {"healthz                              exit 0 if the daemon answers (for health checks)", exactly(0), runHealthz},
+	"watch":   {"watch [-types T,T...] [-n N] [-o table|json]   follow the daemon's events (GET /v1/events) until Ctrl-C or N events", exactly(0), runWatch},
 	"confirm": {"confirm [-o table|json|yaml]         apply the fleet's state in etcd as it is on every node that holds (see status)", exactly(0), runConfirm},
 }
 
@@ -114,6 +117,8 @@ func runClient(name string, args []string, getenv func(string) string, stdout, s
 	fs.StringVar(&o.connectTimeout, "connect-timeout", "", "create: e.g. 5s")
 	fs.StringVar(&o.idleTimeout, "idle-timeout", "", "create: e.g. 10m")
 	fs.StringVar(&o.description, "description", "", "create: free text")
+	fs.StringVar(&o.types, "types", "", "watch: comma-separated event types (default: all)")
+	fs.IntVar(&o.count, "n", 0, "watch: stop after N events (default: follow until interrupted)")
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "Usage: stream-conductor %s\n\nExit codes: 0 done, 1 refused or failed, 2 bad usage, 3 no such stream, 4 no daemon at the URL.\n\nFlags:\n", cmd.usage)
 		fs.PrintDefaults()

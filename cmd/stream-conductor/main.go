@@ -23,6 +23,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/streamconductor/stream-conductor/events"
 	"github.com/streamconductor/stream-conductor/health"
 	"github.com/streamconductor/stream-conductor/httpapi"
 	"github.com/streamconductor/stream-conductor/metrics"
@@ -91,6 +92,10 @@ func newLogger(cfg config) zerolog.Logger {
 	return zerolog.New(os.Stderr).Level(level).With().Timestamp().Logger()
 }
 
+// eventsWindow is how many of the latest events GET /v1/events keeps for
+// clients that reconnect with Last-Event-ID.
+const eventsWindow = 1024
+
 // run wires the daemon in start-up order: tokens, the desired state,
 // nginx, the resolver and the reconciler, the write path and the API; then
 // it serves until ctx ends. nginx keeps forwarding after it returns.
@@ -140,6 +145,8 @@ func run(ctx context.Context, cfg config, log zerolog.Logger) error {
 		prober.Interval, prober.Timeout = cfg.HealthInterval, cfg.HealthTimeout
 	}
 	mx = metrics.New(rec, st, tc, prober, cfg.State.NodeName)
+	bus := events.New(eventsWindow)
+	mx.WatchEvents(bus.Stats)
 
 	addr := net.JoinHostPort(cfg.BindAddress, strconv.Itoa(cfg.BindPort))
 	nodes, node, err := registerNode(ctx, cfg, st, func() stream.NodeInfo {
@@ -178,6 +185,7 @@ func run(ctx context.Context, cfg config, log zerolog.Logger) error {
 		Nodes:      nodes,
 		NodeName:   cfg.State.NodeName,
 		APIAddress: cfg.NodeAPIURL,
+		Events:     bus,
 		Log:        log,
 	}, st, rec, wp)
 	defer reloadTokensOnHUP(tokens, log)()
@@ -189,7 +197,9 @@ func run(ctx context.Context, cfg config, log zerolog.Logger) error {
 	if !tokens.Enabled() {
 		log.Warn().Msg("no API token is set: the API is open to every local user; set API_TOKEN_FILE to require one")
 	}
-	return serve(ctx, newHTTPServer(api, cfg), ln, log)
+	srv := newHTTPServer(api, cfg)
+	srv.RegisterOnShutdown(api.CloseEvents)
+	return serve(ctx, srv, ln, log)
 }
 
 // startBackground runs the reconciler, the resolver's refreshes and the
