@@ -522,7 +522,7 @@ function detailsCard(s) {
         hb?.error ? h('span', { class: 'muted' }, hb.error) : null);
     })],
   ];
-  if (st.error) rows.push(['nginx says', h('span', { class: 'mono', style: null }, st.error)]);
+  if (st.error) rows.push(['nginx says', h('span', { class: 'mono' }, st.error)]);
   if (st.summary) rows.push(['Fleet', st.summary]);
   for (const [k, label] of [['bind', 'Bind'], ['balance', 'Balance'], ['max_fails', 'Max fails'], ['fail_timeout', 'Fail timeout'],
     ['connect_timeout', 'Connect timeout'], ['idle_timeout', 'Idle timeout'], ['description', 'Description']]) {
