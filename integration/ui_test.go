@@ -28,6 +28,7 @@ import (
 // of another origin cannot use the API. Every page is photographed into
 // the test's temp dir (and $UI_SCREENSHOTS when set).
 func TestUI(t *testing.T) {
+	t.Parallel()
 	browser := newUIBrowser(t)
 	const (
 		writeTok = "ui-test-write-token-0123456789abcdef"
@@ -124,6 +125,7 @@ func TestUI(t *testing.T) {
 		ui.click("#preview")
 		ui.waitJS("the diff", fmt.Sprintf(`(() => { const t = document.querySelector("pre.diff")?.textContent || "";
 			return t.includes("-    proxy_pass %s;") && t.includes("+    proxy_pass %s;") })()`, be.addr(), be2.addr()))
+		ui.do("show the diff", chromedp.ScrollIntoView(chromedp.CSS("#preview")))
 		shots.take(ui, "stream")
 		// Nothing changed yet: the preview only showed the diff.
 		mustEcho(t, formPort, "UI-A:")
@@ -268,7 +270,8 @@ func (b *uiBrowser) tab(t *testing.T) context.Context {
 	open, done := context.WithTimeout(context.Background(), uiTimeout)
 	defer done()
 	errc := make(chan error, 1)
-	go func() { errc <- chromedp.Do(ctx) }() // the tab lives as long as ctx
+	// The tab lives as long as ctx; its viewport is the screenshots' size.
+	go func() { errc <- chromedp.Do(ctx, chromedp.EmulateViewport(1280, 800)) }()
 	select {
 	case err := <-errc:
 		if err != nil {

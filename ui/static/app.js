@@ -829,8 +829,8 @@ function pageAudit(main) {
 function pageNodes(main) {
   const body = h('tbody');
   main.append(title('Nodes'), h('table', { id: 'nodes' },
-    h('thead', {}, h('tr', {}, ['Node', 'API', 'Version', 'nginx', 'Applied revision', 'Active', 'Failed', 'Not active', 'Last seen']
-      .map((c) => h('th', { scope: 'col' }, c)))), body));
+    h('thead', {}, h('tr', {}, ['Node', 'API', 'Version', 'nginx', '#Applied revision', '#Active', '#Failed', 'Not active', 'Last seen']
+      .map((c) => h('th', { scope: 'col', class: c[0] === '#' ? 'num' : null }, c.replace('#', ''))))), body));
   const load = async () => {
     try {
       const ans = await api('GET', '/v1/nodes');
@@ -855,14 +855,14 @@ function pageNodes(main) {
 function pageStatus(main) {
   const grid = h('div', { class: 'grid' });
   const recent = h('tbody');
-  main.append(title('Status'), grid, h('h2', {}, 'Recent reloads and drift (since this page was opened)'),
+  main.append(title('Status'), grid, h('h2', {}, 'Recent reloads and drift (since the dashboard was opened)'),
     h('table', { id: 'recent' }, h('thead', {}, h('tr', {}, ['Time', 'Event', 'Shard', 'Outcome', 'Detail'].map((c) => h('th', { scope: 'col' }, c)))), recent));
   const drawRecent = () => {
     recent.replaceChildren(...(app.recent.length ? app.recent.map((e) => h('tr', {},
       h('td', {}, fmtTime(e.time)), h('td', {}, e.type + (e.data.op ? ' (' + e.data.op + ')' : e.data.kind ? ' (' + e.data.kind + ')' : '')),
       h('td', { class: 'num' }, String(e.data.shard ?? '')),
       h('td', {}, e.type === 'reload' ? yesNo(e.data.outcome === 'ok', 'ok', 'failed') : e.type === 'drift.repaired' ? yesNo(true, 'repaired', '') : h('span', { class: 'badge s-pending' }, 'detected')),
-      h('td', {}, e.data.error || e.data.detail || (e.data.streams ? [].concat(e.data.streams).join(', ') : ''))))
+      h('td', {}, recentDetail(e))))
       : [h('tr', {}, h('td', { colspan: 5, class: 'empty' }, 'None yet.'))]));
   };
   const load = async () => {
@@ -896,7 +896,8 @@ function pageStatus(main) {
         cards.push(h('section', { class: 'card' }, h('h2', {}, 'nginx masters'), kv(r.shards.map((s) =>
           ['Shard ' + s.shard, [yesNo(s.running, 'running', 'not running'), ' ', s.streams + ' streams, ' + s.reloads + ' reloads', s.last_error ? ' — ' + s.last_error : '']]))));
       }
-      if (st.events) cards.push(h('section', { class: 'card' }, h('h2', {}, 'Events'), kv([['Subscribers', String(st.events.subscribers)], ['Dropped', String(st.events.dropped)], ['Last id', String(st.events.last_id)]])));
+      if (st.events) cards.push(h('section', { class: 'card' }, h('h2', {}, 'Events'), kv([['Subscribers', String(st.events.subscribers ?? 0)], ['Published', String(st.events.published ?? 0)],
+        ['Dropped subscribers', String(st.events.dropped_subscribers ?? 0)], ['Last id', String(st.events.last_id ?? 0)]])));
       grid.replaceChildren(...cards);
     } catch (err) {
       if (err.status !== 401) showError(err);
@@ -909,6 +910,13 @@ function pageStatus(main) {
       if (type === 'reload' || type.startsWith('drift.') || type === 'stream.status' || type === 'bulk') { load(); drawRecent(); }
     },
   };
+}
+
+function recentDetail(e) {
+  const d = e.data;
+  if (d.error) return d.error;
+  if (e.type === 'reload') return d.streams + ' streams, ' + Math.round(d.duration_ms || 0) + ' ms';
+  return [d.detail, (d.streams || []).join(', ')].filter(Boolean).join(': ');
 }
 
 // ---- login
