@@ -125,7 +125,7 @@ func TestUI(t *testing.T) {
 		ui.click("#preview")
 		ui.waitJS("the diff", fmt.Sprintf(`(() => { const t = document.querySelector("pre.diff")?.textContent || "";
 			return t.includes("-    proxy_pass %s;") && t.includes("+    proxy_pass %s;") })()`, be.addr(), be2.addr()))
-		ui.do("show the diff", chromedp.ScrollIntoView(chromedp.CSS("#preview")))
+		ui.do("show the diff", chromedp.Evaluate[chromedp.Void](`document.querySelector("pre.diff").scrollIntoView({block: "end"})`))
 		shots.take(ui, "stream")
 		// Nothing changed yet: the preview only showed the diff.
 		mustEcho(t, formPort, "UI-A:")

@@ -242,7 +242,9 @@ function applyTraffic(d, time) {
   for (const [id, c] of Object.entries(d.streams || {})) {
     const s = app.streams.get(id);
     if (!s) continue;
-    s.traffic = Object.assign({}, s.traffic, c);
+    // A session is counted when it ends: more sessions, one just ended.
+    const ended = (c.sessions || 0) > (s.traffic?.sessions || 0);
+    s.traffic = Object.assign({}, s.traffic, c, ended ? { last_session: time } : {});
     addSample(id, t, c);
   }
 }
