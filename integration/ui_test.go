@@ -151,6 +151,20 @@ func TestUI(t *testing.T) {
 		ui.notReloaded()
 	})
 
+	t.Run("the events resume after a restart of the daemon", func(t *testing.T) {
+		ui.t = t
+		ui.goTo("#/streams")
+		d.stop()
+		d.start()
+		// The page reconnects by itself; the ids of the earlier run are
+		// gone, so it is told to list again, and then follows the new run.
+		later := d.portMin + 3
+		d.mustPut("tcp", later, `{"backend":"`+be.addr()+`"}`)
+		ui.waitJS(fmt.Sprintf("tcp/%d, created after the restart, active in the open page", later), rowState(fmt.Sprintf("tcp/%d", later), "active"))
+		ui.waitJS("the page connected", `document.querySelector("#live").textContent === "live"`)
+		ui.notReloaded()
+	})
+
 	t.Run("other pages", func(t *testing.T) {
 		ui.t = t
 		for _, p := range []struct{ hash, ready, name string }{
@@ -178,6 +192,15 @@ func TestUI(t *testing.T) {
 		ro.waitJS("no edit form, no delete", `!document.querySelector("#edit-form") && !document.querySelector("#delete") && !document.querySelector("form")`)
 		ro.goTo("#/new")
 		ro.waitJS("no create form", `!document.querySelector("#create-form") && document.querySelector("main").textContent.includes("may only read")`)
+	})
+
+	t.Run("no token configured: no login", func(t *testing.T) {
+		open := startDaemon(t, 1)
+		p := &uiPage{t: t, ctx: browser.tab(t), d: open}
+		p.navigate("/ui/")
+		p.waitJS("the streams page at once", `location.hash === "#/streams" && document.querySelector("#streams tbody").dataset.loaded === "true"`)
+		p.waitJS("open access, no log out", `document.querySelector("#who").textContent.includes("no token") && document.querySelector("#logout").hidden &&
+			!document.querySelector("#nav-new").hidden`)
 	})
 
 	t.Run("a page of another origin cannot use the API", func(t *testing.T) {
