@@ -392,7 +392,8 @@ const routes = [
 function canWrite() { return app.who?.access === 'write'; }
 
 function route() {
-  const hash = location.hash || '#/streams';
+  if (!location.hash) history.replaceState(null, '', '#/streams');
+  const hash = location.hash;
   if (!app.who && hash !== '#/login') { location.hash = '#/login'; return; }
   showError(null);
   if (!app.keepNotice) notify(null);
