@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"maps"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -12,6 +13,7 @@ import (
 	"github.com/rs/zerolog"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"github.com/streamconductor/stream-conductor/events"
 	"github.com/streamconductor/stream-conductor/stream"
 )
 
@@ -31,6 +33,8 @@ type Registry struct {
 	gone    map[string]time.Time       // idem
 	changed chan struct{}              // closed and replaced at every change
 	gen     uint64                     // counts changes
+	listed  bool                       // the first list, the baseline of events, is done
+	events  events.Publisher
 
 	stop context.CancelFunc
 	done chan struct{}
@@ -40,9 +44,11 @@ type Registry struct {
 const maxGone = 64
 
 // WatchNodes lists the registry, then watches it until Close. A first
-// list that fails is logged and retried by the watch.
-func (s *State) WatchNodes(log zerolog.Logger) *Registry {
-	g := &Registry{cli: s.cli, prefix: s.prefix + "/nodes/", timeout: s.timeout,
+// list that fails is logged and retried by the watch. When pub is not
+// nil, it is told of every node that registers or whose registration
+// ends after the first list (events.NodeJoined, events.NodeLeft).
+func (s *State) WatchNodes(log zerolog.Logger, pub events.Publisher) *Registry {
+	g := &Registry{cli: s.cli, prefix: s.prefix + "/nodes/", timeout: s.timeout, events: pub,
 		log:  log.With().Str("component", "etcdstate").Str("watch", "nodes").Logger(),
 		live: map[string]stream.NodeInfo{}, gone: map[string]time.Time{}, changed: make(chan struct{}), done: make(chan struct{})}
 	ctx, cancel := context.WithCancel(context.Background())
@@ -195,10 +201,32 @@ func (g *Registry) publish(live map[string]stream.NodeInfo, gone map[string]time
 		}
 		delete(gone, oldest)
 	}
+	if g.listed {
+		g.publishChanges(live)
+	}
+	g.listed = true
 	g.live, g.gone = live, gone
 	g.gen++
 	close(g.changed)
 	g.changed = make(chan struct{})
+}
+
+// publishChanges publishes the nodes that joined or left from the live
+// nodes known to live. g.mu is held (Publish never blocks).
+func (g *Registry) publishChanges(live map[string]stream.NodeInfo) {
+	if g.events == nil {
+		return
+	}
+	for _, name := range slices.Sorted(maps.Keys(live)) {
+		if _, ok := g.live[name]; !ok {
+			g.events.Publish(events.NodeJoined, events.NodeChange{Name: name, APIURL: live[name].API})
+		}
+	}
+	for _, name := range slices.Sorted(maps.Keys(g.live)) {
+		if _, ok := live[name]; !ok {
+			g.events.Publish(events.NodeLeft, events.NodeChange{Name: name, APIURL: g.live[name].API})
+		}
+	}
 }
 
 // sleep waits d or until ctx ends.

@@ -2,12 +2,15 @@ package etcdstate
 
 import (
 	"context"
+	"slices"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/rs/zerolog"
 
+	"github.com/streamconductor/stream-conductor/events"
 	"github.com/streamconductor/stream-conductor/stream"
 )
 
@@ -17,7 +20,7 @@ import (
 func TestRegistryFollowsPublishedStatus(t *testing.T) {
 	needEtcd(t)
 	st := openState(t, sharedClient, newPrefix(), Options{})
-	reg := st.WatchNodes(zerolog.Nop())
+	reg := st.WatchNodes(zerolog.Nop(), nil)
 	defer reg.Close()
 	var applied atomic.Uint64
 	var failing atomic.Pointer[[]stream.StreamStatus]
@@ -88,5 +91,45 @@ func TestPublishIsCoalesced(t *testing.T) {
 	writes := rawGet(t, key).Kvs[0].Version - before
 	if most := int64(time.Since(start)/(200*time.Millisecond)) + 1; writes > most {
 		t.Fatalf("%d writes in %s for 200 Publish calls; want at most %d (one per 200ms)", writes, time.Since(start), most)
+	}
+}
+
+// nodeEvents is a fake events.Publisher of node events.
+type nodeEvents struct {
+	mu  sync.Mutex
+	evs []string // "node.joined edge-b http://…"
+}
+
+func (r *nodeEvents) Publish(typ string, data any) events.Event {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	n := data.(events.NodeChange)
+	r.evs = append(r.evs, typ+" "+n.Name+" "+n.APIURL)
+	return events.Event{}
+}
+
+func (r *nodeEvents) got() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return slices.Clone(r.evs)
+}
+
+// The registry publishes a node that registers after its first list (the
+// baseline, which publishes nothing) and one whose registration ends.
+func TestRegistryPublishesNodesJoiningAndLeaving(t *testing.T) {
+	needEtcd(t)
+	st := openState(t, sharedClient, newPrefix(), Options{})
+	a := register(t, st, "edge-a", func() stream.NodeInfo { return stream.NodeInfo{Name: "edge-a"} })
+	defer a.Close()
+	pub := &nodeEvents{}
+	reg := st.WatchNodes(zerolog.Nop(), pub)
+	defer reg.Close()
+	b := register(t, st, "edge-b", func() stream.NodeInfo { return stream.NodeInfo{Name: "edge-b", API: "http://127.0.0.2:8080"} })
+	waitFor(t, "edge-b joined", 5*time.Second, func() bool { return len(pub.got()) == 1 })
+	b.Close()
+	waitFor(t, "edge-b left", 5*time.Second, func() bool { return len(pub.got()) == 2 })
+	want := []string{"node.joined edge-b http://127.0.0.2:8080", "node.left edge-b http://127.0.0.2:8080"}
+	if got := pub.got(); !slices.Equal(got, want) {
+		t.Fatalf("events %q, want %q (edge-a, in the first list, is not news)", got, want)
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/streamconductor/stream-conductor/events"
 	"github.com/streamconductor/stream-conductor/stream"
 )
 
@@ -39,10 +40,14 @@ type Prober struct {
 	Interval    time.Duration // between rounds (default 10s)
 	Timeout     time.Duration // per connect (default 2s)
 	Concurrency int           // probes at once (default 16)
-	store       Lister
-	dial        func(ctx context.Context, addr string) error
-	mu          sync.Mutex
-	states      map[string]Backend
+	// Events, when set, is told when a backend goes down or comes back
+	// up (events.BackendHealth); a backend's first result only when it
+	// is down.
+	Events events.Publisher
+	store  Lister
+	dial   func(ctx context.Context, addr string) error
+	mu     sync.Mutex
+	states map[string]Backend
 }
 
 // New returns a prober of st's backends.
@@ -83,11 +88,18 @@ func (p *Prober) Round(ctx context.Context) {
 	specs, _ := p.store.List()
 	seen := map[string]bool{}
 	var targets []string
+	var users map[string][]stream.ID // the streams of each backend, for events
+	if p.Events != nil {
+		users = map[string][]stream.ID{}
+	}
 	for _, s := range specs {
 		if s.Protocol != stream.TCP {
 			continue
 		}
 		for _, b := range s.Backends {
+			if users != nil {
+				users[b] = append(users[b], s.ID())
+			}
 			if !seen[b] {
 				seen[b] = true
 				targets = append(targets, b)
@@ -105,7 +117,7 @@ func (p *Prober) Round(ctx context.Context) {
 			cctx, cancel := context.WithTimeout(ctx, p.Timeout)
 			err := p.dial(cctx, addr)
 			cancel()
-			p.set(addr, err)
+			p.set(addr, err, users[addr])
 		}()
 	}
 	wg.Wait()
@@ -118,19 +130,41 @@ func (p *Prober) Round(ctx context.Context) {
 	p.mu.Unlock()
 }
 
-func (p *Prober) set(addr string, err error) {
+// set records a probe's result for addr, which streams use, and
+// publishes a change of state.
+func (p *Prober) set(addr string, err error, streams []stream.ID) {
 	state, msg := Up, ""
 	if err != nil {
 		state, msg = Down, err.Error()
 	}
 	p.mu.Lock()
-	defer p.mu.Unlock()
 	old, ok := p.states[addr]
 	b := Backend{Backend: addr, State: state, Error: msg, Since: time.Now().UTC()}
 	if ok && old.State == state {
 		b.Since = old.Since
 	}
 	p.states[addr] = b
+	p.mu.Unlock()
+	if ev, changed := healthChange(addr, old, ok, b, streams); changed && p.Events != nil {
+		p.Events.Publish(events.BackendHealth, ev)
+	}
+}
+
+// healthChange returns the event of a backend whose state went from old
+// (ok: it had one) to b, and whether there is one: up to down or back,
+// or a first result that is down.
+func healthChange(addr string, old Backend, ok bool, b Backend, streams []stream.ID) (events.HealthChange, bool) {
+	up := b.State == Up
+	ev := events.HealthChange{Address: addr, Up: up, Error: b.Error, Streams: streams}
+	if !ok || old.State == Unknown {
+		return ev, !up
+	}
+	if old.State == b.State {
+		return ev, false
+	}
+	was := old.State == Up
+	ev.Previous = &was
+	return ev, true
 }
 
 // Of returns the health of each backend of s, in order.

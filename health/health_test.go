@@ -3,11 +3,15 @@ package health
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"net"
+	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/streamconductor/stream-conductor/events"
 	"github.com/streamconductor/stream-conductor/stream"
 )
 
@@ -67,5 +71,75 @@ func TestUnprobedBackendHasNoSince(t *testing.T) {
 	b, _ = json.Marshal(Backend{Backend: "127.0.0.1:1", State: Up, Since: time.Unix(1, 0).UTC()})
 	if !strings.Contains(string(b), `"since":"1970-01-01T00:00:01Z"`) {
 		t.Fatalf("probed backend JSON %s lacks its since", b)
+	}
+}
+
+// recorder is a fake events.Publisher.
+type recorder struct {
+	mu  sync.Mutex
+	evs []events.HealthChange
+}
+
+func (r *recorder) Publish(typ string, data any) events.Event {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if typ == events.BackendHealth {
+		r.evs = append(r.evs, data.(events.HealthChange))
+	}
+	return events.Event{}
+}
+
+func (r *recorder) take() []events.HealthChange {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := r.evs
+	r.evs = nil
+	return out
+}
+
+// A backend's change of state is published, with the streams that use
+// it: its first result only when it is down, then every up ↔ down, and
+// nothing while it stays as it was.
+func TestHealthTransitionsArePublished(t *testing.T) {
+	down := map[string]bool{"10.0.0.2:80": true}
+	var mu sync.Mutex
+	specs := fixed{
+		{Protocol: stream.TCP, Listen: 9000, Backends: []string{"10.0.0.1:80", "10.0.0.2:80"}},
+		{Protocol: stream.TCP, Listen: 9001, Backends: []string{"10.0.0.1:80"}},
+	}
+	p := New(specs)
+	rec := &recorder{}
+	p.Events = rec
+	p.dial = func(_ context.Context, addr string) error {
+		mu.Lock()
+		defer mu.Unlock()
+		if down[addr] {
+			return errors.New("connection refused")
+		}
+		return nil
+	}
+	p.Round(context.Background())
+	evs := rec.take()
+	if len(evs) != 1 || evs[0].Address != "10.0.0.2:80" || evs[0].Up || evs[0].Previous != nil || evs[0].Error != "connection refused" ||
+		!slices.Equal(evs[0].Streams, []stream.ID{{Protocol: stream.TCP, Port: 9000}}) {
+		t.Fatalf("first round published %+v, want 10.0.0.2:80 down (used by tcp/9000) alone", evs)
+	}
+	p.Round(context.Background())
+	if evs := rec.take(); len(evs) != 0 {
+		t.Fatalf("a round that changed nothing published %+v", evs)
+	}
+	mu.Lock()
+	down = map[string]bool{"10.0.0.1:80": true}
+	mu.Unlock()
+	p.Round(context.Background())
+	got := map[string]events.HealthChange{}
+	for _, ev := range rec.take() {
+		got[ev.Address] = ev
+	}
+	if a := got["10.0.0.1:80"]; len(got) != 2 || a.Up || a.Previous == nil || !*a.Previous || len(a.Streams) != 2 {
+		t.Fatalf("published %+v; want 10.0.0.1:80 up → down, used by 2 streams", got)
+	}
+	if b := got["10.0.0.2:80"]; !b.Up || b.Previous == nil || *b.Previous || b.Error != "" {
+		t.Fatalf("10.0.0.2:80: %+v, want down → up", b)
 	}
 }

@@ -2,8 +2,10 @@ package httpapi
 
 import (
 	"cmp"
+	"context"
 	"encoding/json"
 	"errors"
+	"net"
 	"net/http"
 	"slices"
 	"strconv"
@@ -24,7 +26,20 @@ const (
 	eventsRetry = 2000
 	// defaultKeepAlive is the period of keep-alive comments.
 	defaultKeepAlive = 15 * time.Second
+	// eventsSendBuffer bounds the kernel's send buffer of an events
+	// connection: left to grow, it would hold megabytes for a client that
+	// stopped reading before the daemon could notice.
+	eventsSendBuffer = 64 << 10
 )
+
+type connKey struct{}
+
+// ConnContext keeps each connection in its requests' context, so that
+// GET /v1/events can bound its send buffer; set it as the
+// http.Server's ConnContext.
+func ConnContext(ctx context.Context, c net.Conn) context.Context {
+	return context.WithValue(ctx, connKey{}, c)
+}
 
 // streamEvents serves GET /v1/events: server-sent events from the bus,
 // resumed after Last-Event-ID when the window still holds what the client
@@ -45,6 +60,11 @@ func (s *Server) streamEvents(w http.ResponseWriter, r *http.Request) error {
 	defer sub.Close()
 	reset = reset || resumeErr != nil
 
+	if c, ok := r.Context().Value(connKey{}).(*net.TCPConn); ok {
+		if err := c.SetWriteBuffer(eventsSendBuffer); err != nil {
+			s.log.Debug().Err(err).Msg("events: send buffer not bounded")
+		}
+	}
 	rc := http.NewResponseController(w)
 	// The server's read and write deadlines are for requests that end;
 	// this one lasts until the client leaves.

@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"runtime"
 	"strconv"
 	"strings"
 	"testing"
@@ -96,7 +97,9 @@ func newEventsServer(t *testing.T, cfg func(*Server)) (*httptest.Server, *events
 	if cfg != nil {
 		cfg(srv)
 	}
-	ts := httptest.NewServer(srv)
+	ts := httptest.NewUnstartedServer(srv)
+	ts.Config.ConnContext = ConnContext
+	ts.Start()
 	t.Cleanup(ts.Close)
 	t.Cleanup(srv.CloseEvents)
 	return ts, bus, srv
@@ -214,11 +217,16 @@ func TestEventsClientThatNeverReadsIsDropped(t *testing.T) {
 	fmt.Fprintf(conn, "GET /v1/events HTTP/1.1\r\nHost: %s\r\n\r\n", ts.Listener.Addr())
 	waitSubscribers(t, bus, 1)
 	big := strings.Repeat("x", 16<<10)
-	for i := 0; i < 10*eventsBuffer && bus.Subscribers() > 0; i++ {
+	before := heapInUse()
+	for range 10 * eventsBuffer { // 40 MiB published
 		bus.Publish(events.Reload, events.Reloaded{Error: big})
 	}
 	if st := bus.Stats(); st.Subscribers != 0 || st.Dropped != 1 {
 		t.Fatalf("after %d events of 16 KiB unread: %+v; want the client dropped", st.Published, st)
+	}
+	// What stays is at most the client's buffer (4 MiB) and the window.
+	if grew := int64(heapInUse()) - int64(before); grew > 16<<20 {
+		t.Errorf("the heap grew by %d MiB for a client that reads nothing", grew>>20)
 	}
 	select {
 	case <-done:
@@ -239,4 +247,11 @@ func TestCloseEventsEndsTheStreams(t *testing.T) {
 		}
 	}
 	t.Fatal("the stream went on after CloseEvents")
+}
+
+func heapInUse() uint64 {
+	runtime.GC()
+	var m runtime.MemStats
+	runtime.ReadMemStats(&m)
+	return m.HeapInuse
 }

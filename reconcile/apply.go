@@ -65,7 +65,9 @@ func (r *Reconciler) try(ctx context.Context, a *apply) (done bool, err error) {
 		err = r.nginx.Start(ctx)
 		changed = diffNames(nil, a.onNow)
 	}
-	r.counted(op, time.Since(applyStart), err)
+	took := time.Since(applyStart)
+	r.counted(op, took, err)
+	r.publishApply(startOrRestart(op, r.appliedFiles != nil), float64(took.Microseconds())/1000, err, len(a.desired))
 	if err != nil {
 		return false, r.rejected(a.log, err, a.specs, a.onDisk, a.onNow, a.owned)
 	}
@@ -93,6 +95,16 @@ func (r *Reconciler) try(ctx context.Context, a *apply) (done bool, err error) {
 		a.log.Warn().Err(err).Msg("record applied configuration")
 	}
 	return true, nil
+}
+
+// startOrRestart names a start of a master after one this process had
+// already applied a configuration to (it died, or was stopped) a
+// restart, for events.
+func startOrRestart(op string, appliedBefore bool) string {
+	if op == "start" && appliedBefore {
+		return "restart"
+	}
+	return op
 }
 
 // test runs `nginx -t` first, unless nginx's own start or reload

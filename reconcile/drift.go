@@ -122,6 +122,7 @@ func (r *Reconciler) handleDrift(log zerolog.Logger, specs []stream.Spec, desire
 		}
 		r.count(func(c *stream.NodeCounters) { c.DriftRepairs++ })
 		log.Warn().Strs("files", drifted).Msg("config files changed by someone else; repairing them from the store")
+		r.driftFound(driftFiles, r.fileStreams(drifted), "config files changed by someone else; repairing them from the store", true)
 		return
 	}
 	reason := "alert"
@@ -144,10 +145,12 @@ func (r *Reconciler) handleDrift(log zerolog.Logger, specs []stream.Spec, desire
 	}
 	if len(replaced) > 0 {
 		log.Warn().Strs("files", replaced).Msg("config files of ours that are not regular files; replacing them whatever the drift policy")
+		r.driftFound(driftFiles, r.fileStreams(replaced), "config files of ours that are not regular files; replacing them", true)
 		drifted = slices.DeleteFunc(drifted, func(n string) bool { return slices.Contains(replaced, n) })
 	}
 	if len(drifted) > 0 {
 		log.Warn().Strs("files", drifted).Str("reason", reason).Msg("config files changed by someone else; leaving them as they are")
+		r.driftFound(driftFiles, r.fileStreams(drifted), "config files changed by someone else; left as they are ("+reason+")", false)
 	}
 	r.hideHeld(onDisk)
 }

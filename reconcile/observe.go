@@ -118,12 +118,14 @@ func (r *Reconciler) listenDrift(log zerolog.Logger, missing []string) bool {
 		if !known {
 			log.Warn().Int("streams", len(missing)).Strs("first", missing[:min(10, len(missing))]).
 				Msg("nginx does not listen on the ports of streams it applied; repair rate-limited")
+			r.driftFound(driftListen, parseIDs(missing), "nginx does not listen on the ports of streams it applied; repair rate-limited", false)
 		}
 		return false
 	}
 	r.count(func(c *stream.NodeCounters) { c.ListenDrift++ })
 	log.Warn().Int("streams", len(missing)).Strs("first", missing[:min(10, len(missing))]).
 		Msg("nginx does not listen on the ports of streams it applied; reloading it")
+	r.driftFound(driftListen, parseIDs(missing), "nginx does not listen on the ports of streams it applied; reloading it", true)
 	r.forceReload = true
 	return true
 }

@@ -74,6 +74,7 @@ func (r *Reconciler) pass(ctx context.Context, log zerolog.Logger) (uint64, erro
 	r.appliedFiles = applied
 	r.bootFiles = nil
 	r.finish(specs, a.desired, rev)
+	r.driftRepaired()
 	return rev, nil
 }
 
@@ -109,6 +110,9 @@ func (r *Reconciler) prepare(ctx context.Context, streams int) (running bool, er
 	r.takeForce() // the main configuration was repaired, or nginx did not listen
 	running = !r.nginx.Supervises() || r.nginx.Running()
 	if !running {
+		if r.appliedFiles != nil { // it ran what we gave it: it died, or was stopped
+			r.driftFound(driftMaster, nil, "nginx's master is not running; restarting it", true)
+		}
 		if err := r.nginx.Recover(ctx); err != nil {
 			return false, err
 		}

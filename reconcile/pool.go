@@ -54,6 +54,7 @@ type Pool struct {
 	progMu      sync.Mutex
 	progress    chan struct{} // closed and replaced after a listing or a shard's pass
 	retainedRev uint64        // owned by Run: the revision whose names the resolver was told
+	diff        specDiff      // owned by Run: the desired state's changes, for events
 
 	mu        sync.Mutex
 	shards    []*shard // by index; nil: not started
@@ -309,6 +310,7 @@ func (p *Pool) newShard(k int) (*shard, error) {
 	cfg.Dir = ShardDir(p.cfg.Dir, k)
 	cfg.StateFile = stateFile
 	cfg.Log = p.cfg.Log.With().Int("shard", k).Logger()
+	cfg.Shard = k
 	s := &shard{k: k, draining: k >= p.cfg.Shards}
 	s.view = &shardView{pool: p, changes: make(chan struct{}, 1)}
 	onPass := cfg.OnPass

@@ -30,6 +30,7 @@ const minTarget = 64
 func (p *Pool) distribute(ctx context.Context) {
 	specs, rev := p.store.List()
 	tl := timelineOf(p.store)
+	p.diff.next(p.cfg.Events, specs, rev, tl)
 	specs = p.preview.ours(specs)
 	p.retain(specs, rev)
 	p.mu.Lock()

@@ -23,6 +23,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/streamconductor/stream-conductor/events"
 	"github.com/streamconductor/stream-conductor/nginxconf"
 	"github.com/streamconductor/stream-conductor/resolve"
 	"github.com/streamconductor/stream-conductor/stream"
@@ -100,7 +101,12 @@ type Config struct {
 	// Node is this node's name (NODE_NAME): the reconciler applies only
 	// the streams that target it (stream.Spec.Targets).
 	Node string
-	Log  zerolog.Logger
+	// Events, when set, is told what the reconciler does (statuses,
+	// reloads, drift); Shard is the index of its master in a Pool,
+	// which the events carry.
+	Events events.Publisher
+	Shard  int
+	Log    zerolog.Logger
 }
 
 // Resolver answers what addresses backend host names have.
@@ -145,14 +151,15 @@ type Reconciler struct {
 	repairs       *limiter
 	backoff       time.Duration
 	passID        uint64
-	lastReload    time.Time            // when nginx last took a configuration
-	foreignBroken bool                 // the last failure was in a file not ours
-	forceReload   bool                 // what nginx serves differs from what it was given
-	unremovable   map[string]bool      // files of no stream that cannot be removed
-	lastLook      time.Time            // the watch tick's last look at the socket table
-	unrenderable  map[stream.ID]string // streams that cannot be rendered, and why
-	bootFiles     map[string][]byte    // our files on disk, until the first apply
-	retainedRev   uint64               // store revision whose names the resolver was told
+	lastReload    time.Time              // when nginx last took a configuration
+	foreignBroken bool                   // the last failure was in a file not ours
+	forceReload   bool                   // what nginx serves differs from what it was given
+	unremovable   map[string]bool        // files of no stream that cannot be removed
+	lastLook      time.Time              // the watch tick's last look at the socket table
+	unrenderable  map[stream.ID]string   // streams that cannot be rendered, and why
+	bootFiles     map[string][]byte      // our files on disk, until the first apply
+	retainedRev   uint64                 // store revision whose names the resolver was told
+	repairing     map[string][]stream.ID // drift published, by kind, until a pass repairs it
 
 	// inPool: a shard of a Pool, which watches its directory and tells
 	// the resolver which names are in use.

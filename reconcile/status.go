@@ -6,6 +6,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/streamconductor/stream-conductor/events"
 	"github.com/streamconductor/stream-conductor/stream"
 )
 
@@ -90,6 +91,8 @@ func (r *Reconciler) finish(specs []stream.Spec, desired map[string]file, rev ui
 	}
 	r.finished = key
 	now := time.Now().UTC()
+	var changes []events.StatusChange
+	defer func() { r.publishStatuses(changes) }() // once r.mu is released
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	status := make(map[stream.ID]stream.Status, len(specs))
@@ -102,8 +105,14 @@ func (r *Reconciler) finish(specs []stream.Spec, desired map[string]file, rev ui
 		} else if why, ok := r.unrenderable[s.ID()]; ok {
 			st.State, st.Error = stream.Failed, why
 		}
-		if old, ok := r.status[s.ID()]; ok && old.State == st.State && old.Error == st.Error {
+		old, ok := r.status[s.ID()]
+		if ok && old.State == st.State && old.Error == st.Error {
 			st.Since = old.Since
+		}
+		if r.cfg.Events != nil {
+			if c, moved := r.statusChange(s.ID(), old, ok, st); moved {
+				changes = append(changes, c)
+			}
 		}
 		status[s.ID()] = st
 		if st.State == stream.Active {

@@ -19,11 +19,17 @@ type Active struct {
 
 // Count returns the open TCP sessions on port.
 func (a *Active) Count(port int) int {
+	return a.All()[port]
+}
+
+// All returns the open TCP sessions by local port. The map must not be
+// changed.
+func (a *Active) All() map[int]int {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if time.Since(a.at) > time.Second || a.counts == nil {
 		a.counts = procfs.Host.Established()
 		a.at = time.Now()
 	}
-	return a.counts[port]
+	return a.counts
 }

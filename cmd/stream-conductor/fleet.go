@@ -11,6 +11,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/streamconductor/stream-conductor/events"
 	"github.com/streamconductor/stream-conductor/fleet"
 	"github.com/streamconductor/stream-conductor/reconcile"
 	"github.com/streamconductor/stream-conductor/stream"
@@ -66,14 +67,14 @@ type registry struct {
 	close func()
 }
 
-// watchNodes watches the node registry (STATE_STORE=etcd); with bbolt
-// there is none (nil).
-func watchNodes(st stateStore, log zerolog.Logger) *registry {
+// watchNodes watches the node registry (STATE_STORE=etcd), telling pub
+// of the nodes that join and leave; with bbolt there is none (nil).
+func watchNodes(st stateStore, pub events.Publisher, log zerolog.Logger) *registry {
 	e, ok := st.(etcdState)
 	if !ok {
 		return nil
 	}
-	g := e.WatchNodes(log)
+	g := e.WatchNodes(log, pub)
 	return &registry{Registry: g, close: g.Close}
 }
 

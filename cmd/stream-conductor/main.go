@@ -138,14 +138,17 @@ func run(ctx context.Context, cfg config, log zerolog.Logger) error {
 		PortMin: cfg.PortMin, PortMax: cfg.PortMax, Lookup: resolver.Lookup}
 	var mx *metrics.Metrics
 	pub := &publisher{}
-	rec = newReconciler(cfg, st, ngx, resolver, backends, &mx, pub.Publish, of, log)
+	// The node's events (GET /v1/events): every component tells the
+	// one bus what happens.
+	bus := events.New(eventsWindow)
+	rec = newReconciler(cfg, st, ngx, resolver, backends, &mx, pub.Publish, bus, of, log)
 	var prober *health.Prober
 	if cfg.HealthInterval > 0 {
 		prober = health.New(st)
 		prober.Interval, prober.Timeout = cfg.HealthInterval, cfg.HealthTimeout
+		prober.Events = bus
 	}
 	mx = metrics.New(rec, st, tc, prober, cfg.State.NodeName)
-	bus := events.New(eventsWindow)
 	mx.WatchEvents(bus.Stats)
 
 	addr := net.JoinHostPort(cfg.BindAddress, strconv.Itoa(cfg.BindPort))
@@ -159,7 +162,7 @@ func run(ctx context.Context, cfg config, log zerolog.Logger) error {
 		defer node.Close()
 		pub.node = node
 	}
-	reg := watchNodes(st, log)
+	reg := watchNodes(st, bus, log)
 	if reg != nil {
 		defer reg.close()
 	}
@@ -190,7 +193,7 @@ func run(ctx context.Context, cfg config, log zerolog.Logger) error {
 	}, st, rec, wp)
 	defer reloadTokensOnHUP(tokens, log)()
 
-	defer startBackground(rec, resolver, prober)()
+	defer startBackground(rec, resolver, prober, tc, bus)()
 	log.Info().Str("api", "http://"+addr).Str("port_range", cfg.PortRange).Str("nginx_mode", cfg.NginxMode).
 		Str("data_dir", cfg.DataDir).Str("stream_config_path", cfg.StreamConfigPath).Str("version", version).
 		Bool("auth", tokens.Enabled()).Str("backend_allow", cfg.BackendAllow).Msg("stream-conductor started")
@@ -199,13 +202,14 @@ func run(ctx context.Context, cfg config, log zerolog.Logger) error {
 	}
 	srv := newHTTPServer(api, cfg)
 	srv.RegisterOnShutdown(api.CloseEvents)
+	srv.ConnContext = httpapi.ConnContext
 	return serve(ctx, srv, ln, log)
 }
 
-// startBackground runs the reconciler, the resolver's refreshes and the
-// prober (if any) until the returned stop, which waits for the
-// reconciler's pass to end.
-func startBackground(rec *reconcile.Pool, resolver *resolve.Resolver, prober *health.Prober) (stop func()) {
+// startBackground runs the reconciler, the resolver's refreshes, the
+// prober (if any) and the traffic events (managed mode) until the
+// returned stop, which waits for the reconciler's pass to end.
+func startBackground(rec *reconcile.Pool, resolver *resolve.Resolver, prober *health.Prober, tc *traffic.Collector, bus *events.Bus) (stop func()) {
 	ctx, cancel := context.WithCancel(context.Background())
 	recDone := make(chan struct{})
 	go func() {
@@ -215,6 +219,9 @@ func startBackground(rec *reconcile.Pool, resolver *resolve.Resolver, prober *he
 	go resolver.Run(ctx)
 	if prober != nil {
 		go prober.Run(ctx)
+	}
+	if tc != nil {
+		go tc.PublishEvery(ctx, bus, events.TrafficEvery)
 	}
 	return func() {
 		cancel()
@@ -261,7 +268,7 @@ func openState(cfg config, log zerolog.Logger) (stateStore, error) {
 // newReconciler builds the pool of reconcilers; its metrics hooks read
 // *mx, which is set once the metrics exist (they need the reconciler).
 // After every pass, passed is called (the fleet's node registry).
-func newReconciler(cfg config, st stateStore, driver func(k int) (reconcile.Nginx, string, error), resolver *resolve.Resolver, backends *policy.Backends, mx **metrics.Metrics, passed func(), of *stream.OpenFiles, log zerolog.Logger) *reconcile.Pool {
+func newReconciler(cfg config, st stateStore, driver func(k int) (reconcile.Nginx, string, error), resolver *resolve.Resolver, backends *policy.Backends, mx **metrics.Metrics, passed func(), pub events.Publisher, of *stream.OpenFiles, log zerolog.Logger) *reconcile.Pool {
 	return reconcile.NewPool(reconcile.PoolConfig{
 		Config: reconcile.Config{
 			Dir:            cfg.StreamConfigPath,
@@ -281,6 +288,7 @@ func newReconciler(cfg config, st stateStore, driver func(k int) (reconcile.Ngin
 			Policy:    backends,
 			Node:      cfg.State.NodeName,
 			OpenFiles: of,
+			Events:    pub,
 			Log:       log,
 		},
 		Shards: cfg.Shards,
