@@ -17,6 +17,7 @@ const app = {
   recent: [], // reload and drift events, newest first
   page: null, // the page shown: {onEvent(type, ev)}
   events: null, // the AbortController of the event stream
+  retryMs: 1000, // the first delay before reconnecting (the server's retry:)
 };
 
 // ---- DOM helpers: every text goes in as text, never as HTML.
@@ -277,7 +278,7 @@ function setLive(on, text) {
 }
 
 async function runEvents() {
-  let delay = 1000;
+  let delay = app.retryMs;
   while (app.who) {
     const ctrl = new AbortController();
     app.events = ctrl;
@@ -288,7 +289,7 @@ async function runEvents() {
       if (res.status === 401) { loggedOut('The token was refused.'); return; }
       if (!res.ok || !res.body) throw new Error('GET /v1/events answered ' + res.status);
       setLive(true, 'live');
-      delay = 1000;
+      delay = app.retryMs;
       if (!app.lastEventId) relist(); // what happened before we listened
       await readSSE(res.body, (e) => dispatch(e));
       throw new Error('the event stream ended');
@@ -333,6 +334,7 @@ async function readSSE(body, onMessage) {
       if (field === 'id') msg.id = val;
       else if (field === 'event') msg.event = val;
       else if (field === 'data') msg.data.push(val);
+      else if (field === 'retry' && /^\d+$/.test(val)) app.retryMs = Math.max(500, Number(val));
     }
   }
 }
@@ -409,7 +411,9 @@ function route() {
   if (!found) { location.hash = '#/streams'; return; }
   const [re, page] = found;
   app.page = page(main, ...hash.match(re).slice(1)) || null;
-  main.focus({ preventScroll: true });
+  // Keyboard and screen reader users start at the new page, unless the
+  // page put the focus on its first field.
+  if (!main.contains(document.activeElement)) main.focus({ preventScroll: true });
 }
 
 function title(text, ...extra) {
@@ -918,7 +922,7 @@ function pageStatus(main) {
 function recentDetail(e) {
   const d = e.data;
   if (d.error) return d.error;
-  if (e.type === 'reload') return d.streams + ' streams, ' + Math.round(d.duration_ms || 0) + ' ms';
+  if (e.type === 'reload') return d.streams + (d.streams === 1 ? ' stream, ' : ' streams, ') + Math.round(d.duration_ms || 0) + ' ms';
   return [d.detail, (d.streams || []).join(', ')].filter(Boolean).join(': ');
 }
 
