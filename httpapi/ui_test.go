@@ -2,6 +2,7 @@ package httpapi
 
 import (
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 )
@@ -87,25 +88,16 @@ func TestUIFiles(t *testing.T) {
 	if rec.Code != http.StatusNotFound {
 		t.Errorf("GET /ui/no-such-file.js: %d, want 404", rec.Code)
 	}
-	// A foreign Host on loopback is refused here as on every route.
+	// On loopback, a foreign Host (DNS rebinding) is refused here as on
+	// every route.
 	srv.cfg.LoopbackOnly = true
-	req := call{method: "GET", path: "/ui/", header: map[string]string{"Host": "evil.example:8080"}}
-	if rec, _ := do(t, srv, req); rec.Code != http.StatusForbidden {
-		t.Errorf("GET /ui/ with Host evil.example: %d, want 403", rec.Code)
-	}
-}
-
-// No inline script or style in the page: the policy would block them.
-func TestUIPageHasNoInlineScript(t *testing.T) {
-	srv, _, _ := newTestServer(t)
-	rec, _ := do(t, srv, call{method: "GET", path: "/ui/"})
-	page := rec.Body.String()
-	if n := strings.Count(page, "<script"); n != strings.Count(page, "<script type=\"module\" src=") {
-		t.Errorf("the page has an inline script:\n%s", page)
-	}
-	for _, bad := range []string{"<style", " style=", " onclick=", " onload=", "javascript:"} {
-		if strings.Contains(page, bad) {
-			t.Errorf("the page holds %q, which the policy blocks", bad)
+	for host, want := range map[string]int{"127.0.0.1:8080": 200, "localhost:8080": 200, "evil.example:8080": 403} {
+		req := httptest.NewRequest("GET", "/ui/", nil)
+		req.Host = host
+		rec := httptest.NewRecorder()
+		srv.ServeHTTP(rec, req)
+		if rec.Code != want {
+			t.Errorf("GET /ui/ with Host %s: %d, want %d", host, rec.Code, want)
 		}
 	}
 }
