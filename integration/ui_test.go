@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -99,7 +100,6 @@ func TestUI(t *testing.T) {
 		ui.waitJS("3 sessions on "+formID, fmt.Sprintf(`Number(document.querySelector('tr[data-id="%s"] td.sessions')?.textContent) >= 3`, formID))
 		ui.waitJS("bars in the sparkline of "+formID, fmt.Sprintf(`document.querySelectorAll('tr[data-id="%s"] svg.spark rect').length > 0`, formID))
 		ui.notReloaded()
-		shots.take(ui, "streams")
 	})
 
 	t.Run("a bad backend is shown at its field", func(t *testing.T) {
@@ -154,7 +154,16 @@ func TestUI(t *testing.T) {
 	t.Run("the events resume after a restart of the daemon", func(t *testing.T) {
 		ui.t = t
 		ui.goTo("#/streams")
+		held := d.portMin + 4
+		heldID := fmt.Sprintf("tcp/%d", held)
+		d.mustPut("tcp", held, `{"backend":"`+be.addr()+`","description":"its port taken while the daemon was down"}`)
 		d.stop()
+		d.stopNginx()
+		squatter, err := net.Listen("tcp4", "127.0.0.1:"+strconv.Itoa(held))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer squatter.Close()
 		d.start()
 		// The page reconnects by itself; the ids of the earlier run are
 		// gone, so it is told to list again, and then follows the new run.
@@ -162,6 +171,17 @@ func TestUI(t *testing.T) {
 		d.mustPut("tcp", later, `{"backend":"`+be.addr()+`"}`)
 		ui.waitJS(fmt.Sprintf("tcp/%d, created after the restart, active in the open page", later), rowState(fmt.Sprintf("tcp/%d", later), "active"))
 		ui.waitJS("the page connected", `document.querySelector("#live").textContent === "live"`)
+		// The stream whose port another process took is failed, first,
+		// with nginx's words.
+		ui.waitJS(heldID+" failed, first, with nginx's words", rowState(heldID, "failed")+fmt.Sprintf(` &&
+			document.querySelector("#streams tbody tr").dataset.id === %q &&
+			document.querySelector('tr[data-error-for="%s"]').textContent.includes("Address already in use")`, heldID, heldID))
+		mustEcho(t, formPort, "UI-B:")
+		ui.waitJS("the session after the restart on "+formID, fmt.Sprintf(`Number(document.querySelector('tr[data-id="%s"] td.sessions')?.textContent) >= 1`, formID))
+		ui.goTo("#/status") // and back: the notice of the delete goes
+		ui.goTo("#/streams")
+		ui.waitJS("the list again", rowState(heldID, "failed")+` && document.querySelector("#notice").hidden`)
+		shots.take(ui, "streams")
 		ui.notReloaded()
 	})
 

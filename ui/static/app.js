@@ -151,6 +151,8 @@ function notify(msg, keep) {
   const n = $('#notice');
   n.textContent = msg || '';
   n.hidden = !msg;
+  clearTimeout(app.noticeTimer);
+  if (msg) app.noticeTimer = setTimeout(() => { n.hidden = true; }, 10000);
 }
 
 // ---- the model, fed by lists and events
