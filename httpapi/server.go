@@ -173,6 +173,8 @@ func New(cfg Config, st Store, ap Applier, wp *writes.Path) *Server {
 	route(http.MethodGet, "/v1/nodes", Read, s.listNodes)
 	route(http.MethodGet, "/v1/events", Read, s.streamEvents)
 	route(http.MethodPost, "/v1/state/confirm", Write, s.confirmState)
+	route(http.MethodGet, "/v1/whoami", Read, s.whoami)
+	s.mountUI(r)
 	if cfg.Metrics != nil {
 		route(http.MethodGet, "/metrics", Read, func(w http.ResponseWriter, r *http.Request) error {
 			cfg.Metrics.ServeHTTP(w, r)

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what stream-conductor needs to run and to test on a Debian-like
 # machine: nginx with the stream module, and etcd (the server the fleet
-# mode's tests start). Does nothing when they are there.
+# mode's tests start) and Chromium (the dashboard's browser tests). Does
+# nothing when they are there.
 set -euo pipefail
 
 have_stream() {
@@ -32,6 +33,8 @@ have_stream || pkgs+=(nginx libnginx-mod-stream)
 want_etcd=false
 [ "${1:-}" = test ] && want_etcd=true
 $want_etcd && ! command -v etcd >/dev/null 2>&1 && pkgs+=(etcd-server)
+# The dashboard's tests drive a headless Chromium (integration/ui_test.go).
+$want_etcd && ! command -v chromium >/dev/null 2>&1 && pkgs+=(chromium)
 if [ ${#pkgs[@]} -eq 0 ]; then
 	exit 0
 fi
@@ -42,7 +45,7 @@ if [ "$(id -u)" != 0 ]; then
 	sudo=sudo
 fi
 if ! command -v apt-get >/dev/null 2>&1; then
-	echo "install-deps: no apt-get here; install with your package manager: ${pkgs[*]} (nginx with the stream module, etcd)" >&2
+	echo "install-deps: no apt-get here; install with your package manager: ${pkgs[*]} (nginx with the stream module, etcd, chromium)" >&2
 	exit 1
 fi
 echo "install-deps: installing ${pkgs[*]} with apt-get" >&2
@@ -51,5 +54,9 @@ DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recomme
 have_stream || { echo "install-deps: nginx still lacks the stream module" >&2; exit 1; }
 if $want_etcd && ! command -v etcd >/dev/null 2>&1; then
 	echo "install-deps: etcd is still missing" >&2
+	exit 1
+fi
+if $want_etcd && ! command -v chromium >/dev/null 2>&1; then
+	echo "install-deps: chromium is still missing" >&2
 	exit 1
 fi
