@@ -198,6 +198,22 @@ func TestUI(t *testing.T) {
 		}
 	})
 
+	t.Run("hostile text is shown as text", func(t *testing.T) {
+		ui.t = t
+		hostile := d.portMin + 5
+		hostileID := fmt.Sprintf("tcp/%d", hostile)
+		const text = `<img src=x onerror="document.title='pwned'"><b>bold</b>`
+		body, _ := json.Marshal(map[string]any{"backend": be.addr(), "description": text})
+		d.mustPut("tcp", hostile, string(body))
+		ui.goTo("#/streams")
+		literal, _ := json.Marshal(text)
+		row := fmt.Sprintf(`document.querySelector('tr[data-id="%s"]')`, hostileID)
+		ui.waitJS("the description as written, in the list", fmt.Sprintf(`!!%s && %s.textContent.includes(%s)`, row, row, literal))
+		ui.goTo("#/streams/" + hostileID)
+		ui.waitJS("the description as written, on its page", fmt.Sprintf(`document.querySelector("main").textContent.includes(%s)`, literal))
+		ui.waitJS("no element made of it, no script run", `!document.querySelector("main img, main b") && document.title !== "pwned"`)
+	})
+
 	t.Run("the read-only token sees no write controls", func(t *testing.T) {
 		ro := &uiPage{t: t, ctx: browser.tab(t), d: d}
 		ro.navigate("/ui/")
