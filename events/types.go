@@ -20,7 +20,8 @@ const (
 	// StatusChange.
 	StreamStatus = "stream.status"
 	// StreamExpired: a stream was deleted because its time ran out.
-	// Data: StreamChange.
+	// Data: StreamChange. Not in Types, and never published, until the
+	// daemon can expire streams; clients already know it.
 	StreamExpired = "stream.expired"
 	// Bulk: more changed at once than are worth an event each (an import,
 	// a restore); a client that keeps a copy lists again. Data: BulkChange.
@@ -49,7 +50,7 @@ const (
 
 // Types lists every type a client may ask for with ?types=.
 var Types = []string{
-	StreamCreated, StreamUpdated, StreamDeleted, StreamStatus, StreamExpired, Bulk,
+	StreamCreated, StreamUpdated, StreamDeleted, StreamStatus, Bulk,
 	Reload, DriftDetected, DriftRepaired, BackendHealth, NodeJoined, NodeLeft, Traffic,
 }
 
