@@ -67,10 +67,19 @@ func AuditUndos(st interface {
 
 // recordAudit appends the record of a write request: the route names the
 // operation, "METHOD PATH" the request, the status its outcome.
+// auditPath is the request's path, marked when it only asked what a
+// write would do (a dry run changes nothing, and its entry says so).
+func auditPath(r *http.Request) string {
+	if isDryRun(r) {
+		return r.URL.Path + "?dry_run=true"
+	}
+	return r.URL.Path
+}
+
 func (s *Server) recordAudit(r *http.Request, c *change, id, token, route string, status int, result string) {
 	rec := desired.AuditRecord{
 		Time: time.Now().UTC(), RequestID: id, Source: r.RemoteAddr, Actor: token,
-		Operation: route, Request: r.Method + " " + r.URL.Path, Stream: c.stream,
+		Operation: route, Request: r.Method + " " + auditPath(r), Stream: c.stream,
 		Before: c.before, After: c.after, Outcome: status, Result: result,
 	}
 	if err := s.store.AppendAudit(rec); err != nil {

@@ -46,3 +46,21 @@ func TestRedactLegacyTokenID(t *testing.T) {
 		}
 	}
 }
+
+// A dry run changes nothing, and its audit entry says it was one.
+func TestAuditMarksDryRuns(t *testing.T) {
+	srv, _, _ := newTestServer(t)
+	rec, _ := do(t, srv, call{method: "PUT", path: "/v1/streams/tcp/9001?dry_run=true", body: `{"backend":"127.0.0.1:2000"}`})
+	if rec.Code != 200 {
+		t.Fatalf("dry run: %d %s", rec.Code, rec.Body)
+	}
+	_, body := do(t, srv, call{method: "GET", path: "/v1/audit?limit=1"})
+	entries, _ := body["entries"].([]any)
+	if len(entries) != 1 {
+		t.Fatalf("audit after a dry run: %v", body)
+	}
+	e := entries[0].(map[string]any)
+	if e["path"] != "/v1/streams/tcp/9001?dry_run=true" || e["after"] != nil {
+		t.Fatalf("the dry run's entry: path %v, after %v; want the path marked and no change", e["path"], e["after"])
+	}
+}

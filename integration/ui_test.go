@@ -39,7 +39,7 @@ func TestUI(t *testing.T) {
 	wf, rf := filepath.Join(dir, "token"), filepath.Join(dir, "read-token")
 	os.WriteFile(wf, []byte(writeTok+"\n"), 0o600)
 	os.WriteFile(rf, []byte(readTok+"\n"), 0o600)
-	d := newDaemon(t, 6, "API_TOKEN_FILE="+wf, "API_READ_TOKEN_FILE="+rf)
+	d := newDaemon(t, 7, "API_TOKEN_FILE="+wf, "API_READ_TOKEN_FILE="+rf)
 	d.client.Transport = &bearer{token: writeTok}
 	d.start()
 	be := startEcho(t, "UI-A:")
@@ -212,6 +212,38 @@ func TestUI(t *testing.T) {
 		ui.goTo("#/streams/" + hostileID)
 		ui.waitJS("the description as written, on its page", fmt.Sprintf(`document.querySelector("main").textContent.includes(%s)`, literal))
 		ui.waitJS("no element made of it, no script run", `!document.querySelector("main img, main b") && document.title !== "pwned"`)
+	})
+
+	t.Run("accessible basics: labels, words, keyboard", func(t *testing.T) {
+		ui.t = t
+		for _, p := range []struct{ hash, ready string }{
+			{"#/streams", `document.querySelector("#streams tbody")?.dataset.loaded === "true"`},
+			{"#/streams/" + formID, `!!document.querySelector("#edit-form")`},
+			{"#/new", `!!document.querySelector("#create-form")`},
+			{"#/nodes", `document.querySelectorAll("#nodes tbody tr").length > 0`},
+			{"#/audit", `document.querySelectorAll("#audit tbody tr").length > 0`},
+			{"#/status", `!!document.querySelector("#status-node")`},
+		} {
+			ui.goTo(p.hash)
+			ui.waitJS(p.hash+" drawn", p.ready)
+			if bad := ui.eval(a11yProblems); bad != "" {
+				t.Errorf("%s:\n%s", p.hash, bad)
+			}
+		}
+		// Keyboard only: Tab to each field of the create form, type, Enter.
+		kbPort := d.portMin + 6
+		kbID := fmt.Sprintf("tcp/%d", kbPort)
+		ui.goTo("#/new")
+		ui.waitJS("the create form", `!!document.querySelector("#create-form")`)
+		ui.do("focus the page", chromedp.Evaluate[chromedp.Void](`document.activeElement.blur()`))
+		ui.tabTo(`#f-listen`)
+		ui.do("type the port", chromedp.KeyEvent(strconv.Itoa(kbPort)))
+		ui.tabTo(`#f-backends`)
+		ui.do("type the backend", chromedp.KeyEvent(be.addr()))
+		ui.tabTo(`#create-form button[type=submit]`)
+		ui.do("press Enter", chromedp.KeyEvent("\r"))
+		ui.waitJS(kbID+", made with the keyboard alone, active", rowState(kbID, "active"))
+		mustEcho(t, kbPort, "UI-A:")
 	})
 
 	t.Run("the read-only token sees no write controls", func(t *testing.T) {
@@ -424,6 +456,39 @@ func (p *uiPage) eval(js string) string {
 	}
 	return s
 }
+
+// tabTo presses Tab until the element sel has the focus (at most 60
+// times).
+func (p *uiPage) tabTo(sel string) {
+	p.t.Helper()
+	js := fmt.Sprintf(`document.activeElement === document.querySelector(%q)`, sel)
+	for range 60 {
+		if p.eval(`String(`+js+`)`) == "true" {
+			return
+		}
+		p.do("press Tab", chromedp.KeyEvent("\t"))
+	}
+	p.t.Fatalf("60 Tabs never reached %s", sel)
+}
+
+// a11yProblems lists, one per line, the controls of the page without a
+// label, the buttons and links without a name, and the state badges
+// without a word ("" when none).
+const a11yProblems = `(() => {
+	const bad = [];
+	for (const el of document.querySelectorAll("input:not([type=hidden]), select, textarea")) {
+		if (!(el.labels && el.labels.length) && !el.getAttribute("aria-label") && !el.getAttribute("aria-labelledby")) {
+			bad.push("no label: " + el.outerHTML.slice(0, 80));
+		}
+	}
+	for (const el of document.querySelectorAll("button, a[href]")) {
+		if (!el.textContent.trim() && !el.getAttribute("aria-label")) bad.push("no name: " + el.outerHTML.slice(0, 80));
+	}
+	for (const el of document.querySelectorAll(".badge")) {
+		if (!/[a-z]{2}/i.test(el.textContent)) bad.push("a badge without a word: " + el.outerHTML.slice(0, 80));
+	}
+	return bad.join("\n");
+})()`
 
 // waitJS waits until the predicate js holds in the page.
 func (p *uiPage) waitJS(what, js string) {

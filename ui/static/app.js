@@ -792,8 +792,8 @@ function auditRow(e) {
     h('td', { class: 'num' }, String(e.seq)), h('td', {}, fmtTime(e.time)), h('td', { class: 'mono' }, e.token),
     h('td', { class: 'mono' }, e.method + ' ' + e.path),
     h('td', {}, e.stream ? h('a', { href: '#/streams/' + e.stream, class: 'mono' }, e.stream) : ''),
-    h('td', {}, change), h('td', { class: 'num' }, yesNo(ok, String(e.status), String(e.status))),
-    h('td', {}, e.result));
+    h('td', {}, change), h('td', { class: 'num' }, String(e.status)),
+    h('td', {}, yesNo(ok, e.result, e.result)));
 }
 
 async function loadAudit(tbody, id) {
