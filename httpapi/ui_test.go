@@ -84,6 +84,14 @@ func TestUIFiles(t *testing.T) {
 	if rec.Code != http.StatusMovedPermanently || rec.Header().Get("Location") != "/ui/" {
 		t.Errorf("GET /ui: %d to %q, want 301 to /ui/", rec.Code, rec.Header().Get("Location"))
 	}
+	rec, _ = do(t, srv, call{method: "GET", path: "/", header: map[string]string{"Accept": "text/html,application/xhtml+xml"}})
+	if rec.Code != http.StatusFound || rec.Header().Get("Location") != "/ui/" {
+		t.Errorf("GET / from a browser: %d to %q, want 302 to /ui/", rec.Code, rec.Header().Get("Location"))
+	}
+	rec, body := do(t, srv, call{method: "GET", path: "/"})
+	if code, _ := errorOf(body); rec.Code != http.StatusNotFound || code != CodeNotFound {
+		t.Errorf("GET / from curl: %d %v, want the JSON 404", rec.Code, body)
+	}
 	rec, _ = do(t, srv, call{method: "GET", path: "/ui/no-such-file.js"})
 	if rec.Code != http.StatusNotFound {
 		t.Errorf("GET /ui/no-such-file.js: %d, want 404", rec.Code)
