@@ -4,8 +4,6 @@ import (
 	"fmt"
 	"net"
 	"net/http"
-	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -177,12 +175,7 @@ func subscribers(t *testing.T, d *daemon) int {
 func TestEventsNeedOnlyAReadToken(t *testing.T) {
 	t.Parallel()
 	const writeTok, readTok = "events-test-write-token-0123456789", "events-test-read-token-0123456789"
-	dir := t.TempDir()
-	wf, rf := filepath.Join(dir, "token"), filepath.Join(dir, "read-token")
-	os.WriteFile(wf, []byte(writeTok+"\n"), 0o600)
-	os.WriteFile(rf, []byte(readTok+"\n"), 0o600)
-	d := newDaemon(t, 2, "API_TOKEN_FILE="+wf, "API_READ_TOKEN_FILE="+rf)
-	d.client.Transport = &bearer{token: writeTok}
+	d := newDaemonWithTokens(t, 2, writeTok, readTok)
 	d.start()
 	e := startEcho(t, "tok")
 

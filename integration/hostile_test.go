@@ -49,12 +49,7 @@ func rawRequest(t *testing.T, addr, req string) (int, string) {
 // traffic of the stream that was there before.
 func TestHostileInputs(t *testing.T) {
 	t.Parallel()
-	dir := t.TempDir()
-	wf, rf := filepath.Join(dir, "token"), filepath.Join(dir, "read-token")
-	os.WriteFile(wf, []byte(hostileToken+"\n"), 0o600)
-	os.WriteFile(rf, []byte(hostileRead+"\n"), 0o600)
-	d := newDaemon(t, 4, "API_TOKEN_FILE="+wf, "API_READ_TOKEN_FILE="+rf)
-	d.client.Transport = &bearer{token: hostileToken}
+	d := newDaemonWithTokens(t, 4, hostileToken, hostileRead)
 	d.start()
 	be := startEcho(t, "A:")
 	d.mustPut("tcp", d.portMin, `{"backend":"`+be.addr()+`"}`)
@@ -282,6 +277,23 @@ func TestHostileInputs(t *testing.T) {
 }
 
 // bearer adds a token to every request of the harness's client.
+// newDaemonWithTokens prepares a daemon that needs writeTok to write and
+// readTok to read (API_TOKEN_FILE, API_READ_TOKEN_FILE), whose own client
+// sends writeTok (a *bearer: change its token to act as another client).
+func newDaemonWithTokens(t *testing.T, ports int, writeTok, readTok string, env ...string) *daemon {
+	t.Helper()
+	dir := t.TempDir()
+	wf, rf := filepath.Join(dir, "token"), filepath.Join(dir, "read-token")
+	for f, tok := range map[string]string{wf: writeTok, rf: readTok} {
+		if err := os.WriteFile(f, []byte(tok+"\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	d := newDaemon(t, ports, append([]string{"API_TOKEN_FILE=" + wf, "API_READ_TOKEN_FILE=" + rf}, env...)...)
+	d.client.Transport = &bearer{token: writeTok}
+	return d
+}
+
 type bearer struct{ token string }
 
 func (b *bearer) RoundTrip(r *http.Request) (*http.Response, error) {

@@ -35,12 +35,7 @@ func TestUI(t *testing.T) {
 		writeTok = "ui-test-write-token-0123456789abcdef"
 		readTok  = "ui-test-read-token-0123456789abcdef"
 	)
-	dir := t.TempDir()
-	wf, rf := filepath.Join(dir, "token"), filepath.Join(dir, "read-token")
-	os.WriteFile(wf, []byte(writeTok+"\n"), 0o600)
-	os.WriteFile(rf, []byte(readTok+"\n"), 0o600)
-	d := newDaemon(t, 7, "API_TOKEN_FILE="+wf, "API_READ_TOKEN_FILE="+rf)
-	d.client.Transport = &bearer{token: writeTok}
+	d := newDaemonWithTokens(t, 7, writeTok, readTok)
 	d.start()
 	be := startEcho(t, "UI-A:")
 	be2 := startEcho(t, "UI-B:")
