@@ -3,7 +3,6 @@ package etcdstate
 import (
 	"context"
 	"slices"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -11,6 +10,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/streamconductor/stream-conductor/events"
+	"github.com/streamconductor/stream-conductor/internal/eventstest"
 	"github.com/streamconductor/stream-conductor/stream"
 )
 
@@ -94,26 +94,6 @@ func TestPublishIsCoalesced(t *testing.T) {
 	}
 }
 
-// nodeEvents is a fake events.Publisher of node events.
-type nodeEvents struct {
-	mu  sync.Mutex
-	evs []string // "node.joined edge-b http://…"
-}
-
-func (r *nodeEvents) Publish(typ string, data any) events.Event {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	n := data.(events.NodeChange)
-	r.evs = append(r.evs, typ+" "+n.Name+" "+n.APIURL)
-	return events.Event{}
-}
-
-func (r *nodeEvents) got() []string {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return slices.Clone(r.evs)
-}
-
 // The registry publishes a node that registers after its first list (the
 // baseline, which publishes nothing) and one whose registration ends.
 func TestRegistryPublishesNodesJoiningAndLeaving(t *testing.T) {
@@ -121,15 +101,20 @@ func TestRegistryPublishesNodesJoiningAndLeaving(t *testing.T) {
 	st := openState(t, sharedClient, newPrefix(), Options{})
 	a := register(t, st, "edge-a", func() stream.NodeInfo { return stream.NodeInfo{Name: "edge-a"} })
 	defer a.Close()
-	pub := &nodeEvents{}
+	pub := &eventstest.Recorder{}
 	reg := st.WatchNodes(zerolog.Nop(), pub)
 	defer reg.Close()
 	b := register(t, st, "edge-b", func() stream.NodeInfo { return stream.NodeInfo{Name: "edge-b", API: "http://127.0.0.2:8080"} })
-	waitFor(t, "edge-b joined", 5*time.Second, func() bool { return len(pub.got()) == 1 })
+	waitFor(t, "edge-b joined", 5*time.Second, func() bool { return pub.Len() == 1 })
 	b.Close()
-	waitFor(t, "edge-b left", 5*time.Second, func() bool { return len(pub.got()) == 2 })
+	waitFor(t, "edge-b left", 5*time.Second, func() bool { return pub.Len() == 2 })
 	want := []string{"node.joined edge-b http://127.0.0.2:8080", "node.left edge-b http://127.0.0.2:8080"}
-	if got := pub.got(); !slices.Equal(got, want) {
+	var got []string // "node.joined edge-b http://…"
+	for _, p := range pub.Take() {
+		n := p.Data.(events.NodeChange)
+		got = append(got, p.Type+" "+n.Name+" "+n.APIURL)
+	}
+	if !slices.Equal(got, want) {
 		t.Fatalf("events %q, want %q (edge-a, in the first list, is not news)", got, want)
 	}
 }

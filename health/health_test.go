@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/streamconductor/stream-conductor/events"
+	"github.com/streamconductor/stream-conductor/internal/eventstest"
 	"github.com/streamconductor/stream-conductor/stream"
 )
 
@@ -74,29 +75,6 @@ func TestUnprobedBackendHasNoSince(t *testing.T) {
 	}
 }
 
-// recorder is a fake events.Publisher.
-type recorder struct {
-	mu  sync.Mutex
-	evs []events.HealthChange
-}
-
-func (r *recorder) Publish(typ string, data any) events.Event {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if typ == events.BackendHealth {
-		r.evs = append(r.evs, data.(events.HealthChange))
-	}
-	return events.Event{}
-}
-
-func (r *recorder) take() []events.HealthChange {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	out := r.evs
-	r.evs = nil
-	return out
-}
-
 // A backend's change of state is published, with the streams that use
 // it: its first result only when it is down, then every up ↔ down, and
 // nothing while it stays as it was.
@@ -108,7 +86,7 @@ func TestHealthTransitionsArePublished(t *testing.T) {
 		{Protocol: stream.TCP, Listen: 9001, Backends: []string{"10.0.0.1:80"}},
 	}
 	p := New(specs)
-	rec := &recorder{}
+	rec := &eventstest.Recorder{}
 	p.Events = rec
 	p.dial = func(_ context.Context, addr string) error {
 		mu.Lock()
@@ -119,13 +97,13 @@ func TestHealthTransitionsArePublished(t *testing.T) {
 		return nil
 	}
 	p.Round(context.Background())
-	evs := rec.take()
+	evs := eventstest.Data[events.HealthChange](rec.Take(events.BackendHealth))
 	if len(evs) != 1 || evs[0].Address != "10.0.0.2:80" || evs[0].Up || evs[0].Previous != nil || evs[0].Error != "connection refused" ||
 		!slices.Equal(evs[0].Streams, []stream.ID{{Protocol: stream.TCP, Port: 9000}}) {
 		t.Fatalf("first round published %+v, want 10.0.0.2:80 down (used by tcp/9000) alone", evs)
 	}
 	p.Round(context.Background())
-	if evs := rec.take(); len(evs) != 0 {
+	if evs := eventstest.Data[events.HealthChange](rec.Take(events.BackendHealth)); len(evs) != 0 {
 		t.Fatalf("a round that changed nothing published %+v", evs)
 	}
 	mu.Lock()
@@ -133,7 +111,7 @@ func TestHealthTransitionsArePublished(t *testing.T) {
 	mu.Unlock()
 	p.Round(context.Background())
 	got := map[string]events.HealthChange{}
-	for _, ev := range rec.take() {
+	for _, ev := range eventstest.Data[events.HealthChange](rec.Take(events.BackendHealth)) {
 		got[ev.Address] = ev
 	}
 	if a := got["10.0.0.1:80"]; len(got) != 2 || a.Up || a.Previous == nil || !*a.Previous || len(a.Streams) != 2 {

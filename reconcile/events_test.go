@@ -4,51 +4,15 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"os"
-	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/streamconductor/stream-conductor/events"
+	"github.com/streamconductor/stream-conductor/internal/eventstest"
 	"github.com/streamconductor/stream-conductor/stream"
 )
-
-// recorder is a fake events.Publisher that keeps what it is told.
-type recorder struct {
-	mu  sync.Mutex
-	evs []recorded
-}
-
-type recorded struct {
-	typ  string
-	data any
-}
-
-func (r *recorder) Publish(typ string, data any) events.Event {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.evs = append(r.evs, recorded{typ, data})
-	return events.Event{Type: typ}
-}
-
-// take returns and forgets the events of type typ (every type when "").
-func (r *recorder) take(typ string) []recorded {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	var out, kept []recorded
-	for _, ev := range r.evs {
-		if typ == "" || ev.typ == typ {
-			out = append(out, ev)
-		} else {
-			kept = append(kept, ev)
-		}
-	}
-	r.evs = kept
-	return out
-}
 
 func tcpSpec(port int, rev uint64, backend string) stream.Spec {
 	return stream.Spec{Protocol: stream.TCP, Listen: port, Backends: []string{backend}, Revision: rev}
@@ -58,17 +22,17 @@ func tcpSpec(port int, rev uint64, backend string) stream.Spec {
 // for the first (the baseline), an event per stream after, nothing when
 // the revision did not move, one Bulk past MaxEach.
 func TestSpecDiffPublishesChangesAfterTheBaseline(t *testing.T) {
-	rec := &recorder{}
+	rec := &eventstest.Recorder{}
 	var d specDiff
 	d.next(rec, []stream.Spec{tcpSpec(9000, 1, "a:1"), tcpSpec(9001, 2, "b:1")}, 2, 0)
-	if evs := rec.take(""); len(evs) != 0 {
+	if evs := rec.Take(); len(evs) != 0 {
 		t.Fatalf("the first listing (the baseline) published %v", evs)
 	}
 	d.next(rec, []stream.Spec{tcpSpec(9000, 3, "a:2"), tcpSpec(9002, 4, "c:1")}, 4, 0)
-	evs := rec.take("")
+	evs := rec.Take()
 	byType := map[string]events.StreamChange{}
 	for _, ev := range evs {
-		byType[ev.typ] = ev.data.(events.StreamChange)
+		byType[ev.Type] = ev.Data.(events.StreamChange)
 	}
 	if len(evs) != 3 || len(byType) != 3 {
 		t.Fatalf("events %v, want one created, one updated, one deleted", evs)
@@ -83,7 +47,7 @@ func TestSpecDiffPublishesChangesAfterTheBaseline(t *testing.T) {
 		t.Errorf("deleted: %+v", c)
 	}
 	d.next(rec, []stream.Spec{tcpSpec(9000, 3, "a:2"), tcpSpec(9002, 4, "c:1")}, 4, 0)
-	if evs := rec.take(""); len(evs) != 0 {
+	if evs := rec.Take(); len(evs) != 0 {
 		t.Fatalf("a listing at the same revision published %v", evs)
 	}
 
@@ -93,11 +57,11 @@ func TestSpecDiffPublishesChangesAfterTheBaseline(t *testing.T) {
 	}
 	many = append(many, tcpSpec(9000, 100, "a:3")) // updated; 9002 deleted
 	d.next(rec, many, 100, 0)
-	evs = rec.take("")
-	if len(evs) != 1 || evs[0].typ != events.Bulk {
-		t.Fatalf("%d changes at once published %d events (%v), want one bulk", events.MaxEach+3, len(evs), evs[0].typ)
+	evs = rec.Take()
+	if len(evs) != 1 || evs[0].Type != events.Bulk {
+		t.Fatalf("%d changes at once published %d events (%v), want one bulk", events.MaxEach+3, len(evs), evs[0].Type)
 	}
-	b := evs[0].data.(events.BulkChange)
+	b := evs[0].Data.(events.BulkChange)
 	if b.What != "streams" || b.Revision != 100 || b.Counts["created"] != events.MaxEach+1 || b.Counts["updated"] != 1 || b.Counts["deleted"] != 1 || b.Shard != nil {
 		t.Fatalf("bulk %+v", b)
 	}
@@ -108,13 +72,13 @@ func TestSpecDiffPublishesChangesAfterTheBaseline(t *testing.T) {
 // revision matches by chance but whose spec differs is updated; one whose
 // spec is the same is not, whatever its revision.
 func TestSpecDiffAcrossATimeline(t *testing.T) {
-	rec := &recorder{}
+	rec := &eventstest.Recorder{}
 	var d specDiff
 	d.next(rec, []stream.Spec{tcpSpec(9000, 7, "a:1"), tcpSpec(9001, 8, "b:1"), tcpSpec(9002, 9, "c:1")}, 9, 0)
 	d.next(rec, []stream.Spec{tcpSpec(9000, 7, "a:2"), tcpSpec(9001, 2, "b:1")}, 7, 1)
 	var got []string
-	for _, ev := range rec.take("") {
-		got = append(got, fmt.Sprintf("%s %d", ev.typ, ev.data.(events.StreamChange).ID.Port))
+	for _, ev := range rec.Take() {
+		got = append(got, fmt.Sprintf("%s %d", ev.Type, ev.Data.(events.StreamChange).ID.Port))
 	}
 	slices.Sort(got)
 	if want := []string{"stream.deleted 9002", "stream.updated 9000"}; !slices.Equal(got, want) {
@@ -126,15 +90,14 @@ func TestSpecDiffAcrossATimeline(t *testing.T) {
 // failed with the reason; nothing when a pass changes none.
 func TestStatusTransitionsArePublished(t *testing.T) {
 	h := newHarness(t)
-	rec := &recorder{}
+	rec := &eventstest.Recorder{}
 	h.rec.cfg.Events, h.rec.cfg.Node, h.rec.cfg.Shard = rec, "n1", 3
 	h.ports.busy[9001] = true
 	a := h.put(9000, "a:1")
 	h.put(9001, "b:1")
 	h.mustPass("test", "start")
 	got := map[int]events.StatusChange{}
-	for _, ev := range rec.take(events.StreamStatus) {
-		c := ev.data.(events.StatusChange)
+	for _, c := range eventstest.Data[events.StatusChange](rec.Take(events.StreamStatus)) {
 		got[c.ID.Port] = c
 	}
 	if c := got[9000]; len(got) != 2 || c.State != stream.Active || c.Previous != stream.Pending || c.Revision != a.Revision || c.Node != "n1" || c.Shard != 3 {
@@ -144,7 +107,7 @@ func TestStatusTransitionsArePublished(t *testing.T) {
 		t.Fatalf("tcp/9001: %+v, want pending → failed with nginx's words", c)
 	}
 	h.mustPass()
-	if evs := rec.take(events.StreamStatus); len(evs) != 0 {
+	if evs := rec.Take(events.StreamStatus); len(evs) != 0 {
 		t.Fatalf("a pass that changed nothing published %v", evs)
 	}
 	// The port is free again: the resync retries it, failed → active.
@@ -152,11 +115,11 @@ func TestStatusTransitionsArePublished(t *testing.T) {
 	clear(h.rec.quarantine)
 	h.rec.quarantineGen++
 	h.mustPass("test", "reload")
-	evs := rec.take(events.StreamStatus)
+	evs := rec.Take(events.StreamStatus)
 	if len(evs) != 1 {
 		t.Fatalf("statuses %v, want tcp/9001's only", evs)
 	}
-	if c := evs[0].data.(events.StatusChange); c.ID.Port != 9001 || c.State != stream.Active || c.Previous != stream.Failed || c.Error != "" {
+	if c := evs[0].Data.(events.StatusChange); c.ID.Port != 9001 || c.State != stream.Active || c.Previous != stream.Failed || c.Error != "" {
 		t.Fatalf("tcp/9001: %+v, want failed → active", c)
 	}
 }
@@ -165,17 +128,17 @@ func TestStatusTransitionsArePublished(t *testing.T) {
 // counted by state.
 func TestStatusBulkPastMaxEach(t *testing.T) {
 	h := newHarness(t)
-	rec := &recorder{}
+	rec := &eventstest.Recorder{}
 	h.rec.cfg.Events, h.rec.cfg.Shard = rec, 2
 	for i := range events.MaxEach + 1 {
 		h.put(20000+i, "a:1")
 	}
 	h.mustPass("test", "start")
-	evs := rec.take(events.Bulk)
-	if len(evs) != 1 || len(rec.take(events.StreamStatus)) != 0 {
+	evs := rec.Take(events.Bulk)
+	if len(evs) != 1 || len(rec.Take(events.StreamStatus)) != 0 {
 		t.Fatalf("%d bulk events, want one and no status event", len(evs))
 	}
-	if b := evs[0].data.(events.BulkChange); b.What != "statuses" || b.Shard == nil || *b.Shard != 2 || b.Counts["active"] != events.MaxEach+1 {
+	if b := evs[0].Data.(events.BulkChange); b.What != "statuses" || b.Shard == nil || *b.Shard != 2 || b.Counts["active"] != events.MaxEach+1 {
 		t.Fatalf("bulk %+v", b)
 	}
 }
@@ -184,7 +147,7 @@ func TestStatusBulkPastMaxEach(t *testing.T) {
 // outcome and nginx's error; tests are not.
 func TestReloadEventPerShardWithOutcome(t *testing.T) {
 	h := newPoolHarness(t, 2)
-	rec := &recorder{}
+	rec := &eventstest.Recorder{}
 	h.pool.cfg.Events = rec
 	for k := range 2 { // both masters fail to bind 9001
 		f := newFakeNginx(ShardDir(h.dir, k))
@@ -202,8 +165,7 @@ func TestReloadEventPerShardWithOutcome(t *testing.T) {
 	h.put(9002)
 	applies := map[int]int{} // starts and reloads by shard, as published
 	failed := 0
-	for _, ev := range rec.take(events.Reload) {
-		r := ev.data.(events.Reloaded)
+	for _, r := range eventstest.Data[events.Reloaded](rec.Take(events.Reload)) {
 		applies[r.Shard]++
 		switch {
 		case r.Op != "start" && r.Op != "reload":
@@ -233,26 +195,33 @@ func TestReloadEventPerShardWithOutcome(t *testing.T) {
 	}
 }
 
+// startedWithEvents returns a harness with the drift policy given and one
+// stream, tcp/9000, applied by a first pass (a start), and the recorder
+// of its events, which still holds that pass's.
+func startedWithEvents(t *testing.T, policy DriftPolicy) (*harness, *eventstest.Recorder) {
+	t.Helper()
+	h := newHarness(t)
+	rec := &eventstest.Recorder{}
+	h.rec.cfg.Events, h.rec.cfg.DriftPolicy = rec, policy
+	h.put(9000, "a:1")
+	h.mustPass("test", "start")
+	return h, rec
+}
+
 // A file of ours changed by someone else is published as drift when the
 // pass finds it, and as repaired once the pass applied the store's file.
 func TestDriftDetectedThenRepaired(t *testing.T) {
-	h := newHarness(t)
-	rec := &recorder{}
-	h.rec.cfg.Events = rec
-	h.put(9000, "a:1")
-	h.mustPass("test", "start")
-	rec.take("")
-	if err := os.WriteFile(filepath.Join(h.dir, "stream-tcp-9000.conf"), []byte("# edited by hand\n"), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	h, rec := startedWithEvents(t, DriftRepair)
+	rec.Take()
+	h.write("stream-tcp-9000.conf", "# edited by hand\n")
 	h.mustPass("test", "reload")
-	evs := rec.take("")
+	evs := rec.Take()
 	var kinds []string
 	for _, ev := range evs {
-		if d, ok := ev.data.(events.Drift); ok {
-			kinds = append(kinds, ev.typ)
+		if d, ok := ev.Data.(events.Drift); ok {
+			kinds = append(kinds, ev.Type)
 			if d.Kind != "files" || len(d.Streams) != 1 || d.Streams[0].Port != 9000 {
-				t.Fatalf("%s %+v, want files of tcp/9000", ev.typ, d)
+				t.Fatalf("%s %+v, want files of tcp/9000", ev.Type, d)
 			}
 		}
 	}
@@ -260,51 +229,41 @@ func TestDriftDetectedThenRepaired(t *testing.T) {
 		t.Fatalf("drift events %v, want detected then repaired", kinds)
 	}
 	h.mustPass()
-	if evs := rec.take(events.DriftRepaired); len(evs) != 0 {
+	if evs := rec.Take(events.DriftRepaired); len(evs) != 0 {
 		t.Fatalf("a later pass published %v again", evs)
 	}
 }
 
 // Drift left alone (DriftAlert) is published, never as repaired.
 func TestDriftLeftAloneIsNotRepaired(t *testing.T) {
-	h := newHarness(t)
-	rec := &recorder{}
-	h.rec.cfg.Events, h.rec.cfg.DriftPolicy = rec, DriftAlert
-	h.put(9000, "a:1")
-	h.mustPass("test", "start")
-	if err := os.WriteFile(filepath.Join(h.dir, "stream-tcp-9000.conf"), []byte("# edited by hand\n"), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	h, rec := startedWithEvents(t, DriftAlert)
+	h.write("stream-tcp-9000.conf", "# edited by hand\n")
 	if _, err := h.pass(); err != nil {
 		t.Fatal(err)
 	}
-	if evs := rec.take(events.DriftDetected); len(evs) != 1 || !strings.Contains(evs[0].data.(events.Drift).Detail, "alert") {
+	if evs := rec.Take(events.DriftDetected); len(evs) != 1 || !strings.Contains(evs[0].Data.(events.Drift).Detail, "alert") {
 		t.Fatalf("detected %v, want one, left alone", evs)
 	}
-	if evs := rec.take(events.DriftRepaired); len(evs) != 0 {
+	if evs := rec.Take(events.DriftRepaired); len(evs) != 0 {
 		t.Fatalf("drift left alone published as repaired: %v", evs)
 	}
 }
 
 // A master that died is drift of kind master, and its start a restart.
 func TestDeadMasterIsDriftAndItsStartARestart(t *testing.T) {
-	h := newHarness(t)
-	rec := &recorder{}
-	h.rec.cfg.Events = rec
-	h.put(9000, "a:1")
-	h.mustPass("test", "start")
-	rec.take("")
+	h, rec := startedWithEvents(t, DriftRepair)
+	rec.Take()
 	h.nginx.mu.Lock()
 	h.nginx.running = false
 	h.nginx.mu.Unlock()
 	h.mustPass("test", "start")
 	var got []string
-	for _, ev := range rec.take("") {
-		switch d := ev.data.(type) {
+	for _, ev := range rec.Take() {
+		switch d := ev.Data.(type) {
 		case events.Drift:
-			got = append(got, ev.typ+":"+d.Kind)
+			got = append(got, ev.Type+":"+d.Kind)
 		case events.Reloaded:
-			got = append(got, ev.typ+":"+d.Op+":"+d.Outcome)
+			got = append(got, ev.Type+":"+d.Op+":"+d.Outcome)
 		}
 	}
 	want := "drift.detected:master,reload:restart:ok,drift.repaired:master"
@@ -332,7 +291,7 @@ func BenchmarkSpecDiff10000(b *testing.B) {
 		specs[i] = tcpSpec(10000+i, uint64(i+1), "10.0.0.1:80")
 	}
 	var d specDiff
-	rec := &recorder{}
+	rec := &eventstest.Recorder{}
 	d.next(rec, specs, 10000, 0)
 	b.ReportAllocs()
 	b.ResetTimer()

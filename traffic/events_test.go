@@ -3,11 +3,11 @@ package traffic
 import (
 	"context"
 	"path/filepath"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/streamconductor/stream-conductor/events"
+	"github.com/streamconductor/stream-conductor/internal/eventstest"
 	"github.com/streamconductor/stream-conductor/stream"
 )
 
@@ -54,30 +54,10 @@ func TestTrafficSampleOnlyWhenMoved(t *testing.T) {
 	}
 }
 
-type trafficRecorder struct {
-	mu  sync.Mutex
-	evs []events.TrafficSample
-}
-
-func (r *trafficRecorder) Publish(typ string, data any) events.Event {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if typ == events.Traffic {
-		r.evs = append(r.evs, data.(events.TrafficSample))
-	}
-	return events.Event{}
-}
-
-func (r *trafficRecorder) samples() []events.TrafficSample {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return append([]events.TrafficSample(nil), r.evs...)
-}
-
 // PublishEvery publishes what moved, once, and stops with its context.
 func TestPublishEveryPublishesWhatMoved(t *testing.T) {
 	c := udpCollector(t, 5300)
-	rec := &trafficRecorder{}
+	rec := &eventstest.Recorder{}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() {
@@ -90,14 +70,14 @@ func TestPublishEveryPublishesWhatMoved(t *testing.T) {
 	}()
 	// Recorded until the sampler's baseline has surely been taken.
 	deadline := time.Now().Add(5 * time.Second)
-	for len(rec.samples()) == 0 {
+	for rec.Len(events.Traffic) == 0 {
 		if time.Now().After(deadline) {
 			t.Fatal("no traffic event within 5s of a session")
 		}
 		c.record([]byte("x: 5300 UDP 127.0.0.1 10.0.0.1:53 1 1 0.001 200"), time.Now())
 		time.Sleep(5 * time.Millisecond)
 	}
-	s := rec.samples()[0]
+	s := eventstest.Data[events.TrafficSample](rec.Take(events.Traffic))[0]
 	if st, ok := s.Streams["udp/5300"]; !ok || len(s.Streams) != 1 || st.Sessions == 0 || st.BytesIn != st.Sessions {
 		t.Fatalf("sample %+v", s)
 	}
