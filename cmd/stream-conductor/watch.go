@@ -202,10 +202,7 @@ func describe(ev events.Event) []string {
 		var s events.StatusChange
 		json.Unmarshal(ev.Data, &s)
 		line := fmt.Sprintf("%s %s → %s%s", s.ID, orDash(string(s.Previous)), s.State, where(s.Node, s.Shard))
-		if s.Error != "" {
-			line += ": " + s.Error
-		}
-		return []string{line}
+		return []string{withDetail(line, s.Error)}
 	case events.Bulk:
 		var b events.BulkChange
 		json.Unmarshal(ev.Data, &b)
@@ -214,10 +211,7 @@ func describe(ev events.Event) []string {
 		var r events.Reloaded
 		json.Unmarshal(ev.Data, &r)
 		line := fmt.Sprintf("%s%s: %s in %.1f ms, %d streams", r.Op, where(r.Node, r.Shard), r.Outcome, r.DurationMS, r.Streams)
-		if r.Error != "" {
-			line += ": " + r.Error
-		}
-		return []string{line}
+		return []string{withDetail(line, r.Error)}
 	case events.DriftDetected, events.DriftRepaired:
 		var dr events.Drift
 		json.Unmarshal(ev.Data, &dr)
@@ -225,10 +219,7 @@ func describe(ev events.Event) []string {
 		if len(dr.Streams) > 0 {
 			line += " " + ids(dr.Streams)
 		}
-		if dr.Detail != "" {
-			line += ": " + dr.Detail
-		}
-		return []string{line}
+		return []string{withDetail(line, dr.Detail)}
 	case events.BackendHealth:
 		var h events.HealthChange
 		json.Unmarshal(ev.Data, &h)
@@ -239,10 +230,7 @@ func describe(ev events.Event) []string {
 		if len(h.Streams) > 0 {
 			line += " (" + ids(h.Streams) + ")"
 		}
-		if h.Error != "" {
-			line += ": " + h.Error
-		}
-		return []string{line}
+		return []string{withDetail(line, h.Error)}
 	case events.NodeJoined, events.NodeLeft:
 		var n events.NodeChange
 		json.Unmarshal(ev.Data, &n)
@@ -271,6 +259,15 @@ func where(node string, shard int) string {
 		return fmt.Sprintf(" [node %s, shard %d]", node, shard)
 	}
 	return fmt.Sprintf(" [shard %d]", shard)
+}
+
+// withDetail ends line with ": " and detail (an error, what drift was
+// left alone), when there is one.
+func withDetail(line, detail string) string {
+	if detail == "" {
+		return line
+	}
+	return line + ": " + detail
 }
 
 func orDash(s string) string {
