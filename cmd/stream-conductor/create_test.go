@@ -9,6 +9,8 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+
+	"github.com/streamconductor/stream-conductor/events"
 )
 
 // createRequest runs "create args..." against a fake API and returns the
@@ -101,5 +103,15 @@ func TestLsShowsRoutes(t *testing.T) {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("ls lacks %q:\n%s", want, out.String())
 		}
+	}
+}
+
+// watch says a routed stream routes, rather than listing its default
+// as if it were all its backends.
+func TestWatchDescribesRoutedStream(t *testing.T) {
+	data := `{"id":"tcp/443","revision":2,"spec":{"protocol":"tcp","listen":443,"backends":["10.0.0.9:443"],"routes":[{"server_name":"a","backends":["b:1"]},{"server_name":"c","backends":["d:1"]}]}}`
+	got := describe(events.Event{Type: events.StreamUpdated, Data: json.RawMessage(data)})
+	if len(got) != 1 || got[0] != "tcp/443 → 2 routes by server name, default 10.0.0.9:443 (revision 2)" {
+		t.Fatalf("describe = %q", got)
 	}
 }

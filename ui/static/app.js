@@ -215,10 +215,18 @@ function applyChange(type, ev) {
     return;
   }
   const old = app.streams.get(id);
-  const s = Object.assign({}, old, d.spec, { id, revision: d.revision });
+  const s = Object.assign({}, old, apiShape(d.spec), { id, revision: d.revision });
   if (!old?.status || (old.status.revision || 0) < d.revision) s.status = { state: 'pending', revision: d.revision };
   app.streams.set(id, s);
   if (!app.samples.has(id)) addSample(id, Date.now(), {});
+}
+
+// apiShape turns an event's spec (as stored: a routed stream's default
+// in backends) into the shape GET answers (routes and default, no
+// backends); undefined fields clear what an older answer had.
+function apiShape(spec) {
+  if (!spec?.routes?.length) return Object.assign({ routes: undefined, default: undefined }, spec);
+  return Object.assign({}, spec, { backends: undefined, default: spec.backends?.length ? spec.backends : undefined });
 }
 
 function applyStatus(d) {
