@@ -548,10 +548,10 @@ function pageStream(main, proto, port) {
 function detailsCard(s) {
   const st = s.status || {};
   const health = new Map((s.health || []).map((b) => [b.backend, b]));
-  const backendList = (list) => list.map((b) => {
+  const backendList = (list, brief) => list.map((b) => {
     const hb = health.get(b);
     return h('div', { class: 'backend' }, h('span', { class: 'mono' }, b), healthBadge(hb?.state),
-      hb?.error ? h('span', { class: 'muted' }, hb.error) : null);
+      hb?.error && !brief ? h('span', { class: 'muted' }, hb.error) : null);
   });
   const rows = [
     ['State', [stateBadge(st.state), ' ', st.since ? fmtTime(st.since) : '']],
@@ -562,7 +562,7 @@ function detailsCard(s) {
     rows.push(['Routes (SNI)', h('table', { class: 'routes' },
       h('thead', {}, h('tr', {}, ['Server name', 'Backends', 'Balance'].map((c) => h('th', { scope: 'col' }, c)))),
       h('tbody', {}, s.routes.map((r) => h('tr', {}, h('td', { class: 'mono' }, r.server_name),
-        h('td', {}, backendList(r.backends)), h('td', {}, r.balance || '')))))]);
+        h('td', {}, backendList(r.backends, true)), h('td', {}, r.balance || '')))))]);
     rows.push(['Default', s.default?.length ? backendList(s.default) : 'none: connections that match no route are closed']);
   } else {
     rows.push(['Backends', backendList(s.backends || [])]);
@@ -650,8 +650,9 @@ function specFields(s) {
   const more = [];
   for (const [name, label, kind, hint, advanced] of FIELDS) {
     // A routed stream's Backends field edits its default.
-    const value = name === 'backends' && s?.routes?.length ? s.default : s?.[name];
-    const f = field(name, label, control(kind, value), hint);
+    const routedDefault = name === 'backends' && s?.routes?.length;
+    const f = field(name, routedDefault ? 'Default' : label, control(kind, routedDefault ? s.default : s?.[name]),
+      routedDefault ? 'where server names no route matches go; empty: closed (routes are edited through the API)' : hint);
     if (kind === 'check') {
       const c = f.querySelector('input');
       f.querySelector('label').after(h('div', { class: 'check' }, c));
