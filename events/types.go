@@ -68,10 +68,10 @@ type StreamChange struct {
 	// Revision is the store revision of the change.
 	Revision uint64 `json:"revision"`
 	// Spec is the stream as it is now (created, updated) or as it was
-	// last (deleted, expired).
-	Spec stream.Spec `json:"spec"`
+	// last (deleted, expired), as the API shows it.
+	Spec stream.Shown `json:"spec"`
 	// Previous is the stream before an update.
-	Previous *stream.Spec `json:"previous,omitempty"`
+	Previous *stream.Shown `json:"previous,omitempty"`
 }
 
 // StatusChange is the data of StreamStatus.

@@ -49,8 +49,8 @@ func (s *Server) planPut(sp stream.Spec) (map[string]any, error) {
 		"dry_run": true, "change": change, "file": name, "config": string(body),
 		"diff": lineDiff(string(current), string(body)), "stream": struct {
 			ID stream.ID `json:"id"`
-			specJSON
-		}{sp.ID(), showSpec(sp)},
+			stream.Shown
+		}{sp.ID(), sp.Shown()},
 	}, nil
 }
 

@@ -35,27 +35,6 @@ type fieldTypeError struct{ field, message string }
 
 func (e *fieldTypeError) Error() string { return e.field + " " + e.message }
 
-// specJSON is a spec as the API shows it: a routed stream's backends are
-// its "default" (absent when there is none) and it has no "backends", so
-// that what a GET answers can be PUT back.
-type specJSON struct {
-	stream.Spec
-	Backends *[]string `json:"backends,omitempty"`
-	Default  []string  `json:"default,omitempty"`
-}
-
-// showSpec returns sp as the API shows it.
-func showSpec(sp stream.Spec) specJSON {
-	if sp.Routed() {
-		return specJSON{Spec: sp, Default: sp.Backends}
-	}
-	b := sp.Backends
-	if b == nil {
-		b = []string{}
-	}
-	return specJSON{Spec: sp, Backends: &b}
-}
-
 // forwarding returns the backends of the spec the request asks for: a
 // routed stream's default, or the stream's backends.
 func (q specRequest) forwarding() ([]string, error) {

@@ -21,14 +21,14 @@ import (
 // status.
 type streamView struct {
 	ID stream.ID `json:"id"`
-	specJSON
+	stream.Shown
 	Status  fleet.View       `json:"status"`
 	Traffic *traffic.Stats   `json:"traffic,omitempty"`
 	Health  []health.Backend `json:"health,omitempty"`
 }
 
 func (s *Server) view(sp stream.Spec) streamView {
-	v := streamView{ID: sp.ID(), specJSON: showSpec(sp)}
+	v := streamView{ID: sp.ID(), Shown: sp.Shown()}
 	if s.cfg.Fleet != nil {
 		v.Status = s.cfg.Fleet.Of(sp)
 	} else {

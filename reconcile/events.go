@@ -72,12 +72,12 @@ func (d *specDiff) next(pub events.Publisher, specs []stream.Spec, rev, tl uint6
 		switch {
 		case !ok:
 			d.known[id] = &knownSpec{spec: s, seen: d.listed}
-			add(events.StreamCreated, events.StreamChange{ID: id, Revision: s.Revision, Spec: s})
+			add(events.StreamCreated, events.StreamChange{ID: id, Revision: s.Revision, Spec: s.Shown()})
 			continue
 		case k.spec.Revision != s.Revision && !newTimeline, newTimeline && !k.spec.SameDesired(s):
-			prev := k.spec
+			prev := k.spec.Shown()
 			d.known[id] = &knownSpec{spec: s, seen: d.listed}
-			add(events.StreamUpdated, events.StreamChange{ID: id, Revision: s.Revision, Spec: s, Previous: &prev})
+			add(events.StreamUpdated, events.StreamChange{ID: id, Revision: s.Revision, Spec: s.Shown(), Previous: &prev})
 			continue
 		}
 		k.seen = d.listed
@@ -86,7 +86,7 @@ func (d *specDiff) next(pub events.Publisher, specs []stream.Spec, rev, tl uint6
 		for id, k := range d.known {
 			if k.seen != d.listed {
 				delete(d.known, id)
-				add(events.StreamDeleted, events.StreamChange{ID: id, Revision: rev, Spec: k.spec})
+				add(events.StreamDeleted, events.StreamChange{ID: id, Revision: rev, Spec: k.spec.Shown()})
 			}
 		}
 	}

@@ -37,13 +37,13 @@ func TestSpecDiffPublishesChangesAfterTheBaseline(t *testing.T) {
 	if len(evs) != 3 || len(byType) != 3 {
 		t.Fatalf("events %v, want one created, one updated, one deleted", evs)
 	}
-	if c := byType[events.StreamCreated]; c.ID.Port != 9002 || c.Revision != 4 || c.Spec.Backends[0] != "c:1" || c.Previous != nil {
+	if c := byType[events.StreamCreated]; c.ID.Port != 9002 || c.Revision != 4 || c.Spec.Forwarding()[0] != "c:1" || c.Previous != nil {
 		t.Errorf("created: %+v", c)
 	}
-	if c := byType[events.StreamUpdated]; c.ID.Port != 9000 || c.Revision != 3 || c.Spec.Backends[0] != "a:2" || c.Previous == nil || c.Previous.Backends[0] != "a:1" {
+	if c := byType[events.StreamUpdated]; c.ID.Port != 9000 || c.Revision != 3 || c.Spec.Forwarding()[0] != "a:2" || c.Previous == nil || c.Previous.Forwarding()[0] != "a:1" {
 		t.Errorf("updated: %+v", c)
 	}
-	if c := byType[events.StreamDeleted]; c.ID.Port != 9001 || c.Revision != 4 || c.Spec.Backends[0] != "b:1" {
+	if c := byType[events.StreamDeleted]; c.ID.Port != 9001 || c.Revision != 4 || c.Spec.Forwarding()[0] != "b:1" {
 		t.Errorf("deleted: %+v", c)
 	}
 	d.next(rec, []stream.Spec{tcpSpec(9000, 3, "a:2"), tcpSpec(9002, 4, "c:1")}, 4, 0)

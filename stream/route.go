@@ -104,3 +104,34 @@ func CanonicalServerName(name string) (string, error) {
 	}
 	return host, nil
 }
+
+// Shown is a spec as the API shows it (and the events carry it): a
+// routed stream's backends are its "default" (absent when there is none)
+// and it has no "backends", so that what a GET answers can be PUT back.
+type Shown struct {
+	Spec
+	Backends *[]string `json:"backends,omitempty"`
+	Default  []string  `json:"default,omitempty"`
+}
+
+// Shown returns s as the API shows it.
+func (s Spec) Shown() Shown {
+	if s.Routed() {
+		return Shown{Spec: s, Default: s.Backends}
+	}
+	b := s.Backends
+	if b == nil {
+		b = []string{}
+	}
+	return Shown{Spec: s, Backends: &b}
+}
+
+// Forwarding is where a shown spec forwards: its backends, or a routed
+// stream's default (also after a round trip through JSON, which fills
+// Backends or Default rather than the embedded Spec's).
+func (s Shown) Forwarding() []string {
+	if s.Backends != nil {
+		return *s.Backends
+	}
+	return s.Default
+}

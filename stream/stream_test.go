@@ -2,6 +2,8 @@ package stream
 
 import (
 	"encoding/json"
+	"slices"
+	"strings"
 	"testing"
 )
 
@@ -96,5 +98,24 @@ func TestListenAddr(t *testing.T) {
 		if p, err := ParseListenAddr(tc.want); err != nil || p != got {
 			t.Errorf("ParseListenAddr(%q) = %v, %v", tc.want, p, err)
 		}
+	}
+}
+
+// A routed stream is shown (GET, events) with routes and default and no
+// backends; another with its backends, even none.
+func TestShownJSON(t *testing.T) {
+	routed := Spec{Protocol: TCP, Listen: 443, Backends: []string{"10.0.0.9:443"},
+		Routes: []Route{{ServerName: "db.example.com", Backends: []string{"10.0.0.5:5432"}}}}
+	b, _ := json.Marshal(routed.Shown())
+	if !strings.Contains(string(b), `"default":["10.0.0.9:443"]`) || strings.Contains(string(b), `"backends":["10.0.0.9`) {
+		t.Errorf("routed stream shown as %s", b)
+	}
+	var back Shown
+	if err := json.Unmarshal(b, &back); err != nil || !slices.Equal(back.Forwarding(), routed.Backends) {
+		t.Errorf("forwarding after a round trip: %v (%v)", back.Forwarding(), err)
+	}
+	b, _ = json.Marshal(Spec{Protocol: TCP, Listen: 9000}.Shown())
+	if !strings.Contains(string(b), `"backends":[]`) || strings.Contains(string(b), `"default"`) {
+		t.Errorf("plain stream shown as %s", b)
 	}
 }

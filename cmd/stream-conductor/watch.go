@@ -193,9 +193,9 @@ func describe(ev events.Event) []string {
 	case events.StreamCreated, events.StreamUpdated, events.StreamDeleted, events.StreamExpired:
 		var c events.StreamChange
 		json.Unmarshal(ev.Data, &c)
-		line := c.ID.String() + " → " + strings.Join(c.Spec.Backends, ", ")
+		line := c.ID.String() + " → " + strings.Join(c.Spec.Forwarding(), ", ")
 		if n := len(c.Spec.Routes); n > 0 {
-			line = fmt.Sprintf("%s → %d routes by server name, default %s", c.ID, n, orDash(strings.Join(c.Spec.Backends, ", ")))
+			line = fmt.Sprintf("%s → %d routes by server name, default %s", c.ID, n, orDash(strings.Join(c.Spec.Forwarding(), ", ")))
 		}
 		if ev.Type == events.StreamDeleted || ev.Type == events.StreamExpired {
 			line = c.ID.String()

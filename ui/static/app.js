@@ -221,12 +221,11 @@ function applyChange(type, ev) {
   if (!app.samples.has(id)) addSample(id, Date.now(), {});
 }
 
-// apiShape turns an event's spec (as stored: a routed stream's default
-// in backends) into the shape GET answers (routes and default, no
-// backends); undefined fields clear what an older answer had.
+// apiShape is an event's spec, which has the shape GET answers, with
+// the fields it lacks cleared from the copy it replaces (a stream that
+// got routes has no backends any more, and the reverse).
 function apiShape(spec) {
-  if (!spec?.routes?.length) return Object.assign({ routes: undefined, default: undefined }, spec);
-  return Object.assign({}, spec, { backends: undefined, default: spec.backends?.length ? spec.backends : undefined });
+  return Object.assign({ routes: undefined, default: undefined, backends: undefined }, spec);
 }
 
 function applyStatus(d) {
