@@ -1,0 +1,423 @@
+package integration
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// Shared TLS ports routed by server name (issue 15): real TLS clients (Go's
+// crypto/tls and openssl s_client) through the real nginx to real TLS
+// backends, each with a certificate of its own; which backend answered is
+// read from the certificate the client saw and from the line it echoed.
+
+// TestRoutesSNI: each name reaches its own backend; a leading wildcard
+// takes sub-domains at any depth but not the bare name; an unknown name
+// and a client without SNI reach the default when there is one, and are
+// closed without reaching any backend when there is none; two streams on
+// one nginx with the same names keep their own backends.
+func TestRoutesSNI(t *testing.T) {
+	t.Parallel()
+	requireTool(t, "openssl")
+	d := startDaemon(t, 2)
+	withDefault, closed := d.portMin, d.portMin+1
+
+	db := startTLSBackend(t, "db.example.com", false)
+	wild := startTLSBackend(t, "wild.example.org", false)
+	def := startTLSBackend(t, "default.example.net", false)
+	d.mustPut("tcp", withDefault, routedBody(t, def, nil,
+		route("db.example.com", db), route("*.example.org", wild)))
+
+	// The same names on a second stream, other backends, no default.
+	db2 := startTLSBackend(t, "db.second.example.com", false)
+	wild2 := startTLSBackend(t, "wild.second.example.org", false)
+	d.mustPut("tcp", closed, routedBody(t, nil, nil,
+		route("db.example.com", db2), route("*.example.org", wild2)))
+	all := []*tlsBackend{db, wild, def, db2, wild2}
+
+	t.Run("names", func(t *testing.T) {
+		mustReach(t, withDefault, tlsOpts{sni: "db.example.com"}, db)
+		mustReach(t, withDefault, tlsOpts{sni: "DB.Example.COM"}, db)
+		mustReach(t, closed, tlsOpts{sni: "db.example.com"}, db2)
+		mustReach(t, closed, tlsOpts{sni: "a.example.org"}, wild2)
+	})
+	t.Run("wildcard", func(t *testing.T) {
+		mustReach(t, withDefault, tlsOpts{sni: "a.example.org"}, wild)
+		mustReach(t, withDefault, tlsOpts{sni: "x.y.example.org"}, wild)
+		mustReach(t, withDefault, tlsOpts{sni: "example.org"}, def)
+		mustBeClosed(t, closed, tlsOpts{sni: "example.org"}, all...)
+	})
+	t.Run("unknown name", func(t *testing.T) {
+		mustReach(t, withDefault, tlsOpts{sni: "nobody.example.com"}, def)
+		mustBeClosed(t, closed, tlsOpts{sni: "nobody.example.com"}, all...)
+	})
+	t.Run("no SNI", func(t *testing.T) {
+		mustReach(t, withDefault, tlsOpts{}, def)
+		mustBeClosed(t, closed, tlsOpts{}, all...)
+	})
+	// The second stream's map did not replace the first's (nginx takes a
+	// duplicate map variable silently).
+	mustReach(t, withDefault, tlsOpts{sni: "db.example.com"}, db)
+
+	// The API shows the routes and the default, not "backends".
+	code, m := d.api("GET", fmt.Sprintf("/v1/streams/tcp/%d", withDefault), "")
+	if code != 200 {
+		t.Fatalf("GET: %d %v", code, m)
+	}
+	if _, ok := m["routes"].([]any); !ok {
+		t.Errorf("GET shows no routes: %v", m)
+	}
+	if !sameAddrs(m["default"], def.addr()) {
+		t.Errorf("GET shows default %v, want %s", m["default"], def.addr())
+	}
+	if b, ok := m["backends"]; ok {
+		t.Errorf("GET of a routed stream shows backends %v; the contract says \"default\"", b)
+	}
+}
+
+// sameAddrs reports whether v, a JSON string or list of one string, is
+// addr.
+func sameAddrs(v any, addr string) bool {
+	switch x := v.(type) {
+	case string:
+		return x == addr
+	case []any:
+		return len(x) == 1 && x[0] == addr
+	}
+	return false
+}
+
+// TestRoutesLongName: a route for a name of 253 characters (the DNS
+// maximum) is accepted and routes: the managed nginx.conf sizes the
+// names' hash for it.
+func TestRoutesLongName(t *testing.T) {
+	t.Parallel()
+	requireTool(t, "openssl")
+	d := startDaemon(t, 1)
+	long := strings.Repeat("a", 63) + "." + strings.Repeat("b", 63) + "." + strings.Repeat("c", 63) + "." + strings.Repeat("d", 53) + ".example"
+	if len(long) != 253 {
+		t.Fatalf("name of %d characters", len(long))
+	}
+	be := startTLSBackend(t, "long.example.net", false)
+	other := startTLSBackend(t, "other.example.net", false)
+	d.mustPut("tcp", d.portMin, routedBody(t, other, nil, route(long, be)))
+	mustReach(t, d.portMin, tlsOpts{sni: long}, be)
+	mustReach(t, d.portMin, tlsOpts{sni: "x" + long[1:]}, other)
+}
+
+// TestRoutesProxyProtocol: with proxy_protocol, the backend a name routes
+// to reads a PROXY v1 line naming the client's address and port, then the
+// TLS handshake goes through.
+func TestRoutesProxyProtocol(t *testing.T) {
+	t.Parallel()
+	requireTool(t, "openssl")
+	d := startDaemon(t, 1)
+	port := d.portMin
+	db := startTLSBackend(t, "db.example.com", true)
+	def := startTLSBackend(t, "default.example.net", true)
+	d.mustPut("tcp", port, routedBody(t, def, map[string]any{"proxy_protocol": true},
+		route("db.example.com", db)))
+
+	for _, tc := range []struct {
+		sni string
+		be  *tlsBackend
+	}{{"db.example.com", db}, {"nobody.example.com", def}, {"", def}} {
+		a, err := goTLS(port, tlsOpts{sni: tc.sni})
+		if err != nil {
+			t.Fatalf("sni %q: %v", tc.sni, err)
+		}
+		checkAnswer(t, "go", port, tlsOpts{sni: tc.sni}, a, tc.be)
+		want := fmt.Sprintf("PROXY TCP4 127.0.0.1 127.0.0.1 %d %d\r\n", a.local.Port, port)
+		if got := tc.be.proxyLine(a.local.Port); got != want {
+			tc.be.mu.Lock()
+			t.Fatalf("sni %q: backend %s read PROXY line %q, want %q (all: %q)", tc.sni, tc.be.name, got, want, tc.be.proxyLines)
+		}
+	}
+	// openssl too: the handshake after the PROXY line is a real one.
+	mustReach(t, port, tlsOpts{sni: "db.example.com"}, db)
+}
+
+// TestRoutesAllow: a routed stream's allow list refuses a client from
+// another address before any backend is contacted, and serves one from an
+// allowed address by name.
+func TestRoutesAllow(t *testing.T) {
+	t.Parallel()
+	requireTool(t, "openssl")
+	d := startDaemon(t, 1)
+	port := d.portMin
+	db := startTLSBackend(t, "db.example.com", false)
+	def := startTLSBackend(t, "default.example.net", false)
+	d.mustPut("tcp", port, routedBody(t, def, map[string]any{"allow": []string{"127.0.0.2/32"}},
+		route("db.example.com", db)))
+
+	mustBeClosed(t, port, tlsOpts{sni: "db.example.com", local: "127.0.0.1"}, db, def)
+	mustBeClosed(t, port, tlsOpts{local: "127.0.0.1"}, db, def)
+	mustReach(t, port, tlsOpts{sni: "db.example.com", local: "127.0.0.2"}, db)
+	mustReach(t, port, tlsOpts{sni: "nobody.example.com", local: "127.0.0.2"}, def)
+}
+
+// TestRoutesAddRoute: PUT the stream again with a third route; the new
+// name routes to its backend, the old names still reach theirs, and no
+// connection made during the change fails.
+func TestRoutesAddRoute(t *testing.T) {
+	t.Parallel()
+	requireTool(t, "openssl")
+	d := startDaemon(t, 1)
+	port := d.portMin
+	db := startTLSBackend(t, "db.example.com", false)
+	wild := startTLSBackend(t, "wild.example.org", false)
+	def := startTLSBackend(t, "default.example.net", false)
+	fresh := startTLSBackend(t, "new.example.net", false)
+	two := []routeIn{route("db.example.com", db), route("*.example.org", wild)}
+	d.mustPut("tcp", port, routedBody(t, def, nil, two...))
+	mustReach(t, port, tlsOpts{sni: "new.example.net"}, def)
+
+	// Two clients loop on the old names during the change.
+	var (
+		stop     = make(chan struct{})
+		wg       sync.WaitGroup
+		mu       sync.Mutex
+		failures []string
+		done     [2]atomic.Int64
+	)
+	clients := []struct {
+		sni string
+		be  *tlsBackend
+	}{{"db.example.com", db}, {"a.example.org", wild}}
+	for i, c := range clients {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			deadline := time.Now().Add(60 * time.Second)
+			for n := 0; n < 2000 && time.Now().Before(deadline); n++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				a, err := goTLS(port, tlsOpts{sni: c.sni})
+				if err == nil && (a.cn != c.be.name || a.greeting != "backend "+c.be.name+"\n") {
+					err = fmt.Errorf("reached %q (greeting %q)", a.cn, a.greeting)
+				}
+				if err != nil {
+					mu.Lock()
+					failures = append(failures, fmt.Sprintf("%s #%d: %v", c.sni, n, err))
+					mu.Unlock()
+				}
+				done[i].Add(1)
+			}
+		}()
+	}
+	atLeast := func(what string, n [2]int64) {
+		eventually(t, what, 30*time.Second, func() bool {
+			return done[0].Load() >= n[0] && done[1].Load() >= n[1]
+		})
+	}
+	atLeast("clients before the change", [2]int64{5, 5})
+	d.mustPut("tcp", port, routedBody(t, def, nil, append(two, route("new.example.net", fresh))...))
+	mustReach(t, port, tlsOpts{sni: "new.example.net"}, fresh)
+	atLeast("clients after the change", [2]int64{done[0].Load() + 5, done[1].Load() + 5})
+	close(stop)
+	wg.Wait()
+	if len(failures) > 0 {
+		t.Fatalf("%d of %d connections failed during the change: %q", len(failures), done[0].Load()+done[1].Load(), failures)
+	}
+	mustReach(t, port, tlsOpts{sni: "db.example.com"}, db)
+	mustReach(t, port, tlsOpts{sni: "x.y.example.org"}, wild)
+	t.Logf("%d connections during the change, none failed", done[0].Load()+done[1].Load())
+}
+
+// TestRoutesHostileServerName: server names that are not a host name (or
+// a leading wildcard of one) are refused with 400 naming the route's
+// field, on a new stream and on a routed one, and change nothing: the
+// streams, the stream files, nginx -t, the traffic.
+func TestRoutesHostileServerName(t *testing.T) {
+	t.Parallel()
+	requireTool(t, "openssl")
+	d := startDaemon(t, 2)
+	db := startTLSBackend(t, "db.example.com", false)
+	def := startTLSBackend(t, "default.example.net", false)
+	existing, fresh := d.portMin, d.portMin+1
+	d.mustPut("tcp", existing, routedBody(t, def, nil, route("db.example.com", db)))
+	_, before := d.apiRaw("GET", "/v1/streams", "")
+	filesBefore := streamFiles(t, d)
+	if err := d.nginxTest(); err != nil {
+		t.Fatalf("nginx -t before: %v", err)
+	}
+
+	label63 := strings.Repeat("a", 63)
+	names := []string{
+		"", " ", "*", "*.", "**.example.org", "*.*.example.org", "a.*.example.org", "example.*", "*example.org",
+		"a*.example.org", ".example.org", "~^re\\d+$", "-a.example.org", "a..example.org", "..",
+		"10.0.0.1", "127.0.0.1", "::1", "[::1]", "10.0.0.1.",
+		strings.Repeat(label63+".", 3) + strings.Repeat("d", 54) + ".example", // 254
+		strings.Repeat("a", 64) + ".example.org",
+		"dé.example.org", "ａ.example.org", "🙂.example.org", "b\u0430d.example.org",
+		"$x", "a$host.example.org", "a;b.example.org", "a; include /etc/passwd", "a{b", "a}b",
+		"a b.example.org", "a\nb.example.org", "a\tb", "a\x00b", "a\"b", "a'b", "a\\b", "a#b", "a/b", "a:443",
+		"db.example.com default",
+	}
+	// Names that are each fine, but not together: the second is refused.
+	dupes := [][2]string{
+		{"db.example.com", "DB.Example.COM"},
+		{"db.example.com", "db.example.com."},
+		{"*.example.org", "*.EXAMPLE.org"},
+	}
+
+	type attempt struct {
+		what, body, field string
+	}
+	var attempts []attempt
+	for _, n := range names {
+		body := routedBody(t, def, nil, routeIn{ServerName: n, Backends: []string{db.addr()}})
+		attempts = append(attempts, attempt{fmt.Sprintf("server_name %q", n), body, "routes[0].server_name"})
+	}
+	for _, p := range dupes {
+		body := routedBody(t, def, nil, routeIn{ServerName: p[0], Backends: []string{db.addr()}},
+			routeIn{ServerName: p[1], Backends: []string{def.addr()}})
+		attempts = append(attempts, attempt{fmt.Sprintf("%q then %q", p[0], p[1]), body, "routes[1].server_name"})
+	}
+
+	for _, port := range []int{fresh, existing} {
+		for _, a := range attempts {
+			code, m := d.api("PUT", fmt.Sprintf("/v1/streams/tcp/%d", port), a.body)
+			e, _ := m["error"].(map[string]any)
+			if code != 400 || e == nil || e["field"] != a.field || e["code"] == "" || e["message"] == "" {
+				t.Errorf("tcp/%d, %s: %d %v; want 400 with field %s", port, a.what, code, m, a.field)
+			}
+		}
+	}
+
+	if _, after := d.apiRaw("GET", "/v1/streams", ""); string(after) != string(before) {
+		t.Errorf("the streams changed:\n%s\n->\n%s", before, after)
+	}
+	if filesAfter := streamFiles(t, d); filesAfter != filesBefore {
+		t.Errorf("the stream files changed:\n%s\n->\n%s", filesBefore, filesAfter)
+	}
+	if err := d.nginxTest(); err != nil {
+		t.Errorf("nginx -t after: %v", err)
+	}
+	mustReach(t, existing, tlsOpts{sni: "db.example.com"}, db)
+	mustReach(t, existing, tlsOpts{sni: "nobody.example.com"}, def)
+
+	// Words of nginx's map block are host names too: each is refused, or
+	// taken and routed as a name (never handed to nginx as the keyword:
+	// "default" would take every unknown name, "include" would read a
+	// file).
+	for _, kw := range []string{"default", "include", "hostnames", "volatile"} {
+		path := fmt.Sprintf("/v1/streams/tcp/%d", fresh)
+		code, m := d.api("PUT", path, routedBody(t, def, nil, route(kw, db)))
+		switch code {
+		case 400:
+			if e, _ := m["error"].(map[string]any); e["field"] != "routes[0].server_name" {
+				t.Errorf("server_name %q: 400 %v; want field routes[0].server_name", kw, m)
+			}
+		case 200, 201:
+			mustReach(t, fresh, tlsOpts{sni: kw}, db)
+			mustReach(t, fresh, tlsOpts{sni: "nobody.example.com"}, def)
+			if code, m := d.api("DELETE", path, ""); code != 200 && code != 204 {
+				t.Fatalf("DELETE %s: %d %v", path, code, m)
+			}
+		default:
+			t.Errorf("server_name %q: %d %v; want 400, or the name routed", kw, code, m)
+		}
+	}
+	if err := d.nginxTest(); err != nil {
+		t.Errorf("nginx -t after the map's words: %v", err)
+	}
+
+	// The same body with a proper name is taken, canonical: lower case,
+	// without the trailing dot.
+	m := d.mustPut("tcp", fresh, routedBody(t, def, nil, route("Db.Example.COM.", db)))
+	rs, _ := m["routes"].([]any)
+	if len(rs) != 1 || rs[0].(map[string]any)["server_name"] != "db.example.com" {
+		t.Errorf("routes stored as %v; want server_name \"db.example.com\"", m["routes"])
+	}
+	mustReach(t, fresh, tlsOpts{sni: "db.example.com"}, db)
+}
+
+// TestRoutesRefusedShapes: routes on UDP, and a backend given beside the
+// routes, are refused with 400 and change nothing.
+func TestRoutesRefusedShapes(t *testing.T) {
+	t.Parallel()
+	d := startDaemon(t, 1)
+	db := startTLSBackend(t, "db.example.com", false)
+	r := []routeIn{route("db.example.com", db)}
+	for _, tc := range []struct {
+		what, proto, body, field string
+	}{
+		{"routes on udp", "udp", routedBody(t, nil, nil, r...), ""},
+		{"backend beside routes", "tcp", routedBody(t, nil, map[string]any{"backend": db.addr()}, r...), "backends"},
+		{"backends beside routes", "tcp", routedBody(t, nil, map[string]any{"backends": []string{db.addr()}}, r...), "backends"},
+		{"default without routes", "tcp", `{"backend":"` + db.addr() + `","default":"` + db.addr() + `"}`, ""},
+		{"route without backends", "tcp", `{"routes":[{"server_name":"db.example.com","backends":[]}]}`, "routes[0].backends"},
+	} {
+		code, m := d.api("PUT", fmt.Sprintf("/v1/streams/%s/%d", tc.proto, d.portMin), tc.body)
+		e, _ := m["error"].(map[string]any)
+		if code != 400 || e == nil || (tc.field != "" && e["field"] != tc.field) {
+			t.Errorf("%s: %d %v; want 400 with field %q", tc.what, code, m, tc.field)
+		}
+	}
+	if _, m := d.api("GET", "/v1/streams", ""); len(m["streams"].([]any)) != 0 {
+		t.Fatalf("streams after refused writes: %v", m["streams"])
+	}
+}
+
+// streamFiles is the content of every file under the stream directory,
+// path by path.
+func streamFiles(t *testing.T, d *daemon) string {
+	t.Helper()
+	var b strings.Builder
+	err := filepath.WalkDir(d.streamDir(), func(path string, e os.DirEntry, err error) error {
+		if err != nil || e.IsDir() {
+			return err
+		}
+		data, err := os.ReadFile(path)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(&b, "== %s\n%s", path, data)
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b.String()
+}
+
+// TestRoutesPool: with the pool of nginx masters, three routed streams
+// with the same names and their own backends each route to their own.
+func TestRoutesPool(t *testing.T) {
+	t.Parallel()
+	requireTool(t, "openssl")
+	d := startDaemon(t, 3, "NGINX_SHARDS=16")
+	type set struct{ db, wild, def *tlsBackend }
+	sets := map[int]set{}
+	var ports []int
+	for i := 0; i < 3; i++ {
+		port := d.portMin + i
+		s := set{
+			db:   startTLSBackend(t, fmt.Sprintf("db.s%d.example.com", i), false),
+			wild: startTLSBackend(t, fmt.Sprintf("wild.s%d.example.org", i), false),
+			def:  startTLSBackend(t, fmt.Sprintf("default.s%d.example.net", i), false),
+		}
+		d.mustPut("tcp", port, routedBody(t, s.def, nil, route("db.example.com", s.db), route("*.example.org", s.wild)))
+		sets[port] = s
+		ports = append(ports, port)
+	}
+	for _, port := range ports {
+		s := sets[port]
+		mustReach(t, port, tlsOpts{sni: "db.example.com"}, s.db)
+		mustReach(t, port, tlsOpts{sni: "a.example.org"}, s.wild)
+		mustReach(t, port, tlsOpts{sni: "example.org"}, s.def)
+		mustReach(t, port, tlsOpts{}, s.def)
+	}
+	shards, _ := json.Marshal(d.byShard(ports))
+	t.Logf("streams by shard: %s", shards)
+}
