@@ -96,7 +96,7 @@ func (p *Prober) Round(ctx context.Context) {
 		if s.Protocol != stream.TCP {
 			continue
 		}
-		for _, b := range s.Backends {
+		for _, b := range s.AllBackends() {
 			if users != nil {
 				users[b] = append(users[b], s.ID())
 			}
@@ -167,12 +167,14 @@ func healthChange(addr string, old Backend, ok bool, b Backend, streams []stream
 	return ev, true
 }
 
-// Of returns the health of each backend of s, in order.
+// Of returns the health of each backend of s, in order (a routed
+// stream's default, then every route's, each once).
 func (p *Prober) Of(s stream.Spec) []Backend {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	out := make([]Backend, len(s.Backends))
-	for i, addr := range s.Backends {
+	all := s.AllBackends()
+	out := make([]Backend, len(all))
+	for i, addr := range all {
 		b, ok := p.states[addr]
 		if !ok || s.Protocol != stream.TCP {
 			b = Backend{Backend: addr, State: Unknown}

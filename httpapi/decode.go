@@ -36,6 +36,10 @@ type specRequest struct {
 	Allow          []string `json:"allow"`
 	Description    string   `json:"description"`
 	Nodes          []string `json:"nodes"`
+	// Routes share the port among TLS server names; Default is where
+	// the names they do not match go (absent: the connection is closed).
+	Routes  []stream.Route `json:"routes,omitempty"`
+	Default backendList    `json:"default,omitempty"`
 }
 
 // decodeJSON reads exactly one JSON object into v: the body must be JSON
@@ -80,7 +84,10 @@ func decodeJSONLimit(w http.ResponseWriter, r *http.Request, v any, limit int64)
 func jsonError(err error) *Error {
 	var syn *json.SyntaxError
 	var typ *json.UnmarshalTypeError
+	var fte *fieldTypeError
 	switch {
+	case errors.As(err, &fte):
+		return errInvalid(fte.field, "%s", fte.message)
 	case errors.As(err, &syn):
 		return &Error{Status: http.StatusBadRequest, Code: CodeMalformed, Message: fmt.Sprintf("malformed JSON at byte %d: %v", syn.Offset, syn)}
 	case errors.As(err, &typ):
@@ -125,17 +132,14 @@ func (q specRequest) toSpec(p stream.Protocol, port int) (stream.Spec, error) {
 		}
 		return stream.Spec{}, errInvalid("listen", "the body says %d but the URL says %d", *q.Listen, port)
 	}
-	backends := q.Backends
-	if q.Backend != "" {
-		if len(q.Backends) > 0 {
-			return stream.Spec{}, errInvalid("backend", "give backend or backends, not both")
-		}
-		backends = []string{q.Backend}
+	backends, err := q.forwarding()
+	if err != nil {
+		return stream.Spec{}, err
 	}
 	return stream.Spec{
 		Protocol: p, Listen: port, Bind: q.Bind, Backends: backends, Balance: q.Balance,
 		MaxFails: q.MaxFails, FailTimeout: q.FailTimeout, ProxyProtocol: q.ProxyProtocol,
 		ConnectTimeout: q.ConnectTimeout, IdleTimeout: q.IdleTimeout, Allow: q.Allow,
-		Description: q.Description, Nodes: q.Nodes,
+		Description: q.Description, Nodes: q.Nodes, Routes: q.Routes,
 	}, nil
 }

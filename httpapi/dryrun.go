@@ -45,15 +45,12 @@ func (s *Server) planPut(sp stream.Spec) (map[string]any, error) {
 	case string(current) == string(body):
 		change = "none"
 	}
-	if sp.Backends == nil {
-		sp.Backends = []string{}
-	}
 	return map[string]any{
 		"dry_run": true, "change": change, "file": name, "config": string(body),
 		"diff": lineDiff(string(current), string(body)), "stream": struct {
 			ID stream.ID `json:"id"`
-			stream.Spec
-		}{sp.ID(), sp},
+			specJSON
+		}{sp.ID(), showSpec(sp)},
 	}, nil
 }
 

@@ -14,10 +14,7 @@ func (s *Server) export(w http.ResponseWriter, r *http.Request) error {
 	specs, _ := s.store.List()
 	doc := exportDoc{Streams: make([]specRequest, len(specs))}
 	for i, sp := range specs {
-		p, l := string(sp.Protocol), sp.Listen
-		doc.Streams[i] = specRequest{Protocol: &p, Listen: &l, Bind: sp.Bind, Backends: sp.Backends,
-			Balance: sp.Balance, MaxFails: sp.MaxFails, FailTimeout: sp.FailTimeout, ProxyProtocol: sp.ProxyProtocol,
-			ConnectTimeout: sp.ConnectTimeout, IdleTimeout: sp.IdleTimeout, Allow: sp.Allow, Description: sp.Description}
+		doc.Streams[i] = exportSpec(sp)
 	}
 	writeJSON(w, http.StatusOK, doc)
 	return nil

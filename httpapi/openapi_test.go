@@ -91,6 +91,13 @@ func TestOpenAPIShapesMatchAnswers(t *testing.T) {
 	}
 	_, stream := do(t, srv, call{method: "GET", path: "/v1/streams/tcp/9001"})
 	check("Stream", stream)
+	do(t, srv, call{method: "PUT", path: "/v1/streams/tcp/9003", body: `{"routes":[{"server_name":"a.example","backends":["a:1","b:1"]}],"default":"c:1"}`})
+	_, routed := do(t, srv, call{method: "GET", path: "/v1/streams/tcp/9003"})
+	check("Stream", routed)
+	if _, ok := routed["routes"]; !ok {
+		t.Errorf("a routed stream shows no routes: %v", routed)
+	}
+	check("Route", routed["routes"].([]any)[0].(map[string]any))
 	check("Status", stream["status"].(map[string]any))
 	_, list := do(t, srv, call{method: "GET", path: "/v1/streams"})
 	check("StreamList", list)

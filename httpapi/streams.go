@@ -21,17 +21,14 @@ import (
 // status.
 type streamView struct {
 	ID stream.ID `json:"id"`
-	stream.Spec
+	specJSON
 	Status  fleet.View       `json:"status"`
 	Traffic *traffic.Stats   `json:"traffic,omitempty"`
 	Health  []health.Backend `json:"health,omitempty"`
 }
 
 func (s *Server) view(sp stream.Spec) streamView {
-	if sp.Backends == nil {
-		sp.Backends = []string{}
-	}
-	v := streamView{ID: sp.ID(), Spec: sp}
+	v := streamView{ID: sp.ID(), specJSON: showSpec(sp)}
 	if s.cfg.Fleet != nil {
 		v.Status = s.cfg.Fleet.Of(sp)
 	} else {

@@ -124,7 +124,11 @@ func writesError(err error, id string) error {
 	var refused *writes.PolicyError
 	if errors.As(err, &refused) {
 		// A *policy.Violation's text names its rule: "... (rule: loop)".
-		return &Error{Status: http.StatusForbidden, Code: CodeForbidden, Field: "backends", Message: refused.Error()}
+		field := refused.Field
+		if field == "" {
+			field = "backends"
+		}
+		return &Error{Status: http.StatusForbidden, Code: CodeForbidden, Field: field, Message: refused.Error()}
 	}
 	if e := validationError(err); e != err {
 		return e

@@ -2,6 +2,7 @@ package nginxconf
 
 import (
 	"bufio"
+	"fmt"
 	"math/rand/v2"
 	"net/netip"
 	"os"
@@ -40,18 +41,11 @@ func corpusSpecs(t *testing.T) []stream.Spec {
 			}
 		}
 		f.Close()
-		if len(vals) != 9 {
+		if len(vals) != 10 {
 			t.Fatalf("%s: %d values", name, len(vals))
 		}
 		port, _ := strconv.Atoi(vals[1])
-		s := stream.Spec{Protocol: stream.Protocol(vals[0]), Listen: port, Bind: vals[2], Backends: []string{vals[3]},
-			Balance: vals[5], ConnectTimeout: vals[6], IdleTimeout: vals[7]}
-		if vals[4] != "" {
-			s.Backends = append(s.Backends, vals[4])
-		}
-		if vals[8] != "" {
-			s.Allow = []string{vals[8]}
-		}
+		s := fuzzSpec(vals[0], port, vals[2], vals[3], vals[4], vals[5], vals[6], vals[7], vals[8], vals[9])
 		specs = append(specs, s)
 	}
 	return specs
@@ -77,6 +71,9 @@ func randomSpecs(n int, seed uint64) []stream.Spec {
 		for range rng.IntN(3) {
 			s.Allow = append(s.Allow, pick("10.0.0.0/8", "192.168.1.7", "2001:db8::/32", "10.1.2.3/8", "all"))
 		}
+		if rng.IntN(3) == 0 {
+			addRoutes(rng, &s)
+		}
 		if rng.IntN(2) == 0 {
 			mf := rng.IntN(20)
 			s.MaxFails = &mf
@@ -85,6 +82,31 @@ func randomSpecs(n int, seed uint64) []stream.Spec {
 		specs = append(specs, s)
 	}
 	return specs
+}
+
+// addRoutes gives s 1-20 routes to server names that are mostly valid
+// (some long enough to need map_hash_bucket_size 512, some spelled like
+// map parameters), some not; half the time s keeps no default.
+func addRoutes(rng *rand.Rand, s *stream.Spec) {
+	pick := func(xs ...string) string { return xs[rng.IntN(len(xs))] }
+	label := func() string { return strings.Repeat(pick("a", "b", "x1", "q-9"), 1+rng.IntN(15)) }
+	for i := range 1 + rng.IntN(20) {
+		name := pick("", "*.", "*.", "WWW.") + label() + "." + strconv.Itoa(i) + pick("example", "test", "Example.")
+		switch rng.IntN(12) {
+		case 0:
+			name = pick("default", "include", "hostnames", "volatile", "*", "*.", "a.*.b", "127.0.0.1", "a;b", "$x", "a b", "bücher.example")
+		case 1:
+			name = strings.Repeat(strings.Repeat("n", 63)+".", 3) + fmt.Sprintf("%02dx", i) + strings.Repeat("e", 58) // 253
+		}
+		r := stream.Route{ServerName: name, Balance: pick("", "least_conn", "hash_client_ip", "round_robin")}
+		for range 1 + rng.IntN(3) {
+			r.Backends = append(r.Backends, pick("127.0.0.1", "localhost", "[::1]", "127.0.0.3")+":"+strconv.Itoa(1+rng.IntN(65535)))
+		}
+		s.Routes = append(s.Routes, r)
+	}
+	if rng.IntN(2) == 0 {
+		s.Backends, s.Balance = nil, ""
+	}
 }
 
 // Every spec the validator accepts, from the fuzz corpus and from a seeded
@@ -96,7 +118,7 @@ func TestAcceptedSpecsPassNginxTest(t *testing.T) {
 	t.Logf("seed %d", seed)
 	candidates := append(corpusSpecs(t), randomSpecs(1000, seed)...)
 	dir := t.TempDir()
-	accepted := 0
+	accepted, routed := 0, 0
 	for i, c := range candidates {
 		c.Listen = 20000 + i
 		s, err := Validate(c, Rules{})
@@ -117,12 +139,18 @@ func TestAcceptedSpecsPassNginxTest(t *testing.T) {
 			t.Fatal(err)
 		}
 		accepted++
+		if s.Routed() {
+			routed++
+		}
 	}
 	if accepted < 150 {
 		t.Fatalf("only %d of %d candidates accepted: the generator is off", accepted, len(candidates))
 	}
+	if routed < 20 {
+		t.Fatalf("only %d routed specs accepted: the generator is off", routed)
+	}
 	if out, err := nginxTest(t, bin, dir); err != nil {
 		t.Fatalf("nginx -t rejects specs the validator accepted (seed %d): %v\n%s", seed, err, out)
 	}
-	t.Logf("nginx -t accepted all %d validated specs of %d candidates", accepted, len(candidates))
+	t.Logf("nginx -t accepted all %d validated specs (%d routed) of %d candidates", accepted, routed, len(candidates))
 }

@@ -3,31 +3,57 @@ package nginxconf
 import (
 	"bytes"
 	"net/netip"
+	"regexp"
+	"slices"
 	"strings"
 	"testing"
 
 	"github.com/streamconductor/stream-conductor/stream"
 )
 
+// fuzzSpec builds the spec of one fuzz input. routes, when not empty, is
+// a comma-separated list of server names: route i gets b1, and b2 too
+// when i is odd; the stream's backends are then its default, or, on an
+// even port, there is no default.
+func fuzzSpec(proto string, port int, bind, b1, b2, balance, ct, it, allow, routes string) stream.Spec {
+	in := stream.Spec{Protocol: stream.Protocol(proto), Listen: port, Bind: bind, Backends: []string{b1},
+		Balance: balance, ConnectTimeout: ct, IdleTimeout: it}
+	if b2 != "" {
+		in.Backends = append(in.Backends, b2)
+	}
+	if allow != "" {
+		in.Allow = []string{allow}
+	}
+	if routes == "" {
+		return in
+	}
+	for i, name := range strings.Split(routes, ",") {
+		r := stream.Route{ServerName: name, Backends: []string{b1}, Balance: balance}
+		if i%2 == 1 && b2 != "" {
+			r.Backends = append(r.Backends, b2)
+		}
+		in.Routes = append(in.Routes, r)
+	}
+	if port%2 == 0 {
+		in.Backends, in.Balance = nil, ""
+	}
+	return in
+}
+
 // FuzzValidateRender holds that every spec Validate accepts renders to
-// exactly one upstream and one server block, and that nothing a client
-// sent reaches the file except through the values we emit.
+// exactly one server block, one upstream per route and default, and one
+// map for a routed stream, and that nothing a client sent reaches the
+// file except through the values we emit.
 func FuzzValidateRender(f *testing.F) {
-	f.Add("tcp", 9000, "", "127.0.0.1:2000", "", "", "", "", "")
-	f.Add("udp", 9001, "::1", "[::1]:53", "b.example:53", "least_conn", "5s", "1h", "10.0.0.0/8")
-	f.Add("tcp", 9002, "127.0.0.1", "a:1;}", "", "", "", "", "")
-	f.Add("tcp", 9003, "", "a:1\nserver {", "$x:1", "hash_client_ip", "1s", "7d", "all")
-	f.Add("tcp", 9004, "", "include:1", "#a:1", "", "", "", "1.2.3.4")
-	f.Fuzz(func(t *testing.T, proto string, port int, bind, b1, b2, balance, ct, it, allow string) {
-		in := stream.Spec{Protocol: stream.Protocol(proto), Listen: port, Bind: bind, Backends: []string{b1},
-			Balance: balance, ConnectTimeout: ct, IdleTimeout: it}
-		if b2 != "" {
-			in.Backends = append(in.Backends, b2)
-		}
-		if allow != "" {
-			in.Allow = []string{allow}
-		}
-		s, err := Validate(in, Rules{})
+	f.Add("tcp", 9000, "", "127.0.0.1:2000", "", "", "", "", "", "")
+	f.Add("udp", 9001, "::1", "[::1]:53", "b.example:53", "least_conn", "5s", "1h", "10.0.0.0/8", "")
+	f.Add("tcp", 9002, "127.0.0.1", "a:1;}", "", "", "", "", "", "")
+	f.Add("tcp", 9003, "", "a:1\nserver {", "$x:1", "hash_client_ip", "1s", "7d", "all", "")
+	f.Add("tcp", 9004, "", "include:1", "#a:1", "", "", "", "1.2.3.4", "")
+	f.Add("tcp", 9005, "", "127.0.0.1:1", "b.example:2", "least_conn", "", "", "", "a.example,*.b.example,default")
+	f.Add("tcp", 9006, "", "127.0.0.1:1", "", "", "", "", "", "a.example,include;,}")
+	f.Fuzz(func(t *testing.T, proto string, port int, bind, b1, b2, balance, ct, it, allow, routes string) {
+		s, err := Validate(fuzzSpec(proto, port, bind, b1, b2, balance, ct, it, allow, routes), Rules{})
 		if err != nil {
 			return
 		}
@@ -39,16 +65,23 @@ func FuzzValidateRender(f *testing.F) {
 		if err != nil {
 			t.Fatalf("render: %v", err)
 		}
-		if n := bytes.Count(body, []byte("server {")); n != 1 {
-			t.Fatalf("%d server blocks:\n%s", n, body)
-		}
-		open, closed := bytes.Count(body, []byte("{")), bytes.Count(body, []byte("}"))
-		if open != closed || open < 1 || open > 2 || bytes.Count(body, []byte("upstream ")) != open-1 {
-			t.Fatalf("unbalanced or extra blocks:\n%s", body)
-		}
+		checkBlocks(t, s, body)
+		inMap := false
 		for _, line := range strings.Split(strings.TrimSpace(string(body)), "\n") {
 			line = strings.TrimSpace(line)
-			if strings.HasPrefix(line, "#") || line == "}" {
+			switch {
+			case strings.HasPrefix(line, "#"):
+				continue
+			case line == "}":
+				inMap = false
+				continue
+			case strings.HasPrefix(line, "map "):
+				inMap = true
+			}
+			if inMap {
+				if !mapLine(line, s) {
+					t.Fatalf("unexpected map line %q in:\n%s", line, body)
+				}
 				continue
 			}
 			if !allowedLine(line) {
@@ -64,9 +97,61 @@ func FuzzValidateRender(f *testing.F) {
 	})
 }
 
+// checkBlocks holds that body has one server block, an upstream per
+// route and default (or one for several backends), and a map when s is
+// routed, and nothing else.
+func checkBlocks(t *testing.T, s stream.Spec, body []byte) {
+	t.Helper()
+	if n := bytes.Count(body, []byte("server {")); n != 1 {
+		t.Fatalf("%d server blocks:\n%s", n, body)
+	}
+	open, closed := bytes.Count(body, []byte("{")), bytes.Count(body, []byte("}"))
+	upstreams := bytes.Count(body, []byte("upstream "))
+	maps := bytes.Count(body, []byte("map "))
+	if open != closed || open != 1+upstreams+maps {
+		t.Fatalf("unbalanced or extra blocks:\n%s", body)
+	}
+	if !s.Routed() {
+		if maps != 0 || upstreams > 1 {
+			t.Fatalf("extra blocks for a stream without routes:\n%s", body)
+		}
+		return
+	}
+	want := len(s.Routes)
+	if len(s.Backends) > 0 {
+		want++
+	}
+	if maps != 1 || upstreams != want {
+		t.Fatalf("%d maps and %d upstreams for %d routes:\n%s", maps, upstreams, len(s.Routes), body)
+	}
+}
+
+var (
+	mapHead  = regexp.MustCompile(`^map \$ssl_preread_server_name \$stream_conductor_tcp_[0-9]+_route \{$`)
+	mapEntry = regexp.MustCompile(`^(\\?)(\S+) stream_conductor_tcp_[0-9]+_r[0-9]+;$`)
+	mapDflt  = regexp.MustCompile(`^default (""|stream_conductor_tcp_[0-9]+);$`)
+)
+
+// mapLine reports whether line may appear in the map of s: its head,
+// "hostnames;", the default, or one route's canonical server name
+// (escaped when nginx would read it as a map parameter) and upstream.
+func mapLine(line string, s stream.Spec) bool {
+	if mapHead.MatchString(line) || line == "hostnames;" || mapDflt.MatchString(line) {
+		return true
+	}
+	m := mapEntry.FindStringSubmatch(line)
+	if m == nil {
+		return false
+	}
+	canon, err := stream.CanonicalServerName(m[2])
+	escaped := slices.Contains(mapKeywords, m[2])
+	return err == nil && canon == m[2] && escaped == (m[1] == `\`)
+}
+
 func allowedLine(line string) bool {
 	for _, p := range []string{"upstream ", "server ", "server {", "listen ", "proxy_pass ", "proxy_connect_timeout ",
-		"proxy_timeout ", "proxy_protocol on;", "allow ", "deny all;", "least_conn;", "hash $remote_addr consistent;"} {
+		"proxy_timeout ", "proxy_protocol on;", "allow ", "deny all;", "least_conn;", "hash $remote_addr consistent;",
+		"ssl_preread on;"} {
 		if strings.HasPrefix(line, p) {
 			return true
 		}
@@ -75,8 +160,8 @@ func allowedLine(line string) bool {
 }
 
 // addressOnly holds for every line but proxy_pass and server lines, and
-// for those when they point at an address or at our upstream: nginx is
-// never given a name to resolve.
+// for those when they point at an address, at our upstream or at our
+// routing map's variable: nginx is never given a name to resolve.
 func addressOnly(line string) bool {
 	f := strings.Fields(strings.TrimSuffix(line, ";"))
 	if len(f) < 2 || (f[0] != "proxy_pass" && f[0] != "server") || f[1] == "{" {
@@ -85,5 +170,6 @@ func addressOnly(line string) bool {
 	if _, err := netip.ParseAddrPort(f[1]); err == nil {
 		return true
 	}
-	return f[0] == "proxy_pass" && strings.HasPrefix(f[1], "stream_conductor_")
+	return f[0] == "proxy_pass" && (strings.HasPrefix(f[1], "stream_conductor_") ||
+		regexp.MustCompile(`^\$stream_conductor_tcp_[0-9]+_route$`).MatchString(f[1]))
 }

@@ -70,6 +70,10 @@ func RenderMain(o MainOptions) []byte {
 		fmt.Fprintf(&b, "    log_format stream_conductor %s;\n", quote(o.TrafficLogFormat))
 		fmt.Fprintf(&b, "    access_log %s stream_conductor;\n", quote("syslog:server="+o.TrafficLog+",tag=stream_conductor,nohostname"))
 	}
+	// Routed streams map TLS server names of up to 253 characters; the
+	// default bucket (64) holds names of about 44. It must come before
+	// the include, and only once.
+	b.WriteString("    map_hash_bucket_size 512;\n")
 	fmt.Fprintf(&b, "    include %s;\n", quote(strings.TrimSuffix(o.IncludeDir, "/")+"/*.conf"))
 	b.WriteString("}\n")
 	return b.Bytes()

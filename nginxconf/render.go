@@ -65,11 +65,12 @@ type UnresolvedError struct{ Host string }
 
 func (e *UnresolvedError) Error() string { return "no address for backend host " + e.Host }
 
-// Names returns the host names (not IP literals) among s's backends, each
-// once, in the order of the backends.
+// Names returns the host names (not IP literals) among s's backends (a
+// routed stream's default and every route's), each once, in the order of
+// the backends.
 func Names(s stream.Spec) []string {
 	var names []string
-	for _, b := range s.Backends {
+	for _, b := range s.AllBackends() {
 		t, err := stream.ParseBackend(b)
 		if err == nil && !t.IsIP() && !slices.Contains(names, t.Host) {
 			names = append(names, t.Host)
@@ -84,11 +85,11 @@ type target struct {
 	addr, name string
 }
 
-// targets expands s's backends into addresses: an IP literal is itself,
-// a name is every address it resolved to.
-func targets(s stream.Spec, addrs Addrs) ([]target, error) {
+// targets expands backends into addresses: an IP literal is itself, a
+// name is every address it resolved to.
+func targets(backends []string, addrs Addrs) ([]target, error) {
 	var ts []target
-	for _, b := range s.Backends {
+	for _, b := range backends {
 		t, err := stream.ParseBackend(b)
 		if err != nil {
 			return nil, fmt.Errorf("backend %q: %w", b, err)
@@ -116,7 +117,14 @@ func targets(s stream.Spec, addrs Addrs) ([]target, error) {
 // whole file with what the reconciler last wrote). The error is an
 // *UnresolvedError when a name has no address in addrs.
 func Render(s stream.Spec, addrs Addrs, o RenderOptions) (name string, body []byte, err error) {
-	ts, err := targets(s, addrs)
+	if s.Routed() {
+		body, err := renderRouted(s, addrs, o)
+		if err != nil {
+			return "", nil, err
+		}
+		return FileName(o.Prefix, s.ID()), body, nil
+	}
+	ts, err := targets(s.Backends, addrs)
 	if err != nil {
 		return "", nil, err
 	}
@@ -130,43 +138,112 @@ func Render(s stream.Spec, addrs Addrs, o RenderOptions) (name string, body []by
 	if direct {
 		proxyTo = ts[0].addr
 	} else {
-		proxyTo = "stream_conductor_" + string(s.Protocol) + "_" + strconv.Itoa(s.Listen)
-		writeUpstream(&b, s, proxyTo, ts)
+		proxyTo = upstreamName(s)
+		writeUpstream(&b, s, s.Balance, proxyTo, ts)
 	}
 	b.WriteString("server {\n")
-	fmt.Fprintf(&b, "    listen %s", s.ListenAddr(o.DefaultBind))
-	if s.Protocol == stream.UDP {
-		b.WriteString(" udp")
-	}
-	b.WriteString(";\n")
+	writeListen(&b, s, o)
 	if direct && ts[0].name != "" {
 		fmt.Fprintf(&b, "    # backend %s\n", ts[0].name)
 	}
 	fmt.Fprintf(&b, "    proxy_pass %s;\n", proxyTo)
+	writeServerTail(&b, s)
+	return FileName(o.Prefix, s.ID()), withHeader(b.Bytes()), nil
+}
+
+// upstreamName is the name of s's upstream block (a routed stream's
+// default): stream_conductor_<protocol>_<port>, unique per stream.
+func upstreamName(s stream.Spec) string {
+	return "stream_conductor_" + string(s.Protocol) + "_" + strconv.Itoa(s.Listen)
+}
+
+// writeListen writes s's listen directive.
+func writeListen(b *bytes.Buffer, s stream.Spec, o RenderOptions) {
+	fmt.Fprintf(b, "    listen %s", s.ListenAddr(o.DefaultBind))
+	if s.Protocol == stream.UDP {
+		b.WriteString(" udp")
+	}
+	b.WriteString(";\n")
+}
+
+// writeServerTail writes the directives of s's server block that follow
+// proxy_pass, and closes the block.
+func writeServerTail(b *bytes.Buffer, s stream.Spec) {
 	if s.ConnectTimeout != "" {
-		fmt.Fprintf(&b, "    proxy_connect_timeout %s;\n", NginxTime(s.ConnectTimeout))
+		fmt.Fprintf(b, "    proxy_connect_timeout %s;\n", NginxTime(s.ConnectTimeout))
 	}
 	if s.IdleTimeout != "" {
-		fmt.Fprintf(&b, "    proxy_timeout %s;\n", NginxTime(s.IdleTimeout))
+		fmt.Fprintf(b, "    proxy_timeout %s;\n", NginxTime(s.IdleTimeout))
 	}
 	if s.ProxyProtocol {
 		b.WriteString("    proxy_protocol on;\n")
 	}
 	for _, a := range s.Allow {
-		fmt.Fprintf(&b, "    allow %s;\n", a)
+		fmt.Fprintf(b, "    allow %s;\n", a)
 	}
 	if len(s.Allow) > 0 {
 		b.WriteString("    deny all;\n")
 	}
 	b.WriteString("}\n")
-	return FileName(o.Prefix, s.ID()), withHeader(b.Bytes()), nil
 }
 
-// writeUpstream writes the upstream block of ts, each name's addresses
-// under a comment naming the backend.
-func writeUpstream(b *bytes.Buffer, s stream.Spec, name string, ts []target) {
+// mapKeywords are the words a map block reads as its own parameters; a
+// server name spelled like one is escaped with a backslash.
+var mapKeywords = []string{"default", "hostnames", "include", "volatile"}
+
+// renderRouted renders a stream that shares its port among TLS server
+// names: one upstream per route (stream_conductor_<proto>_<port>_r<N>)
+// and one for the default, a map from $ssl_preread_server_name to the
+// upstream's name, and a server that reads the ClientHello without
+// terminating TLS and proxies to the map's value. With no default the
+// map's default is "": nginx closes the connection without contacting a
+// backend. The map's variable is unique per stream: nginx accepts a
+// variable mapped twice, silently letting the later map win for both.
+func renderRouted(s stream.Spec, addrs Addrs, o RenderOptions) ([]byte, error) {
+	var b bytes.Buffer
+	fmt.Fprintf(&b, "# stream %s\n", s.ID())
+	base := upstreamName(s)
+	for i, r := range s.Routes {
+		ts, err := targets(r.Backends, addrs)
+		if err != nil {
+			return nil, err
+		}
+		fmt.Fprintf(&b, "# route %s\n", r.ServerName)
+		writeUpstream(&b, s, r.Balance, base+"_r"+strconv.Itoa(i), ts)
+	}
+	fallback := `""`
+	if len(s.Backends) > 0 {
+		ts, err := targets(s.Backends, addrs)
+		if err != nil {
+			return nil, err
+		}
+		b.WriteString("# default\n")
+		writeUpstream(&b, s, s.Balance, base, ts)
+		fallback = base
+	}
+	fmt.Fprintf(&b, "map $ssl_preread_server_name $%s_route {\n    hostnames;\n", base)
+	for i, r := range s.Routes {
+		key := r.ServerName
+		if slices.Contains(mapKeywords, key) {
+			key = `\` + key
+		}
+		fmt.Fprintf(&b, "    %s %s_r%d;\n", key, base, i)
+	}
+	fmt.Fprintf(&b, "    default %s;\n}\n", fallback)
+	b.WriteString("server {\n")
+	writeListen(&b, s, o)
+	b.WriteString("    ssl_preread on;\n")
+	fmt.Fprintf(&b, "    proxy_pass $%s_route;\n", base)
+	writeServerTail(&b, s)
+	return withHeader(b.Bytes()), nil
+}
+
+// writeUpstream writes the upstream block of ts with balance and s's
+// passive-health settings, each name's addresses under a comment naming
+// the backend.
+func writeUpstream(b *bytes.Buffer, s stream.Spec, balance, name string, ts []target) {
 	fmt.Fprintf(b, "upstream %s {\n", name)
-	switch s.Balance {
+	switch balance {
 	case stream.LeastConn:
 		b.WriteString("    least_conn;\n")
 	case stream.HashClientIP:

@@ -66,7 +66,7 @@ func (r *Reconciler) renderNow(s stream.Spec, gen uint64) rendered {
 		}
 	}
 	if r.cfg.Policy != nil {
-		for _, text := range s.Backends {
+		for _, text := range s.AllBackends() {
 			b, err := stream.ParseBackend(text)
 			if err == nil {
 				err = r.cfg.Policy.CheckResolved(b, addrs[b.Host])

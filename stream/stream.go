@@ -42,6 +42,10 @@ type Spec struct {
 	// Nodes names the nodes of a fleet that serve the stream (sorted,
 	// without duplicates); empty means every node.
 	Nodes []string `json:"nodes,omitempty"`
+	// Routes, when set, share the port among TLS server names (SNI); a
+	// routed stream's Backends are its default (empty: close the
+	// connections no route matches).
+	Routes []Route `json:"routes,omitempty"`
 
 	// Set by the store on every write.
 	Revision  uint64    `json:"revision"`
@@ -60,7 +64,8 @@ func (s Spec) SameDesired(o Spec) bool {
 		equalIntPtr(s.MaxFails, o.MaxFails) && s.FailTimeout == o.FailTimeout &&
 		s.ProxyProtocol == o.ProxyProtocol && s.ConnectTimeout == o.ConnectTimeout &&
 		s.IdleTimeout == o.IdleTimeout && slices.Equal(s.Allow, o.Allow) &&
-		s.Description == o.Description && slices.Equal(s.Nodes, o.Nodes)
+		s.Description == o.Description && slices.Equal(s.Nodes, o.Nodes) &&
+		equalRoutes(s.Routes, o.Routes)
 }
 
 // Targets reports whether the node named node serves s: s names no
@@ -75,6 +80,7 @@ func (s Spec) Clone() Spec {
 	c.Backends = slices.Clone(s.Backends)
 	c.Allow = slices.Clone(s.Allow)
 	c.Nodes = slices.Clone(s.Nodes)
+	c.Routes = cloneRoutes(s.Routes)
 	if s.MaxFails != nil {
 		v := *s.MaxFails
 		c.MaxFails = &v

@@ -22,7 +22,10 @@ func (e *PortHeldError) Unwrap() error { return e.Err }
 // PolicyError: the backend policy refused a backend; nothing was written.
 // Err is the policy's own error, whose message names the rule.
 type PolicyError struct {
-	Err error
+	// Field names the backends refused: "backends", "default" or
+	// "routes[N].backends".
+	Field string
+	Err   error
 }
 
 func (e *PolicyError) Error() string { return e.Err.Error() }

@@ -10,6 +10,7 @@ package writes
 
 import (
 	"context"
+	"fmt"
 	"slices"
 	"sync"
 	"time"
@@ -139,8 +140,17 @@ func (p *Path) checkPolicy(ctx context.Context, sp stream.Spec) error {
 	if p.policy == nil {
 		return nil
 	}
+	field := "backends"
+	if sp.Routed() {
+		field = "default"
+	}
 	if err := p.policy.Check(ctx, sp.Backends); err != nil {
-		return &PolicyError{Err: err}
+		return &PolicyError{Field: field, Err: err}
+	}
+	for i, r := range sp.Routes {
+		if err := p.policy.Check(ctx, r.Backends); err != nil {
+			return &PolicyError{Field: fmt.Sprintf("routes[%d].backends", i), Err: err}
+		}
 	}
 	return nil
 }

@@ -234,3 +234,40 @@ func TestCreateKeepsTheReservedPortRule(t *testing.T) {
 		t.Fatalf("create without PORT_RANGE: %v", err)
 	}
 }
+
+// The policy judges every route's backends and the default of a routed
+// stream, and names the one it refused.
+func TestPolicyChecksRouteBackends(t *testing.T) {
+	routed := func(def string, second string) stream.Spec {
+		s := stream.Spec{Protocol: stream.TCP, Listen: 9001, Routes: []stream.Route{
+			{ServerName: "a.example", Backends: []string{"a:1"}},
+			{ServerName: "b.example", Backends: []string{"b:1", second}},
+		}}
+		if def != "" {
+			s.Backends = []string{def}
+		}
+		return s
+	}
+	for _, tc := range []struct {
+		name, field string
+		spec        stream.Spec
+	}{
+		{"route backend", "routes[1].backends", routed("", "10.0.0.1:22")},
+		{"default", "default", routed("10.0.0.1:22", "c:1")},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := newFixture(t)
+			_, err := f.p.Check(context.Background(), tc.spec)
+			var pe *PolicyError
+			if !errors.As(err, &pe) || !errors.Is(err, errRefusedBackend) || pe.Field != tc.field {
+				t.Fatalf("err = %v (%+v), want a policy refusal of %s", err, pe, tc.field)
+			}
+			if l, _ := f.st.List(); len(l) != 0 {
+				t.Fatal("a refused spec was stored")
+			}
+		})
+	}
+	if _, err := newFixture(t).p.Check(context.Background(), routed("d:1", "c:1")); err != nil {
+		t.Fatalf("allowed routes refused: %v", err)
+	}
+}

@@ -1,0 +1,91 @@
+package httpapi
+
+import (
+	"bytes"
+	"encoding/json"
+
+	"github.com/streamconductor/stream-conductor/stream"
+)
+
+// backendList is the "default" of a routed stream: one backend as a
+// string, or a list of them. It is written back as a list.
+type backendList []string
+
+// UnmarshalJSON reads a string, a list of strings or null.
+func (l *backendList) UnmarshalJSON(b []byte) error {
+	b = bytes.TrimSpace(b)
+	if len(b) > 0 && b[0] == '"' {
+		var s string
+		if err := json.Unmarshal(b, &s); err != nil {
+			return err
+		}
+		*l = backendList{s}
+		return nil
+	}
+	var xs []string
+	if err := json.Unmarshal(b, &xs); err != nil {
+		return &fieldTypeError{field: "default", message: "must be a backend host:port or a list of them"}
+	}
+	*l = xs
+	return nil
+}
+
+// fieldTypeError is a field of the body a custom decoder refused.
+type fieldTypeError struct{ field, message string }
+
+func (e *fieldTypeError) Error() string { return e.field + " " + e.message }
+
+// specJSON is a spec as the API shows it: a routed stream's backends are
+// its "default" (absent when there is none) and it has no "backends", so
+// that what a GET answers can be PUT back.
+type specJSON struct {
+	stream.Spec
+	Backends *[]string `json:"backends,omitempty"`
+	Default  []string  `json:"default,omitempty"`
+}
+
+// showSpec returns sp as the API shows it.
+func showSpec(sp stream.Spec) specJSON {
+	if sp.Routed() {
+		return specJSON{Spec: sp, Default: sp.Backends}
+	}
+	b := sp.Backends
+	if b == nil {
+		b = []string{}
+	}
+	return specJSON{Spec: sp, Backends: &b}
+}
+
+// forwarding returns the backends of the spec the request asks for: a
+// routed stream's default, or the stream's backends.
+func (q specRequest) forwarding() ([]string, error) {
+	if len(q.Routes) > 0 {
+		if q.Backend != "" || len(q.Backends) > 0 {
+			return nil, errInvalid("backends", "with routes, give the default as \"default\"")
+		}
+		return q.Default, nil
+	}
+	if len(q.Default) > 0 {
+		return nil, errInvalid("default", "is where routes send the server names they do not match: give routes, or give backend or backends without routes")
+	}
+	if q.Backend != "" {
+		if len(q.Backends) > 0 {
+			return nil, errInvalid("backend", "give backend or backends, not both")
+		}
+		return []string{q.Backend}, nil
+	}
+	return q.Backends, nil
+}
+
+// exportSpec is sp as GET /v1/export lists it: the body that would
+// create it again.
+func exportSpec(sp stream.Spec) specRequest {
+	p, l := string(sp.Protocol), sp.Listen
+	q := specRequest{Protocol: &p, Listen: &l, Bind: sp.Bind, Backends: sp.Backends,
+		Balance: sp.Balance, MaxFails: sp.MaxFails, FailTimeout: sp.FailTimeout, ProxyProtocol: sp.ProxyProtocol,
+		ConnectTimeout: sp.ConnectTimeout, IdleTimeout: sp.IdleTimeout, Allow: sp.Allow, Description: sp.Description}
+	if sp.Routed() {
+		q.Backends, q.Default, q.Routes = nil, sp.Backends, sp.Routes
+	}
+	return q
+}
