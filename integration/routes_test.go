@@ -17,6 +17,11 @@ import (
 // backends, each with a certificate of its own; which backend answered is
 // read from the certificate the client saw and from the line it echoed.
 
+// noProbes turns the health probes off for the tests that count the
+// connections a backend accepts (a probe is one) or compare GET answers
+// (a probe's result is in them).
+const noProbes = "HEALTH_INTERVAL=0"
+
 // TestRoutesSNI: each name reaches its own backend; a leading wildcard
 // takes sub-domains at any depth but not the bare name; an unknown name
 // and a client without SNI reach the default when there is one, and are
@@ -25,7 +30,7 @@ import (
 func TestRoutesSNI(t *testing.T) {
 	t.Parallel()
 	requireTool(t, "openssl")
-	d := startDaemon(t, 2)
+	d := startDaemon(t, 2, noProbes)
 	withDefault, closed := d.portMin, d.portMin+1
 
 	db := startTLSBackend(t, "db.example.com", false)
@@ -43,6 +48,7 @@ func TestRoutesSNI(t *testing.T) {
 
 	t.Run("names", func(t *testing.T) {
 		mustReach(t, withDefault, tlsOpts{sni: "db.example.com"}, db)
+		db.sawSNI(t, "db.example.com")
 		mustReach(t, withDefault, tlsOpts{sni: "DB.Example.COM"}, db)
 		mustReach(t, closed, tlsOpts{sni: "db.example.com"}, db2)
 		mustReach(t, closed, tlsOpts{sni: "a.example.org"}, wild2)
@@ -55,10 +61,12 @@ func TestRoutesSNI(t *testing.T) {
 	})
 	t.Run("unknown name", func(t *testing.T) {
 		mustReach(t, withDefault, tlsOpts{sni: "nobody.example.com"}, def)
+		def.sawSNI(t, "nobody.example.com")
 		mustBeClosed(t, closed, tlsOpts{sni: "nobody.example.com"}, all...)
 	})
 	t.Run("no SNI", func(t *testing.T) {
 		mustReach(t, withDefault, tlsOpts{}, def)
+		def.sawSNI(t, "") // the clients really sent none
 		mustBeClosed(t, closed, tlsOpts{}, all...)
 	})
 	// The second stream's map did not replace the first's (nginx takes a
@@ -79,6 +87,16 @@ func TestRoutesSNI(t *testing.T) {
 	if b, ok := m["backends"]; ok {
 		t.Errorf("GET of a routed stream shows backends %v; the contract says \"default\"", b)
 	}
+	// What GET shows of the routes and the default can be PUT back.
+	back, err := json.Marshal(map[string]any{"routes": m["routes"], "default": m["default"]})
+	if err != nil {
+		t.Fatal(err)
+	}
+	again := d.mustPut("tcp", withDefault, string(back))
+	if a, b := fmt.Sprint(again["routes"], again["default"]), fmt.Sprint(m["routes"], m["default"]); a != b {
+		t.Errorf("PUT of what GET showed: %s, GET showed %s", a, b)
+	}
+	mustReach(t, withDefault, tlsOpts{sni: "x.y.example.org"}, wild)
 }
 
 // sameAddrs reports whether v, a JSON string or list of one string, is
@@ -149,7 +167,7 @@ func TestRoutesProxyProtocol(t *testing.T) {
 func TestRoutesAllow(t *testing.T) {
 	t.Parallel()
 	requireTool(t, "openssl")
-	d := startDaemon(t, 1)
+	d := startDaemon(t, 1, noProbes)
 	port := d.portMin
 	db := startTLSBackend(t, "db.example.com", false)
 	def := startTLSBackend(t, "default.example.net", false)
@@ -220,7 +238,9 @@ func TestRoutesAddRoute(t *testing.T) {
 		})
 	}
 	atLeast("clients before the change", [2]int64{5, 5})
+	beforePut := done[0].Load() + done[1].Load()
 	d.mustPut("tcp", port, routedBody(t, def, nil, append(two, route("new.example.net", fresh))...))
+	t.Logf("%d connections while the PUT was applied", done[0].Load()+done[1].Load()-beforePut)
 	mustReach(t, port, tlsOpts{sni: "new.example.net"}, fresh)
 	atLeast("clients after the change", [2]int64{done[0].Load() + 5, done[1].Load() + 5})
 	close(stop)
@@ -240,7 +260,7 @@ func TestRoutesAddRoute(t *testing.T) {
 func TestRoutesHostileServerName(t *testing.T) {
 	t.Parallel()
 	requireTool(t, "openssl")
-	d := startDaemon(t, 2)
+	d := startDaemon(t, 2, noProbes)
 	db := startTLSBackend(t, "db.example.com", false)
 	def := startTLSBackend(t, "default.example.net", false)
 	existing, fresh := d.portMin, d.portMin+1
@@ -313,6 +333,7 @@ func TestRoutesHostileServerName(t *testing.T) {
 	for _, kw := range []string{"default", "include", "hostnames", "volatile"} {
 		path := fmt.Sprintf("/v1/streams/tcp/%d", fresh)
 		code, m := d.api("PUT", path, routedBody(t, def, nil, route(kw, db)))
+		t.Logf("server_name %q: %d", kw, code)
 		switch code {
 		case 400:
 			if e, _ := m["error"].(map[string]any); e["field"] != "routes[0].server_name" {
@@ -342,16 +363,27 @@ func TestRoutesHostileServerName(t *testing.T) {
 	mustReach(t, fresh, tlsOpts{sni: "db.example.com"}, db)
 }
 
-// TestRoutesRefusedShapes: routes on UDP, and a backend given beside the
-// routes, are refused with 400 and change nothing.
+// TestRoutesRefusedShapes: routes on UDP, a backend given beside the
+// routes, too many routes, and route backends the policy forbids (a loop
+// to a stream port of this node, a link-local address) are refused and
+// change nothing.
 func TestRoutesRefusedShapes(t *testing.T) {
 	t.Parallel()
 	d := startDaemon(t, 1)
 	db := startTLSBackend(t, "db.example.com", false)
 	r := []routeIn{route("db.example.com", db)}
+	var many []routeIn
+	for i := 0; i < 257; i++ {
+		many = append(many, routeIn{ServerName: fmt.Sprintf("n%d.example.com", i), Backends: []string{db.addr()}})
+	}
+	loop := fmt.Sprintf("127.0.0.1:%d", d.portMin)
 	for _, tc := range []struct {
 		what, proto, body, field string
 	}{
+		{"257 routes", "tcp", routedBody(t, nil, nil, many...), "routes"},
+		{"route to a stream port", "tcp", routedBody(t, nil, nil, routeIn{ServerName: "db.example.com", Backends: []string{loop}}), ""},
+		{"route to link-local", "tcp", routedBody(t, nil, nil, routeIn{ServerName: "db.example.com", Backends: []string{"169.254.169.254:443"}}), ""},
+		{"default to a stream port", "tcp", `{"routes":[{"server_name":"db.example.com","backends":["` + db.addr() + `"]}],"default":"` + loop + `"}`, ""},
 		{"routes on udp", "udp", routedBody(t, nil, nil, r...), ""},
 		{"backend beside routes", "tcp", routedBody(t, nil, map[string]any{"backend": db.addr()}, r...), "backends"},
 		{"backends beside routes", "tcp", routedBody(t, nil, map[string]any{"backends": []string{db.addr()}}, r...), "backends"},
@@ -361,9 +393,10 @@ func TestRoutesRefusedShapes(t *testing.T) {
 		code, m := d.api("PUT", fmt.Sprintf("/v1/streams/%s/%d", tc.proto, d.portMin), tc.body)
 		e, _ := m["error"].(map[string]any)
 		msg, _ := e["message"].(string)
-		if code != 400 || e == nil || (tc.field != "" && e["field"] != tc.field) || strings.Contains(msg, "unknown field") {
-			t.Errorf("%s: %d %v; want 400 with field %q", tc.what, code, m, tc.field)
+		if (code != 400 && code != 403) || e == nil || (tc.field != "" && e["field"] != tc.field) || strings.Contains(msg, "unknown field") {
+			t.Errorf("%s: %d %v; want 400 (403 for a policy) with field %q", tc.what, code, m, tc.field)
 		}
+		t.Logf("%s: %d %v", tc.what, code, e)
 	}
 	if _, m := d.api("GET", "/v1/streams", ""); len(m["streams"].([]any)) != 0 {
 		t.Fatalf("streams after refused writes: %v", m["streams"])

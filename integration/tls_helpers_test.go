@@ -155,6 +155,23 @@ func (b *tlsBackend) proxyLine(clientPort int) string {
 	return ""
 }
 
+// sawSNI requires that the last connection each client made to b carried
+// the server name sni ("" for none) in the ClientHello b read.
+func (b *tlsBackend) sawSNI(t *testing.T, sni string) {
+	t.Helper()
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	n := len(tlsClients)
+	if len(b.snis) < n {
+		t.Fatalf("backend %s saw %d handshakes, want at least %d", b.name, len(b.snis), n)
+	}
+	for _, got := range b.snis[len(b.snis)-n:] {
+		if got != sni {
+			t.Fatalf("backend %s read server name %q in a ClientHello, want %q (last: %q)", b.name, got, sni, b.snis[len(b.snis)-n:])
+		}
+	}
+}
+
 // tlsAnswer is what a client saw of one connection through nginx.
 type tlsAnswer struct {
 	cn       string // the peer certificate's CommonName
