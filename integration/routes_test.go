@@ -3,6 +3,7 @@ package integration
 import (
 	"encoding/json"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -251,6 +252,48 @@ func TestRoutesAddRoute(t *testing.T) {
 	mustReach(t, port, tlsOpts{sni: "db.example.com"}, db)
 	mustReach(t, port, tlsOpts{sni: "x.y.example.org"}, wild)
 	t.Logf("%d connections during the change, none failed", done[0].Load()+done[1].Load())
+
+	// From routes to one backend and back: changes like any other.
+	d.mustPut("tcp", port, `{"backend":"`+def.addr()+`"}`)
+	mustReach(t, port, tlsOpts{sni: "db.example.com"}, def)
+	d.mustPut("tcp", port, routedBody(t, nil, nil, two...))
+	mustReach(t, port, tlsOpts{sni: "db.example.com"}, db)
+	mustBeClosed(t, port, tlsOpts{sni: "new.example.net"}, db, wild, def, fresh)
+}
+
+// TestRoutesBackends: a route with several backends is an upstream of its
+// own: a backend that is down is passed over, the others share the
+// connections.
+func TestRoutesBackends(t *testing.T) {
+	t.Parallel()
+	d := startDaemon(t, 1)
+	port := d.portMin
+	w1 := startTLSBackend(t, "w1.example.org", false)
+	w2 := startTLSBackend(t, "w2.example.org", false)
+	db := startTLSBackend(t, "db.example.com", false)
+	down, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dead := down.Addr().String()
+	down.Close() // nothing listens there: refused
+	d.mustPut("tcp", port, routedBody(t, nil, nil,
+		routeIn{ServerName: "db.example.com", Backends: []string{dead, db.addr()}},
+		route("*.example.org", w1, w2)))
+	seen := map[string]int{}
+	for i := 0; i < 8; i++ {
+		a, err := goTLS(port, tlsOpts{sni: "db.example.com"})
+		if err != nil || a.cn != db.name {
+			t.Fatalf("db.example.com #%d: %q, %v; want %s past the dead backend", i, a.cn, err, db.name)
+		}
+		if a, err = goTLS(port, tlsOpts{sni: "a.example.org"}); err != nil {
+			t.Fatalf("a.example.org #%d: %v", i, err)
+		}
+		seen[a.cn]++
+	}
+	if seen[w1.name] == 0 || seen[w2.name] == 0 || len(seen) != 2 {
+		t.Fatalf("*.example.org's connections went to %v; want both %s and %s", seen, w1.name, w2.name)
+	}
 }
 
 // TestRoutesHostileServerName: server names that are not a host name (or
@@ -454,4 +497,11 @@ func TestRoutesPool(t *testing.T) {
 	}
 	shards, _ := json.Marshal(d.byShard(ports))
 	t.Logf("streams by shard: %s", shards)
+
+	// A restart adopts the routed files of every shard as they are.
+	d.stop()
+	d.start()
+	for _, port := range ports {
+		mustReach(t, port, tlsOpts{sni: "x.example.org"}, sets[port].wild)
+	}
 }
