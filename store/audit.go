@@ -145,7 +145,7 @@ func marshalAudit(e auditEntry) ([]byte, error) {
 	return json.Marshal(e)
 }
 
-// compactAudit keeps the first few backends and allow entries and the
+// compactAudit keeps the first few backends, routes and allow entries and the
 // start of the description of the stream before and after, and says in
 // Compacted what it left out.
 func compactAudit(e auditEntry) auditEntry {
@@ -159,6 +159,10 @@ func compactAudit(e auditEntry) auditEntry {
 		if n := len(c.Backends); n > compactListItems {
 			c.Backends = c.Backends[:compactListItems]
 			cut = append(cut, fmt.Sprintf("%d of %d backends", n-compactListItems, n))
+		}
+		if n := len(c.Routes); n > compactListItems {
+			c.Routes = c.Routes[:compactListItems]
+			cut = append(cut, fmt.Sprintf("%d of %d routes", n-compactListItems, n))
 		}
 		if n := len(c.Allow); n > compactListItems {
 			c.Allow = c.Allow[:compactListItems]

@@ -171,3 +171,25 @@ func TestLegacyAuditEntriesReadAsRecords(t *testing.T) {
 		t.Fatalf("the next record after legacy ones has seq %d, want 3", got[0].Seq)
 	}
 }
+
+// A routed stream with many routes keeps its first routes in an entry
+// too big for the log, rather than losing before and after altogether.
+func TestAuditCompactsRoutes(t *testing.T) {
+	s, err := Open(filepath.Join(t.TempDir(), "state.db"), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	sp := stream.Spec{Protocol: stream.TCP, Listen: 443}
+	for i := range 200 {
+		sp.Routes = append(sp.Routes, stream.Route{ServerName: fmt.Sprintf("%s-%d.example", strings.Repeat("n", 40), i), Backends: []string{"10.0.0.1:443"}})
+	}
+	if err := s.AppendAudit(desired.AuditRecord{Request: "PUT /v1/streams/tcp/443", After: &sp, Outcome: 201, Result: "ok"}); err != nil {
+		t.Fatal(err)
+	}
+	e, _ := s.Audit(0, 1)
+	if e[0].After == nil || len(e[0].After.Routes) != compactListItems || e[0].After.Routes[0].ServerName != sp.Routes[0].ServerName ||
+		!strings.Contains(e[0].Compacted, "after: 192 of 200 routes") {
+		t.Fatalf("entry: %+v", e[0])
+	}
+}

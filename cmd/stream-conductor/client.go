@@ -57,6 +57,21 @@ type opts struct {
 	connectTimeout, idleTimeout                string
 	types                                      string
 	count                                      int
+	// routes are the -route NAME=BACKEND[,BACKEND...] flags, in order;
+	// defaultBackend is -default.
+	routes         routeFlags
+	defaultBackend string
+}
+
+// routeFlags collects the repeatable -route flag.
+type routeFlags []string
+
+func (r *routeFlags) String() string { return strings.Join(*r, " ") }
+
+// Set adds one -route.
+func (r *routeFlags) Set(v string) error {
+	*r = append(*r, v)
+	return nil
 }
 
 type command struct {
@@ -67,9 +82,11 @@ type command struct {
 
 // subcommands talk to a running daemon's API.
 var subcommands = map[string]command{
-	"ls":      {"ls [-o table|json|yaml]", exactly(0), runLs},
-	"get":     {"get ID [-o table|json|yaml]          ID: tcp/9000, udp/53 or 9000", exactly(1), runGet},
-	"create":  {"create ID|auto BACKEND[,BACKEND...] [-udp] [-bind ADDR] [-balance M] [-allow CIDR,...] [-proxy-protocol] [-connect-timeout D] [-idle-timeout D] [-description TEXT] [-replace] [-dry-run]", exactly(2), runCreate},
+	"ls":  {"ls [-o table|json|yaml]", exactly(0), runLs},
+	"get": {"get ID [-o table|json|yaml]          ID: tcp/9000, udp/53 or 9000", exactly(1), runGet},
+	"create": {"create ID|auto BACKEND[,BACKEND...] [-udp] [-bind ADDR] [-balance M] [-allow CIDR,...] [-proxy-protocol] [-connect-timeout D] [-idle-timeout D] [-description TEXT] [-replace] [-dry-run]\n" +
+		"       create ID|auto [DEFAULT[,BACKEND...]|-] -route NAME=BACKEND[,BACKEND...] [-route ...] [-default BACKEND[,BACKEND...]] [flags as above]\n" +
+		"         routes TLS connections by server name (SNI) on one TCP port; NAME may start with *. (sub-domains only); the default (or - for none) takes the rest", between(1, 2), runCreate},
 	"rm":      {"rm ID", exactly(1), runRm},
 	"status":  {"status [-o table|json|yaml]", exactly(0), runStatus},
 	"nodes":   {"nodes [-o table|json|yaml]          the fleet's nodes (this node alone without etcd)", exactly(0), runNodes},
@@ -82,6 +99,8 @@ var subcommands = map[string]command{
 }
 
 func exactly(n int) func(int) bool { return func(m int) bool { return m == n } }
+
+func between(lo, hi int) func(int) bool { return func(m int) bool { return m >= lo && m <= hi } }
 
 type client struct {
 	url, token string
@@ -117,6 +136,8 @@ func runClient(name string, args []string, getenv func(string) string, stdout, s
 	fs.StringVar(&o.connectTimeout, "connect-timeout", "", "create: e.g. 5s")
 	fs.StringVar(&o.idleTimeout, "idle-timeout", "", "create: e.g. 10m")
 	fs.StringVar(&o.description, "description", "", "create: free text")
+	fs.Var(&o.routes, "route", "create: NAME=BACKEND[,BACKEND...] routes TLS server name NAME (SNI) to its backends; repeatable")
+	fs.StringVar(&o.defaultBackend, "default", "", "create with -route: where names no route matches go (default: closed)")
 	fs.StringVar(&o.types, "types", "", "watch: comma-separated event types (default: all)")
 	fs.IntVar(&o.count, "n", 0, "watch: stop after N events (default: follow until interrupted)")
 	fs.Usage = func() {

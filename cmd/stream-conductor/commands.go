@@ -14,11 +14,15 @@ import (
 
 // view is a stream as the API shows it, as far as the CLI prints it.
 type view struct {
-	ID          string   `json:"id"`
-	Protocol    string   `json:"protocol"`
-	Listen      int      `json:"listen"`
-	Bind        string   `json:"bind,omitempty"`
-	Backends    []string `json:"backends"`
+	ID       string   `json:"id"`
+	Protocol string   `json:"protocol"`
+	Listen   int      `json:"listen"`
+	Bind     string   `json:"bind,omitempty"`
+	Backends []string `json:"backends"`
+	Routes   []struct {
+		ServerName string `json:"server_name"`
+	} `json:"routes"`
+	Default     []string `json:"default"`
 	Balance     string   `json:"balance,omitempty"`
 	Description string   `json:"description,omitempty"`
 	Revision    uint64   `json:"revision"`
@@ -40,9 +44,25 @@ func printStreams(out io.Writer, streams []view) {
 		if s.Status.Error != "" {
 			note = s.Status.Error
 		}
-		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\n", s.ID, listen, strings.Join(s.Backends, ","), s.Status.State, note)
+		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\n", s.ID, listen, backendsColumn(s), s.Status.State, note)
 	}
 	w.Flush()
+}
+
+// backendsColumn is what ls shows in BACKENDS: the backends, or for a
+// routed stream how many routes it has and its default.
+func backendsColumn(s view) string {
+	if len(s.Routes) == 0 {
+		return strings.Join(s.Backends, ",")
+	}
+	col := fmt.Sprintf("%d routes", len(s.Routes))
+	if len(s.Routes) == 1 {
+		col = "1 route"
+	}
+	if len(s.Default) > 0 {
+		col += ", default " + strings.Join(s.Default, ",")
+	}
+	return col
 }
 
 func runLs(c *client, o *opts, _ []string, out io.Writer) error {
@@ -82,8 +102,49 @@ func runGet(c *client, o *opts, args []string, out io.Writer) error {
 	return yaml.NewEncoder(out).Encode(generic) // a readable vertical form
 }
 
+// forwardingBody returns the fields of a create's body that say where
+// the stream forwards: "backends" from the BACKEND argument, or with
+// -route flags "routes" and the "default" (the BACKEND argument, "-" for
+// none, or -default).
+func forwardingBody(o *opts, args []string) (map[string]any, error) {
+	usage := func(format string, a ...any) error { return &cliError{exitUsage, fmt.Errorf(format, a...)} }
+	if len(o.routes) == 0 {
+		if o.defaultBackend != "" {
+			return nil, usage("-default needs -route")
+		}
+		if len(args) < 2 || args[1] == "-" {
+			return nil, usage("give the BACKEND (host:port[,host:port...]), or -route NAME=BACKEND")
+		}
+		return map[string]any{"backends": strings.Split(args[1], ",")}, nil
+	}
+	body := map[string]any{}
+	var routes []map[string]any
+	for _, r := range o.routes {
+		name, backends, ok := strings.Cut(r, "=")
+		if !ok || name == "" || backends == "" {
+			return nil, usage("-route %q: want NAME=BACKEND[,BACKEND...]", r)
+		}
+		routes = append(routes, map[string]any{"server_name": name, "backends": strings.Split(backends, ",")})
+	}
+	body["routes"] = routes
+	def := o.defaultBackend
+	if len(args) == 2 && args[1] != "-" {
+		if def != "" {
+			return nil, usage("give the default once: as the BACKEND argument or as -default")
+		}
+		def = args[1]
+	}
+	if def != "" {
+		body["default"] = strings.Split(def, ",")
+	}
+	return body, nil
+}
+
 func runCreate(c *client, o *opts, args []string, out io.Writer) error {
-	body := map[string]any{"backends": strings.Split(args[1], ",")}
+	body, err := forwardingBody(o, args)
+	if err != nil {
+		return err
+	}
 	for k, v := range map[string]string{"bind": o.bind, "balance": o.balance, "description": o.description,
 		"connect_timeout": o.connectTimeout, "idle_timeout": o.idleTimeout} {
 		if v != "" {

@@ -194,6 +194,9 @@ func describe(ev events.Event) []string {
 		var c events.StreamChange
 		json.Unmarshal(ev.Data, &c)
 		line := c.ID.String() + " → " + strings.Join(c.Spec.Backends, ", ")
+		if n := len(c.Spec.Routes); n > 0 {
+			line = fmt.Sprintf("%s → %d routes by server name, default %s", c.ID, n, orDash(strings.Join(c.Spec.Backends, ", ")))
+		}
 		if ev.Type == events.StreamDeleted || ev.Type == events.StreamExpired {
 			line = c.ID.String()
 		}

@@ -215,10 +215,18 @@ function applyChange(type, ev) {
     return;
   }
   const old = app.streams.get(id);
-  const s = Object.assign({}, old, d.spec, { id, revision: d.revision });
+  const s = Object.assign({}, old, apiShape(d.spec), { id, revision: d.revision });
   if (!old?.status || (old.status.revision || 0) < d.revision) s.status = { state: 'pending', revision: d.revision };
   app.streams.set(id, s);
   if (!app.samples.has(id)) addSample(id, Date.now(), {});
+}
+
+// apiShape turns an event's spec (as stored: a routed stream's default
+// in backends) into the shape GET answers (routes and default, no
+// backends); undefined fields clear what an older answer had.
+function apiShape(spec) {
+  if (!spec?.routes?.length) return Object.assign({ routes: undefined, default: undefined }, spec);
+  return Object.assign({}, spec, { backends: undefined, default: spec.backends?.length ? spec.backends : undefined });
 }
 
 function applyStatus(d) {
@@ -236,7 +244,8 @@ function applyHealth(d, time) {
     if (!s) continue;
     s.health = (s.health || []).filter((b) => b.backend !== d.address);
     s.health.push({ backend: d.address, state: d.up ? 'up' : 'down', since: time, error: d.error || undefined });
-    s.health.sort((a, b) => s.backends.indexOf(a.backend) - s.backends.indexOf(b.backend));
+    const all = allBackends(s);
+    s.health.sort((a, b) => all.indexOf(a.backend) - all.indexOf(b.backend));
   }
 }
 
@@ -459,6 +468,23 @@ function pageStreams(main) {
   return { onEvent: draw, leave: () => clearInterval(tick) };
 }
 
+// allBackends lists every backend of s: its backends, or a routed
+// stream's default and then every route's, each once.
+function allBackends(s) {
+  const all = [...(s.backends || s.default || [])];
+  for (const r of s.routes || []) for (const b of r.backends) if (!all.includes(b)) all.push(b);
+  return all;
+}
+
+// routedCell is a routed stream's cell of the list: its routes counted,
+// each name with where it goes, and the default.
+function routedCell(s) {
+  const n = s.routes.length;
+  return [h('div', { class: 'routes' }, n === 1 ? '1 route' : n + ' routes'),
+    s.routes.map((r) => h('div', { class: 'route muted' }, h('span', { class: 'mono' }, r.server_name), ' → ', r.backends.join(', '))),
+    h('div', { class: 'route muted' }, 'default → ', s.default?.length ? s.default.join(', ') : 'closed')];
+}
+
 function streamRow(s) {
   const st = s.status?.state || 'pending';
   const t = s.traffic || {};
@@ -466,7 +492,7 @@ function streamRow(s) {
   const row = h('tr', { 'data-id': s.id, class: st },
     h('td', { class: 'state' }, stateBadge(st)),
     h('td', {}, h('a', { href: '#/streams/' + s.id, class: 'mono' }, s.id), s.bind ? h('div', { class: 'muted mono' }, s.bind) : null),
-    h('td', { class: 'backends' }, (s.backends || []).map((b) =>
+    h('td', { class: 'backends' }, s.routes?.length ? routedCell(s) : (s.backends || []).map((b) =>
       h('div', { class: 'backend' }, h('span', { class: 'mono' }, b), healthBadge(health.get(b)?.state)))),
     h('td', { class: 'num sessions' }, String(t.sessions || 0)),
     h('td', { class: 'num active' }, String(t.active || 0)),
@@ -522,15 +548,25 @@ function pageStream(main, proto, port) {
 function detailsCard(s) {
   const st = s.status || {};
   const health = new Map((s.health || []).map((b) => [b.backend, b]));
+  const backendList = (list, brief) => list.map((b) => {
+    const hb = health.get(b);
+    return h('div', { class: 'backend' }, h('span', { class: 'mono' }, b), healthBadge(hb?.state),
+      hb?.error && !brief ? h('span', { class: 'muted' }, hb.error) : null);
+  });
   const rows = [
     ['State', [stateBadge(st.state), ' ', st.since ? fmtTime(st.since) : '']],
     ['Revision', String(s.revision)],
-    ['Backends', (s.backends || []).map((b) => {
-      const hb = health.get(b);
-      return h('div', { class: 'backend' }, h('span', { class: 'mono' }, b), healthBadge(hb?.state),
-        hb?.error ? h('span', { class: 'muted' }, hb.error) : null);
-    })],
   ];
+  if (s.routes?.length) {
+    // Read-only: TLS server names (SNI) and where each goes.
+    rows.push(['Routes (SNI)', h('table', { class: 'routes' },
+      h('thead', {}, h('tr', {}, ['Server name', 'Backends', 'Balance'].map((c) => h('th', { scope: 'col' }, c)))),
+      h('tbody', {}, s.routes.map((r) => h('tr', {}, h('td', { class: 'mono' }, r.server_name),
+        h('td', {}, backendList(r.backends, true)), h('td', {}, r.balance || '')))))]);
+    rows.push(['Default', s.default?.length ? backendList(s.default) : 'none: connections that match no route are closed']);
+  } else {
+    rows.push(['Backends', backendList(s.backends || [])]);
+  }
   if (st.error) rows.push(['nginx says', h('span', { class: 'mono' }, st.error)]);
   if (st.summary) rows.push(['Fleet', st.summary]);
   for (const [k, label] of [['bind', 'Bind'], ['balance', 'Balance'], ['max_fails', 'Max fails'], ['fail_timeout', 'Fail timeout'],
@@ -613,7 +649,10 @@ function specFields(s) {
   const basic = [];
   const more = [];
   for (const [name, label, kind, hint, advanced] of FIELDS) {
-    const f = field(name, label, control(kind, s?.[name]), hint);
+    // A routed stream's Backends field edits its default.
+    const routedDefault = name === 'backends' && s?.routes?.length;
+    const f = field(name, routedDefault ? 'Default' : label, control(kind, routedDefault ? s.default : s?.[name]),
+      routedDefault ? 'where server names no route matches go; empty: closed (routes are edited through the API)' : hint);
     if (kind === 'check') {
       const c = f.querySelector('input');
       f.querySelector('label').after(h('div', { class: 'check' }, c));
@@ -646,7 +685,7 @@ function clearErrors(form) {
 // showFieldError puts the API's error next to the field it names, or in
 // the banner when it names none the form has.
 function showFieldError(form, err) {
-  const name = { backend: 'backends' }[err.field] || err.field;
+  const name = { backend: 'backends', default: 'backends' }[err.field] || err.field;
   const slot = name && form.querySelector('#err-' + CSS.escape(name));
   if (!slot) { showError(err); return; }
   slot.textContent = err.message;
@@ -701,7 +740,7 @@ function editForm(s) {
     h('div', { class: 'actions' }, preview, apply), out);
   let planned = null; // the spec the shown diff is of
   let revision = s.revision;
-  const body = () => Object.assign(readSpec(form), { protocol: s.protocol, listen: s.listen });
+  const body = () => keepRoutes(s, Object.assign(readSpec(form), { protocol: s.protocol, listen: s.listen }));
   form.addEventListener('input', () => { planned = null; apply.disabled = true; });
   form.addEventListener('submit', async (e) => {
     e.preventDefault();
@@ -736,6 +775,16 @@ function editForm(s) {
     }
   });
   return form;
+}
+
+// keepRoutes makes the edit of a routed stream keep its routes: the
+// form's Backends are then its default (routes are not edited here yet).
+function keepRoutes(s, spec) {
+  if (!s.routes?.length) return spec;
+  spec.routes = s.routes;
+  if (spec.backends?.length) spec.default = spec.backends;
+  delete spec.backends;
+  return spec;
 }
 
 function diffView(plan) {
