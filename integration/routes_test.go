@@ -505,3 +505,60 @@ func TestRoutesPool(t *testing.T) {
 		mustReach(t, port, tlsOpts{sni: "x.example.org"}, sets[port].wild)
 	}
 }
+
+// TestRoutesExportImport: what /v1/export gives of a routed stream is an
+// import that recreates it (the names route again through nginx), and
+// importing it once more changes nothing, while a route changed in it is
+// an update.
+func TestRoutesExportImport(t *testing.T) {
+	t.Parallel()
+	d := startDaemon(t, 1)
+	port := d.portMin
+	db := startTLSBackend(t, "db.example.com", false)
+	wild := startTLSBackend(t, "wild.example.org", false)
+	def := startTLSBackend(t, "default.example.net", false)
+	d.mustPut("tcp", port, routedBody(t, def, map[string]any{"balance": "least_conn"},
+		route("db.example.com", db), routeIn{ServerName: "*.example.org", Backends: []string{wild.addr()}, Balance: "hash_client_ip"}))
+	code, export := d.apiRaw("GET", "/v1/export", "")
+	if code != 200 {
+		t.Fatalf("GET /v1/export: %d %s", code, export)
+	}
+	if code, m := d.api("DELETE", fmt.Sprintf("/v1/streams/tcp/%d", port), ""); code != 200 && code != 204 {
+		t.Fatalf("DELETE: %d %v", code, m)
+	}
+	waitRefused(t, port)
+
+	changes := func(body string) map[string]any {
+		t.Helper()
+		code, m := d.api("POST", "/v1/import", body)
+		if code != 200 {
+			t.Fatalf("POST /v1/import: %d %v\n%s", code, m, body)
+		}
+		if f, _ := m["failed"].([]any); len(f) > 0 {
+			t.Fatalf("import failed: %v", f)
+		}
+		return m["changes"].(map[string]any)
+	}
+	if c := changes(string(export)); len(c["create"].([]any)) != 1 {
+		t.Fatalf("import of the export: %v; want one create", c)
+	}
+	mustReach(t, port, tlsOpts{sni: "db.example.com"}, db)
+	mustReach(t, port, tlsOpts{sni: "a.example.org"}, wild)
+	mustReach(t, port, tlsOpts{}, def)
+	if c := changes(string(export)); len(c["unchanged"].([]any)) != 1 {
+		t.Fatalf("second import of the export: %v; want it unchanged", c)
+	}
+
+	// The same export with the first route sent elsewhere is an update.
+	var ex map[string]any
+	if err := json.Unmarshal(export, &ex); err != nil {
+		t.Fatal(err)
+	}
+	r0 := ex["streams"].([]any)[0].(map[string]any)["routes"].([]any)[0].(map[string]any)
+	r0["backends"] = []string{wild.addr()}
+	edited, _ := json.Marshal(ex)
+	if c := changes(string(edited)); len(c["update"].([]any)) != 1 {
+		t.Fatalf("import with a route changed: %v; want one update", c)
+	}
+	mustReach(t, port, tlsOpts{sni: "db.example.com"}, wild)
+}
