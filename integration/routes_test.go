@@ -6,6 +6,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -263,9 +264,10 @@ func TestRoutesAddRoute(t *testing.T) {
 
 // TestRoutesBackends: a route with several backends is an upstream of its
 // own: a backend that is down is passed over, the others share the
-// connections.
+// connections; backends named by host name are resolved.
 func TestRoutesBackends(t *testing.T) {
 	t.Parallel()
+	requireTool(t, "openssl")
 	d := startDaemon(t, 1)
 	port := d.portMin
 	w1 := startTLSBackend(t, "w1.example.org", false)
@@ -277,9 +279,18 @@ func TestRoutesBackends(t *testing.T) {
 	}
 	dead := down.Addr().String()
 	down.Close() // nothing listens there: refused
-	d.mustPut("tcp", port, routedBody(t, nil, nil,
+	byName := func(b *tlsBackend) string { return "localhost:" + strconv.Itoa(b.ln.Addr().(*net.TCPAddr).Port) }
+	named := startTLSBackend(t, "named.example.net", false)
+	def := startTLSBackend(t, "default.example.net", false)
+	d.mustPut("tcp", port, routedBody(t, nil, map[string]any{"default": byName(def)},
 		routeIn{ServerName: "db.example.com", Backends: []string{dead, db.addr()}},
-		route("*.example.org", w1, w2)))
+		route("*.example.org", w1, w2),
+		routeIn{ServerName: "named.example.net", Backends: []string{byName(named)}}))
+	// Backends given by host name are resolved, in routes and default
+	// alike (nginx has no resolver: a name reaching it fails each
+	// connection).
+	mustReach(t, port, tlsOpts{sni: "named.example.net"}, named)
+	mustReach(t, port, tlsOpts{sni: "nobody.example.net"}, def)
 	seen := map[string]int{}
 	for i := 0; i < 8; i++ {
 		a, err := goTLS(port, tlsOpts{sni: "db.example.com"})
@@ -347,12 +358,18 @@ func TestRoutesHostileServerName(t *testing.T) {
 		attempts = append(attempts, attempt{fmt.Sprintf("%q then %q", p[0], p[1]), body, "routes[1].server_name"})
 	}
 
+	// On a new stream, on the routed one, and as dry runs of both.
+	var paths []string
 	for _, port := range []int{fresh, existing} {
+		p := fmt.Sprintf("/v1/streams/tcp/%d", port)
+		paths = append(paths, p, p+"?dry_run=true")
+	}
+	for _, path := range paths {
 		for _, a := range attempts {
-			code, m := d.api("PUT", fmt.Sprintf("/v1/streams/tcp/%d", port), a.body)
+			code, m := d.api("PUT", path, a.body)
 			e, _ := m["error"].(map[string]any)
-			if code != 400 || e == nil || e["field"] != a.field || e["code"] == "" || e["message"] == "" {
-				t.Errorf("tcp/%d, %s: %d %v; want 400 with field %s", port, a.what, code, m, a.field)
+			if code != 400 || e == nil || e["field"] != a.field || e["code"] != "invalid" || e["message"] == "" {
+				t.Errorf("PUT %s, %s: %d %v; want 400 invalid with field %s", path, a.what, code, m, a.field)
 			}
 		}
 	}
