@@ -579,3 +579,37 @@ func TestRoutesExportImport(t *testing.T) {
 	}
 	mustReach(t, port, tlsOpts{sni: "db.example.com"}, wild)
 }
+
+// TestRoutesExternalLongName: in external mode the operator's stream{}
+// is nginx's own (map_hash_bucket_size 64): routes work, and a name too
+// long for it is refused with 422 in nginx's words, leaving the other
+// streams serving.
+func TestRoutesExternalLongName(t *testing.T) {
+	t.Parallel()
+	requireTool(t, "openssl")
+	sn := startSystemNginx(t)
+	d := sn.daemon(t, 2)
+	d.start()
+	db := startTLSBackend(t, "db.example.com", false)
+	def := startTLSBackend(t, "default.example.net", false)
+	d.mustPut("tcp", d.portMin, routedBody(t, def, nil, route("db.example.com", db)))
+	mustReach(t, d.portMin, tlsOpts{sni: "db.example.com"}, db)
+
+	// 63 characters: past what nginx's default bucket of 64 holds (~44).
+	long := "a-rather-long-service-name-for-the-database.eu-west.example.com"
+	code, m := d.api("PUT", fmt.Sprintf("/v1/streams/tcp/%d", d.portMax), routedBody(t, def, nil, route(long, db)))
+	e, _ := m["error"].(map[string]any)
+	msg, _ := e["message"].(string)
+	if code != 422 || e["code"] != "nginx_rejected" || !strings.Contains(msg, "map_hash_bucket_size") {
+		t.Errorf("a %d-character name with the operator's stream{}: %d %v; want 422 nginx_rejected naming map_hash_bucket_size", len(long), code, m)
+	}
+	if code, m := d.api("GET", fmt.Sprintf("/v1/streams/tcp/%d", d.portMax), ""); code != 404 {
+		t.Errorf("the refused stream is still there: %d %v", code, m)
+	}
+	mustReach(t, d.portMin, tlsOpts{sni: "db.example.com"}, db)
+	mustReach(t, d.portMin, tlsOpts{sni: "nobody.example.com"}, def)
+	// The other stream still takes changes.
+	fresh := startTLSBackend(t, "new.example.net", false)
+	d.mustPut("tcp", d.portMin, routedBody(t, def, nil, route("db.example.com", db), route("new.example.net", fresh)))
+	mustReach(t, d.portMin, tlsOpts{sni: "new.example.net"}, fresh)
+}
