@@ -121,7 +121,7 @@ func TestAcceptedSpecsPassNginxTest(t *testing.T) {
 	accepted, routed := 0, 0
 	for i, c := range candidates {
 		c.Listen = 20000 + i
-		s, err := Validate(c, Rules{})
+		s, err := Validate(c, Rules{MapHashBucketSize: ManagedMapHashBucketSize})
 		if err != nil {
 			continue
 		}

@@ -53,7 +53,7 @@ func FuzzValidateRender(f *testing.F) {
 	f.Add("tcp", 9005, "", "127.0.0.1:1", "b.example:2", "least_conn", "", "", "", "a.example,*.b.example,default")
 	f.Add("tcp", 9006, "", "127.0.0.1:1", "", "", "", "", "", "a.example,include;,}")
 	f.Fuzz(func(t *testing.T, proto string, port int, bind, b1, b2, balance, ct, it, allow, routes string) {
-		s, err := Validate(fuzzSpec(proto, port, bind, b1, b2, balance, ct, it, allow, routes), Rules{})
+		s, err := Validate(fuzzSpec(proto, port, bind, b1, b2, balance, ct, it, allow, routes), Rules{MapHashBucketSize: ManagedMapHashBucketSize})
 		if err != nil {
 			return
 		}

@@ -73,7 +73,7 @@ func RenderMain(o MainOptions) []byte {
 	// Routed streams map TLS server names of up to 253 characters; the
 	// default bucket (64) holds names of about 44. It must come before
 	// the include, and only once.
-	b.WriteString("    map_hash_bucket_size 512;\n")
+	fmt.Fprintf(&b, "    map_hash_bucket_size %d;\n", ManagedMapHashBucketSize)
 	fmt.Fprintf(&b, "    include %s;\n", quote(strings.TrimSuffix(o.IncludeDir, "/")+"/*.conf"))
 	b.WriteString("}\n")
 	return b.Bytes()

@@ -62,7 +62,7 @@ func loadCase(t *testing.T, name string) stream.Spec {
 	if err := dec.Decode(&s); err != nil {
 		t.Fatalf("%s.json: %v", name, err)
 	}
-	v, err := Validate(s, Rules{})
+	v, err := Validate(s, Rules{MapHashBucketSize: ManagedMapHashBucketSize})
 	if err != nil {
 		t.Fatalf("%s.json does not validate: %v", name, err)
 	}

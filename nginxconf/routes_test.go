@@ -154,3 +154,45 @@ func TestValidateRoutesRejects(t *testing.T) {
 		t.Errorf("%d routes refused: %v", MaxRoutes, err)
 	}
 }
+
+// A server name longer than the map_hash_bucket_size around our files
+// holds is refused with the setting to change (nginx would refuse the
+// whole configuration, naming no file).
+func TestServerNameBoundByTheBucketSize(t *testing.T) {
+	for _, tc := range []struct{ bucket, max int }{{0, 44}, {64, 44}, {128, 108}, {256, 236}, {512, 253}} {
+		if got := MaxServerNameFor(tc.bucket); got != tc.max {
+			t.Errorf("MaxServerNameFor(%d) = %d, want %d", tc.bucket, got, tc.max)
+		}
+		for _, n := range []int{tc.max, tc.max + 1} {
+			if n > 253 {
+				continue
+			}
+			name := nameOfLength(n)
+			if len(name) != n {
+				t.Fatalf("nameOfLength(%d) has %d characters", n, len(name))
+			}
+			s := stream.Spec{Protocol: stream.TCP, Listen: 9000, Routes: []stream.Route{{ServerName: name, Backends: []string{"10.0.0.1:443"}}}}
+			_, err := Validate(s, Rules{MapHashBucketSize: tc.bucket})
+			if (err == nil) != (n <= tc.max) {
+				t.Errorf("bucket %d, a %d-character name: %v", tc.bucket, len(name), err)
+			}
+			if err != nil && !strings.Contains(err.Error(), "map_hash_bucket_size") {
+				t.Errorf("bucket %d: %v does not say what to set", tc.bucket, err)
+			}
+		}
+	}
+}
+
+// nameOfLength is a host name of n characters, in labels of at most 62.
+func nameOfLength(n int) string {
+	var parts []string
+	for rest := n; rest > 0; {
+		l := min(62, rest)
+		if rest-l == 1 { // never end on a lone dot
+			l--
+		}
+		parts = append(parts, strings.Repeat("a", l))
+		rest -= l + 1
+	}
+	return strings.Join(parts, ".")
+}

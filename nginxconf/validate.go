@@ -3,6 +3,7 @@
 package nginxconf
 
 import (
+	"cmp"
 	"fmt"
 	"net/netip"
 	"slices"
@@ -32,6 +33,27 @@ type Rules struct {
 	PortMin, PortMax int
 	// Reserved ports may never be listened on (the API's own port).
 	Reserved []int
+	// MapHashBucketSize is the map_hash_bucket_size of the stream {} our
+	// files are in; it bounds the server names of routes (0: nginx's
+	// default, DefaultMapHashBucketSize).
+	MapHashBucketSize int
+}
+
+// map_hash_bucket_size: nginx's default, and what managed mode writes.
+const (
+	DefaultMapHashBucketSize = 64
+	ManagedMapHashBucketSize = 512
+)
+
+// MaxServerNameFor is the longest server name a map with buckets of size
+// bucket holds, measured with nginx 1.22: 44 characters for 64, 108 for
+// 128, 236 for 256, every DNS name for 512. Longer, nginx -t fails with
+// "could not build map_hash", which names no file: refused here instead.
+func MaxServerNameFor(bucket int) int {
+	if bucket <= 0 {
+		bucket = DefaultMapHashBucketSize
+	}
+	return min(stream.MaxServerNameLength, bucket-20)
 }
 
 // Limits on the free-form and list fields.
@@ -77,7 +99,7 @@ func Validate(s stream.Spec, r Rules) (stream.Spec, error) {
 		}
 		s.Bind = b
 	}
-	if err := validateForwarding(&s); err != nil {
+	if err := validateForwarding(&s, r); err != nil {
 		return s, err
 	}
 	if s.MaxFails != nil && (*s.MaxFails < 0 || *s.MaxFails > maxMaxFails) {
@@ -123,9 +145,9 @@ func Validate(s stream.Spec, r Rules) (stream.Spec, error) {
 
 // validateForwarding checks where s forwards to: its backends, or its
 // routes and default, with their balance methods, in place.
-func validateForwarding(s *stream.Spec) error {
+func validateForwarding(s *stream.Spec, r Rules) error {
 	if s.Routed() {
-		return validateRouted(s)
+		return validateRouted(s, r)
 	}
 	if err := canonicalBackends("backends", s.Backends); err != nil {
 		return err
@@ -139,7 +161,7 @@ func validateForwarding(s *stream.Spec) error {
 // (ssl_preread reads a TLS ClientHello), 1-MaxRoutes routes with distinct
 // names, each route's backends and balance like a stream's, and the
 // default (the stream's Backends), which may be empty.
-func validateRouted(s *stream.Spec) error {
+func validateRouted(s *stream.Spec, rules Rules) error {
 	if s.Protocol != stream.TCP {
 		return fieldErr("routes", "are supported for tcp streams only: server names are read from a TLS ClientHello")
 	}
@@ -156,6 +178,10 @@ func validateRouted(s *stream.Spec) error {
 		}
 		if seen[name] {
 			return fieldErr(field+".server_name", "%q is routed twice", name)
+		}
+		if max := MaxServerNameFor(rules.MapHashBucketSize); len(name) > max {
+			return fieldErr(field+".server_name", "is %d characters; nginx's map_hash_bucket_size %d holds server names of at most %d: set map_hash_bucket_size 512; in the stream {} of nginx.conf, before the include, and NGINX_MAP_HASH_BUCKET_SIZE=512",
+				len(name), cmp.Or(rules.MapHashBucketSize, DefaultMapHashBucketSize), max)
 		}
 		seen[name] = true
 		r.ServerName = name

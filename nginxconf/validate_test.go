@@ -9,7 +9,7 @@ import (
 	"github.com/streamconductor/stream-conductor/stream"
 )
 
-var testRules = Rules{PortMin: 9000, PortMax: 9009, Reserved: []int{9005}}
+var testRules = Rules{PortMin: 9000, PortMax: 9009, Reserved: []int{9005}, MapHashBucketSize: ManagedMapHashBucketSize}
 
 func intPtr(v int) *int { return &v }
 

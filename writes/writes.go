@@ -72,6 +72,9 @@ type Config struct {
 	PortMin, PortMax int
 	// Reserved ports are never given to a stream (the API's own).
 	Reserved []int
+	// MapHashBucketSize is nginx's map_hash_bucket_size around our files
+	// (nginxconf.Rules).
+	MapHashBucketSize int
 	// ApplyTimeout is how long nginx normally takes at most to apply a
 	// write (APPLY_TIMEOUT).
 	ApplyTimeout time.Duration
@@ -119,7 +122,7 @@ func (p *Path) Close() {
 
 // Rules are the node's limits on a spec.
 func (p *Path) Rules() nginxconf.Rules {
-	return nginxconf.Rules{PortMin: p.cfg.PortMin, PortMax: p.cfg.PortMax, Reserved: p.cfg.Reserved}
+	return nginxconf.Rules{PortMin: p.cfg.PortMin, PortMax: p.cfg.PortMax, Reserved: p.cfg.Reserved, MapHashBucketSize: p.cfg.MapHashBucketSize}
 }
 
 // Check validates sp against the node's rules and the backend policy,

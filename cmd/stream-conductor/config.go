@@ -13,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/streamconductor/stream-conductor/nginxconf"
 	"github.com/streamconductor/stream-conductor/stream"
 )
 
@@ -39,6 +40,9 @@ type config struct {
 	// WorkerShutdownTimeout in nginx time syntax, "" for none.
 	WorkerShutdownTimeout string
 	WorkerConnections     int
+	// MapHashBucketSize is nginx's map_hash_bucket_size in the stream {}
+	// that includes our files: it bounds the server names of routes.
+	MapHashBucketSize int
 	// Shards is NGINX_SHARDS: the most nginx masters managed mode runs.
 	Shards          int
 	APIToken        string
@@ -84,6 +88,7 @@ var settings = []setting{
 	{"stuck-after", "STUCK_AFTER", "0", "how long a reconcile pass may run before /readyz reports the reconciler stuck (0: 3 × APPLY_TIMEOUT, at least 30s)"},
 	{"drift-policy", "DRIFT_POLICY", "repair", "what to do with files of ours that someone else changed: repair (rewrite them from the store) or alert (log, count, show in /v1/status, leave them)"},
 	{"drift-repair-rate", "DRIFT_REPAIR_RATE", "6/1m", "at most N drift repairs per duration (N/duration), so that a tool fighting us cannot cause a reload storm; drift beyond it waits"},
+	{"nginx-map-hash-bucket-size", "NGINX_MAP_HASH_BUCKET_SIZE", "", "external mode: the map_hash_bucket_size of the stream {} that includes STREAM_CONFIG_PATH (default: nginx's 64); it bounds the server names of routes (managed mode writes 512)"},
 	{"nginx-worker-connections", "NGINX_WORKER_CONNECTIONS", "0", "managed mode: each nginx worker's worker_connections (0: sized by the number of streams, at least 4096 per shard, 8192 with NGINX_SHARDS=1)"},
 	{"nginx-shards", "NGINX_SHARDS", "", "managed mode: the most nginx masters to run, 1-64 (default 16; started as needed): a change reloads only its stream's master"},
 	{"nginx-worker-shutdown-timeout", "NGINX_WORKER_SHUTDOWN_TIMEOUT", "10m", "managed mode: how long old nginx workers may keep serving open connections after a reload (0 = until they close)"},
@@ -218,6 +223,9 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 	}
 	if c.WorkerConnections, err = strconv.Atoi(v("nginx-worker-connections")); err != nil || c.WorkerConnections < 0 {
 		return c, fmt.Errorf("NGINX_WORKER_CONNECTIONS must be 0 or a positive number, not %q", v("nginx-worker-connections"))
+	}
+	if c.MapHashBucketSize, err = parseBucketSize(v("nginx-map-hash-bucket-size"), c.NginxMode); err != nil {
+		return c, err
 	}
 	if c.Shards, err = parseShards(v("nginx-shards"), c.NginxMode); err != nil {
 		return c, err
@@ -358,6 +366,26 @@ func parseShards(v, mode string) (int, error) {
 	n, err := strconv.Atoi(v)
 	if err != nil || n < 1 || n > 64 {
 		return 0, fmt.Errorf("NGINX_SHARDS must be a number from 1 to 64, not %q", v)
+	}
+	return n, nil
+}
+
+// parseBucketSize reads NGINX_MAP_HASH_BUCKET_SIZE: managed mode writes
+// nginxconf.ManagedMapHashBucketSize itself; external mode takes the
+// operator's word, nginx's default when none.
+func parseBucketSize(v, mode string) (int, error) {
+	if mode == "managed" {
+		if v != "" && v != strconv.Itoa(nginxconf.ManagedMapHashBucketSize) {
+			return 0, fmt.Errorf("NGINX_MAP_HASH_BUCKET_SIZE is for external mode; managed mode writes map_hash_bucket_size %d itself", nginxconf.ManagedMapHashBucketSize)
+		}
+		return nginxconf.ManagedMapHashBucketSize, nil
+	}
+	if v == "" {
+		return nginxconf.DefaultMapHashBucketSize, nil
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 32 || n > 4096 || n&(n-1) != 0 {
+		return 0, fmt.Errorf("NGINX_MAP_HASH_BUCKET_SIZE must be a power of two from 32 to 4096 (as in nginx.conf), not %q", v)
 	}
 	return n, nil
 }
