@@ -614,10 +614,15 @@ func TestRoutesExternalLongName(t *testing.T) {
 	fresh := startTLSBackend(t, "new.example.net", false)
 	d.mustPut("tcp", d.portMin, routedBody(t, def, nil, route("db.example.com", db), route("new.example.net", fresh)))
 	// External mode cannot see the system nginx's old workers stop: for a
-	// moment after the reply they may serve the port the old way.
-	eventually(t, "new.example.net routed by the system nginx", 10*time.Second, func() bool {
-		a, err := goTLS(d.portMin, tlsOpts{sni: "new.example.net"})
-		return err == nil && a.cn == fresh.name
+	// moment after the reply they may still take some of the port's new
+	// connections the old way. Wait until 10 in a row are routed anew.
+	eventually(t, "new.example.net routed by the system nginx, 10 times in a row", 20*time.Second, func() bool {
+		for range 10 {
+			if a, err := goTLS(d.portMin, tlsOpts{sni: "new.example.net"}); err != nil || a.cn != fresh.name {
+				return false
+			}
+		}
+		return true
 	})
 	mustReach(t, d.portMin, tlsOpts{sni: "new.example.net"}, fresh)
 }
