@@ -24,6 +24,7 @@ import (
 	"github.com/streamconductor/stream-conductor/desired"
 	"github.com/streamconductor/stream-conductor/etcdstate"
 	"github.com/streamconductor/stream-conductor/httpapi"
+	"github.com/streamconductor/stream-conductor/internal/etcdconn"
 	"github.com/streamconductor/stream-conductor/internal/safefile"
 	"github.com/streamconductor/stream-conductor/store"
 	"github.com/streamconductor/stream-conductor/stream"
@@ -134,7 +135,7 @@ const cacheFile = "fleet-cache.db"
 func openEtcdState(cfg config, cachePath string, log zerolog.Logger) (stateStore, string, error) {
 	sc := cfg.State
 	where := "etcd " + strings.Join(sc.Endpoints, ",") + " under " + sc.Prefix
-	ec := clientv3.Config{Endpoints: sc.Endpoints, DialTimeout: 5 * time.Second, Username: sc.Username, Logger: zap.NewNop()}
+	ec := clientv3.Config{Endpoints: sc.Endpoints, DialTimeout: 5 * time.Second, DialOptions: etcdconn.DialOptions(), Username: sc.Username, Logger: zap.NewNop()}
 	if sc.PasswordFile != "" {
 		b, err := os.ReadFile(sc.PasswordFile)
 		if err != nil {

@@ -11,6 +11,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/streamconductor/stream-conductor/internal/etcdconn"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
 )
@@ -249,7 +250,7 @@ func (c *Cluster) indexOf(m *Member) int {
 
 // Client is a new client of every member.
 func (c *Cluster) Client() (*clientv3.Client, error) {
-	return clientv3.New(clientv3.Config{Endpoints: c.Endpoints(), DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
+	return clientv3.New(clientv3.Config{Endpoints: c.Endpoints(), DialTimeout: 5 * time.Second, DialOptions: etcdconn.DialOptions(), Logger: zap.NewNop()})
 }
 
 // Stop kills every running member by its PID (SIGKILL: the cluster's

@@ -19,6 +19,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/streamconductor/stream-conductor/internal/etcdconn"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
 )
@@ -160,7 +161,7 @@ func (s *Server) tail() string {
 
 // Client is a new client of the server (another node's connection).
 func (s *Server) Client() (*clientv3.Client, error) {
-	return clientv3.New(clientv3.Config{Endpoints: []string{s.URL}, DialTimeout: 5 * time.Second, TLS: s.tls, Logger: zap.NewNop()})
+	return clientv3.New(clientv3.Config{Endpoints: []string{s.URL}, DialTimeout: 5 * time.Second, DialOptions: etcdconn.DialOptions(), TLS: s.tls, Logger: zap.NewNop()})
 }
 
 // StartForTest starts etcd for t with its data in t's temp dir (flags
