@@ -67,7 +67,7 @@ func Validate(s stream.Spec, r Rules) (stream.Spec, error) {
 	default:
 		return s, fieldErr("protocol", "must be tcp or udp, not %q", s.Protocol)
 	}
-	if err := validatePort(s.Listen, r); err != nil {
+	if err := validatePorts(&s, r); err != nil {
 		return s, err
 	}
 	if s.Bind != "" {
@@ -126,6 +126,9 @@ func Validate(s stream.Spec, r Rules) (stream.Spec, error) {
 func validateForwarding(s *stream.Spec) error {
 	if s.Routed() {
 		return validateRouted(s)
+	}
+	if s.SamePort() {
+		return validateSamePort(s)
 	}
 	if err := canonicalBackends("backends", s.Backends); err != nil {
 		return err

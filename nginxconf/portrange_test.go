@@ -1,0 +1,76 @@
+package nginxconf
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/streamconductor/stream-conductor/stream"
+)
+
+// serveRanges lets Validate accept ranges for the length of a test.
+func serveRanges(t *testing.T) {
+	t.Helper()
+	was := rangesServed
+	rangesServed = true
+	t.Cleanup(func() { rangesServed = was })
+}
+
+var rangeRules = Rules{PortMin: 10000, PortMax: 12000, Reserved: []int{11500}}
+
+func TestValidateRange(t *testing.T) {
+	serveRanges(t)
+	for _, tc := range []struct {
+		name string
+		in   stream.Spec
+		want func(stream.Spec) bool
+	}{
+		{"fixed by default", stream.Spec{Listen: 10000, ListenEnd: 10099, Backends: []string{"10.0.0.5:80"}},
+			func(s stream.Spec) bool { return s.PortMode == stream.PortModeFixed && s.ListenEnd == 10099 }},
+		{"same: host without port gets the first port", stream.Spec{Listen: 10000, ListenEnd: 10099, PortMode: "same", Backends: []string{"10.0.0.5"}},
+			func(s stream.Spec) bool { return s.Backends[0] == "10.0.0.5:10000" }},
+		{"same: ipv6 host", stream.Spec{Listen: 10000, ListenEnd: 10001, PortMode: "same", Backends: []string{"2001:DB8::1"}},
+			func(s stream.Spec) bool { return s.Backends[0] == "[2001:db8::1]:10000" }},
+		{"same: name with the first port", stream.Spec{Listen: 10000, ListenEnd: 10001, PortMode: "same", Backends: []string{"Db.Example:10000"}},
+			func(s stream.Spec) bool { return s.Backends[0] == "db.example:10000" }},
+		{"a 1000-port udp range", stream.Spec{Protocol: "udp", Listen: 10000, ListenEnd: 10999, Backends: []string{"10.0.0.5:53"}},
+			func(s stream.Spec) bool { return s.PortCount() == 1000 }},
+		{"listen_end equal to listen is one port", stream.Spec{Listen: 10000, ListenEnd: 10000, PortMode: "fixed", Backends: []string{"a:1"}},
+			func(s stream.Spec) bool { return s.ListenEnd == 0 && s.PortMode == "" }},
+	} {
+		got, err := Validate(tc.in, rangeRules)
+		if err != nil || !tc.want(got) {
+			t.Errorf("%s: %+v %v", tc.name, got, err)
+		}
+	}
+}
+
+func TestValidateRangeRefuses(t *testing.T) {
+	serveRanges(t)
+	b := []string{"10.0.0.5:80"}
+	for _, tc := range []struct {
+		name, field, says string
+		in                stream.Spec
+	}{
+		{"too many ports", "listen_end", "at most 1000 ports", stream.Spec{Listen: 10000, ListenEnd: 11000, Backends: b}},
+		{"end below first", "listen_end", "below", stream.Spec{Listen: 10000, ListenEnd: 9999, Backends: b}},
+		{"end beyond 65535", "listen_end", "1-65535", stream.Spec{Listen: 10000, ListenEnd: 70000, Backends: b}},
+		{"leaves PORT_RANGE", "listen_end", "PORT_RANGE", stream.Spec{Listen: 11990, ListenEnd: 12010, Backends: b}},
+		{"starts below PORT_RANGE", "listen", "PORT_RANGE", stream.Spec{Listen: 9990, ListenEnd: 10010, Backends: b}},
+		{"covers a reserved port", "listen", "reserved", stream.Spec{Listen: 11490, ListenEnd: 11510, Backends: b}},
+		{"bad port_mode", "port_mode", "same or fixed", stream.Spec{Listen: 10000, ListenEnd: 10001, PortMode: "mirror", Backends: b}},
+		{"same on one port", "port_mode", "range", stream.Spec{Listen: 10000, PortMode: "same", Backends: b}},
+		{"same: two backends", "backends", "exactly one", stream.Spec{Listen: 10000, ListenEnd: 10001, PortMode: "same", Backends: []string{"10.0.0.5", "10.0.0.6"}}},
+		{"same: another port", "backends", "without a port", stream.Spec{Listen: 10000, ListenEnd: 10001, PortMode: "same", Backends: []string{"10.0.0.5:80"}}},
+		{"same: balance", "balance", "nothing to balance", stream.Spec{Listen: 10000, ListenEnd: 10001, PortMode: "same", Backends: []string{"10.0.0.5"}, Balance: "least_conn"}},
+		{"same: max_fails", "max_fails", "upstream", stream.Spec{Listen: 10000, ListenEnd: 10001, PortMode: "same", Backends: []string{"10.0.0.5"}, MaxFails: intPtr(2)}},
+		{"same: hostile host", "backends", "not allowed", stream.Spec{Listen: 10000, ListenEnd: 10001, PortMode: "same", Backends: []string{"10.0.0.5;\n"}}},
+		{"routes with a range", "routes", "cannot route", stream.Spec{Listen: 10000, ListenEnd: 10001,
+			Routes: []stream.Route{{ServerName: "a.example", Backends: b}}}},
+	} {
+		_, err := Validate(tc.in, rangeRules)
+		fe, ok := err.(*FieldError)
+		if !ok || fe.Field != tc.field || !strings.Contains(fe.Message, tc.says) {
+			t.Errorf("%s: %v, want field %s saying %q", tc.name, err, tc.field, tc.says)
+		}
+	}
+}
