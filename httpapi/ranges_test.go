@@ -95,6 +95,19 @@ func TestRangeAddressing(t *testing.T) {
 	if _, err := st.Get(stream.ID{Protocol: stream.TCP, Port: 9002}); err != nil {
 		t.Errorf("a DELETE naming the range wrongly removed it: %v", err)
 	}
+	rec, got := do(t, srv, call{method: "PUT", path: "/v1/streams/tcp/9003", body: `{"backend":"10.0.0.1:1"}`})
+	e, _ := got["error"].(map[string]any)
+	if rec.Code != 409 || e["code"] != CodePortConflict || !strings.Contains(e["message"].(string), "port 9003 is taken by stream tcp/9002-9004") {
+		t.Errorf("PUT inside the range: %d %s", rec.Code, rec.Body)
+	}
+	rec, got = do(t, srv, call{method: "POST", path: "/v1/import", body: `{"streams":[{"protocol":"tcp","listen":9004,"backend":"10.0.0.1:1"}]}`})
+	e, _ = got["error"].(map[string]any)
+	if rec.Code != 409 || e["code"] != CodePortConflict || !strings.Contains(e["message"].(string), "tcp/9002-9004") {
+		t.Errorf("import inside the range: %d %s", rec.Code, rec.Body)
+	}
+	if _, err := st.Get(stream.ID{Protocol: stream.TCP, Port: 9003}); err == nil {
+		t.Error("a stream inside the range was stored")
+	}
 }
 
 // Until the daemon serves ranges end to end, a write of one is a 400

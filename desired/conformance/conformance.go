@@ -53,6 +53,7 @@ func Run(t *testing.T, impl Impl) {
 		{"ListIsOneRevision", listIsOneRevision},
 		{"AuditNewestFirstAndNotDesiredState", auditNewestFirst},
 		{"AuditPagesWithACursor", auditPages},
+		{"PortRangesDoNotOverlap", portRangesDoNotOverlap},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
