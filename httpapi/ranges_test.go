@@ -122,3 +122,12 @@ func TestRangeWriteRefusedUntilServed(t *testing.T) {
 		t.Error("stored")
 	}
 }
+
+// An import of a range is refused too until ranges are served.
+func TestRangeImportRefusedUntilServed(t *testing.T) {
+	srv, _, _ := newTestServer(t)
+	rec, _ := do(t, srv, call{method: "POST", path: "/v1/import", body: `{"streams":[{"protocol":"tcp","listen":"9002-9004","backend":"10.0.0.1:1"}]}`})
+	if rec.Code != 400 || !strings.Contains(rec.Body.String(), "not supported yet") {
+		t.Errorf("import of a range: %d %s", rec.Code, rec.Body)
+	}
+}

@@ -8,11 +8,6 @@ import (
 	"github.com/streamconductor/stream-conductor/stream"
 )
 
-// rangesServed says whether the daemon serves port ranges end to end
-// (render, conflicts, reconcile). Until it does, Validate refuses them:
-// a range must never be accepted half built.
-var rangesServed = false
-
 // validatePorts checks s's port or port range against r, and puts
 // port_mode in canonical form: empty for one port, "fixed" by default
 // for a range.
@@ -27,9 +22,6 @@ func validatePorts(s *stream.Spec, r Rules) error {
 		}
 		s.PortMode = ""
 		return validatePort(s.Listen, r)
-	}
-	if !rangesServed {
-		return fieldErr("listen_end", "port ranges are not supported yet")
 	}
 	if err := validatePort(s.Listen, r); err != nil {
 		return err
