@@ -1,6 +1,7 @@
 package nginxconf
 
 import (
+	"bytes"
 	"net"
 	"net/netip"
 	"strconv"
@@ -97,4 +98,27 @@ func sameHostPort(host string, port int) string {
 		return net.JoinHostPort(h, strconv.Itoa(port))
 	}
 	return host + ":" + strconv.Itoa(port)
+}
+
+// rangeLine starts the comment line of a range's file that names its
+// ports (see writeHeading).
+const rangeLine = "# ports "
+
+// FileLastPort returns the last port of the stream whose rendered file is
+// body: a range's (from the comment that names its ports), or first, the
+// port of the file's name.
+func FileLastPort(body []byte, first int) int {
+	i := bytes.Index(body, []byte("\n"+rangeLine))
+	if i < 0 {
+		return first
+	}
+	rest := body[i+1+len(rangeLine):]
+	if j := bytes.IndexAny(rest, " \n"); j >= 0 {
+		rest = rest[:j]
+	}
+	f, last, err := stream.ParsePorts(string(rest))
+	if err != nil || f != first {
+		return first
+	}
+	return last
 }

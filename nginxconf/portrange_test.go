@@ -64,3 +64,25 @@ func TestValidateRangeRefuses(t *testing.T) {
 		}
 	}
 }
+
+// A file tells its range's last port; other files their own port.
+func TestFileLastPort(t *testing.T) {
+	s, err := Validate(stream.Spec{Listen: 10000, ListenEnd: 10099, PortMode: "same", Backends: []string{"10.0.0.5"}}, Rules{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, body, err := Render(s, nil, RenderOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := FileLastPort(body, 10000); got != 10099 {
+		t.Errorf("range file: %d", got)
+	}
+	_, body, _ = Render(stream.Spec{Protocol: stream.TCP, Listen: 9000, Backends: []string{"10.0.0.5:1"}}, nil, RenderOptions{})
+	if got := FileLastPort(body, 9000); got != 9000 {
+		t.Errorf("single-port file: %d", got)
+	}
+	if got := FileLastPort([]byte("# x\n# ports 9001-9005 (5)\n"), 9000); got != 9000 {
+		t.Errorf("a file naming other ports: %d", got)
+	}
+}

@@ -165,7 +165,7 @@ func upstreamName(s stream.Spec) string {
 func writeHeading(b *bytes.Buffer, s stream.Spec) {
 	fmt.Fprintf(b, "# stream %s\n", s.ID())
 	if s.IsRange() {
-		fmt.Fprintf(b, "# ports %s (%d), port_mode %s\n", s.Ports(), s.PortCount(), s.PortMode)
+		fmt.Fprintf(b, "%s%s (%d), port_mode %s\n", rangeLine, s.Ports(), s.PortCount(), s.PortMode)
 	}
 }
 

@@ -31,7 +31,7 @@ func (r *Reconciler) pass(ctx context.Context, log zerolog.Logger) (uint64, erro
 	specs = r.ours(specs)
 	r.dropStaleQuarantine(specs)
 	r.retainNames(specs, rev)
-	running, err := r.prepare(ctx, len(specs))
+	running, err := r.prepare(ctx, listeningPorts(specs)) // worker_connections: a slot per port
 	if err != nil {
 		return 0, notApplied(err)
 	}
