@@ -45,6 +45,17 @@ func Overlap(sp, o stream.Spec) error {
 	return &PortConflictError{Stream: sp.Ref(), Ports: stream.PortsText(lo, hi), Other: o.Ref()}
 }
 
+// FirstOverlap returns the *PortConflictError of writing sp beside
+// specs (the stored streams), or nil.
+func FirstOverlap(specs []stream.Spec, sp stream.Spec) error {
+	for _, o := range specs {
+		if err := Overlap(sp, o); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // CheckOverlaps returns the first overlap among specs (streams with
 // distinct ids), or nil.
 func CheckOverlaps(specs []stream.Spec) error {

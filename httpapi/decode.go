@@ -26,8 +26,11 @@ type specRequest struct {
 	Listen   *listenValue `json:"listen"`
 	// ListenEnd and PortMode make a port range (or "listen":
 	// "10000-10099" does).
-	ListenEnd      *int     `json:"listen_end,omitempty"`
-	PortMode       string   `json:"port_mode,omitempty"`
+	ListenEnd *int   `json:"listen_end,omitempty"`
+	PortMode  string `json:"port_mode,omitempty"`
+	// Range is a range as GET shows it ("10000-10099"), so that the
+	// answer can be PUT back; it must agree with listen and listen_end.
+	Range          string   `json:"range,omitempty"`
 	Bind           string   `json:"bind"`
 	Backend        string   `json:"backend"`
 	Backends       []string `json:"backends"`

@@ -72,6 +72,13 @@ func (q specRequest) rangeEnd() (int, error) {
 		}
 		end = *q.ListenEnd
 	}
+	if q.Range != "" {
+		first, last, err := stream.ParsePorts(q.Range)
+		if err != nil || last == first || (q.Listen != nil && first != q.Listen.first) || (end != 0 && last != end) {
+			return 0, errInvalid("range", "%q does not agree with listen and listen_end (a range such as \"10000-10099\")", truncate(q.Range))
+		}
+		end = last
+	}
 	return end, nil
 }
 
@@ -82,6 +89,9 @@ func (q specRequest) resolvedEnd(port, urlEnd int) (int, error) {
 	end, err := q.rangeEnd()
 	if err != nil {
 		return 0, err
+	}
+	if first, _, _ := stream.ParsePorts(q.Range); q.Range != "" && first != port {
+		return 0, errInvalid("range", "the body says %s but the URL's first port is %d", truncate(q.Range), port)
 	}
 	if urlEnd > port && end != 0 && end != urlEnd {
 		return 0, errInvalid("listen_end", "the body says %s but the URL says %s", stream.PortsText(port, end), stream.PortsText(port, urlEnd))

@@ -37,6 +37,10 @@ func TestDecodeRange(t *testing.T) {
 		{"bad range text", `{"listen":"10050-10000","backend":"a:1"}`, 10000, 10000, 0, "lower port"},
 		{"listen neither number nor string", `{"listen":[1],"backend":"a:1"}`, 10000, 10000, 0, "range such as"},
 		{"first port not the URL's", `{"listen":"10001-10099","backend":"a:1"}`, 10000, 10000, 0, "URL says 10000"},
+		{"range as GET shows it", `{"listen":10000,"listen_end":10099,"range":"10000-10099","backend":"a:1"}`, 10000, 10000, 10099, ""},
+		{"range alone", `{"range":"10000-10099","backend":"a:1"}`, 10000, 10000, 10099, ""},
+		{"range disagrees", `{"listen":10000,"listen_end":10099,"range":"10000-10098","backend":"a:1"}`, 10000, 10000, 0, "does not agree"},
+		{"range elsewhere", `{"range":"10001-10099","backend":"a:1"}`, 10000, 10000, 0, "first port is 10000"},
 	} {
 		sp, err := decodeSpec(t, tc.body, tc.port, tc.url)
 		if tc.wantErrWord != "" {
@@ -110,24 +114,39 @@ func TestRangeAddressing(t *testing.T) {
 	}
 }
 
-// Until the daemon serves ranges end to end, a write of one is a 400
-// that says so, and nothing is stored.
-func TestRangeWriteRefusedUntilServed(t *testing.T) {
+// A range is written as "listen": "A-B" or by the URL, shown with
+// listen, listen_end and range, and its GET answer PUT back changes
+// nothing; an import takes one too.
+func TestRangeWrite(t *testing.T) {
 	srv, st, _ := newTestServer(t)
-	rec, _ := do(t, srv, call{method: "PUT", path: "/v1/streams/tcp/9002-9004", body: `{"backend":"10.0.0.5","port_mode":"same"}`})
-	if rec.Code != 400 || !strings.Contains(rec.Body.String(), "not supported yet") {
-		t.Errorf("PUT of a range: %d %s", rec.Code, rec.Body)
+	rec, got := do(t, srv, call{method: "PUT", path: "/v1/streams/tcp/9002-9004", body: `{"backend":"10.0.0.5","port_mode":"same"}`})
+	if rec.Code != 201 || got["range"] != "9002-9004" || got["id"] != "tcp/9002" {
+		t.Fatalf("PUT of a range: %d %s", rec.Code, rec.Body)
 	}
-	if _, err := st.Get(stream.ID{Protocol: stream.TCP, Port: 9002}); err == nil {
-		t.Error("stored")
+	before, _ := st.Get(stream.ID{Protocol: stream.TCP, Port: 9002})
+	if before.ListenEnd != 9004 || before.PortMode != "same" || before.Backends[0] != "10.0.0.5:9002" {
+		t.Errorf("stored %+v", before)
 	}
-}
-
-// An import of a range is refused too until ranges are served.
-func TestRangeImportRefusedUntilServed(t *testing.T) {
-	srv, _, _ := newTestServer(t)
-	rec, _ := do(t, srv, call{method: "POST", path: "/v1/import", body: `{"streams":[{"protocol":"tcp","listen":"9002-9004","backend":"10.0.0.1:1"}]}`})
-	if rec.Code != 400 || !strings.Contains(rec.Body.String(), "not supported yet") {
-		t.Errorf("import of a range: %d %s", rec.Code, rec.Body)
+	for _, f := range daemonFields {
+		delete(got, f)
+	}
+	back, _ := json.Marshal(got)
+	rec, _ = do(t, srv, call{method: "PUT", path: "/v1/streams/tcp/9002", body: string(back)})
+	if rec.Code != 200 {
+		t.Fatalf("PUT of the GET answer: %d %s\n%s", rec.Code, rec.Body, back)
+	}
+	if after, _ := st.Get(stream.ID{Protocol: stream.TCP, Port: 9002}); after.Revision != before.Revision {
+		t.Errorf("the GET answer PUT back wrote a new revision: %+v", after)
+	}
+	rec, _ = do(t, srv, call{method: "POST", path: "/v1/import", body: `{"streams":[{"protocol":"tcp","listen":"9006-9007","backend":"10.0.0.1:1"}]}`})
+	if rec.Code != 200 {
+		t.Fatalf("import of a range: %d %s", rec.Code, rec.Body)
+	}
+	if sp, err := st.Get(stream.ID{Protocol: stream.TCP, Port: 9006}); err != nil || sp.ListenEnd != 9007 || sp.PortMode != "fixed" {
+		t.Errorf("imported %+v %v", sp, err)
+	}
+	rec, _ = do(t, srv, call{method: "PUT", path: "/v1/streams/tcp/9000-9009", body: `{"backend":"10.0.0.5:1"}`})
+	if rec.Code != 400 || !strings.Contains(rec.Body.String(), "reserved") {
+		t.Errorf("a range over the API's port: %d %s", rec.Code, rec.Body)
 	}
 }

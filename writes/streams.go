@@ -38,6 +38,13 @@ func (p *Path) Put(ctx context.Context, sp stream.Spec, m desired.Match, by stri
 		return Result{Stored: cur, Pending: p.observe(cur.Revision, []item{{stored: cur}})}, nil
 	}
 	if probe, ok := newPorts(sp, cur, exists); ok {
+		// Another stream's ports are held by our own nginx: name the
+		// stream, not a bind() failure. The store checks again, in its
+		// transaction.
+		specs, _ := p.st.List()
+		if err := desired.FirstOverlap(specs, sp); err != nil {
+			return Result{}, err
+		}
 		if err := p.ap.BindConflict(probe); errors.Is(err, stream.ErrStreamLimit) {
 			return Result{}, err
 		} else if err != nil {

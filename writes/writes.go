@@ -117,11 +117,6 @@ func (p *Path) Close() {
 	p.watches.Wait()
 }
 
-// rangesServed says whether the daemon serves port ranges end to end
-// (conflicts, render, reconcile). Until it does, writes of ranges are
-// refused: a range must never be accepted half built.
-var rangesServed = false
-
 // Rules are the node's limits on a spec.
 func (p *Path) Rules() nginxconf.Rules {
 	return nginxconf.Rules{PortMin: p.cfg.PortMin, PortMax: p.cfg.PortMax, Reserved: p.cfg.Reserved}
@@ -143,11 +138,7 @@ func (p *Path) Check(ctx context.Context, sp stream.Spec) (stream.Spec, error) {
 
 // validate is nginxconf.Validate with the node's rules.
 func (p *Path) validate(sp stream.Spec) (stream.Spec, error) {
-	sp, err := nginxconf.Validate(sp, p.Rules())
-	if err == nil && sp.IsRange() && !rangesServed {
-		err = &nginxconf.FieldError{Field: "listen_end", Message: "port ranges are not supported yet"}
-	}
-	return sp, err
+	return nginxconf.Validate(sp, p.Rules())
 }
 
 func (p *Path) checkPolicy(ctx context.Context, sp stream.Spec) error {
