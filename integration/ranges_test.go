@@ -203,3 +203,89 @@ func TestRangesSharded(t *testing.T) {
 	}
 	mustEcho(t, b+1, "single ")
 }
+
+// A port of a range taken while the daemon and its nginx were down: at
+// the start the range alone is failed, naming the port; the stream beside
+// it forwards; once the port is free a resync applies the whole range.
+func TestRangesHeldPortAtStartFailsTheRangeOnly(t *testing.T) {
+	d := startDaemon(t, 30, rangeBackendAllow, "RESYNC_INTERVAL=1s")
+	a, b := d.portMin, d.portMin+19
+	startPortEchoes(t, a, b)
+	if code, m := d.api("PUT", fmt.Sprintf("/v1/streams/tcp/%d-%d", a, b), `{"backend":"127.0.0.2","port_mode":"same"}`); code != 201 {
+		t.Fatalf("PUT the range: %d %v", code, m)
+	}
+	single := startEcho(t, "single ")
+	d.mustPut("tcp", b+1, fmt.Sprintf(`{"backend":%q}`, single.addr()))
+
+	d.stop()
+	d.stopNginx()
+	waitRefused(t, a)
+	squatter, err := net.Listen("tcp4", "127.0.0.1:"+strconv.Itoa(a+7))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer squatter.Close()
+	d.start()
+	want := fmt.Sprintf("bind() to 127.0.0.1:%d failed (98: Address already in use)", a+7)
+	eventually(t, "the range failed naming its held port", 10*time.Second, func() bool {
+		state, msg := d.streamState(a)
+		return state == "failed" && strings.Contains(msg, want)
+	})
+	mustEcho(t, b+1, "single ")
+	if state, msg := d.streamState(b + 1); state != "active" {
+		t.Fatalf("the stream beside the range: %s %s", state, msg)
+	}
+
+	squatter.Close()
+	eventually(t, "the range active once its port is free", 15*time.Second, func() bool {
+		state, _ := d.streamState(a)
+		return state == "active"
+	})
+	echoEveryPort(t, a, b, func(port int) string { return fmt.Sprintf("port %d: ", port) })
+}
+
+// A UDP range with port_mode same: a datagram to each port comes back
+// from the backend's same port.
+func TestRangesUDPSamePort(t *testing.T) {
+	d := startDaemon(t, 6, rangeBackendAllow)
+	a, b := d.portMin, d.portMin+4
+	for port := a; port <= b; port++ {
+		pc, err := net.ListenPacket("udp4", "127.0.0.2:"+strconv.Itoa(port))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { pc.Close() })
+		go func() {
+			buf := make([]byte, 2048)
+			for {
+				n, from, err := pc.ReadFrom(buf)
+				if err != nil {
+					return
+				}
+				pc.WriteTo(append([]byte(fmt.Sprintf("port %d: ", port)), buf[:n]...), from)
+			}
+		}()
+	}
+	if code, m := d.api("PUT", fmt.Sprintf("/v1/streams/udp/%d-%d", a, b), `{"backend":"127.0.0.2","port_mode":"same","idle_timeout":"5s"}`); code != 201 {
+		t.Fatalf("PUT the udp range: %d %v", code, m)
+	}
+	for port := a; port <= b; port++ {
+		c, err := net.Dial("udp", "127.0.0.1:"+strconv.Itoa(port))
+		if err != nil {
+			t.Fatal(err)
+		}
+		want, got := fmt.Sprintf("port %d: datagram", port), ""
+		buf := make([]byte, 2048)
+		for try := 0; try < 5 && got != want; try++ { // UDP may drop one; bounded
+			c.Write([]byte("datagram"))
+			c.SetReadDeadline(time.Now().Add(time.Second))
+			if n, err := c.Read(buf); err == nil {
+				got = string(buf[:n])
+			}
+		}
+		c.Close()
+		if got != want {
+			t.Fatalf("udp through port %d: %q, want %q", port, got, want)
+		}
+	}
+}
