@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"fmt"
 	"net"
+	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -287,5 +288,27 @@ func TestRangesUDPSamePort(t *testing.T) {
 		if got != want {
 			t.Fatalf("udp through port %d: %q, want %q", port, got, want)
 		}
+	}
+}
+
+// A range into the kernel's ephemeral ports is refused, with the sysctl
+// that would reserve them; nothing is stored.
+func TestRangesRefusedInEphemeralPorts(t *testing.T) {
+	b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := strings.Fields(string(b))
+	lo, _ := strconv.Atoi(f[0])
+	d := newDaemon(t, 1)
+	d.extraEnv = append(d.extraEnv, fmt.Sprintf("PORT_RANGE=%d-%d", d.portMin, lo+100))
+	d.start()
+	code, m := d.api("PUT", fmt.Sprintf("/v1/streams/tcp/%d-%d", lo-5, lo+5), `{"backend":"10.0.0.5:80"}`)
+	if c, msg := errorOf(m); code != 400 || c != "invalid" || !strings.Contains(msg, "net.ipv4.ip_local_port_range") ||
+		!strings.Contains(msg, "sysctl -w net.ipv4.ip_local_reserved_ports=") {
+		t.Errorf("a range into the ephemeral ports: %d %v", code, m)
+	}
+	if code, _ := d.api("GET", fmt.Sprintf("/v1/streams/tcp/%d", lo-5), ""); code != 404 {
+		t.Errorf("stored: GET %d", code)
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/streamconductor/stream-conductor/internal/procfs"
 	"github.com/streamconductor/stream-conductor/stream"
 )
 
@@ -84,5 +85,32 @@ func TestFileLastPort(t *testing.T) {
 	}
 	if got := FileLastPort([]byte("# x\n# ports 9001-9005 (5)\n"), 9000); got != 9000 {
 		t.Errorf("a file naming other ports: %d", got)
+	}
+}
+
+// A range may not reach into the kernel's ephemeral ports unless they
+// are reserved; the refusal gives the sysctl that reserves them, keeping
+// the ports reserved already.
+func TestValidateRangeKeepsOutOfEphemeralPorts(t *testing.T) {
+	r := Rules{Ephemeral: procfs.PortRange{Lo: 32768, Hi: 60999}, KernelReserved: []procfs.PortRange{{Lo: 8080, Hi: 8080}, {Lo: 40000, Hi: 40099}}}
+	b := []string{"10.0.0.5:80"}
+	for _, ok := range []stream.Spec{
+		{Listen: 30000, ListenEnd: 30999, Backends: b},
+		{Listen: 40000, ListenEnd: 40099, Backends: b}, // reserved
+		{Listen: 61000, ListenEnd: 61999, Backends: b},
+		{Listen: 45000, Backends: b}, // one port: as before
+	} {
+		if _, err := Validate(ok, r); err != nil {
+			t.Errorf("%s: %v", ok.Ports(), err)
+		}
+	}
+	_, err := Validate(stream.Spec{Listen: 32700, ListenEnd: 32799, Backends: b}, r)
+	fe, _ := err.(*FieldError)
+	if fe == nil || fe.Field != "listen" || !strings.Contains(fe.Message, "ephemeral ports 32768-60999") ||
+		!strings.Contains(fe.Message, "sysctl -w net.ipv4.ip_local_reserved_ports=8080,40000-40099,32700-32799") {
+		t.Errorf("a range into the ephemeral ports: %v", err)
+	}
+	if _, err := Validate(stream.Spec{Listen: 40050, ListenEnd: 40100, Backends: b}, r); err == nil {
+		t.Error("a range one port past the reserved ones was accepted")
 	}
 }

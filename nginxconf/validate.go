@@ -11,6 +11,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/streamconductor/stream-conductor/internal/procfs"
 	"github.com/streamconductor/stream-conductor/stream"
 )
 
@@ -32,6 +33,11 @@ type Rules struct {
 	PortMin, PortMax int
 	// Reserved ports may never be listened on (the API's own port).
 	Reserved []int
+	// Ephemeral is the kernel's ephemeral port range (Hi 0: unknown) and
+	// KernelReserved the ports reserved from it: a port range may not
+	// use an ephemeral port that is not reserved.
+	Ephemeral      procfs.PortRange
+	KernelReserved []procfs.PortRange
 }
 
 // Limits on the free-form and list fields.

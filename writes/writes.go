@@ -18,6 +18,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/streamconductor/stream-conductor/desired"
+	"github.com/streamconductor/stream-conductor/internal/procfs"
 	"github.com/streamconductor/stream-conductor/nginxconf"
 	"github.com/streamconductor/stream-conductor/stream"
 )
@@ -72,6 +73,10 @@ type Config struct {
 	PortMin, PortMax int
 	// Reserved ports are never given to a stream (the API's own).
 	Reserved []int
+	// Ephemeral and KernelReserved are the kernel's ephemeral ports and
+	// those reserved from them (see nginxconf.Rules); Hi 0: unknown.
+	Ephemeral      procfs.PortRange
+	KernelReserved []procfs.PortRange
 	// ApplyTimeout is how long nginx normally takes at most to apply a
 	// write (APPLY_TIMEOUT).
 	ApplyTimeout time.Duration
@@ -119,7 +124,8 @@ func (p *Path) Close() {
 
 // Rules are the node's limits on a spec.
 func (p *Path) Rules() nginxconf.Rules {
-	return nginxconf.Rules{PortMin: p.cfg.PortMin, PortMax: p.cfg.PortMax, Reserved: p.cfg.Reserved}
+	return nginxconf.Rules{PortMin: p.cfg.PortMin, PortMax: p.cfg.PortMax, Reserved: p.cfg.Reserved,
+		Ephemeral: p.cfg.Ephemeral, KernelReserved: p.cfg.KernelReserved}
 }
 
 // Check validates sp against the node's rules and the backend policy,
