@@ -65,6 +65,10 @@ func Run(t *testing.T, impl Impl) {
 		t.Parallel()
 		auditRetention(t, impl.Open(t, Options{AuditRetention: 5}))
 	})
+	t.Run("RestoredRangesStillConflict", func(t *testing.T) {
+		t.Parallel()
+		restoredRangesConflict(t, impl.Open(t, Options{}), impl.Restore)
+	})
 	t.Run("BackupIsTheStateAtItsRevision", func(t *testing.T) {
 		t.Parallel()
 		backupAtItsRevision(t, impl.Open(t, Options{}), impl.Restore)

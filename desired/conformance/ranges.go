@@ -1,6 +1,7 @@
 package conformance
 
 import (
+	"bytes"
 	"errors"
 	"strings"
 	"testing"
@@ -74,4 +75,18 @@ func portRangesDoNotOverlap(t *testing.T, st desired.State) {
 	if err != nil || got.Listen != 10300 {
 		t.Errorf("allocate past an imported range: %v %v, want port 10300", got.Listen, err)
 	}
+}
+
+// A state restored from a backup keeps its ranges' ports: a port inside
+// one is still refused.
+func restoredRangesConflict(t *testing.T, st desired.State, restore func(*testing.T, []byte) desired.State) {
+	mustPut(t, st, rangeSpec(10000, 10099), desired.Match{})
+	var buf bytes.Buffer
+	if err := st.Backup(&buf, func(desired.BackupInfo) {}); err != nil {
+		t.Fatal(err)
+	}
+	restored := restore(t, buf.Bytes())
+	_, rev := restored.List()
+	_, _, err := restored.Put(spec(10050, "10.0.0.1:1"), desired.Match{})
+	wantConflict(t, restored, "a port inside a restored range", err, "10050", "tcp/10000-10099", rev)
 }
