@@ -148,13 +148,22 @@ func (r *Reconciler) ownedPorts(running bool, onDisk map[string][]byte) map[stre
 }
 
 // probePorts quarantines the streams whose address another process
-// holds, but for those in owned.
+// holds, but for those in owned, of which only a range's added ports are
+// probed (portsAdded): a held one would fail the whole reload, blocking
+// nginx's master for seconds.
 func (r *Reconciler) probePorts(log zerolog.Logger, specs []stream.Spec, owned map[stream.ID]bool, onDisk map[string][]byte) {
 	for _, s := range specs {
-		if _, q := r.quarantine[s.ID()]; q || owned[s.ID()] {
+		if _, q := r.quarantine[s.ID()]; q {
 			continue
 		}
-		if err := r.cfg.Ports.BindConflict(s, r.cfg.Render.DefaultBind); err != nil {
+		probe := s
+		if owned[s.ID()] {
+			var grew bool
+			if probe, grew = r.portsAdded(s, onDisk); !grew {
+				continue
+			}
+		}
+		if err := r.cfg.Ports.BindConflict(probe, r.cfg.Render.DefaultBind); err != nil {
 			r.quarantineStream(log, s, err.Error(), onDisk)
 		}
 	}

@@ -96,6 +96,26 @@ func probeRange(s stream.Spec, defaultBind string) error {
 	return fmt.Errorf("%w; %d ports of %s are held: %s", first, len(held), s.Ports(), strings.Join(held, ", "))
 }
 
+// portsAdded returns the ports of s, which nginx serves from its file in
+// onDisk, that the file does not listen on yet (a range that grows), as
+// a spec of their own, and whether there are any.
+func (r *Reconciler) portsAdded(s stream.Spec, onDisk map[string][]byte) (stream.Spec, bool) {
+	body, ok := onDisk[nginxconf.FileName(r.cfg.Render.Prefix, s.ID())]
+	if !ok {
+		return s, false
+	}
+	last := nginxconf.FileLastPort(body, s.Listen)
+	if s.LastPort() <= last {
+		return s, false
+	}
+	probe := s
+	probe.Listen = last + 1
+	if probe.ListenEnd == probe.Listen {
+		probe.ListenEnd = 0
+	}
+	return probe, true
+}
+
 // listening returns the ports that have an accepting socket of protocol
 // p. Verifying a reload by the kernel's socket table, rather than by
 // connecting, opens no session to any backend.

@@ -94,3 +94,30 @@ func TestOverLimitCountsPorts(t *testing.T) {
 		t.Errorf("listeningPorts = %d, want 11", n)
 	}
 }
+
+// A range nginx serves that grows probes only the ports it adds.
+func TestPortsAdded(t *testing.T) {
+	r := &Reconciler{cfg: Config{Render: nginxconf.RenderOptions{Prefix: "stream-"}}}
+	old := stream.Spec{Protocol: stream.TCP, Listen: 10000, ListenEnd: 10009, PortMode: "same", Backends: []string{"10.0.0.5:10000"}}
+	name, body, err := nginxconf.Render(old, nil, r.cfg.Render)
+	if err != nil {
+		t.Fatal(err)
+	}
+	onDisk := map[string][]byte{name: body}
+	grown := old
+	grown.ListenEnd = 10019
+	if probe, ok := r.portsAdded(grown, onDisk); !ok || probe.Listen != 10010 || probe.LastPort() != 10019 {
+		t.Errorf("grown: %v %s", ok, probe.Ports())
+	}
+	if _, ok := r.portsAdded(old, onDisk); ok {
+		t.Error("the same range probes ports")
+	}
+	shrunk := old
+	shrunk.ListenEnd = 10005
+	if _, ok := r.portsAdded(shrunk, onDisk); ok {
+		t.Error("a shrunk range probes ports")
+	}
+	if _, ok := r.portsAdded(old, map[string][]byte{}); ok {
+		t.Error("a stream without a file probes ports")
+	}
+}
