@@ -117,7 +117,7 @@ func Restore(ctx context.Context, cli *clientv3.Client, prefix string, b []byte)
 		if err != nil {
 			return 0, fmt.Errorf("restore %s: %w", sp.ID(), err)
 		}
-		ops = append(ops, op)
+		ops = append(append(ops, op), s.indexOps(sp.ID(), &sp, nil)...)
 	}
 	resp, err := cli.Txn(ctx).If(clientv3.Compare(clientv3.CreateRevision(s.marker), "=", 0)).Then(ops...).Commit()
 	switch {

@@ -6,6 +6,8 @@
 //	P/streams/<id>       one stream (id "tcp/9000"): its spec as JSON, as the
 //	                     bbolt store keeps it; its revision is the key's
 //	                     modification revision (a stream's ETag)
+//	P/ranges/<id>        a range stream's last port ("10099" for tcp/10000),
+//	                     written and deleted with the stream (ports.go)
 //	P/audit/<seq>        one audit record as JSON, seq zero-padded to 20 digits
 //	P/nodes/<name>       one node's stream.NodeInfo as JSON, under the
 //	                     node's lease (see Register)

@@ -67,8 +67,9 @@ func (s *State) Put(sp stream.Spec, m desired.Match) (stream.Spec, *stream.Spec,
 	ctx, cancel := s.ctx()
 	defer cancel()
 	cur := s.localCurrent(id)
-	for range maxAttempts {
-		if err := m.Check(cur.spec); err != nil {
+	for attempt := range maxAttempts {
+		err := m.Check(cur.spec)
+		if err != nil {
 			if !cur.fromEtcd {
 				if cur, err = s.current(ctx, id); err != nil {
 					return stream.Spec{}, nil, fmt.Errorf("put %s: %w", id, err)
@@ -77,12 +78,19 @@ func (s *State) Put(sp stream.Spec, m desired.Match) (stream.Spec, *stream.Spec,
 			}
 			return stream.Spec{}, nil, fmt.Errorf("put %s: %w", id, err)
 		}
+		var check portCheck
+		if needsPortCheck(sp, cur.spec) {
+			if check, err = s.portsFree(ctx, sp, attempt); err != nil {
+				return stream.Spec{}, nil, fmt.Errorf("put %s: %w", id, err)
+			}
+		}
 		stored := s.stamp(sp, cur.spec)
 		op, err := s.putOp(stored)
 		if err != nil {
 			return stream.Spec{}, nil, fmt.Errorf("put %s: %w", id, err)
 		}
-		ok, rev, now, err := s.commitIfUnmodified(ctx, id, cur.modRev, op)
+		ops := append([]clientv3.Op{op}, s.indexOps(id, &stored, cur.spec)...)
+		ok, rev, now, err := s.commitIfUnmodified(ctx, id, cur.modRev, check.cmps(), ops...)
 		if err != nil {
 			return stream.Spec{}, nil, fmt.Errorf("put %s: %w", id, err)
 		}
@@ -118,7 +126,8 @@ func (s *State) Delete(id stream.ID, m desired.Match) (stream.Spec, uint64, erro
 			}
 			return stream.Spec{}, 0, fmt.Errorf("delete %s: %w", id, err)
 		}
-		ok, rev, now, err := s.commitIfUnmodified(ctx, id, cur.modRev, clientv3.OpDelete(s.key(id)))
+		ops := append([]clientv3.Op{clientv3.OpDelete(s.key(id))}, s.indexOps(id, nil, cur.spec)...)
+		ok, rev, now, err := s.commitIfUnmodified(ctx, id, cur.modRev, nil, ops...)
 		if err != nil {
 			return stream.Spec{}, 0, fmt.Errorf("delete %s: %w", id, err)
 		}
@@ -154,13 +163,15 @@ func (s *State) current(ctx context.Context, id stream.ID) (currentSpec, error) 
 	return currentSpec{spec: sp, modRev: modRev, fromEtcd: true}, err
 }
 
-// commitIfUnmodified commits op (and the marker's rewrite) if the key of
-// id is at modification revision modRev (0: absent); otherwise it returns
-// the stream as etcd has it now, read in the same transaction.
-func (s *State) commitIfUnmodified(ctx context.Context, id stream.ID, modRev int64, op clientv3.Op) (bool, int64, currentSpec, error) {
+// commitIfUnmodified commits ops (and the marker's rewrite) if the key of
+// id is at modification revision modRev (0: absent) and the comparisons
+// extra hold; otherwise it returns the stream as etcd has it now, read in
+// the same transaction.
+func (s *State) commitIfUnmodified(ctx context.Context, id stream.ID, modRev int64, extra []clientv3.Cmp, ops ...clientv3.Op) (bool, int64, currentSpec, error) {
 	key := s.key(id)
-	resp, err := s.cli.Txn(ctx).If(clientv3.Compare(clientv3.ModRevision(key), "=", modRev)).
-		Then(op, clientv3.OpPut(s.marker, "")).Else(clientv3.OpGet(key)).Commit()
+	cmps := append([]clientv3.Cmp{clientv3.Compare(clientv3.ModRevision(key), "=", modRev)}, extra...)
+	resp, err := s.cli.Txn(ctx).If(cmps...).
+		Then(append(ops, clientv3.OpPut(s.marker, ""))...).Else(clientv3.OpGet(key)).Commit()
 	if err != nil {
 		return false, 0, currentSpec{}, unavailable("write", err)
 	}
@@ -197,7 +208,7 @@ func (s *State) Allocate(sp stream.Spec, lo, hi int, busy func(port int) bool) (
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), s.allocateTimeout)
 	defer cancel()
-	taken, err := s.taken(ctx, sp.Protocol)
+	taken, rev, err := s.taken(ctx, sp.Protocol)
 	if err != nil {
 		return stream.Spec{}, fmt.Errorf("allocate %s port in %d-%d: %w", sp.Protocol, lo, hi, err)
 	}
@@ -209,42 +220,49 @@ func (s *State) Allocate(sp stream.Spec, lo, hi int, busy func(port int) bool) (
 			return stream.Spec{}, fmt.Errorf("allocate %s port in %d-%d: %w", sp.Protocol, lo, hi, desired.ErrNoFreePort)
 		}
 		sp.Listen = port
-		stored, won, now, err := s.claimPort(ctx, sp)
+		stored, won, now, nowRev, err := s.claimPort(ctx, sp, rev)
 		if err != nil {
 			return stream.Spec{}, fmt.Errorf("allocate %s (after %d ports went to concurrent allocators): %w", sp.ID(), losses, err)
 		}
 		if won {
 			return stored, nil
 		}
-		taken = now
+		taken, rev = now, nowRev
 		taken[port] = true // gone meanwhile or not, it was just taken
 	}
 	return stream.Spec{}, fmt.Errorf("allocate %s port in %d-%d: %w", sp.Protocol, lo, hi, errContention)
 }
 
-// claimPort stores sp if its key does not exist; otherwise it returns the
-// ports of sp's protocol taken now, read in the same transaction.
-func (s *State) claimPort(ctx context.Context, sp stream.Spec) (stream.Spec, bool, map[int]bool, error) {
+// claimPort stores sp if its key does not exist and no range took its
+// port since revision rev (when taken was read); otherwise it returns the
+// ports of sp's protocol taken now, read in the same transaction, and the
+// revision of that read.
+func (s *State) claimPort(ctx context.Context, sp stream.Spec, rev int64) (stream.Spec, bool, map[int]bool, int64, error) {
 	stored := s.stamp(sp, nil)
 	op, err := s.putOp(stored)
 	if err != nil {
-		return stream.Spec{}, false, nil, err
+		return stream.Spec{}, false, nil, 0, err
 	}
 	rctx, cancel := context.WithTimeout(ctx, s.timeout)
 	defer cancel()
 	s.allocTxns.Add(1)
-	resp, err := s.cli.Txn(rctx).If(clientv3.Compare(clientv3.CreateRevision(s.key(sp.ID())), "=", 0)).
+	ranges := portCheck{spans: portSpans(s.rangePrefix(), sp.Protocol, sp.Listen-stream.MaxRangePorts+1, sp.Listen), rev: rev}
+	cmps := append([]clientv3.Cmp{clientv3.Compare(clientv3.CreateRevision(s.key(sp.ID())), "=", 0)}, ranges.cmps()...)
+	resp, err := s.cli.Txn(rctx).If(cmps...).
 		Then(op, clientv3.OpPut(s.marker, "")).
-		Else(clientv3.OpGet(s.protocolPrefix(sp.Protocol), clientv3.WithPrefix(), clientv3.WithKeysOnly())).Commit()
+		Else(clientv3.OpGet(s.protocolPrefix(sp.Protocol), clientv3.WithPrefix(), clientv3.WithKeysOnly()),
+			clientv3.OpGet(s.rangePrefix()+string(sp.Protocol)+"/", clientv3.WithPrefix())).Commit()
 	if err != nil {
-		return stream.Spec{}, false, nil, unavailable("write", err)
+		return stream.Spec{}, false, nil, 0, unavailable("write", err)
 	}
 	if resp.Succeeded {
 		s.wrote(resp.Header.Revision)
 		stored.Revision = uint64(resp.Header.Revision)
-		return stored, true, nil, nil
+		return stored, true, nil, 0, nil
 	}
-	return stream.Spec{}, false, s.portsOf(resp.Responses[0].GetResponseRange().Kvs), nil
+	taken := s.portsOf(resp.Responses[0].GetResponseRange().Kvs)
+	s.coveredPorts(taken, resp.Responses[1].GetResponseRange().Kvs, sp.Protocol)
+	return stream.Spec{}, false, taken, resp.Header.Revision, nil
 }
 
 // spread is how many of the first free ports an allocator picks among
@@ -281,15 +299,19 @@ func pickPort(taken map[int]bool, lo, hi int, busy func(port int) bool, window i
 	return free[rand.IntN(len(free))], true
 }
 
-// taken is the set of ports that have a stream of protocol p.
-func (s *State) taken(ctx context.Context, p stream.Protocol) (map[int]bool, error) {
+// taken is the set of ports that have a stream of protocol p or are in
+// one of its ranges, and the revision it was read at.
+func (s *State) taken(ctx context.Context, p stream.Protocol) (map[int]bool, int64, error) {
 	rctx, cancel := context.WithTimeout(ctx, s.timeout)
 	defer cancel()
-	resp, err := s.cli.Get(rctx, s.protocolPrefix(p), clientv3.WithPrefix(), clientv3.WithKeysOnly())
+	resp, err := s.cli.Txn(rctx).Then(clientv3.OpGet(s.protocolPrefix(p), clientv3.WithPrefix(), clientv3.WithKeysOnly()),
+		clientv3.OpGet(s.rangePrefix()+string(p)+"/", clientv3.WithPrefix())).Commit()
 	if err != nil {
-		return nil, unavailable("read the ports taken", err)
+		return nil, 0, unavailable("read the ports taken", err)
 	}
-	return s.portsOf(resp.Kvs), nil
+	taken := s.portsOf(resp.Responses[0].GetResponseRange().Kvs)
+	s.coveredPorts(taken, resp.Responses[1].GetResponseRange().Kvs, p)
+	return taken, resp.Header.Revision, nil
 }
 
 // protocolPrefix is the prefix of the keys of protocol p's streams.
@@ -355,20 +377,25 @@ func (s *State) importOnce(ctx context.Context, byID map[stream.ID]stream.Spec, 
 		res.Revision = rev
 		return res, true, nil
 	}
+	if err := desired.ImportOverlap(cur, res, byID); err != nil {
+		return desired.ImportResult{}, false, err
+	}
 	var ops []clientv3.Op
 	for _, id := range slices.Concat(res.Create, res.Update) {
 		var old *stream.Spec
 		if c, ok := cur[id]; ok {
 			old = &c
 		}
-		op, err := s.putOp(s.stamp(byID[id], old))
+		sp := byID[id]
+		op, err := s.putOp(s.stamp(sp, old))
 		if err != nil {
 			return desired.ImportResult{}, false, err
 		}
-		ops = append(ops, op)
+		ops = append(append(ops, op), s.indexOps(id, &sp, old)...)
 	}
 	for _, id := range res.Delete {
-		ops = append(ops, clientv3.OpDelete(s.key(id)))
+		old := cur[id]
+		ops = append(append(ops, clientv3.OpDelete(s.key(id))), s.indexOps(id, nil, &old)...)
 	}
 	ok, newRev, err := s.commit(ctx, []clientv3.Cmp{clientv3.Compare(clientv3.ModRevision(s.marker), "=", int64(rev))}, ops...)
 	if err != nil || !ok {

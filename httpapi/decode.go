@@ -22,8 +22,15 @@ const MaxImportBytes = 16 << 20
 
 // specRequest is the JSON body of PUT and POST /v1/streams.
 type specRequest struct {
-	Protocol       *string  `json:"protocol"`
-	Listen         *int     `json:"listen"`
+	Protocol *string      `json:"protocol"`
+	Listen   *listenValue `json:"listen"`
+	// ListenEnd and PortMode make a port range (or "listen":
+	// "10000-10099" does).
+	ListenEnd *int   `json:"listen_end,omitempty"`
+	PortMode  string `json:"port_mode,omitempty"`
+	// Range is a range as GET shows it ("10000-10099"), so that the
+	// answer can be PUT back; it must agree with listen and listen_end.
+	Range          string   `json:"range,omitempty"`
 	Bind           string   `json:"bind"`
 	Backend        string   `json:"backend"`
 	Backends       []string `json:"backends"`
@@ -118,26 +125,34 @@ func jsonKind(k string) string {
 }
 
 // toSpec turns a request body into a spec for protocol p and port (0 when
-// the port is to be allocated), checking that the body agrees with the URL.
-func (q specRequest) toSpec(p stream.Protocol, port int) (stream.Spec, error) {
+// the port is to be allocated), up to urlEnd when the URL names a range
+// (else urlEnd is port or 0), checking that the body agrees with the URL.
+func (q specRequest) toSpec(p stream.Protocol, port, urlEnd int) (stream.Spec, error) {
 	if q.Protocol != nil && !strings.EqualFold(*q.Protocol, string(p)) && p != "" {
 		return stream.Spec{}, errInvalid("protocol", "the body says %q but the URL says %q", *q.Protocol, p)
 	}
 	if q.Protocol != nil && p == "" {
 		p = stream.Protocol(strings.ToLower(*q.Protocol))
 	}
-	if q.Listen != nil && *q.Listen != port {
+	if q.Listen != nil && q.Listen.first != port {
 		if port == 0 {
 			return stream.Spec{}, errInvalid("listen", "POST allocates the port; to choose one use PUT /v1/streams/{protocol}/{port}")
 		}
-		return stream.Spec{}, errInvalid("listen", "the body says %d but the URL says %d", *q.Listen, port)
+		return stream.Spec{}, errInvalid("listen", "the body says %d but the URL says %d", q.Listen.first, port)
+	}
+	end, err := q.resolvedEnd(port, urlEnd)
+	if err != nil {
+		return stream.Spec{}, err
+	}
+	if port == 0 && end != 0 {
+		return stream.Spec{}, errInvalid("listen_end", "POST allocates one port; to choose a range use PUT /v1/streams/{protocol}/{first}-{last}")
 	}
 	backends, err := q.forwarding()
 	if err != nil {
 		return stream.Spec{}, err
 	}
 	return stream.Spec{
-		Protocol: p, Listen: port, Bind: q.Bind, Backends: backends, Balance: q.Balance,
+		Protocol: p, Listen: port, ListenEnd: end, PortMode: q.PortMode, Bind: q.Bind, Backends: backends, Balance: q.Balance,
 		MaxFails: q.MaxFails, FailTimeout: q.FailTimeout, ProxyProtocol: q.ProxyProtocol,
 		ConnectTimeout: q.ConnectTimeout, IdleTimeout: q.IdleTimeout, Allow: q.Allow,
 		Description: q.Description, Nodes: q.Nodes, Routes: q.Routes,

@@ -41,6 +41,7 @@ const (
 	CodeNotFound         = "not_found"          // 404
 	CodeMethodNotAllowed = "method_not_allowed" // 405
 	CodePortInUse        = "port_in_use"        // 409: another process holds the port
+	CodePortConflict     = "port_conflict"      // 409: another stream listens on a port of the write
 	CodeNoFreePort       = "no_free_port"       // 409
 	CodeLimitReached     = "limit_reached"      // 507: nginx's open-file limit allows no more streams
 	CodeRevision         = "revision_mismatch"  // 412

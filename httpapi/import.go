@@ -26,7 +26,7 @@ func (s *Server) importStreams(w http.ResponseWriter, r *http.Request) error {
 		if q.Protocol == nil || q.Listen == nil {
 			return errInvalid(field, "every stream needs protocol and listen")
 		}
-		sp, err := q.toSpec(stream.Protocol(*q.Protocol), *q.Listen)
+		sp, err := q.toSpec(stream.Protocol(*q.Protocol), q.Listen.first, q.Listen.first)
 		if err != nil {
 			return prefixField(err, field)
 		}

@@ -59,10 +59,14 @@ func (q specRequest) forwarding() ([]string, error) {
 // exportSpec is sp as GET /v1/export lists it: the body that would
 // create it again.
 func exportSpec(sp stream.Spec) specRequest {
-	p, l := string(sp.Protocol), sp.Listen
-	q := specRequest{Protocol: &p, Listen: &l, Bind: sp.Bind, Backends: sp.Backends,
+	p, l := string(sp.Protocol), listenValue{first: sp.Listen, last: sp.Listen}
+	q := specRequest{Protocol: &p, Listen: &l, PortMode: sp.PortMode, Bind: sp.Bind, Backends: sp.Backends,
 		Balance: sp.Balance, MaxFails: sp.MaxFails, FailTimeout: sp.FailTimeout, ProxyProtocol: sp.ProxyProtocol,
 		ConnectTimeout: sp.ConnectTimeout, IdleTimeout: sp.IdleTimeout, Allow: sp.Allow, Description: sp.Description}
+	if sp.IsRange() {
+		end := sp.ListenEnd
+		q.ListenEnd = &end
+	}
 	if sp.Routed() {
 		q.Backends, q.Default, q.Routes = nil, sp.Backends, sp.Routes
 	}

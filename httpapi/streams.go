@@ -8,8 +8,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/gorilla/mux"
-
 	"github.com/streamconductor/stream-conductor/desired"
 	"github.com/streamconductor/stream-conductor/fleet"
 	"github.com/streamconductor/stream-conductor/health"
@@ -44,20 +42,6 @@ func (s *Server) view(sp stream.Spec) streamView {
 }
 
 func etag(rev uint64) string { return `"` + strconv.FormatUint(rev, 10) + `"` }
-
-// pathStream reads the stream's id from {protocol} and {port} in the URL.
-func pathStream(r *http.Request) (stream.ID, error) {
-	v := mux.Vars(r)
-	p, err := stream.ParseProtocol(v["protocol"])
-	if err != nil {
-		return stream.ID{}, errInvalid("protocol", "must be tcp or udp, not %q", truncate(v["protocol"]))
-	}
-	port, err := parsePort(v["port"])
-	if err != nil {
-		return stream.ID{}, err
-	}
-	return stream.ID{Protocol: p, Port: port}, nil
-}
 
 // parsePort accepts a decimal port 1-65535 without sign, spaces or
 // leading zeros.
@@ -138,13 +122,13 @@ func (s *Server) listStreams(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (s *Server) getStream(w http.ResponseWriter, r *http.Request) error {
-	id, err := pathStream(r)
+	id, last, err := pathRef(r)
 	if err != nil {
 		return err
 	}
-	sp, err := s.store.Get(id)
+	sp, err := s.lookup(id, last)
 	if err != nil {
-		return storeError(err, id.String())
+		return err
 	}
 	w.Header().Set("ETag", etag(sp.Revision))
 	writeJSON(w, http.StatusOK, s.view(sp))
@@ -152,7 +136,7 @@ func (s *Server) getStream(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (s *Server) putStream(w http.ResponseWriter, r *http.Request) error {
-	id, err := pathStream(r)
+	id, last, err := pathRef(r)
 	if err != nil {
 		return err
 	}
@@ -160,7 +144,7 @@ func (s *Server) putStream(w http.ResponseWriter, r *http.Request) error {
 	if err := decodeJSON(w, r, &req); err != nil {
 		return err
 	}
-	sp, err := req.toSpec(id.Protocol, id.Port)
+	sp, err := req.toSpec(id.Protocol, id.Port, last)
 	if err != nil {
 		return err
 	}
@@ -187,7 +171,7 @@ func (s *Server) createStream(w http.ResponseWriter, r *http.Request) error {
 	if err := decodeJSON(w, r, &req); err != nil {
 		return err
 	}
-	sp, err := req.toSpec("", 0)
+	sp, err := req.toSpec("", 0, 0)
 	if err != nil {
 		return err
 	}
@@ -211,8 +195,11 @@ func (s *Server) createStream(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (s *Server) deleteStream(w http.ResponseWriter, r *http.Request) error {
-	id, err := pathStream(r)
+	id, last, err := pathRef(r)
 	if err != nil {
+		return err
+	}
+	if _, err := s.lookup(id, last); err != nil {
 		return err
 	}
 	m, err := precondition(r)

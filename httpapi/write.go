@@ -121,6 +121,10 @@ func writesError(err error, id string) error {
 	if errors.As(err, &held) {
 		return &Error{Status: http.StatusConflict, Code: CodePortInUse, Field: "listen", Message: held.Error()}
 	}
+	var taken *desired.PortConflictError
+	if errors.As(err, &taken) {
+		return &Error{Status: http.StatusConflict, Code: CodePortConflict, Field: "listen", Message: taken.Error()}
+	}
 	var refused *writes.PolicyError
 	if errors.As(err, &refused) {
 		// A *policy.Violation's text names its rule: "... (rule: loop)".

@@ -74,6 +74,9 @@ func randomSpecs(n int, seed uint64) []stream.Spec {
 		if rng.IntN(3) == 0 {
 			addRoutes(rng, &s)
 		}
+		if rng.IntN(3) == 0 {
+			addRange(rng, &s)
+		}
 		if rng.IntN(2) == 0 {
 			mf := rng.IntN(20)
 			s.MaxFails = &mf
@@ -82,6 +85,29 @@ func randomSpecs(n int, seed uint64) []stream.Spec {
 		specs = append(specs, s)
 	}
 	return specs
+}
+
+// addRange makes s a range: its ListenEnd is the range's width (ports
+// beyond the first) until the test places it, mostly 1-30 ports, some
+// too many; half the time each port forwards to the same port on the
+// first backend's host, given with or without its port.
+func addRange(rng *rand.Rand, s *stream.Spec) {
+	s.ListenEnd = 1 + rng.IntN(30)
+	if rng.IntN(10) == 0 {
+		s.ListenEnd = stream.MaxRangePorts + rng.IntN(10) - 5
+	}
+	if rng.IntN(10) > 0 {
+		s.Routes = nil // routes with a range are refused
+	}
+	s.PortMode = []string{"", "fixed", "same", "same", "same", "bogus"}[rng.IntN(6)]
+	if s.PortMode == stream.PortModeSame && rng.IntN(4) > 0 && len(s.Backends) > 0 {
+		host, _, _ := strings.Cut(s.Backends[0], ":")
+		if strings.HasPrefix(s.Backends[0], "[") {
+			host = "[::1]"
+		}
+		s.Backends = []string{host}
+		s.Balance, s.MaxFails, s.FailTimeout = "", nil, ""
+	}
 }
 
 // addRoutes gives s 1-20 routes to server names that are mostly valid
@@ -116,11 +142,16 @@ func TestAcceptedSpecsPassNginxTest(t *testing.T) {
 	bin := nginxBinary(t)
 	seed := rand.Uint64()
 	t.Logf("seed %d", seed)
-	candidates := append(corpusSpecs(t), randomSpecs(1000, seed)...)
+	candidates := append(corpusSpecs(t), randomSpecs(1300, seed)...)
 	dir := t.TempDir()
-	accepted, routed := 0, 0
-	for i, c := range candidates {
-		c.Listen = 20000 + i
+	accepted, routed, ranges := 0, 0, 0
+	next := 20000
+	for _, c := range candidates {
+		c.Listen = next
+		if c.ListenEnd > 0 {
+			c.ListenEnd += c.Listen
+		}
+		next = max(c.Listen, c.ListenEnd) + 1
 		s, err := Validate(c, Rules{MapHashBucketSize: ManagedMapHashBucketSize})
 		if err != nil {
 			continue
@@ -142,6 +173,9 @@ func TestAcceptedSpecsPassNginxTest(t *testing.T) {
 		if s.Routed() {
 			routed++
 		}
+		if s.IsRange() {
+			ranges++
+		}
 	}
 	if accepted < 150 {
 		t.Fatalf("only %d of %d candidates accepted: the generator is off", accepted, len(candidates))
@@ -149,8 +183,11 @@ func TestAcceptedSpecsPassNginxTest(t *testing.T) {
 	if routed < 20 {
 		t.Fatalf("only %d routed specs accepted: the generator is off", routed)
 	}
+	if ranges < 20 {
+		t.Fatalf("only %d ranges accepted: the generator is off", ranges)
+	}
 	if out, err := nginxTest(t, bin, dir); err != nil {
 		t.Fatalf("nginx -t rejects specs the validator accepted (seed %d): %v\n%s", seed, err, out)
 	}
-	t.Logf("nginx -t accepted all %d validated specs (%d routed) of %d candidates", accepted, routed, len(candidates))
+	t.Logf("nginx -t accepted all %d validated specs (%d routed, %d ranges) of %d candidates", accepted, routed, ranges, len(candidates))
 }

@@ -15,9 +15,21 @@ import (
 // a comma-separated list of server names: route i gets b1, and b2 too
 // when i is odd; the stream's backends are then its default, or, on an
 // even port, there is no default.
+//
+// A port above 65535 is a range: its low 16 bits are the first port, the
+// next 11 the ports beyond it, and an odd count forwards each port to the
+// same port (port_mode same).
 func fuzzSpec(proto string, port int, bind, b1, b2, balance, ct, it, allow, routes string) stream.Spec {
 	in := stream.Spec{Protocol: stream.Protocol(proto), Listen: port, Bind: bind, Backends: []string{b1},
 		Balance: balance, ConnectTimeout: ct, IdleTimeout: it}
+	if port > 0xffff {
+		width := (port >> 16) & 0x7ff
+		in.Listen = port & 0xffff
+		in.ListenEnd = in.Listen + width
+		if width%2 == 1 {
+			in.PortMode = stream.PortModeSame
+		}
+	}
 	if b2 != "" {
 		in.Backends = append(in.Backends, b2)
 	}
@@ -52,6 +64,11 @@ func FuzzValidateRender(f *testing.F) {
 	f.Add("tcp", 9004, "", "include:1", "#a:1", "", "", "", "1.2.3.4", "")
 	f.Add("tcp", 9005, "", "127.0.0.1:1", "b.example:2", "least_conn", "", "", "", "a.example,*.b.example,default")
 	f.Add("tcp", 9006, "", "127.0.0.1:1", "", "", "", "", "", "a.example,include;,}")
+	f.Add("tcp", 99<<16|10000, "127.0.0.1", "10.0.0.5", "", "", "", "", "", "")                // same, 10000-10099
+	f.Add("udp", 9<<16|10000, "::1", "[2001:db8::5]", "", "", "", "", "", "")                  // same, ipv6
+	f.Add("tcp", 10<<16|10000, "", "127.0.0.1:1", "b.example:2", "least_conn", "", "", "", "") // fixed
+	f.Add("tcp", 3<<16|10000, "", "db.example;", "", "", "", "", "", "")                       // same, hostile host
+	f.Add("tcp", 1001<<16|10000, "", "10.0.0.5", "", "", "", "", "", "")                       // too many ports
 	f.Fuzz(func(t *testing.T, proto string, port int, bind, b1, b2, balance, ct, it, allow, routes string) {
 		s, err := Validate(fuzzSpec(proto, port, bind, b1, b2, balance, ct, it, allow, routes), Rules{MapHashBucketSize: ManagedMapHashBucketSize})
 		if err != nil {
@@ -169,6 +186,10 @@ func addressOnly(line string) bool {
 	}
 	if _, err := netip.ParseAddrPort(f[1]); err == nil {
 		return true
+	}
+	if host, ok := strings.CutSuffix(f[1], ":$server_port"); ok && f[0] == "proxy_pass" {
+		_, err := netip.ParseAddr(strings.Trim(host, "[]"))
+		return err == nil
 	}
 	return f[0] == "proxy_pass" && (strings.HasPrefix(f[1], "stream_conductor_") ||
 		regexp.MustCompile(`^\$stream_conductor_tcp_[0-9]+_route$`).MatchString(f[1]))

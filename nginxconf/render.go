@@ -128,8 +128,11 @@ func Render(s stream.Spec, addrs Addrs, o RenderOptions) (name string, body []by
 	if err != nil {
 		return "", nil, err
 	}
+	if s.SamePort() {
+		return FileName(o.Prefix, s.ID()), renderSamePort(s, ts[0], o), nil
+	}
 	var b bytes.Buffer
-	fmt.Fprintf(&b, "# stream %s\n", s.ID())
+	writeHeading(&b, s)
 	// One address without passive-health settings is proxied to
 	// directly: an upstream block per stream doubles the time nginx takes
 	// to parse 1,000 streams, and every reload pays it.
@@ -157,9 +160,58 @@ func upstreamName(s stream.Spec) string {
 	return "stream_conductor_" + string(s.Protocol) + "_" + strconv.Itoa(s.Listen)
 }
 
+// writeHeading writes the comment that names s: its id, and a range's
+// ports and mode.
+func writeHeading(b *bytes.Buffer, s stream.Spec) {
+	fmt.Fprintf(b, "# stream %s\n", s.ID())
+	if s.IsRange() {
+		fmt.Fprintf(b, "%s%s (%d), port_mode %s\n", rangeLine, s.Ports(), s.PortCount(), s.PortMode)
+	}
+}
+
+// renderSamePort renders a range whose every port forwards to the same
+// port on one address t (the backend's, or the first its name resolved
+// to): proxy_pass with $server_port, the port the client connected to.
+// nginx takes no variable in an upstream's server, so there is none; an
+// IP literal needs no resolver.
+func renderSamePort(s stream.Spec, t target, o RenderOptions) []byte {
+	var b bytes.Buffer
+	writeHeading(&b, s)
+	b.WriteString("server {\n")
+	writeListen(&b, s, o)
+	if t.name != "" {
+		name, _, _ := strings.Cut(t.name, ":") // a name has no colon but its port's
+		fmt.Fprintf(&b, "    # backend %s (each port to the same port)\n", name)
+	}
+	host := t.addr
+	if ap, err := netip.ParseAddrPort(t.addr); err == nil {
+		host = ap.Addr().String()
+		if ap.Addr().Is6() {
+			host = "[" + host + "]"
+		}
+	}
+	fmt.Fprintf(&b, "    proxy_pass %s:$server_port;\n", host)
+	writeServerTail(&b, s)
+	return withHeader(b.Bytes())
+}
+
+// listenText is the address and port (or "first-last" ports) of s's
+// listen directive: "0.0.0.0:9000", "[::1]:10000-10099".
+func listenText(s stream.Spec, defaultBind string) string {
+	ap := s.ListenAddr(defaultBind)
+	if !s.IsRange() {
+		return ap.String()
+	}
+	host := ap.Addr().String()
+	if ap.Addr().Is6() {
+		host = "[" + host + "]"
+	}
+	return host + ":" + s.Ports()
+}
+
 // writeListen writes s's listen directive.
 func writeListen(b *bytes.Buffer, s stream.Spec, o RenderOptions) {
-	fmt.Fprintf(b, "    listen %s", s.ListenAddr(o.DefaultBind))
+	fmt.Fprintf(b, "    listen %s", listenText(s, o.DefaultBind))
 	if s.Protocol == stream.UDP {
 		b.WriteString(" udp")
 	}
@@ -201,7 +253,7 @@ var mapKeywords = []string{"default", "hostnames", "include", "volatile"}
 // variable mapped twice, silently letting the later map win for both.
 func renderRouted(s stream.Spec, addrs Addrs, o RenderOptions) ([]byte, error) {
 	var b bytes.Buffer
-	fmt.Fprintf(&b, "# stream %s\n", s.ID())
+	writeHeading(&b, s)
 	base := upstreamName(s)
 	for i, r := range s.Routes {
 		ts, err := targets(r.Backends, addrs)

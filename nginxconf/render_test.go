@@ -159,7 +159,8 @@ func nginxTest(t *testing.T, bin, dir string) (string, error) {
 	}
 	prefix := t.TempDir()
 	conf := filepath.Join(prefix, "nginx.conf")
-	main := RenderMain(MainOptions{StreamModule: module, PIDFile: filepath.Join(prefix, "nginx.pid"),
+	// worker_connections as the daemon sizes it for the ports listened on.
+	main := RenderMain(MainOptions{StreamModule: module, PIDFile: filepath.Join(prefix, "nginx.pid"), WorkerConnections: 8192,
 		ErrorLog: filepath.Join(prefix, "error.log"), IncludeDir: dir})
 	if err := os.WriteFile(conf, main, 0o644); err != nil {
 		t.Fatal(err)

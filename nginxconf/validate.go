@@ -12,6 +12,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/streamconductor/stream-conductor/internal/procfs"
 	"github.com/streamconductor/stream-conductor/stream"
 )
 
@@ -33,6 +34,11 @@ type Rules struct {
 	PortMin, PortMax int
 	// Reserved ports may never be listened on (the API's own port).
 	Reserved []int
+	// Ephemeral is the kernel's ephemeral port range (Hi 0: unknown) and
+	// KernelReserved the ports reserved from it: a port range may not
+	// use an ephemeral port that is not reserved.
+	Ephemeral      procfs.PortRange
+	KernelReserved []procfs.PortRange
 	// MapHashBucketSize is the map_hash_bucket_size of the stream {} our
 	// files are in; it bounds the server names of routes (0: nginx's
 	// default, DefaultMapHashBucketSize).
@@ -89,7 +95,7 @@ func Validate(s stream.Spec, r Rules) (stream.Spec, error) {
 	default:
 		return s, fieldErr("protocol", "must be tcp or udp, not %q", s.Protocol)
 	}
-	if err := validatePort(s.Listen, r); err != nil {
+	if err := validatePorts(&s, r); err != nil {
 		return s, err
 	}
 	if s.Bind != "" {
@@ -148,6 +154,9 @@ func Validate(s stream.Spec, r Rules) (stream.Spec, error) {
 func validateForwarding(s *stream.Spec, r Rules) error {
 	if s.Routed() {
 		return validateRouted(s, r)
+	}
+	if s.SamePort() {
+		return validateSamePort(s)
 	}
 	if err := canonicalBackends("backends", s.Backends); err != nil {
 		return err

@@ -169,7 +169,7 @@ func (p *Backends) checkAddr(backend string, a netip.Addr, port int) error {
 	if port == p.APIPort {
 		return violation("self-proxy", "%s (%s) is stream-conductor's own API", backend, a)
 	}
-	if p.PortMax > 0 && port >= p.PortMin && port <= p.PortMax {
+	if p.PortMax > 0 && port >= p.PortMin && port <= p.PortMax && !namesHost(p.AllowCIDRs, a) {
 		return violation("loop", "%s (%s) is a stream port of this node (PORT_RANGE %d-%d): a stream may not point at another stream", backend, a, p.PortMin, p.PortMax)
 	}
 	return nil
@@ -251,6 +251,20 @@ func contains(ps []netip.Prefix, a netip.Addr) bool {
 func explicitlyAllows(allowed []netip.Prefix, a netip.Addr) bool {
 	for _, p := range allowed {
 		if p.Contains(a) && (contains(linkLocal, p.Addr()) && p.Bits() >= 10) {
+			return true
+		}
+	}
+	return false
+}
+
+// namesHost reports whether allowed names a exactly (a /32 or /128): an
+// operator who allows one local address that way means a backend there,
+// such as a range's port_mode same to a service listening on the same
+// ports at another address of this host (the streams on 127.0.0.1, the
+// service on 127.0.0.2). The loop rule then leaves it alone.
+func namesHost(allowed []netip.Prefix, a netip.Addr) bool {
+	for _, p := range allowed {
+		if p.IsSingleIP() && p.Addr() == a {
 			return true
 		}
 	}

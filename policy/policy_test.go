@@ -33,6 +33,10 @@ func TestBackendPolicy(t *testing.T) {
 	open := &Backends{APIPort: 8080, PortMin: 9000, PortMax: 9009, Lookup: lookup, LocalAddrs: local}
 	strict := &Backends{AllowCIDRs: cidrs, AllowSuffixes: suffixes, APIPort: 8080, PortMin: 9000, PortMax: 9009, Lookup: lookup, LocalAddrs: local}
 	onlyCIDR := &Backends{AllowCIDRs: []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")}, Lookup: lookup, LocalAddrs: local}
+	// One local address named exactly: a service on the stream ports at
+	// another address of this host (port_mode same); 127.0.0.1 stays a loop.
+	hostOK := &Backends{AllowCIDRs: []netip.Prefix{netip.MustParsePrefix("127.0.0.2/32"), netip.MustParsePrefix("127.0.0.0/8")},
+		APIPort: 8080, PortMin: 9000, PortMax: 9009, Lookup: lookup, LocalAddrs: local}
 	metaOK := &Backends{AllowCIDRs: []netip.Prefix{netip.MustParsePrefix("169.254.169.254/32")}, Lookup: lookup, LocalAddrs: local}
 	for _, tc := range []struct {
 		p       *Backends
@@ -54,6 +58,10 @@ func TestBackendPolicy(t *testing.T) {
 		{open, "metadata.example:80", "link-local"},
 		{open, "[fe80::1]:80", "link-local"},
 		{metaOK, "169.254.169.254:80", ""},
+		{hostOK, "127.0.0.2:9003", ""},
+		{hostOK, "127.0.0.1:9003", "loop"},
+		{hostOK, "127.0.0.3:9003", "loop"},
+		{hostOK, "127.0.0.2:8080", "self-proxy"},
 		{strict, "db.internal:5432", ""},
 		{strict, "mixed.internal:5432", "BACKEND_ALLOW"},
 		{strict, "public.example:443", "BACKEND_ALLOW"},

@@ -6,7 +6,6 @@ import (
 
 	"github.com/rs/zerolog"
 
-	"github.com/streamconductor/stream-conductor/nginxconf"
 	"github.com/streamconductor/stream-conductor/stream"
 )
 
@@ -62,45 +61,47 @@ func (r *Reconciler) lookAgain() bool {
 // port at another address (such as a second node on the same host) does
 // not count; any accepting socket otherwise.
 func (r *Reconciler) notListening(files map[string][]byte) ([]string, error) {
-	want := map[stream.Protocol][]int{}
-	for name := range files {
-		id, ok := nginxconf.ParseFileName(r.cfg.Render.Prefix, name)
-		if !ok {
-			continue
-		}
-		want[id.Protocol] = append(want[id.Protocol], id.Port)
-	}
+	want := fileOwners(r.cfg.Render.Prefix, files)
 	if held := r.nginx.HeldPorts(); held != nil {
 		return notHeld(want, held), nil
 	}
-	var missing []string
+	missing := map[string]bool{}
 	for p, ports := range want {
 		up, err := r.cfg.Ports.Listening(p)
 		if err != nil {
 			return nil, err
 		}
-		for _, port := range ports {
+		for port, id := range ports {
 			if !up[port] {
-				missing = append(missing, stream.ID{Protocol: p, Port: port}.String())
+				missing[id.String()] = true
 			}
 		}
 	}
-	slices.Sort(missing)
-	return missing, nil
+	return sortedKeys(missing), nil
 }
 
-// notHeld returns, sorted, the ids of want whose port is not in held.
-func notHeld(want map[stream.Protocol][]int, held map[stream.ID]bool) []string {
-	var missing []string
+// notHeld returns, sorted, the ids of the streams in want with a port
+// not in held (a range's every port must be).
+func notHeld(want portOwners, held map[stream.ID]bool) []string {
+	missing := map[string]bool{}
 	for p, ports := range want {
-		for _, port := range ports {
-			if id := (stream.ID{Protocol: p, Port: port}); !held[id] {
-				missing = append(missing, id.String())
+		for port, id := range ports {
+			if !held[stream.ID{Protocol: p, Port: port}] {
+				missing[id.String()] = true
 			}
 		}
 	}
-	slices.Sort(missing)
-	return missing
+	return sortedKeys(missing)
+}
+
+// sortedKeys returns the keys of m, sorted (nil for none).
+func sortedKeys(m map[string]bool) []string {
+	var out []string
+	for k := range m {
+		out = append(out, k)
+	}
+	slices.Sort(out)
+	return out
 }
 
 // listenDrift records what a look found and, when applied streams do not

@@ -31,7 +31,7 @@ func (r *Reconciler) pass(ctx context.Context, log zerolog.Logger) (uint64, erro
 	specs = r.ours(specs)
 	r.dropStaleQuarantine(specs)
 	r.retainNames(specs, rev)
-	running, err := r.prepare(ctx, len(specs))
+	running, err := r.prepare(ctx, listeningPorts(specs)) // worker_connections: a slot per port
 	if err != nil {
 		return 0, notApplied(err)
 	}
@@ -148,13 +148,22 @@ func (r *Reconciler) ownedPorts(running bool, onDisk map[string][]byte) map[stre
 }
 
 // probePorts quarantines the streams whose address another process
-// holds, but for those in owned.
+// holds, but for those in owned, of which only a range's added ports are
+// probed (portsAdded): a held one would fail the whole reload, blocking
+// nginx's master for seconds.
 func (r *Reconciler) probePorts(log zerolog.Logger, specs []stream.Spec, owned map[stream.ID]bool, onDisk map[string][]byte) {
 	for _, s := range specs {
-		if _, q := r.quarantine[s.ID()]; q || owned[s.ID()] {
+		if _, q := r.quarantine[s.ID()]; q {
 			continue
 		}
-		if err := r.cfg.Ports.BindConflict(s, r.cfg.Render.DefaultBind); err != nil {
+		probe := s
+		if owned[s.ID()] {
+			var grew bool
+			if probe, grew = r.portsAdded(s, onDisk); !grew {
+				continue
+			}
+		}
+		if err := r.cfg.Ports.BindConflict(probe, r.cfg.Render.DefaultBind); err != nil {
 			r.quarantineStream(log, s, err.Error(), onDisk)
 		}
 	}

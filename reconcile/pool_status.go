@@ -220,7 +220,7 @@ func (p *Pool) BindConflict(s stream.Spec) error {
 		}
 		total += n
 	}
-	if of := p.cfg.OpenFiles; of != nil && total >= of.MaxStreams*p.cfg.Shards {
+	if of := p.cfg.OpenFiles; of != nil && total+s.PortCount() > of.MaxStreams*p.cfg.Shards {
 		return limitError(of)
 	}
 	return p.preview.cfg.Ports.BindConflict(s, p.cfg.Render.DefaultBind) // New set its default

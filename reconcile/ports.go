@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"strconv"
 	"strings"
 	"syscall"
 
@@ -39,6 +40,9 @@ func (HostPorts) Listening(p stream.Protocol) (map[int]bool, error) { return lis
 // own bind() message, so that a stream's status reads the same whichever
 // caught the conflict first.
 func probeBind(s stream.Spec, defaultBind string) error {
+	if s.IsRange() {
+		return probeRange(s, defaultBind)
+	}
 	ap := s.ListenAddr(defaultBind)
 	network, addr := string(s.Protocol)+"4", ap.String()
 	if ap.Addr().Is6() {
@@ -67,6 +71,51 @@ func probeBind(s stream.Spec, defaultBind string) error {
 	return fmt.Errorf("bind() to %s failed (%v)", addr, err)
 }
 
+// probeRange probes every port of a range: the error of the first port
+// another process holds, worded like nginx's, and every held port.
+func probeRange(s stream.Spec, defaultBind string) error {
+	var first error
+	var held []string
+	one := s
+	one.ListenEnd = 0
+	for port := s.Listen; port <= s.LastPort(); port++ {
+		one.Listen = port
+		if err := probeBind(one, defaultBind); err != nil {
+			if first == nil {
+				first = err
+			}
+			held = append(held, strconv.Itoa(port))
+		}
+	}
+	if first == nil {
+		return nil
+	}
+	if len(held) == 1 {
+		return first
+	}
+	return fmt.Errorf("%w; %d ports of %s are held: %s", first, len(held), s.Ports(), strings.Join(held, ", "))
+}
+
+// portsAdded returns the ports of s, which nginx serves from its file in
+// onDisk, that the file does not listen on yet (a range that grows), as
+// a spec of their own, and whether there are any.
+func (r *Reconciler) portsAdded(s stream.Spec, onDisk map[string][]byte) (stream.Spec, bool) {
+	body, ok := onDisk[nginxconf.FileName(r.cfg.Render.Prefix, s.ID())]
+	if !ok {
+		return s, false
+	}
+	last := nginxconf.FileLastPort(body, s.Listen)
+	if s.LastPort() <= last {
+		return s, false
+	}
+	probe := s
+	probe.Listen = last + 1
+	if probe.ListenEnd == probe.Listen {
+		probe.ListenEnd = 0
+	}
+	return probe, true
+}
+
 // listening returns the ports that have an accepting socket of protocol
 // p. Verifying a reload by the kernel's socket table, rather than by
 // connecting, opens no session to any backend.
@@ -85,4 +134,29 @@ func idsOf(prefix string, files map[string][]byte) map[stream.ID]bool {
 		}
 	}
 	return ids
+}
+
+// portOwners maps each port of each protocol to the stream that listens
+// on it: a range's every port to its id.
+type portOwners map[stream.Protocol]map[int]stream.ID
+
+// add records the ports first to last as id's.
+func (o portOwners) add(id stream.ID, last int) {
+	if o[id.Protocol] == nil {
+		o[id.Protocol] = map[int]stream.ID{}
+	}
+	for port := id.Port; port <= max(id.Port, last); port++ {
+		o[id.Protocol][port] = id
+	}
+}
+
+// fileOwners are the ports of the stream files in files.
+func fileOwners(prefix string, files map[string][]byte) portOwners {
+	o := portOwners{}
+	for name, body := range files {
+		if id, ok := nginxconf.ParseFileName(prefix, name); ok {
+			o.add(id, nginxconf.FileLastPort(body, id.Port))
+		}
+	}
+	return o
 }

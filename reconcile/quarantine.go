@@ -191,10 +191,11 @@ func (r *Reconciler) specOf(specs []stream.Spec, name string) (stream.Spec, bool
 }
 
 // listensOn reports whether addr, a socket address as nginx printed it
-// in a bind() failure ("127.0.0.1:9000", "[::1]:9000"), is the address
-// s listens on: the whole address, so that a stream on 127.0.0.2:9000 is
-// not blamed for 127.0.0.1:9000.
+// in a bind() failure ("127.0.0.1:9000", "[::1]:9000"), is an address
+// s listens on (any port of a range): the whole address, so that a
+// stream on 127.0.0.2:9000 is not blamed for 127.0.0.1:9000.
 func (r *Reconciler) listensOn(s stream.Spec, addr string) bool {
 	ap, err := stream.ParseListenAddr(addr)
-	return err == nil && ap == s.ListenAddr(r.cfg.Render.DefaultBind)
+	own := s.ListenAddr(r.cfg.Render.DefaultBind)
+	return err == nil && ap.Addr() == own.Addr() && s.Covers(int(ap.Port()))
 }

@@ -194,6 +194,7 @@ type Reconciler struct {
 	statusVersion uint64        // bumped with every change to status
 	passDone      chan struct{} // closed and replaced after every pass
 	ownedIDs      map[stream.ID]bool
+	ownedCount    int // the ports of ownedIDs' streams (a range counts each)
 	node          stream.NodeStatus
 	passStarted   time.Time // when the running pass started; zero between passes
 }
@@ -255,12 +256,12 @@ func New(cfg Config, st Store, ngx Nginx) *Reconciler {
 // already serves are free.
 func (r *Reconciler) BindConflict(s stream.Spec) error {
 	r.mu.Lock()
-	owned, n := r.ownedIDs[s.ID()], len(r.ownedIDs)
+	owned, n := r.ownedIDs[s.ID()], r.ownedCount
 	r.mu.Unlock()
 	if owned {
 		return nil
 	}
-	if err := r.overLimit(n); err != nil {
+	if err := r.overLimit(n, s.PortCount()); err != nil {
 		return err
 	}
 	return r.cfg.Ports.BindConflict(s, r.cfg.Render.DefaultBind)

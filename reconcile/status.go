@@ -39,11 +39,11 @@ func (r *Reconciler) appliedAt() (rev, tl uint64) {
 }
 
 // owns reports whether nginx serves stream id (its file was applied), and
-// how many streams it serves.
+// on how many ports it listens (a range counts each).
 func (r *Reconciler) owns(id stream.ID) (bool, int) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return r.ownedIDs[id], len(r.ownedIDs)
+	return r.ownedIDs[id], r.ownedCount
 }
 
 // Status returns the status of stream id at revision rev: pending until a
@@ -126,10 +126,12 @@ func (r *Reconciler) finish(specs []stream.Spec, desired map[string]file, rev ui
 	r.node.Streams, r.node.NotActive = counts, notActive
 	r.statusVersion++
 	owned := make(map[stream.ID]bool, len(desired))
+	ports := 0
 	for _, f := range desired {
 		owned[f.spec.ID()] = true
+		ports += f.spec.PortCount()
 	}
-	r.ownedIDs = owned
+	r.ownedIDs, r.ownedCount = owned, ports
 }
 
 // recorded reports whether the statuses are of exactly specs, at their

@@ -25,13 +25,21 @@ func (r *Reconciler) verify(ctx context.Context, log zerolog.Logger, specs []str
 		return 0, nil
 	}
 	want := map[stream.Protocol]map[int]bool{stream.TCP: {}, stream.UDP: {}}
+	owners := portOwners{}
 	for _, name := range changed {
 		id, ok := nginxconf.ParseFileName(r.cfg.Render.Prefix, name)
 		if !ok {
 			continue
 		}
-		_, open := desired[name]
-		want[id.Protocol][id.Port] = open
+		f, open := desired[name]
+		last := id.Port
+		if open {
+			last = f.spec.LastPort() // every port of a range must open
+		}
+		owners.add(id, last)
+		for port := id.Port; port <= last; port++ {
+			want[id.Protocol][port] = open
+		}
 	}
 	deadline := time.Now().Add(r.cfg.VerifyTimeout)
 	for {
@@ -45,11 +53,12 @@ func (r *Reconciler) verify(ctx context.Context, log zerolog.Logger, specs []str
 				return 0, nil // nothing to verify against on this platform
 			}
 			for port, open := range ports {
+				id := owners[p][port].String()
 				switch {
-				case open && !up[port]:
-					notOpen = append(notOpen, stream.ID{Protocol: p, Port: port}.String())
-				case !open && up[port]:
-					notClosed = append(notClosed, stream.ID{Protocol: p, Port: port}.String())
+				case open && !up[port] && !slices.Contains(notOpen, id):
+					notOpen = append(notOpen, id)
+				case !open && up[port] && !slices.Contains(notClosed, id):
+					notClosed = append(notClosed, id)
 				}
 			}
 		}

@@ -82,3 +82,44 @@ func BenchmarkList10000(b *testing.B) {
 		}
 	})
 }
+
+// A create among 10,000 streams (ports 10000-19999) once ranges exist:
+// the check reads the keys of the 999 ports below the new one, decoding
+// none of the single ports'. Compare with BenchmarkPutSequential.
+func BenchmarkPutSingleAmong10000WithRanges(b *testing.B) {
+	s := benchStore(b, 10000)
+	if _, _, err := s.Put(stream.Spec{Protocol: stream.TCP, Listen: 30000, ListenEnd: 30999, PortMode: stream.PortModeFixed, Backends: []string{"a:1"}}, Match{}); err != nil {
+		b.Fatal(err)
+	}
+	b.ResetTimer()
+	for i := range b.N {
+		port := 20000 + i%9000
+		if _, _, err := s.Put(stream.Spec{Protocol: stream.TCP, Listen: port, Backends: []string{"a:1"}}, Match{}); err != nil {
+			b.Fatal(err)
+		}
+		b.StopTimer()
+		if _, _, err := s.Delete(stream.ID{Protocol: stream.TCP, Port: port}, Match{}); err != nil {
+			b.Fatal(err)
+		}
+		b.StartTimer()
+	}
+}
+
+// A 1,000-port range created among 10,000 streams, right above them: it
+// reads the keys of its own ports and of the 999 below (single ports
+// there, which it does not decode).
+func BenchmarkPutRangeAmong10000(b *testing.B) {
+	s := benchStore(b, 10000)
+	b.ResetTimer()
+	for i := range b.N {
+		first := 20000 + (i%30)*1000
+		if _, _, err := s.Put(stream.Spec{Protocol: stream.TCP, Listen: first, ListenEnd: first + 999, PortMode: stream.PortModeFixed, Backends: []string{"a:1"}}, Match{}); err != nil {
+			b.Fatal(err)
+		}
+		b.StopTimer()
+		if _, _, err := s.Delete(stream.ID{Protocol: stream.TCP, Port: first}, Match{}); err != nil {
+			b.Fatal(err)
+		}
+		b.StartTimer()
+	}
+}

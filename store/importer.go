@@ -48,6 +48,14 @@ func (s *Store) Import(specs []stream.Spec, prune bool) (ImportResult, error) {
 		if len(res.Create)+len(res.Update)+len(res.Delete) == 0 {
 			return errNothingToImport // takes no revision, wakes nobody
 		}
+		if err := desired.ImportOverlap(cur, res, byID); err != nil {
+			return err
+		}
+		for _, sp := range specs {
+			if sp.IsRange() {
+				s.hasRanges.Store(true)
+			}
+		}
 		clear(stored)
 		for _, id := range slices.Concat(res.Create, res.Update) {
 			cur, err := get(tx, id)

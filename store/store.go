@@ -13,6 +13,7 @@ import (
 	"runtime/debug"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -87,6 +88,11 @@ type Store struct {
 	ops      chan *op
 	closing  chan struct{}
 	loopDone chan struct{}
+
+	// hasRanges is set once a range was stored (at open, or by a write
+	// in the commit loop); until then a single port conflicts only with
+	// its own key.
+	hasRanges atomic.Bool
 
 	mu        sync.RWMutex
 	specs     map[stream.ID]stream.Spec
@@ -194,6 +200,9 @@ func (s *Store) init() (err error) {
 				return fmt.Errorf("decode stream %q: %w", k, err)
 			}
 			s.specs[sp.ID()] = sp
+			if sp.IsRange() {
+				s.hasRanges.Store(true)
+			}
 			return nil
 		})
 	})
@@ -271,6 +280,12 @@ func (s *Store) Put(sp stream.Spec, m Match) (stored stream.Spec, prev *stream.S
 		if err := m.Check(cur); err != nil {
 			return err
 		}
+		if err := s.checkPorts(tx, sp, cur); err != nil {
+			return err
+		}
+		if sp.IsRange() {
+			s.hasRanges.Store(true)
+		}
 		stored = s.stamp(sp, cur, rev)
 		prev = cur
 		return put(tx, stored)
@@ -324,6 +339,16 @@ func (s *Store) Allocate(sp stream.Spec, lo, hi int, busy func(port int) bool) (
 			}
 			if cur != nil || (busy != nil && busy(port)) {
 				continue
+			}
+			if s.hasRanges.Load() {
+				o, err := overlapping(tx, sp)
+				if err != nil {
+					return err
+				}
+				if o != nil {
+					port = o.LastPort() // past the range
+					continue
+				}
 			}
 			stored = s.stamp(sp, nil, rev)
 			return put(tx, stored)

@@ -112,18 +112,24 @@ type Shown struct {
 	Spec
 	Backends *[]string `json:"backends,omitempty"`
 	Default  []string  `json:"default,omitempty"`
+	// Range is a range's ports as text ("10000-10099"), for people.
+	Range string `json:"range,omitempty"`
 }
 
 // Shown returns s as the API shows it.
 func (s Spec) Shown() Shown {
+	var rng string
+	if s.IsRange() {
+		rng = s.Ports()
+	}
 	if s.Routed() {
-		return Shown{Spec: s, Default: s.Backends}
+		return Shown{Spec: s, Default: s.Backends, Range: rng}
 	}
 	b := s.Backends
 	if b == nil {
 		b = []string{}
 	}
-	return Shown{Spec: s, Backends: &b}
+	return Shown{Spec: s, Backends: &b, Range: rng}
 }
 
 // Forwarding is where a shown spec forwards: its backends, or a routed

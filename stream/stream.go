@@ -27,8 +27,15 @@ const (
 // Spec is the desired state of one stream: a listen port on the edge host
 // forwarded to one or more backends. The store keeps it; nginxconf renders it.
 type Spec struct {
-	Protocol       Protocol `json:"protocol"`
-	Listen         int      `json:"listen"`
+	Protocol Protocol `json:"protocol"`
+	Listen   int      `json:"listen"`
+	// ListenEnd, when above Listen, makes the stream listen on every
+	// port from Listen to ListenEnd (a range); 0 for one port.
+	ListenEnd int `json:"listen_end,omitempty"`
+	// PortMode says where a range's ports forward: PortModeSame (each to
+	// the same port on the one backend host) or PortModeFixed; empty for
+	// one port.
+	PortMode       string   `json:"port_mode,omitempty"`
 	Bind           string   `json:"bind,omitempty"`
 	Backends       []string `json:"backends"`
 	Balance        string   `json:"balance,omitempty"`
@@ -59,7 +66,8 @@ func (s Spec) ID() ID { return ID{Protocol: s.Protocol, Port: s.Listen} }
 // SameDesired reports whether s and o ask for the same forwarding, ignoring
 // the fields the store sets (revision and timestamps).
 func (s Spec) SameDesired(o Spec) bool {
-	return s.Protocol == o.Protocol && s.Listen == o.Listen && s.Bind == o.Bind &&
+	return s.Protocol == o.Protocol && s.Listen == o.Listen && s.ListenEnd == o.ListenEnd &&
+		s.PortMode == o.PortMode && s.Bind == o.Bind &&
 		slices.Equal(s.Backends, o.Backends) && s.Balance == o.Balance &&
 		equalIntPtr(s.MaxFails, o.MaxFails) && s.FailTimeout == o.FailTimeout &&
 		s.ProxyProtocol == o.ProxyProtocol && s.ConnectTimeout == o.ConnectTimeout &&

@@ -10,10 +10,16 @@ import (
 // nothing was written.
 type PortHeldError struct {
 	Port int
-	Err  error
+	// Range is a range's ports ("10000-10099"), of which Err names the
+	// held ones; empty for one port.
+	Range string
+	Err   error
 }
 
 func (e *PortHeldError) Error() string {
+	if e.Range != "" {
+		return fmt.Sprintf("a port of %s is held by another process: %v", e.Range, e.Err)
+	}
 	return fmt.Sprintf("port %d is held by another process: %v", e.Port, e.Err)
 }
 

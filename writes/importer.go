@@ -7,7 +7,6 @@ import (
 	"slices"
 
 	"github.com/streamconductor/stream-conductor/desired"
-	"github.com/streamconductor/stream-conductor/nginxconf"
 	"github.com/streamconductor/stream-conductor/stream"
 )
 
@@ -26,7 +25,7 @@ func (p *Path) checkAll(ctx context.Context, specs []stream.Spec) ([]stream.Spec
 	out := make([]stream.Spec, len(specs))
 	seen := make(map[stream.ID]bool, len(specs))
 	for i, sp := range specs {
-		v, err := nginxconf.Validate(sp, p.Rules())
+		v, err := p.validate(sp)
 		if err != nil {
 			return nil, &ItemError{Index: i, ID: sp.ID().String(), Err: err}
 		}

@@ -37,11 +37,18 @@ func (p *Path) Put(ctx context.Context, sp stream.Spec, m desired.Match, by stri
 	if exists && cur.SameDesired(sp) && !m.Absent && (m.Revision == 0 || m.Revision == cur.Revision) {
 		return Result{Stored: cur, Pending: p.observe(cur.Revision, []item{{stored: cur}})}, nil
 	}
-	if !exists || cur.Bind != sp.Bind {
-		if err := p.ap.BindConflict(sp); errors.Is(err, stream.ErrStreamLimit) {
+	if probe, ok := newPorts(sp, cur, exists); ok {
+		// Another stream's ports are held by our own nginx: name the
+		// stream, not a bind() failure. The store checks again, in its
+		// transaction.
+		specs, _ := p.st.List()
+		if err := desired.FirstOverlap(specs, sp); err != nil {
+			return Result{}, err
+		}
+		if err := p.ap.BindConflict(probe); errors.Is(err, stream.ErrStreamLimit) {
 			return Result{}, err
 		} else if err != nil {
-			return Result{}, &PortHeldError{Port: sp.Listen, Err: err}
+			return Result{}, &PortHeldError{Port: sp.Listen, Range: rangeText(sp), Err: err}
 		}
 	}
 	stored, prev, err := p.st.Put(sp, m)
@@ -51,6 +58,33 @@ func (p *Path) Put(ctx context.Context, sp stream.Spec, m desired.Match, by stri
 	p.log.Info().Stringer("stream", id).Uint64("revision", stored.Revision).Bool("created", prev == nil).Str("by", by).Msg("stored")
 	pending := p.watch(stored.Revision, []item{{stored: stored, prev: prev, undo: true}}, by)
 	return Result{Stored: stored, Prev: prev, Created: prev == nil, Changed: true, Pending: pending}, nil
+}
+
+// newPorts is the spec whose ports a write of sp over cur (exists: there
+// is one) must probe, and whether there are any: all of a new stream's,
+// or of one that moves to another bind address; a range that grows, the
+// ports it adds (nginx holds the others), as a spec of its own id.
+func newPorts(sp, cur stream.Spec, exists bool) (stream.Spec, bool) {
+	switch {
+	case !exists || cur.Bind != sp.Bind:
+		return sp, true
+	case sp.LastPort() > cur.LastPort():
+		probe := sp
+		probe.Listen = cur.LastPort() + 1
+		if probe.ListenEnd == probe.Listen {
+			probe.ListenEnd = 0
+		}
+		return probe, true
+	}
+	return sp, false
+}
+
+// rangeText is a range's ports ("10000-10099"), "" for one port.
+func rangeText(sp stream.Spec) string {
+	if !sp.IsRange() {
+		return ""
+	}
+	return sp.Ports()
 }
 
 // allocatable validates sp for a create on a port the path chooses: every

@@ -18,6 +18,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/streamconductor/stream-conductor/desired"
+	"github.com/streamconductor/stream-conductor/internal/procfs"
 	"github.com/streamconductor/stream-conductor/nginxconf"
 	"github.com/streamconductor/stream-conductor/stream"
 )
@@ -75,6 +76,10 @@ type Config struct {
 	// MapHashBucketSize is nginx's map_hash_bucket_size around our files
 	// (nginxconf.Rules).
 	MapHashBucketSize int
+	// Ephemeral and KernelReserved are the kernel's ephemeral ports and
+	// those reserved from them (see nginxconf.Rules); Hi 0: unknown.
+	Ephemeral      procfs.PortRange
+	KernelReserved []procfs.PortRange
 	// ApplyTimeout is how long nginx normally takes at most to apply a
 	// write (APPLY_TIMEOUT).
 	ApplyTimeout time.Duration
@@ -122,14 +127,15 @@ func (p *Path) Close() {
 
 // Rules are the node's limits on a spec.
 func (p *Path) Rules() nginxconf.Rules {
-	return nginxconf.Rules{PortMin: p.cfg.PortMin, PortMax: p.cfg.PortMax, Reserved: p.cfg.Reserved, MapHashBucketSize: p.cfg.MapHashBucketSize}
+	return nginxconf.Rules{PortMin: p.cfg.PortMin, PortMax: p.cfg.PortMax, Reserved: p.cfg.Reserved,
+		MapHashBucketSize: p.cfg.MapHashBucketSize, Ephemeral: p.cfg.Ephemeral, KernelReserved: p.cfg.KernelReserved}
 }
 
 // Check validates sp against the node's rules and the backend policy,
 // and returns it in canonical form. It changes nothing: writes and dry
 // runs share it. The error is a *nginxconf.FieldError or a *PolicyError.
 func (p *Path) Check(ctx context.Context, sp stream.Spec) (stream.Spec, error) {
-	sp, err := nginxconf.Validate(sp, p.Rules())
+	sp, err := p.validate(sp)
 	if err != nil {
 		return sp, err
 	}
@@ -137,6 +143,11 @@ func (p *Path) Check(ctx context.Context, sp stream.Spec) (stream.Spec, error) {
 		return sp, err
 	}
 	return sp, nil
+}
+
+// validate is nginxconf.Validate with the node's rules.
+func (p *Path) validate(sp stream.Spec) (stream.Spec, error) {
+	return nginxconf.Validate(sp, p.Rules())
 }
 
 func (p *Path) checkPolicy(ctx context.Context, sp stream.Spec) error {

@@ -26,6 +26,7 @@ import (
 	"github.com/streamconductor/stream-conductor/events"
 	"github.com/streamconductor/stream-conductor/health"
 	"github.com/streamconductor/stream-conductor/httpapi"
+	"github.com/streamconductor/stream-conductor/internal/procfs"
 	"github.com/streamconductor/stream-conductor/metrics"
 	"github.com/streamconductor/stream-conductor/nginx"
 	"github.com/streamconductor/stream-conductor/nginxconf"
@@ -171,8 +172,13 @@ func run(ctx context.Context, cfg config, log zerolog.Logger) error {
 	if err != nil {
 		return fmt.Errorf("API listen on %s: %w (set BIND_ADDRESS/BIND_PORT)", addr, err)
 	}
+	ephemeral, kernelReserved, err := procfs.EphemeralPorts()
+	if err != nil {
+		log.Warn().Err(err).Msg("the kernel's ephemeral port range is unknown: port ranges are not kept out of it")
+	}
 	wp := writes.New(writes.Config{
 		PortMin: cfg.PortMin, PortMax: cfg.PortMax, Reserved: []int{cfg.BindPort}, MapHashBucketSize: cfg.MapHashBucketSize,
+		Ephemeral: ephemeral, KernelReserved: kernelReserved,
 		ApplyTimeout: cfg.ApplyTimeout, OnUndo: httpapi.AuditUndos(st, log), Log: log,
 	}, st, fl, backends)
 	defer wp.Close()

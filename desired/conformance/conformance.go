@@ -53,6 +53,7 @@ func Run(t *testing.T, impl Impl) {
 		{"ListIsOneRevision", listIsOneRevision},
 		{"AuditNewestFirstAndNotDesiredState", auditNewestFirst},
 		{"AuditPagesWithACursor", auditPages},
+		{"PortRangesDoNotOverlap", portRangesDoNotOverlap},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -63,6 +64,10 @@ func Run(t *testing.T, impl Impl) {
 	t.Run("AuditKeepsItsRetention", func(t *testing.T) {
 		t.Parallel()
 		auditRetention(t, impl.Open(t, Options{AuditRetention: 5}))
+	})
+	t.Run("RestoredRangesStillConflict", func(t *testing.T) {
+		t.Parallel()
+		restoredRangesConflict(t, impl.Open(t, Options{}), impl.Restore)
 	})
 	t.Run("BackupIsTheStateAtItsRevision", func(t *testing.T) {
 		t.Parallel()
