@@ -29,24 +29,26 @@ func (c *Collector) PublishEvery(ctx context.Context, pub events.Publisher, ever
 }
 
 // sample returns the counts of every stream that carried something since
-// it was created (or the daemon started), or has TCP sessions open now.
+// it was created (or the daemon started), or has TCP sessions open now; a
+// range's are its totals over its ports.
 func (c *Collector) sample() map[string]events.StreamTraffic {
 	open := c.active.All() // outside c.mu: it may read the socket table
-	all := c.All()
-	out := make(map[string]events.StreamTraffic, len(all))
-	for id, s := range all {
-		st := events.StreamTraffic{Sessions: s.Sessions, BytesIn: s.BytesIn, BytesOut: s.BytesOut}
-		if id.Protocol == stream.TCP {
-			st.Active = open[id.Port]
-		}
-		out[id.String()] = st
-	}
+	active := map[stream.ID]int{}
 	for port, n := range open {
-		id := stream.ID{Protocol: stream.TCP, Port: port}
-		if _, seen := all[id]; seen || n == 0 {
+		if n == 0 {
 			continue
 		}
-		if _, ok := c.lookup(id); ok { // a local port of a stream, not of a client
+		if id, _, ok := c.resolve(stream.TCP, port); ok { // a local port of a stream, not of a client
+			active[id] += n
+		}
+	}
+	all := c.All()
+	out := make(map[string]events.StreamTraffic, len(all)+len(active))
+	for id, s := range all {
+		out[id.String()] = events.StreamTraffic{Sessions: s.Sessions, BytesIn: s.BytesIn, BytesOut: s.BytesOut, Active: active[id]}
+	}
+	for id, n := range active {
+		if _, seen := all[id]; !seen {
 			out[id.String()] = events.StreamTraffic{Active: n}
 		}
 	}

@@ -15,13 +15,13 @@ import (
 // from the host's socket table, so the counts are the test's alone).
 func udpCollector(t *testing.T, ports ...int) *Collector {
 	t.Helper()
-	c, err := Listen(filepath.Join(t.TempDir(), "traffic.sock"), -1, func(id stream.ID) (time.Time, bool) {
+	c, err := Listen(filepath.Join(t.TempDir(), "traffic.sock"), -1, func(id stream.ID) (Stream, bool) {
 		for _, p := range ports {
 			if id == (stream.ID{Protocol: stream.UDP, Port: p}) {
-				return time.Time{}, true
+				return Stream{Last: id.Port}, true
 			}
 		}
-		return time.Time{}, false
+		return Stream{}, false
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -7,7 +7,6 @@ import (
 	"path/filepath"
 	"strings"
 	"syscall"
-	"time"
 
 	"github.com/streamconductor/stream-conductor/stream"
 )
@@ -42,7 +41,7 @@ func Listen(path string, uid int, lookup Lookup) (*Collector, error) {
 		return nil, fmt.Errorf("traffic log socket %s: %w", path, err)
 	}
 	if lookup == nil {
-		lookup = func(stream.ID) (time.Time, bool) { return time.Time{}, true }
+		lookup = func(id stream.ID) (Stream, bool) { return Stream{Last: id.Port}, true }
 	}
 	return &Collector{conn: conn, path: path, lookup: lookup, stats: map[stream.ID]*counts{}}, nil
 }

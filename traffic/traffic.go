@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/streamconductor/stream-conductor/stream"
@@ -42,12 +43,16 @@ type Stats struct {
 	ConnectFailures uint64            `json:"connect_failures"`
 	LastSession     time.Time         `json:"last_session"`
 	Backends        map[string]uint64 `json:"backends"` // sessions by upstream address
+	// Ports is a range stream's traffic by port, for the ports that
+	// carried a session (at most the range's, stream.MaxRangePorts); nil
+	// for a single port, whose traffic is the stream's.
+	Ports map[int]PortStats `json:"ports,omitempty"`
 }
 
-// Lookup says whether stream id exists and when it was created. A stream
-// deleted and created again under the same id is another stream: its
-// counts start from zero.
-type Lookup func(id stream.ID) (created time.Time, ok bool)
+// Lookup says whether stream id exists, when it was created and its last
+// port. A stream deleted and created again under the same id is another
+// stream: its counts start from zero.
+type Lookup func(id stream.ID) (s Stream, ok bool)
 
 // Collector receives nginx's session log and keeps per-stream Stats.
 type Collector struct {
@@ -55,6 +60,7 @@ type Collector struct {
 	conn   *net.UnixConn
 	path   string
 	lookup Lookup
+	ranges atomic.Pointer[rangeIndex]
 	mu     sync.Mutex
 	stats  map[stream.ID]*counts
 	lines  uint64
@@ -120,8 +126,7 @@ func (c *Collector) record(msg []byte, now time.Time) {
 	if err != nil {
 		return
 	}
-	id := stream.ID{Protocol: stream.Protocol(strings.ToLower(f[1])), Port: port}
-	created, ok := c.lookup(id)
+	id, st, ok := c.resolve(stream.Protocol(strings.ToLower(f[1])), port)
 	if !ok {
 		return // no such stream: a stale line, or a forged one
 	}
@@ -130,10 +135,20 @@ func (c *Collector) record(msg []byte, now time.Time) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.lines++
-	s := c.current(id, created)
+	s := c.current(id, st.Created)
 	s.Sessions++
 	s.BytesOut += sent
 	s.BytesIn += received
+	if st.Last > id.Port { // a range: ports of it only, so at most MaxRangePorts
+		if s.Ports == nil {
+			s.Ports = map[int]PortStats{}
+		}
+		ps := s.Ports[port]
+		ps.Sessions++
+		ps.BytesOut += sent
+		ps.BytesIn += received
+		s.Ports[port] = ps
+	}
 	if f[7] == "502" {
 		s.ConnectFailures++
 	}
@@ -150,16 +165,17 @@ func (c *Collector) record(msg []byte, now time.Time) {
 }
 
 // Get returns a copy of the stats of stream id, or nil if it carried
-// nothing since the daemon started or it was created.
+// nothing since the daemon started or it was created. The open sessions
+// of a range are those of all its ports.
 func (c *Collector) Get(id stream.ID) *Stats {
+	st, ok := c.lookup(id)
 	active := 0
 	if id.Protocol == stream.TCP {
-		active = c.active.Count(id.Port) // outside c.mu: it may read the socket table
+		active = activeOn(c.active.All(), id.Port, max(st.Last, id.Port)) // outside c.mu: it may read the socket table
 	}
-	created, ok := c.lookup(id)
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.forgetStale(id, created, ok)
+	c.forgetStale(id, st.Created, ok)
 	s := c.stats[id]
 	if s == nil {
 		if active == 0 {
@@ -173,20 +189,29 @@ func (c *Collector) Get(id stream.ID) *Stats {
 	for k, v := range s.Backends {
 		cp.Backends[k] = v
 	}
+	if s.Ports != nil {
+		cp.Ports = make(map[int]PortStats, len(s.Ports))
+		for k, v := range s.Ports {
+			cp.Ports[k] = v
+		}
+	}
 	return &cp
 }
 
-// All returns a copy of the stats of every stream that exists, and
-// forgets those of streams deleted (or deleted and created again) since.
+// All returns a copy of the stats of every stream that exists, without
+// Active and Ports, and forgets those of streams deleted (or deleted and
+// created again) since.
 func (c *Collector) All() map[stream.ID]Stats {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	out := make(map[stream.ID]Stats, len(c.stats))
 	for id := range c.stats {
-		created, ok := c.lookup(id)
-		c.forgetStale(id, created, ok)
+		st, ok := c.lookup(id)
+		c.forgetStale(id, st.Created, ok)
 		if s := c.stats[id]; s != nil {
-			out[id] = s.Stats
+			cp := s.Stats
+			cp.Ports = nil
+			out[id] = cp
 		}
 	}
 	return out

@@ -21,7 +21,7 @@ func listen(t *testing.T, ids ...string) (*Collector, net.Conn) {
 	for _, id := range ids {
 		known[id] = true
 	}
-	c, err := Listen(filepath.Join(t.TempDir(), "traffic.sock"), -1, func(id stream.ID) (time.Time, bool) { return time.Time{}, known[id.String()] })
+	c, err := Listen(filepath.Join(t.TempDir(), "traffic.sock"), -1, func(id stream.ID) (Stream, bool) { return Stream{Last: id.Port}, known[id.String()] })
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -108,7 +108,7 @@ func TestBackendAddressesAreBounded(t *testing.T) {
 // Stats of a stream deleted since are forgotten by All.
 func TestAllForgetsDeletedStreams(t *testing.T) {
 	exists := true
-	c, err := Listen(filepath.Join(t.TempDir(), "traffic.sock"), -1, func(stream.ID) (time.Time, bool) { return time.Time{}, exists })
+	c, err := Listen(filepath.Join(t.TempDir(), "traffic.sock"), -1, func(id stream.ID) (Stream, bool) { return Stream{Last: id.Port}, exists })
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -128,11 +128,11 @@ func TestAllForgetsDeletedStreams(t *testing.T) {
 func TestRecreatedStreamStartsFromZero(t *testing.T) {
 	var mu sync.Mutex
 	created := map[string]time.Time{"tcp/9000": time.Date(2026, 11, 30, 0, 0, 0, 0, time.UTC), "tcp/9001": time.Date(2026, 11, 30, 0, 0, 0, 0, time.UTC)}
-	c, err := Listen(filepath.Join(t.TempDir(), "traffic.sock"), -1, func(id stream.ID) (time.Time, bool) {
+	c, err := Listen(filepath.Join(t.TempDir(), "traffic.sock"), -1, func(id stream.ID) (Stream, bool) {
 		mu.Lock()
 		defer mu.Unlock()
 		at, ok := created[id.String()]
-		return at, ok
+		return Stream{Created: at, Last: id.Port}, ok
 	})
 	if err != nil {
 		t.Fatal(err)

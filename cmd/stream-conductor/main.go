@@ -142,7 +142,11 @@ func run(ctx context.Context, cfg config, log zerolog.Logger) error {
 	// The node's events (GET /v1/events): every component tells the
 	// one bus what happens.
 	bus := events.New(eventsWindow)
-	rec = newReconciler(cfg, st, ngx, resolver, backends, &mx, pub.Publish, bus, of, log)
+	feed := newTrafficFeed(tc, st.List) // the traffic log's index of port ranges
+	feedCtx, stopFeed := context.WithCancel(ctx)
+	defer stopFeed()
+	go feed.run(feedCtx)
+	rec = newReconciler(cfg, st, ngx, resolver, backends, &mx, func() { pub.Publish(); feed.changed() }, bus, of, log)
 	var prober *health.Prober
 	if cfg.HealthInterval > 0 {
 		prober = health.New(st)

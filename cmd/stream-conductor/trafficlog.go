@@ -41,15 +41,52 @@ func listenTraffic(dataDir, nginxBin string, lookup traffic.Lookup, log zerolog.
 	return tc, nil
 }
 
-// createdAt tells the traffic collector whether a stream exists and when
-// it was created, so that a stream created again on a port counts from
-// zero.
+// createdAt tells the traffic collector whether a stream exists, when it
+// was created (so that a stream created again on a port counts from zero)
+// and its last port (a range's sessions count for it).
 func createdAt(st interface {
 	Get(id stream.ID) (stream.Spec, error)
 }) traffic.Lookup {
-	return func(id stream.ID) (time.Time, bool) {
+	return func(id stream.ID) (traffic.Stream, bool) {
 		sp, err := st.Get(id)
-		return sp.CreatedAt, err == nil
+		return traffic.Stream{Created: sp.CreatedAt, Last: sp.LastPort()}, err == nil
+	}
+}
+
+// trafficFeed hands the traffic collector the stream list, for its index
+// of port ranges: at start, and after every reconcile pass (changed), which
+// follows every change of the list.
+type trafficFeed struct {
+	tc   *traffic.Collector // nil: no collector, nothing to feed
+	list func() ([]stream.Spec, uint64)
+	kick chan struct{}
+}
+
+func newTrafficFeed(tc *traffic.Collector, list func() ([]stream.Spec, uint64)) *trafficFeed {
+	return &trafficFeed{tc: tc, list: list, kick: make(chan struct{}, 1)}
+}
+
+// changed asks for the list to be handed again; it never blocks.
+func (f *trafficFeed) changed() {
+	select {
+	case f.kick <- struct{}{}:
+	default:
+	}
+}
+
+// run hands the list over now and on every changed until ctx ends.
+func (f *trafficFeed) run(ctx context.Context) {
+	if f.tc == nil {
+		return
+	}
+	for {
+		specs, _ := f.list()
+		f.tc.SetStreams(specs)
+		select {
+		case <-ctx.Done():
+			return
+		case <-f.kick:
+		}
 	}
 }
 
