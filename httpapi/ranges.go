@@ -3,9 +3,11 @@ package httpapi
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"strconv"
+	"strings"
 
 	"github.com/gorilla/mux"
 
@@ -17,7 +19,8 @@ import (
 // first port, a number: a range's last port goes in "listen_end".
 type listenValue struct{ first, last int }
 
-// UnmarshalJSON reads a number or a string of ports.
+// UnmarshalJSON reads a port number, or a range as a string "A-B" (a
+// single port as a string is refused: types stay strict).
 func (l *listenValue) UnmarshalJSON(b []byte) error {
 	b = bytes.TrimSpace(b)
 	if len(b) > 0 && b[0] == '"' {
@@ -26,8 +29,11 @@ func (l *listenValue) UnmarshalJSON(b []byte) error {
 			return err
 		}
 		first, last, err := stream.ParsePorts(s)
+		if err == nil && !strings.Contains(s, "-") {
+			err = errors.New("a single port is a number, not a string")
+		}
 		if err != nil {
-			return &fieldTypeError{field: "listen", message: fmt.Sprintf("%q: %v (a port, or a range such as \"10000-10099\")", truncate(s), err)}
+			return &fieldTypeError{field: "listen", message: fmt.Sprintf("%q: %v (a port number, or a range such as \"10000-10099\")", truncate(s), err)}
 		}
 		*l = listenValue{first: first, last: last}
 		return nil

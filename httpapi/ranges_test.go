@@ -31,7 +31,7 @@ func TestDecodeRange(t *testing.T) {
 		{"listen_end", `{"listen":10000,"listen_end":10099,"backend":"a:1"}`, 10000, 10000, 10099, ""},
 		{"the URL's range", `{"backend":"a:1"}`, 10000, 10099, 10099, ""},
 		{"body and URL agree", `{"listen":"10000-10099","backend":"a:1"}`, 10000, 10099, 10099, ""},
-		{"string single port", `{"listen":"10000","backend":"a:1"}`, 10000, 10000, 0, ""},
+		{"string single port refused (a port is a number)", `{"listen":"10000","backend":"a:1"}`, 10000, 10000, 0, "a single port is a number"},
 		{"body and URL disagree", `{"listen":"10000-10050","backend":"a:1"}`, 10000, 10099, 0, "the URL says 10000-10099"},
 		{"listen and listen_end disagree", `{"listen":"10000-10050","listen_end":10060,"backend":"a:1"}`, 10000, 10000, 0, "listen says"},
 		{"bad range text", `{"listen":"10050-10000","backend":"a:1"}`, 10000, 10000, 0, "lower port"},
