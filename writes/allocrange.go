@@ -39,7 +39,7 @@ func (p *Path) CreateRange(ctx context.Context, sp stream.Spec, n int, by string
 		}
 		stored, _, err := p.st.Put(cand, desired.Match{Absent: true})
 		if errors.Is(err, desired.ErrPortConflict) || errors.Is(err, desired.ErrExists) {
-			start = cand.Listen + 1
+			start = pastConflict(cand, err)
 			continue
 		}
 		if err != nil {
@@ -51,6 +51,20 @@ func (p *Path) CreateRange(ctx context.Context, sp stream.Spec, n int, by string
 	}
 	return Result{}, fmt.Errorf("allocate %d %s ports in %d-%d: %d runs went to concurrent writers: %w",
 		n, sp.Protocol, p.cfg.PortMin, p.cfg.PortMax, maxRangeTries, desired.ErrNoFreePort)
+}
+
+// pastConflict is where the next run after cand starts once storing cand
+// failed with err: past the ports another stream took (a
+// *desired.PortConflictError names them), else past cand's first port.
+func pastConflict(cand stream.Spec, err error) int {
+	next := cand.Listen + 1
+	var pc *desired.PortConflictError
+	if errors.As(err, &pc) {
+		if _, last, perr := stream.ParsePorts(pc.Ports); perr == nil {
+			next = max(next, last+1)
+		}
+	}
+	return next
 }
 
 // PlanCreateRange is CreateRange changing nothing: sp validated, on the

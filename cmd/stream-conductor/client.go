@@ -57,7 +57,9 @@ type opts struct {
 	dryRun, prune, replace, proxyProtocol, udp bool
 	// samePort is -same-port: a range forwards each port to the same
 	// port on its backend (port_mode "same").
-	samePort                                bool
+	samePort bool
+	// ports is -ports N: create auto allocates a range of N ports.
+	ports                                   int
 	file, bind, balance, allow, description string
 	connectTimeout, idleTimeout             string
 	types                                   string
@@ -93,7 +95,8 @@ var subcommands = map[string]command{
 		"       create ID|auto [DEFAULT[,BACKEND...]|-] -route NAME=BACKEND[,BACKEND...] [-route ...] [-default BACKEND[,BACKEND...]] [flags as above]\n" +
 		"         routes TLS connections by server name (SNI) on one TCP port; NAME may start with *. (sub-domains only); the default (or - for none) takes the rest\n" +
 		"       create tcp/FIRST-LAST HOST -same-port [flags as above]   a port range, each port to the same port on HOST\n" +
-		"       create tcp/FIRST-LAST BACKEND[,BACKEND...] [flags as above]   a port range, every port to the backends", between(1, 2), runCreate},
+		"       create tcp/FIRST-LAST BACKEND[,BACKEND...] [flags as above]   a port range, every port to the backends\n" +
+		"       create auto HOST -ports N -same-port [flags as above]   a range of N ports on the first free run of PORT_RANGE", between(1, 2), runCreate},
 	"rm":      {"rm ID", exactly(1), runRm},
 	"status":  {"status [-o table|json|yaml]", exactly(0), runStatus},
 	"nodes":   {"nodes [-o table|json|yaml]          the fleet's nodes (this node alone without etcd)", exactly(0), runNodes},
@@ -136,6 +139,7 @@ func runClient(name string, args []string, getenv func(string) string, stdout, s
 	fs.StringVar(&o.file, "f", "", "apply: the file of streams")
 	fs.BoolVar(&o.replace, "replace", false, "create: replace a stream that exists (default: refuse)")
 	fs.BoolVar(&o.udp, "udp", false, "create auto: a UDP stream")
+	fs.IntVar(&o.ports, "ports", 0, "create auto: allocate a range of N ports, the first free run of PORT_RANGE")
 	fs.BoolVar(&o.samePort, "same-port", false, "create a range (tcp/10000-10099): each port to the same port on the BACKEND host (port_mode same)")
 	fs.StringVar(&o.bind, "bind", "", "create: listen address")
 	fs.StringVar(&o.balance, "balance", "", "create: round_robin, least_conn or hash_client_ip")

@@ -166,9 +166,15 @@ func runCreate(c *client, o *opts, args []string, out io.Writer) error {
 		body["port_mode"] = "same"
 	}
 	method, path, header := "POST", "/v1/streams", map[string]string{}
+	if args[0] != "auto" && o.ports != 0 {
+		return &cliError{exitUsage, fmt.Errorf("-ports allocates a range: use it with create auto (or name the range: tcp/10000-10099)")}
+	}
 	if args[0] == "auto" {
 		if o.udp {
 			body["protocol"] = "udp"
+		}
+		if o.ports != 0 {
+			body["ports"] = o.ports
 		}
 	} else {
 		id, err := streamID(args[0])

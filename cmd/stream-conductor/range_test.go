@@ -97,3 +97,19 @@ func TestLsShowsRange(t *testing.T) {
 		t.Fatalf("ls:\n%s", out.String())
 	}
 }
+
+// create auto -ports N asks POST /v1/streams for a range of N ports;
+// -ports with a named stream is a usage error, nothing sent.
+func TestCreateAutoRange(t *testing.T) {
+	code, req, body, out := createRequest(t, "auto", "10.0.0.5", "-ports", "100", "-same-port")
+	if code != exitOK || req != "POST /v1/streams" {
+		t.Fatalf("exit %d, %s: %s", code, req, out)
+	}
+	if want := map[string]any{"backends": []any{"10.0.0.5"}, "port_mode": "same", "ports": float64(100)}; !reflect.DeepEqual(body, want) {
+		t.Fatalf("body %v\nwant %v", body, want)
+	}
+	code, req, _, out = createRequest(t, "tcp/10000", "10.0.0.5", "-ports", "100")
+	if code != exitUsage || req != " " {
+		t.Fatalf("-ports with a named stream: exit %d, sent %q: %s", code, req, out)
+	}
+}
