@@ -82,8 +82,10 @@ func (f *fakeApplier) Status(id stream.ID, rev uint64) stream.Status {
 func (f *fakeApplier) BindConflict(s stream.Spec) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if f.busy[s.Listen] {
-		return errors.New("bind() to 0.0.0.0:" + fmt.Sprint(s.Listen) + " failed (98: Address already in use)")
+	for port := s.Listen; port <= s.LastPort(); port++ { // every port of a range
+		if f.busy[port] {
+			return errors.New("bind() to 0.0.0.0:" + fmt.Sprint(port) + " failed (98: Address already in use)")
+		}
 	}
 	return nil
 }

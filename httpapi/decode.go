@@ -30,7 +30,10 @@ type specRequest struct {
 	PortMode  string `json:"port_mode,omitempty"`
 	// Range is a range as GET shows it ("10000-10099"), so that the
 	// answer can be PUT back; it must agree with listen and listen_end.
-	Range          string   `json:"range,omitempty"`
+	Range string `json:"range,omitempty"`
+	// Ports asks POST /v1/streams for a range of that many ports, on the
+	// first free run of PORT_RANGE.
+	Ports          *int     `json:"ports,omitempty"`
 	Bind           string   `json:"bind"`
 	Backend        string   `json:"backend"`
 	Backends       []string `json:"backends"`
@@ -134,6 +137,9 @@ func (q specRequest) toSpec(p stream.Protocol, port, urlEnd int) (stream.Spec, e
 	if q.Protocol != nil && p == "" {
 		p = stream.Protocol(strings.ToLower(*q.Protocol))
 	}
+	if q.Ports != nil && port != 0 {
+		return stream.Spec{}, errInvalid("ports", "only POST /v1/streams allocates ports; PUT names them in the URL (/v1/streams/{protocol}/{first}-{last})")
+	}
 	if q.Listen != nil && q.Listen.first != port {
 		if port == 0 {
 			return stream.Spec{}, errInvalid("listen", "POST allocates the port; to choose one use PUT /v1/streams/{protocol}/{port}")
@@ -145,7 +151,7 @@ func (q specRequest) toSpec(p stream.Protocol, port, urlEnd int) (stream.Spec, e
 		return stream.Spec{}, err
 	}
 	if port == 0 && end != 0 {
-		return stream.Spec{}, errInvalid("listen_end", "POST allocates one port; to choose a range use PUT /v1/streams/{protocol}/{first}-{last}")
+		return stream.Spec{}, errInvalid("listen_end", "POST allocates the ports (\"ports\": N for a range of N); to choose a range use PUT /v1/streams/{protocol}/{first}-{last}")
 	}
 	backends, err := q.forwarding()
 	if err != nil {

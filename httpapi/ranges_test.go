@@ -2,6 +2,7 @@ package httpapi
 
 import (
 	"encoding/json"
+	"fmt"
 	"strings"
 	"testing"
 
@@ -148,5 +149,69 @@ func TestRangeWrite(t *testing.T) {
 	rec, _ = do(t, srv, call{method: "PUT", path: "/v1/streams/tcp/9000-9009", body: `{"backend":"10.0.0.5:1"}`})
 	if rec.Code != 400 || !strings.Contains(rec.Body.String(), "reserved") {
 		t.Errorf("a range over the API's port: %d %s", rec.Code, rec.Body)
+	}
+}
+
+// POST /v1/streams with "ports": N allocates a range on the first free
+// run of N ports of PORT_RANGE (9000-9009 here: 9005 reserved, 9008 held
+// by another process), as its dry run says; 409 no_free_port when no run
+// fits.
+func TestPostAllocatesRange(t *testing.T) {
+	srv, st, _ := newTestServer(t)
+	body := func(n int) string {
+		return fmt.Sprintf(`{"ports": %d, "backend": "10.0.0.5", "port_mode": "same"}`, n)
+	}
+	rec, got := do(t, srv, call{method: "POST", path: "/v1/streams?dry_run=true", body: body(3)})
+	if sm, _ := got["stream"].(map[string]any); rec.Code != 200 || sm["range"] != "9000-9002" {
+		t.Fatalf("dry run: %d %s", rec.Code, rec.Body)
+	}
+	if st.Revision() != 0 {
+		t.Fatalf("a dry run stored something: revision %d", st.Revision())
+	}
+	for _, tc := range []struct {
+		n    int
+		want string
+	}{{3, "9000-9002"}, {3, ""}, {2, "9003-9004"}, {2, "9006-9007"}} { // "": 9003-9005 has 9005 (reserved), 9006-9008 has 9008 (held)
+		if tc.want == "" {
+			rec, got := do(t, srv, call{method: "POST", path: "/v1/streams", body: body(tc.n)})
+			if code, _ := errorOf(got); rec.Code != 409 || code != CodeNoFreePort {
+				t.Fatalf("POST %d ports with no run left: %d %s", tc.n, rec.Code, rec.Body)
+			}
+			continue
+		}
+		rec, got := do(t, srv, call{method: "POST", path: "/v1/streams", body: body(tc.n)})
+		if rec.Code != 201 || got["range"] != tc.want || got["port_mode"] != "same" {
+			t.Fatalf("POST %d ports: %d %s, want %s", tc.n, rec.Code, rec.Body, tc.want)
+		}
+	}
+	rec, got = do(t, srv, call{method: "POST", path: "/v1/streams", body: body(2)})
+	if code, _ := errorOf(got); rec.Code != 409 || code != CodeNoFreePort {
+		t.Fatalf("POST with no run of 2 left: %d %s", rec.Code, rec.Body)
+	}
+	rec, got = do(t, srv, call{method: "POST", path: "/v1/streams", body: `{"ports": 1, "backend": "10.0.0.5:1"}`})
+	if rec.Code != 201 || got["listen"] != float64(9009) || got["range"] != nil {
+		t.Fatalf("POST of 1 port: %d %s, want tcp/9009", rec.Code, rec.Body)
+	}
+}
+
+// "ports" out of 1..1000, beside listen, or on a PUT is a 400 naming the
+// field; nothing is stored.
+func TestPostRangeRefusals(t *testing.T) {
+	srv, st, _ := newTestServer(t)
+	for _, tc := range []struct{ method, path, body, field string }{
+		{"POST", "/v1/streams", `{"ports": 0, "backend": "10.0.0.5", "port_mode": "same"}`, "ports"},
+		{"POST", "/v1/streams", `{"ports": 1001, "backend": "10.0.0.5", "port_mode": "same"}`, "ports"},
+		{"POST", "/v1/streams", `{"ports": "3", "backend": "10.0.0.5", "port_mode": "same"}`, "ports"},
+		{"POST", "/v1/streams", `{"ports": 3, "listen": "9000-9002", "backend": "10.0.0.5", "port_mode": "same"}`, "listen"},
+		{"POST", "/v1/streams", `{"ports": 3, "listen_end": 9002, "backend": "10.0.0.5", "port_mode": "same"}`, "listen_end"},
+		{"PUT", "/v1/streams/tcp/9000-9002", `{"ports": 3, "backend": "10.0.0.5", "port_mode": "same"}`, "ports"},
+	} {
+		rec, got := do(t, srv, call{method: tc.method, path: tc.path, body: tc.body})
+		if code, field := errorOf(got); rec.Code != 400 || field != tc.field {
+			t.Errorf("%s %s: %d %s (code %s), want 400 on %s", tc.method, tc.body, rec.Code, rec.Body, code, tc.field)
+		}
+	}
+	if st.Revision() != 0 {
+		t.Fatalf("a refused POST stored something: revision %d", st.Revision())
 	}
 }

@@ -2,6 +2,7 @@ package httpapi
 
 import (
 	"errors"
+	"fmt"
 	"net/http"
 
 	"github.com/gorilla/mux"
@@ -43,19 +44,33 @@ func (s *Server) freePorts() []int {
 	return s.writes.FreePorts(stream.Spec{Protocol: stream.TCP}, 0)
 }
 
+// seedStream is one stream of /getstreams. A range is listed once: its
+// first port in listen (a number, as for every stream), its last in
+// listen_end, both as text in range, and its port_mode; a single port
+// has none of these, so its entry stays the original's.
+type seedStream struct {
+	Listen    int    `json:"listen"`
+	ProxyPass string `json:"proxy_pass"`
+	ListenEnd int    `json:"listen_end,omitempty"`
+	Range     string `json:"range,omitempty"`
+	PortMode  string `json:"port_mode,omitempty"`
+}
+
 // seedGetStreams: [{"listen": 9000, "proxy_pass": "host:port"}] for every
-// TCP stream (its first backend).
+// TCP stream (its first backend); a range adds listen_end, range and
+// port_mode (see seedStream).
 func (s *Server) seedGetStreams(w http.ResponseWriter, r *http.Request) error {
 	specs, _ := s.store.List()
-	type entry struct {
-		Listen    int    `json:"listen"`
-		ProxyPass string `json:"proxy_pass"`
-	}
-	out := []entry{}
+	out := []seedStream{}
 	for _, sp := range specs {
-		if sp.Protocol == stream.TCP && len(sp.Backends) > 0 {
-			out = append(out, entry{Listen: sp.Listen, ProxyPass: sp.Backends[0]})
+		if sp.Protocol != stream.TCP || len(sp.Backends) == 0 {
+			continue
 		}
+		e := seedStream{Listen: sp.Listen, ProxyPass: sp.Backends[0]}
+		if sp.IsRange() {
+			e.ListenEnd, e.Range, e.PortMode = sp.ListenEnd, sp.Ports(), sp.PortMode
+		}
+		out = append(out, e)
 	}
 	writeJSON(w, http.StatusOK, out)
 	return nil
@@ -68,6 +83,9 @@ func (s *Server) seedGetStreams(w http.ResponseWriter, r *http.Request) error {
 func (s *Server) seedCreate(w http.ResponseWriter, r *http.Request) error {
 	port, err := parsePort(mux.Vars(r)["port"])
 	if err != nil {
+		return err
+	}
+	if err := s.seedNotRange(port, "replaced"); err != nil {
 		return err
 	}
 	sp := stream.Spec{Protocol: stream.TCP, Listen: port, Backends: []string{mux.Vars(r)["backend"]}}
@@ -115,6 +133,9 @@ func (s *Server) seedRemove(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
+	if err := s.seedNotRange(port, "removed"); err != nil {
+		return err
+	}
 	id := stream.ID{Protocol: stream.TCP, Port: port}
 	if isDryRun(r) {
 		cur, err := s.writes.PlanDelete(id, desired.Match{})
@@ -146,13 +167,31 @@ func (s *Server) seedRemove(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
-// seedHas: GET /hasstream/{port} answers {"result": "true"} or "false".
+// seedNotRange refuses a seed route that would change one port of a TCP
+// range (its first port included: the seed routes know single ports, and
+// /removestream/10000 must not close 10000-10099): 409 port_conflict
+// naming the range and the route that changes it; what is the verb
+// ("removed", "replaced").
+func (s *Server) seedNotRange(port int, what string) error {
+	cov, ok := s.coveringStream(stream.TCP, port)
+	if !ok {
+		return nil
+	}
+	return &Error{Status: http.StatusConflict, Code: CodePortConflict, Field: "port", Message: fmt.Sprintf(
+		"port %d is part of stream %s, a port range: it is not %s port by port (use /v1/streams/%s)", port, cov.Ref(), what, cov.Ref())}
+}
+
+// seedHas: GET /hasstream/{port} answers {"result": "true"} or "false":
+// true for a port inside a range too.
 func (s *Server) seedHas(w http.ResponseWriter, r *http.Request) error {
 	port, err := parsePort(mux.Vars(r)["port"])
 	if err != nil {
 		return err
 	}
 	_, err = s.store.Get(stream.ID{Protocol: stream.TCP, Port: port})
+	if _, inRange := s.coveringStream(stream.TCP, port); errors.Is(err, desired.ErrNotFound) && inRange {
+		err = nil
+	}
 	switch {
 	case err == nil:
 		writeJSON(w, http.StatusOK, seedResult{Result: "true"})

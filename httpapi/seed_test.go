@@ -95,3 +95,91 @@ func TestSeedDryRunIsDocumented(t *testing.T) {
 		}
 	}
 }
+
+// seedWithRange is a test server with tcp/9000 to keep:1 and the range
+// tcp/9001-9003 (port_mode same) stored.
+func seedWithRange(t *testing.T) (*Server, *store.Store) {
+	t.Helper()
+	srv, st, _ := newTestServer(t)
+	for _, sp := range []stream.Spec{
+		{Protocol: stream.TCP, Listen: 9000, Backends: []string{"keep:1"}},
+		{Protocol: stream.TCP, Listen: 9001, ListenEnd: 9003, PortMode: stream.PortModeSame, Backends: []string{"10.0.0.5"}},
+	} {
+		if _, _, err := st.Put(sp, store.Match{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return srv, st
+}
+
+// /getstreams lists a range once, with its range; a single port's entry
+// keeps the original's bytes.
+func TestSeedGetStreamsRange(t *testing.T) {
+	srv, _ := seedWithRange(t)
+	rec, _ := do(t, srv, call{method: "GET", path: "/getstreams"})
+	want := `[
+  {
+    "listen": 9000,
+    "proxy_pass": "keep:1"
+  },
+  {
+    "listen": 9001,
+    "proxy_pass": "10.0.0.5",
+    "listen_end": 9003,
+    "range": "9001-9003",
+    "port_mode": "same"
+  }
+]
+`
+	if rec.Code != 200 || rec.Body.String() != want {
+		t.Fatalf("/getstreams: %d\n%s\nwant\n%s", rec.Code, rec.Body, want)
+	}
+}
+
+// /hasstream answers true for every port of a range, its first and the
+// ones inside.
+func TestSeedHasStreamInRange(t *testing.T) {
+	srv, _ := seedWithRange(t)
+	for port, want := range map[string]string{"9000": "true", "9001": "true", "9002": "true", "9003": "true", "9004": "false"} {
+		rec, body := do(t, srv, call{method: "GET", path: "/hasstream/" + port})
+		if rec.Code != 200 || body["result"] != want {
+			t.Errorf("/hasstream/%s: %d %s, want %s", port, rec.Code, rec.Body, want)
+		}
+	}
+}
+
+// /removestream and /createstream on a port of a range (its first too)
+// refuse with 409 naming the range, and change nothing, dry run or not.
+func TestSeedRemoveInRangeRefused(t *testing.T) {
+	srv, st := seedWithRange(t)
+	rev := st.Revision()
+	for _, path := range []string{"/removestream/9002", "/removestream/9001", "/removestream/9003?dry_run=true",
+		"/createstream/9001/a:1", "/createstream/9002/a:1?dry_run=true"} {
+		rec, body := do(t, srv, call{method: "GET", path: path})
+		errs, _ := body["errors"].([]any)
+		if rec.Code != 409 || body["result"] != "error" || len(errs) != 1 || !strings.Contains(errs[0].(string), "part of stream tcp/9001-9003") {
+			t.Errorf("%s: %d %s, want 409 naming tcp/9001-9003", path, rec.Code, rec.Body)
+		}
+	}
+	if st.Revision() != rev {
+		t.Fatalf("a refused seed route changed the store: revision %d -> %d", rev, st.Revision())
+	}
+	if sp, err := st.Get(stream.ID{Protocol: stream.TCP, Port: 9001}); err != nil || sp.ListenEnd != 9003 {
+		t.Fatalf("the range is not intact: %+v %v", sp, err)
+	}
+}
+
+// /getfreeport never answers a port inside a range, and /status does
+// not count a range's ports as available.
+func TestSeedFreePortSkipsRange(t *testing.T) {
+	srv, _ := seedWithRange(t)
+	rec, body := do(t, srv, call{method: "GET", path: "/getfreeport"})
+	if rec.Code != 200 || body["port"] != float64(9004) {
+		t.Fatalf("/getfreeport: %d %s, want 9004 (9001-9003 is a range)", rec.Code, rec.Body)
+	}
+	// 9000-9009: 9000 and 9001-9003 streams, 9005 reserved, 9008 held.
+	rec, body = do(t, srv, call{method: "GET", path: "/status"})
+	if rec.Code != 200 || body["available_ports"] != float64(4) {
+		t.Fatalf("/status: %d %s, want 4 available ports", rec.Code, rec.Body)
+	}
+}

@@ -13,6 +13,7 @@ import (
 	"github.com/streamconductor/stream-conductor/health"
 	"github.com/streamconductor/stream-conductor/stream"
 	"github.com/streamconductor/stream-conductor/traffic"
+	"github.com/streamconductor/stream-conductor/writes"
 )
 
 // streamView is a stream as the API shows it: its id, its spec and its
@@ -175,13 +176,20 @@ func (s *Server) createStream(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
+	n := 1
+	if req.Ports != nil {
+		n = *req.Ports
+		if n < 1 || n > stream.MaxRangePorts {
+			return errInvalid("ports", "want 1 to %d ports, not %d", stream.MaxRangePorts, n)
+		}
+	}
 	if isDryRun(r) {
-		if sp, err = s.writes.PlanCreate(r.Context(), sp); err != nil {
+		if sp, err = s.planCreate(r, sp, n); err != nil {
 			return writesError(err, "")
 		}
 		return s.dryRun(w, sp)
 	}
-	res, err := s.writes.Create(r.Context(), sp, requestID(r))
+	res, err := s.create(r, sp, n)
 	if err != nil {
 		return writesError(err, "")
 	}
@@ -192,6 +200,24 @@ func (s *Server) createStream(w http.ResponseWriter, r *http.Request) error {
 	}
 	s.writeOutcome(w, out)
 	return nil
+}
+
+// create stores sp on the first free port, or on the first free run of
+// n ports when n > 1 (a range).
+func (s *Server) create(r *http.Request, sp stream.Spec, n int) (writes.Result, error) {
+	if n > 1 {
+		return s.writes.CreateRange(r.Context(), sp, n, requestID(r))
+	}
+	return s.writes.Create(r.Context(), sp, requestID(r))
+}
+
+// planCreate is create changing nothing: sp on the port or run it would
+// take now.
+func (s *Server) planCreate(r *http.Request, sp stream.Spec, n int) (stream.Spec, error) {
+	if n > 1 {
+		return s.writes.PlanCreateRange(r.Context(), sp, n)
+	}
+	return s.writes.PlanCreate(r.Context(), sp)
 }
 
 func (s *Server) deleteStream(w http.ResponseWriter, r *http.Request) error {

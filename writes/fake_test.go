@@ -79,8 +79,10 @@ func (f *fakeApplier) Leftover(id stream.ID) error {
 func (f *fakeApplier) BindConflict(s stream.Spec) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if f.busy[s.Listen] {
-		return errors.New("address already in use")
+	for port := s.Listen; port <= s.LastPort(); port++ { // every port of a range
+		if f.busy[port] {
+			return errors.New("address already in use")
+		}
 	}
 	return nil
 }

@@ -183,12 +183,14 @@ func (p *Path) held(sp stream.Spec, port int) bool {
 
 // FreePorts lists, in order, up to limit ports (all when limit is 0) of
 // the range on which a new stream like sp could listen now: not
-// reserved, no stream of its protocol, not held by another process.
-// Nothing is reserved by the answer; Create allocates atomically.
+// reserved, no stream of its protocol (a range's ports are its stream's),
+// not held by another process. Nothing is reserved by the answer; Create
+// allocates atomically.
 func (p *Path) FreePorts(sp stream.Spec, limit int) []int {
 	var free []int
+	taken := p.takenPorts(sp.Protocol)
 	for port := p.cfg.PortMin; port <= p.cfg.PortMax && p.cfg.PortMax > 0; port++ {
-		if _, err := p.st.Get(stream.ID{Protocol: sp.Protocol, Port: port}); err == nil || p.held(sp, port) {
+		if taken(port) || p.held(sp, port) {
 			continue
 		}
 		free = append(free, port)
@@ -197,4 +199,22 @@ func (p *Path) FreePorts(sp stream.Spec, limit int) []int {
 		}
 	}
 	return free
+}
+
+// takenPorts returns a test of whether a stream of protocol proto
+// listens on a port now, a range's every port included.
+func (p *Path) takenPorts(proto stream.Protocol) func(port int) bool {
+	specs, _ := p.st.List()
+	var ranges []stream.Spec
+	for _, sp := range specs {
+		if sp.Protocol == proto && sp.IsRange() {
+			ranges = append(ranges, sp)
+		}
+	}
+	return func(port int) bool {
+		if _, err := p.st.Get(stream.ID{Protocol: proto, Port: port}); err == nil {
+			return true
+		}
+		return slices.ContainsFunc(ranges, func(r stream.Spec) bool { return r.Covers(port) })
+	}
 }

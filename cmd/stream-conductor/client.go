@@ -13,6 +13,8 @@ import (
 	"time"
 
 	yaml "go.yaml.in/yaml/v3"
+
+	"github.com/streamconductor/stream-conductor/stream"
 )
 
 // Exit codes of the client subcommands, for scripts.
@@ -53,10 +55,15 @@ func (e *apiError) Error() string {
 type opts struct {
 	url, tokenFile, output                     string
 	dryRun, prune, replace, proxyProtocol, udp bool
-	file, bind, balance, allow, description    string
-	connectTimeout, idleTimeout                string
-	types                                      string
-	count                                      int
+	// samePort is -same-port: a range forwards each port to the same
+	// port on its backend (port_mode "same").
+	samePort bool
+	// ports is -ports N: create auto allocates a range of N ports.
+	ports                                   int
+	file, bind, balance, allow, description string
+	connectTimeout, idleTimeout             string
+	types                                   string
+	count                                   int
 	// routes are the -route NAME=BACKEND[,BACKEND...] flags, in order;
 	// defaultBackend is -default.
 	routes         routeFlags
@@ -83,10 +90,13 @@ type command struct {
 // subcommands talk to a running daemon's API.
 var subcommands = map[string]command{
 	"ls":  {"ls [-o table|json|yaml]", exactly(0), runLs},
-	"get": {"get ID [-o table|json|yaml]          ID: tcp/9000, udp/53 or 9000", exactly(1), runGet},
+	"get": {"get ID [-o table|json|yaml]          ID: tcp/9000, udp/53, 9000 or a range tcp/10000-10099", exactly(1), runGet},
 	"create": {"create ID|auto BACKEND[,BACKEND...] [-udp] [-bind ADDR] [-balance M] [-allow CIDR,...] [-proxy-protocol] [-connect-timeout D] [-idle-timeout D] [-description TEXT] [-replace] [-dry-run]\n" +
 		"       create ID|auto [DEFAULT[,BACKEND...]|-] -route NAME=BACKEND[,BACKEND...] [-route ...] [-default BACKEND[,BACKEND...]] [flags as above]\n" +
-		"         routes TLS connections by server name (SNI) on one TCP port; NAME may start with *. (sub-domains only); the default (or - for none) takes the rest", between(1, 2), runCreate},
+		"         routes TLS connections by server name (SNI) on one TCP port; NAME may start with *. (sub-domains only); the default (or - for none) takes the rest\n" +
+		"       create tcp/FIRST-LAST HOST -same-port [flags as above]   a port range, each port to the same port on HOST\n" +
+		"       create tcp/FIRST-LAST BACKEND[,BACKEND...] [flags as above]   a port range, every port to the backends\n" +
+		"       create auto HOST -ports N -same-port [flags as above]   a range of N ports on the first free run of PORT_RANGE", between(1, 2), runCreate},
 	"rm":      {"rm ID", exactly(1), runRm},
 	"status":  {"status [-o table|json|yaml]", exactly(0), runStatus},
 	"nodes":   {"nodes [-o table|json|yaml]          the fleet's nodes (this node alone without etcd)", exactly(0), runNodes},
@@ -129,6 +139,8 @@ func runClient(name string, args []string, getenv func(string) string, stdout, s
 	fs.StringVar(&o.file, "f", "", "apply: the file of streams")
 	fs.BoolVar(&o.replace, "replace", false, "create: replace a stream that exists (default: refuse)")
 	fs.BoolVar(&o.udp, "udp", false, "create auto: a UDP stream")
+	fs.IntVar(&o.ports, "ports", 0, "create auto: allocate a range of N ports, the first free run of PORT_RANGE")
+	fs.BoolVar(&o.samePort, "same-port", false, "create a range (tcp/10000-10099): each port to the same port on the BACKEND host (port_mode same)")
 	fs.StringVar(&o.bind, "bind", "", "create: listen address")
 	fs.StringVar(&o.balance, "balance", "", "create: round_robin, least_conn or hash_client_ip")
 	fs.StringVar(&o.allow, "allow", "", "create: comma-separated source CIDRs allowed")
@@ -200,7 +212,7 @@ func interleave(args []string) []string {
 
 func takesValue(name string) bool {
 	switch name {
-	case "dry-run", "prune", "replace", "proxy-protocol", "udp", "h", "help":
+	case "dry-run", "prune", "replace", "proxy-protocol", "udp", "same-port", "h", "help":
 		return false
 	}
 	return true
@@ -276,14 +288,17 @@ func emit(out io.Writer, format string, v any) error {
 	return err
 }
 
-// streamID turns "tcp/9000", "udp/53" or "9000" into an API path id.
+// streamID turns "tcp/9000", "udp/53", "9000", or a range such as
+// "tcp/10000-10099" or "10000-10099", into an API path id, checked as
+// the API reads it.
 func streamID(arg string) (string, error) {
-	p, port, ok := strings.Cut(arg, "/")
-	if !ok {
-		p, port = "tcp", arg
+	ref := arg
+	if !strings.Contains(arg, "/") {
+		ref = "tcp/" + arg
 	}
-	if p != "tcp" && p != "udp" {
-		return "", &cliError{exitUsage, fmt.Errorf("%q: want tcp/PORT, udp/PORT or PORT", arg)}
+	id, last, err := stream.ParseRef(ref)
+	if err != nil {
+		return "", &cliError{exitUsage, fmt.Errorf("%q: want tcp/PORT, udp/PORT, PORT or a range such as tcp/10000-10099: %w", arg, err)}
 	}
-	return p + "/" + port, nil
+	return string(id.Protocol) + "/" + stream.PortsText(id.Port, last), nil
 }

@@ -14,9 +14,11 @@ import (
 
 // view is a stream as the API shows it, as far as the CLI prints it.
 type view struct {
-	ID       string   `json:"id"`
-	Protocol string   `json:"protocol"`
-	Listen   int      `json:"listen"`
+	ID       string `json:"id"`
+	Protocol string `json:"protocol"`
+	Listen   int    `json:"listen"`
+	// Range is a range's ports ("10000-10099"), "" for one port.
+	Range    string   `json:"range,omitempty"`
 	Bind     string   `json:"bind,omitempty"`
 	Backends []string `json:"backends"`
 	Routes   []struct {
@@ -37,6 +39,9 @@ func printStreams(out io.Writer, streams []view) {
 	fmt.Fprintln(w, "ID\tLISTEN\tBACKENDS\tSTATE\tNOTE")
 	for _, s := range streams {
 		listen := fmt.Sprint(s.Listen)
+		if s.Range != "" {
+			listen = s.Range
+		}
 		if s.Bind != "" {
 			listen = s.Bind + ":" + listen
 		}
@@ -157,10 +162,19 @@ func runCreate(c *client, o *opts, args []string, out io.Writer) error {
 	if o.proxyProtocol {
 		body["proxy_protocol"] = true
 	}
+	if o.samePort {
+		body["port_mode"] = "same"
+	}
 	method, path, header := "POST", "/v1/streams", map[string]string{}
+	if args[0] != "auto" && o.ports != 0 {
+		return &cliError{exitUsage, fmt.Errorf("-ports allocates a range: use it with create auto (or name the range: tcp/10000-10099)")}
+	}
 	if args[0] == "auto" {
 		if o.udp {
 			body["protocol"] = "udp"
+		}
+		if o.ports != 0 {
+			body["ports"] = o.ports
 		}
 	} else {
 		id, err := streamID(args[0])
@@ -182,7 +196,11 @@ func runCreate(c *client, o *opts, args []string, out io.Writer) error {
 		if errors.As(err, &ae) && ae.Status == 412 {
 			id := strings.TrimSuffix(strings.TrimPrefix(path, "/v1/streams/"), "?dry_run=true")
 			_, port, _ := strings.Cut(id, "/")
-			return &cliError{exitFailed, fmt.Errorf("port %s is taken by stream %s (use -replace, or rm it first)", port, id)}
+			what := "port " + port + " is"
+			if strings.Contains(port, "-") {
+				what = "ports " + port + " are"
+			}
+			return &cliError{exitFailed, fmt.Errorf("%s taken by stream %s (use -replace, or rm it first)", what, id)}
 		}
 		return err
 	}
