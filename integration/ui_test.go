@@ -35,7 +35,7 @@ func TestUI(t *testing.T) {
 		writeTok = "ui-test-write-token-0123456789abcdef"
 		readTok  = "ui-test-read-token-0123456789abcdef"
 	)
-	d := newDaemonWithTokens(t, 7, writeTok, readTok)
+	d := newDaemonWithTokens(t, 12, writeTok, readTok)
 	d.start()
 	be := startEcho(t, "UI-A:")
 	be2 := startEcho(t, "UI-B:")
@@ -207,6 +207,37 @@ func TestUI(t *testing.T) {
 		ui.goTo("#/streams/" + hostileID)
 		ui.waitJS("the description as written, on its page", fmt.Sprintf(`document.querySelector("main").textContent.includes(%s)`, literal))
 		ui.waitJS("no element made of it, no script run", `!document.querySelector("main img, main b") && document.title !== "pwned"`)
+	})
+
+	t.Run("a range of ports is shown and edited whole", func(t *testing.T) {
+		ui.t = t
+		first, last := d.portMin+7, d.portMin+11
+		id, name := fmt.Sprintf("tcp/%d", first), fmt.Sprintf("tcp/%d-%d", first, last)
+		if code, m := d.api("PUT", "/v1/streams/"+name, `{"backend":"`+be.addr()+`"}`); code != 201 {
+			t.Fatalf("PUT %s: %d %v", name, code, m)
+		}
+		ui.goTo("#/streams")
+		ui.waitJS(name+" in the list, active", fmt.Sprintf(`%s && document.querySelector('tr[data-id="%s"] a').textContent === %q`, rowState(id, "active"), id, name))
+		ui.goTo("#/streams/" + id)
+		ui.waitJS("the edit form of "+name, `!!document.querySelector("#edit-form")`)
+		ui.fill("#f-backends", be2.addr())
+		ui.fill("#f-description", "edited in the browser, all five ports")
+		ui.click("#preview")
+		ui.waitJS("the dry-run diff keeps the range", fmt.Sprintf(`!document.querySelector("#apply").disabled && document.querySelector("#dry-run").textContent.includes("%d-%d")`, first, last))
+		ui.click("#apply")
+		var m map[string]any
+		eventually(t, "the edit applied", 15*time.Second, func() bool {
+			_, m = d.api("GET", "/v1/streams/"+id, "")
+			st, _ := m["status"].(map[string]any)
+			return m["description"] == "edited in the browser, all five ports" && st["state"] == "active" && st["revision"] == m["revision"]
+		})
+		ui.waitJS("the page names the range", fmt.Sprintf(`document.querySelector('h1')?.textContent.includes(%q)`, name))
+		if m["listen_end"] != float64(last) || m["description"] != "edited in the browser, all five ports" {
+			t.Fatalf("after the edit: listen_end %v, description %v; want the whole range kept", m["listen_end"], m["description"])
+		}
+		for _, p := range []int{first, last} {
+			mustEcho(t, p, "UI-B:")
+		}
 	})
 
 	t.Run("accessible basics: labels, words, keyboard", func(t *testing.T) {

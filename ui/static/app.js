@@ -135,6 +135,9 @@ async function api(method, path, body, extra) {
 }
 
 const streamPath = (id) => '/v1/streams/' + id;
+// streamName is a stream as people read it: its id, or for a range of
+// ports "tcp/10000-10099" (its id is its first port).
+const streamName = (s) => (s.range ? s.protocol + '/' + s.range : s.id);
 
 // ---- banner and notices
 
@@ -490,7 +493,7 @@ function streamRow(s) {
   const health = new Map((s.health || []).map((b) => [b.backend, b]));
   const row = h('tr', { 'data-id': s.id, class: st },
     h('td', { class: 'state' }, stateBadge(st)),
-    h('td', {}, h('a', { href: '#/streams/' + s.id, class: 'mono' }, s.id), s.bind ? h('div', { class: 'muted mono' }, s.bind) : null),
+    h('td', {}, h('a', { href: '#/streams/' + s.id, class: 'mono' }, streamName(s)), s.bind ? h('div', { class: 'muted mono' }, s.bind) : null),
     h('td', { class: 'backends' }, s.routes?.length ? routedCell(s) : (s.backends || []).map((b) =>
       h('div', { class: 'backend' }, h('span', { class: 'mono' }, b), healthBadge(health.get(b)?.state)))),
     h('td', { class: 'num sessions' }, String(t.sessions || 0)),
@@ -516,7 +519,7 @@ function pageStream(main, proto, port) {
       summary.replaceChildren(h('p', { class: 'muted' }, app.listed ? 'No stream ' + id + '.' : 'Loading…'));
       return;
     }
-    head.replaceChildren(id, stateBadge(s.status?.state));
+    head.replaceChildren(streamName(s), stateBadge(s.status?.state));
     summary.replaceChildren(detailsCard(s), trafficCard(s));
   };
   draw();
@@ -556,6 +559,10 @@ function detailsCard(s) {
     ['State', [stateBadge(st.state), ' ', st.since ? fmtTime(st.since) : '']],
     ['Revision', String(s.revision)],
   ];
+  if (s.range) {
+    const n = s.listen_end - s.listen + 1;
+    rows.push(['Ports', s.range + ' (' + n + ' ports; ' + (s.port_mode === 'same' ? 'each to the same port of the backend' : 'every port to the backends') + ')']);
+  }
   if (s.routes?.length) {
     // Read-only: TLS server names (SNI) and where each goes.
     rows.push(['Routes (SNI)', h('table', { class: 'routes' },
@@ -739,7 +746,11 @@ function editForm(s) {
     h('div', { class: 'actions' }, preview, apply), out);
   let planned = null; // the spec the shown diff is of
   let revision = s.revision;
-  const body = () => keepRoutes(s, Object.assign(readSpec(form), { protocol: s.protocol, listen: s.listen }));
+  // The form edits forwarding and options: where the stream listens (a
+  // whole range of ports, and how it maps them) is kept as it is.
+  const where = { protocol: s.protocol, listen: s.listen };
+  if (s.listen_end) Object.assign(where, { listen_end: s.listen_end, port_mode: s.port_mode });
+  const body = () => keepRoutes(s, Object.assign(readSpec(form), where));
   form.addEventListener('input', () => { planned = null; apply.disabled = true; });
   form.addEventListener('submit', async (e) => {
     e.preventDefault();
