@@ -64,6 +64,7 @@ type Pool struct {
 	withheld  map[stream.ID]move   // placed, not yet handed to their shard
 	listedRev uint64               // the revision the shards' lists are of
 	listedTL  uint64
+	listed    bool   // the shards have been handed a list
 	retired   uint64 // status versions of shards that were stopped
 	version   uint64 // bumped when placement changes
 }
@@ -87,6 +88,10 @@ type PoolConfig struct {
 	// IdleStop is how long a shard other than 0 may have no streams
 	// before its master is stopped (default: ResyncInterval).
 	IdleStop time.Duration
+	// OnList, when set, is handed the whole desired state each time the
+	// pool lists a new revision of it (the traffic log's index of port
+	// ranges), from the pool's goroutine: it must not block.
+	OnList func(specs []stream.Spec)
 }
 
 // move is a stream waiting for shard from to have applied a list without

@@ -30,6 +30,9 @@ const minTarget = 64
 func (p *Pool) distribute(ctx context.Context) {
 	specs, rev := p.store.List()
 	tl := timelineOf(p.store)
+	if p.cfg.OnList != nil && (rev != p.listedRev || tl != p.listedTL || !p.listed) {
+		p.cfg.OnList(specs)
+	}
 	p.diff.next(p.cfg.Events, specs, rev, tl)
 	specs = p.preview.ours(specs)
 	p.retain(specs, rev)
@@ -71,7 +74,7 @@ func (p *Pool) distribute(ctx context.Context) {
 			delete(p.withheld, id)
 		}
 	}
-	p.listedRev, p.listedTL = rev, tl
+	p.listedRev, p.listedTL, p.listed = rev, tl, true
 	for k, s := range p.shards {
 		if s == nil {
 			continue

@@ -5,6 +5,7 @@ import (
 	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -236,4 +237,46 @@ func TestPoolDrainsAShardAboveItsCount(t *testing.T) {
 func dirExists(d string) bool {
 	_, err := os.Stat(d)
 	return err == nil
+}
+
+// The pool hands its listing to OnList once per revision of the desired
+// state: at the first listing and after each change, not when it lists
+// again with nothing changed.
+func TestPoolHandsEachNewListingToOnList(t *testing.T) {
+	h := newPoolHarness(t, 2)
+	var mu sync.Mutex
+	var got [][]int
+	h.pool.cfg.OnList = func(specs []stream.Spec) {
+		ports := []int{}
+		for _, s := range specs {
+			ports = append(ports, s.Listen)
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		got = append(got, ports)
+	}
+	listings := func() [][]int {
+		mu.Lock()
+		defer mu.Unlock()
+		return slices.Clone(got)
+	}
+	h.run()
+	deadline := time.Now().Add(5 * time.Second)
+	for len(listings()) == 0 { // the first listing, of nothing yet
+		if time.Now().After(deadline) {
+			t.Fatal("no first listing within 5s")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	h.put(9000)
+	h.put(9001)
+	// Listings with nothing changed: each trigger lists the store again.
+	for range 3 {
+		h.pool.Trigger()
+	}
+	h.put(9002) // a change after them, so that they were handled first
+	want := [][]int{{}, {9000}, {9000, 9001}, {9000, 9001, 9002}}
+	if l := listings(); !slices.EqualFunc(l, want, slices.Equal) {
+		t.Fatalf("listings handed to OnList: %v, want %v", l, want)
+	}
 }

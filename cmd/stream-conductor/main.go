@@ -142,11 +142,7 @@ func run(ctx context.Context, cfg config, log zerolog.Logger) error {
 	// The node's events (GET /v1/events): every component tells the
 	// one bus what happens.
 	bus := events.New(eventsWindow)
-	feed := newTrafficFeed(tc, st.List) // the traffic log's index of port ranges
-	feedCtx, stopFeed := context.WithCancel(ctx)
-	defer stopFeed()
-	go feed.run(feedCtx)
-	rec = newReconciler(cfg, st, ngx, resolver, backends, &mx, func() { pub.Publish(); feed.changed() }, bus, of, log)
+	rec = newReconciler(cfg, st, ngx, resolver, backends, &mx, pub.Publish, bus, of, tc, log)
 	var prober *health.Prober
 	if cfg.HealthInterval > 0 {
 		prober = health.New(st)
@@ -278,7 +274,11 @@ func openState(cfg config, log zerolog.Logger) (stateStore, error) {
 // newReconciler builds the pool of reconcilers; its metrics hooks read
 // *mx, which is set once the metrics exist (they need the reconciler).
 // After every pass, passed is called (the fleet's node registry).
-func newReconciler(cfg config, st stateStore, driver func(k int) (reconcile.Nginx, string, error), resolver *resolve.Resolver, backends *policy.Backends, mx **metrics.Metrics, passed func(), pub events.Publisher, of *stream.OpenFiles, log zerolog.Logger) *reconcile.Pool {
+func newReconciler(cfg config, st stateStore, driver func(k int) (reconcile.Nginx, string, error), resolver *resolve.Resolver, backends *policy.Backends, mx **metrics.Metrics, passed func(), pub events.Publisher, of *stream.OpenFiles, tc *traffic.Collector, log zerolog.Logger) *reconcile.Pool {
+	var onList func([]stream.Spec)
+	if tc != nil {
+		onList = tc.SetStreams // the traffic log's index of port ranges
+	}
 	return reconcile.NewPool(reconcile.PoolConfig{
 		Config: reconcile.Config{
 			Dir:            cfg.StreamConfigPath,
@@ -304,6 +304,7 @@ func newReconciler(cfg config, st stateStore, driver func(k int) (reconcile.Ngin
 		Shards: cfg.Shards,
 		Driver: driver,
 		Found:  foundShards(cfg),
+		OnList: onList,
 	}, st)
 }
 

@@ -53,43 +53,6 @@ func createdAt(st interface {
 	}
 }
 
-// trafficFeed hands the traffic collector the stream list, for its index
-// of port ranges: at start, and after every reconcile pass (changed), which
-// follows every change of the list.
-type trafficFeed struct {
-	tc   *traffic.Collector // nil: no collector, nothing to feed
-	list func() ([]stream.Spec, uint64)
-	kick chan struct{}
-}
-
-func newTrafficFeed(tc *traffic.Collector, list func() ([]stream.Spec, uint64)) *trafficFeed {
-	return &trafficFeed{tc: tc, list: list, kick: make(chan struct{}, 1)}
-}
-
-// changed asks for the list to be handed again; it never blocks.
-func (f *trafficFeed) changed() {
-	select {
-	case f.kick <- struct{}{}:
-	default:
-	}
-}
-
-// run hands the list over now and on every changed until ctx ends.
-func (f *trafficFeed) run(ctx context.Context) {
-	if f.tc == nil {
-		return
-	}
-	for {
-		specs, _ := f.list()
-		f.tc.SetStreams(specs)
-		select {
-		case <-ctx.Done():
-			return
-		case <-f.kick:
-		}
-	}
-}
-
 // workerUser is the user nginx's workers run as, who alone may write to
 // the traffic socket (uid -1: the daemon's own user). nginx changes users
 // only when its master runs as root: then the workers run as the user
