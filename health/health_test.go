@@ -21,24 +21,8 @@ type fixed []stream.Spec
 func (f fixed) List() ([]stream.Spec, uint64) { return f, 1 }
 
 func TestRoundProbesTCPBackends(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			c.Close()
-		}
-	}()
-	dead, _ := net.Listen("tcp", "127.0.0.1:0")
-	deadAddr := dead.Addr().String()
-	dead.Close()
-	tcp := stream.Spec{Protocol: stream.TCP, Listen: 9000, Backends: []string{ln.Addr().String(), deadAddr}}
+	live, deadAddr := liveAndDead(t)
+	tcp := stream.Spec{Protocol: stream.TCP, Listen: 9000, Backends: []string{live, deadAddr}}
 	udp := stream.Spec{Protocol: stream.UDP, Listen: 53, Backends: []string{"127.0.0.1:53"}}
 	p := New(fixed{tcp, udp})
 	if got := p.Of(tcp); got[0].State != Unknown {
@@ -120,4 +104,31 @@ func TestHealthTransitionsArePublished(t *testing.T) {
 	if b := got["10.0.0.2:80"]; !b.Up || b.Previous == nil || *b.Previous || b.Error != "" {
 		t.Fatalf("10.0.0.2:80: %+v, want down → up", b)
 	}
+}
+
+// liveAndDead returns the address of a listener that accepts (and closes)
+// every connection until the test ends, and one where nothing listens.
+func liveAndDead(t *testing.T) (live, dead string) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
+	gone, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dead = gone.Addr().String()
+	gone.Close()
+	return ln.Addr().String(), dead
 }

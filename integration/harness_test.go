@@ -426,9 +426,15 @@ func startEcho(t *testing.T, tag string) *echoServer {
 
 func startEchoServer(t *testing.T, tag string, proxy bool) *echoServer {
 	t.Helper()
-	ln, err := net.Listen("tcp4", "127.0.0.1:0")
+	return startEchoOn(t, "127.0.0.1:0", tag, proxy)
+}
+
+// startEchoOn is an echo server on addr.
+func startEchoOn(t *testing.T, addr, tag string, proxy bool) *echoServer {
+	t.Helper()
+	ln, err := net.Listen("tcp4", addr)
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("echo backend on %s: %v", addr, err)
 	}
 	e := &echoServer{ln: ln, tag: tag, proxy: proxy}
 	t.Cleanup(func() { ln.Close() })

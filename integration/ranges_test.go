@@ -1,7 +1,6 @@
 package integration
 
 import (
-	"bufio"
 	"fmt"
 	"net"
 	"os"
@@ -23,36 +22,7 @@ const rangeBackendAllow = "BACKEND_ALLOW=127.0.0.2/32,127.0.0.0/8"
 func startPortEchoes(t *testing.T, first, last int) {
 	t.Helper()
 	for port := first; port <= last; port++ {
-		ln, err := net.Listen("tcp4", "127.0.0.2:"+strconv.Itoa(port))
-		if err != nil {
-			t.Fatalf("backend on 127.0.0.2:%d: %v", port, err)
-		}
-		t.Cleanup(func() { ln.Close() })
-		tag := fmt.Sprintf("port %d: ", port)
-		go func() {
-			for {
-				c, err := ln.Accept()
-				if err != nil {
-					return
-				}
-				go func() {
-					defer c.Close()
-					r := bufio.NewReader(c)
-					buf := make([]byte, 4096)
-					for {
-						n, err := r.Read(buf)
-						if n > 0 {
-							if _, werr := c.Write(append([]byte(tag), buf[:n]...)); werr != nil {
-								return
-							}
-						}
-						if err != nil {
-							return
-						}
-					}
-				}()
-			}
-		}()
+		startEchoOn(t, "127.0.0.2:"+strconv.Itoa(port), fmt.Sprintf("port %d: ", port), false)
 	}
 }
 
