@@ -169,21 +169,28 @@ function setStreams(list) {
   app.listed = true;
 }
 
-let relisting = null;
+let relisting = null; // the list request in flight
+let relistingToken = null; // the token it was sent with
 async function relist() {
-  if (relisting) return relisting;
-  relisting = (async () => {
+  // A list asked for with another token (the one before a login) is not
+  // this one's answer: it may be a 401 that would leave the page empty.
+  const tok = token();
+  if (relisting && relistingToken === tok) return relisting;
+  relistingToken = tok;
+  const mine = (async () => {
     try {
       const ans = await api('GET', '/v1/streams');
+      if (relistingToken !== tok) return; // a newer list is on its way
       setStreams(ans.streams || []);
       app.page?.onEvent?.('list');
     } catch (err) {
       if (err.status !== 401) showError(err);
     } finally {
-      relisting = null;
+      if (relisting === mine) relisting = null;
     }
   })();
-  return relisting;
+  relisting = mine;
+  return mine;
 }
 
 // refetch reads one stream again (a fleet's status is more than this
