@@ -626,3 +626,34 @@ func TestRoutesExternalLongName(t *testing.T) {
 	})
 	mustReach(t, d.portMin, tlsOpts{sni: "new.example.net"}, fresh)
 }
+
+// TestRoutesUnnamedRefusalFailsOnlyItsStream: an operator who states a
+// larger NGINX_MAP_HASH_BUCKET_SIZE than their stream{} has lets a long
+// name past validation, and nginx refuses the whole configuration without
+// naming a file ("could not build map_hash"). The daemon narrows the
+// refusal down to the stream at fault: that write is refused with nginx's
+// words and undone, and the node keeps taking changes.
+func TestRoutesUnnamedRefusalFailsOnlyItsStream(t *testing.T) {
+	t.Parallel()
+	sn := startSystemNginx(t)
+	d := sn.daemon(t, 3, "NGINX_MAP_HASH_BUCKET_SIZE=128")
+	d.start()
+	db := startTLSBackend(t, "db.example.com", false)
+	d.mustPut("tcp", d.portMin, routedBody(t, nil, nil, route("db.example.com", db)))
+	mustReach(t, d.portMin, tlsOpts{sni: "db.example.com"}, db)
+
+	long := "a-rather-long-service-name-for-the-database.eu-west.example.com"
+	code, m := d.api("PUT", fmt.Sprintf("/v1/streams/tcp/%d", d.portMin+1), routedBody(t, nil, nil, route(long, db)))
+	if code != 422 || !strings.Contains(fmt.Sprint(m), "could not build map_hash") {
+		t.Fatalf("a name the real bucket cannot hold: %d %v; want 422 with nginx's words", code, m)
+	}
+	if code, m := d.api("GET", fmt.Sprintf("/v1/streams/tcp/%d", d.portMin+1), ""); code != 404 {
+		t.Errorf("the refused stream is still there: %d %v", code, m)
+	}
+	// Not held up: another stream applies and carries bytes, and the
+	// first one still routes.
+	be := startEcho(t, "U:")
+	d.mustPut("tcp", d.portMax, `{"backend":"`+be.addr()+`"}`)
+	mustEcho(t, d.portMax, "U:")
+	mustReach(t, d.portMin, tlsOpts{sni: "db.example.com"}, db)
+}

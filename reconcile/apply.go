@@ -19,6 +19,10 @@ type apply struct {
 	onNow   map[string][]byte  // our files as they are now
 	owned   map[stream.ID]bool // streams whose port nginx held already
 	running bool
+	// Narrowing down a refusal that names no file (narrow.go).
+	heldBack map[stream.ID]bool // suspects left out of the next try
+	lastGood map[string][]byte  // the files a try of this pass applied
+	narrowed []stream.ID        // streams quarantined by narrowing
 }
 
 // errKeepsRejecting ends a pass whose tries all found a stream to leave out.
@@ -36,7 +40,8 @@ func (r *Reconciler) applyAll(ctx context.Context, a *apply) error {
 		if err != nil || done {
 			return err
 		}
-		if a.desired, err = r.syncDesired(a.log, a.specs, r.withoutHeld(r.desiredFiles(a.specs)), a.onDisk, a.onNow); err != nil {
+		desired := a.holdBack(r.withoutHeld(r.desiredFiles(a.specs)), r.baseline(a), r.cfg.Render.Prefix)
+		if a.desired, err = r.syncDesired(a.log, a.specs, desired, a.onDisk, a.onNow); err != nil {
 			return notApplied(err)
 		}
 	}
@@ -50,12 +55,12 @@ func (r *Reconciler) try(ctx context.Context, a *apply) (done bool, err error) {
 	// last (all of them when it starts).
 	fp := r.fingerprint(a.desired)
 	changed := diffNames(a.onDisk, a.onNow)
-	if a.running && fp == r.applied && len(changed) == 0 {
+	if a.running && fp == r.applied && len(changed) == 0 && !a.narrowing() {
 		return true, nil
 	}
 	testTook, err := r.test(ctx)
 	if err != nil {
-		return false, r.rejected(a.log, err, a.specs, a.onDisk, a.onNow, nil)
+		return false, r.rejected(a, err, nil)
 	}
 	op, applyStart := "reload", time.Now()
 	if a.running {
@@ -69,7 +74,7 @@ func (r *Reconciler) try(ctx context.Context, a *apply) (done bool, err error) {
 	r.counted(op, took, err)
 	r.publishApply(startOrRestart(op, r.appliedFiles != nil), float64(took.Microseconds())/1000, err, len(a.desired))
 	if err != nil {
-		return false, r.rejected(a.log, err, a.specs, a.onDisk, a.onNow, a.owned)
+		return false, r.rejected(a, err, a.owned)
 	}
 	a.running = true
 	r.lastReload = time.Now()
@@ -83,6 +88,11 @@ func (r *Reconciler) try(ctx context.Context, a *apply) (done bool, err error) {
 	if n > 0 {
 		return false, nil // streams whose port never opened were left out
 	}
+	if len(a.heldBack) > 0 {
+		// Narrowing: nginx took this half; the held back half goes next.
+		a.lastGood, a.heldBack = bodies(a.desired), nil
+		return false, nil
+	}
 	r.applied = fp
 	if r.nginx.Confirms() {
 		// nginx took every listen of the files it was given (a bind
@@ -95,6 +105,12 @@ func (r *Reconciler) try(ctx context.Context, a *apply) (done bool, err error) {
 		a.log.Warn().Err(err).Msg("record applied configuration")
 	}
 	return true, nil
+}
+
+// narrowing reports whether the pass is narrowing a refusal down: what
+// nginx runs is then not known to be good, and every try is tried.
+func (a *apply) narrowing() bool {
+	return a.heldBack != nil || a.lastGood != nil || len(a.narrowed) > 0
 }
 
 // startOrRestart names a start of a master after one this process had

@@ -28,9 +28,12 @@ type fakeNginx struct {
 	running    bool
 	actions    []string
 	rejectHost string
-	foreign    string // a foreign file's error, failing every test
-	bindFails  map[string]bool
-	deaf       map[int]bool
+	// unnamedHost, when in a file, fails every test with a refusal that
+	// names no file, like nginx's "could not build map_hash".
+	unnamedHost string
+	foreign     string // a foreign file's error, failing every test
+	bindFails   map[string]bool
+	deaf        map[int]bool
 	// duringTest runs inside Test, before it looks at the files: a
 	// stand-in for someone editing our files while a pass applies them.
 	duringTest func()
@@ -88,6 +91,10 @@ func (f *fakeNginx) Test(ctx context.Context) error {
 		if f.rejectHost != "" && strings.Contains(string(b), f.rejectHost) {
 			return &nginx.Error{Op: "test", Diags: []nginxconf.Diagnostic{{Level: "emerg",
 				Message: fmt.Sprintf("host not found in upstream %q", f.rejectHost), File: name, Line: 3}}}
+		}
+		if f.unnamedHost != "" && strings.Contains(string(b), f.unnamedHost) {
+			return &nginx.Error{Op: "test", Diags: []nginxconf.Diagnostic{{Level: "emerg",
+				Message: "could not build map_hash, you should increase map_hash_bucket_size: 64"}}}
 		}
 	}
 	return nil

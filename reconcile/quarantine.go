@@ -23,14 +23,16 @@ type quarantined struct {
 
 // rejected handles nginx refusing the configuration (a test, start or
 // reload error): when the refusal names streams of ours, they are
-// quarantined and it returns nil so that the pass tries again without them.
+// quarantined and it returns nil so that the pass tries again without them;
+// a refusal that names no file is narrowed down to a stream (narrow).
 // Otherwise the failure is not ours to fix: the last good files go back,
 // and the error is returned.
-func (r *Reconciler) rejected(log zerolog.Logger, nerr error, specs []stream.Spec, onDisk, onNow map[string][]byte, owned map[stream.ID]bool) error {
+func (r *Reconciler) rejected(a *apply, nerr error, owned map[stream.ID]bool) error {
+	log, onDisk, onNow := a.log, a.onDisk, a.onNow
 	if err := r.checkIntact(onNow); err != nil {
 		return err
 	}
-	if r.quarantineNamed(log, nerr, specs, onDisk, owned) > 0 {
+	if r.quarantineNamed(log, nerr, a.specs, onDisk, owned) > 0 || r.narrow(a, nerr) {
 		return nil
 	}
 	// Only a configuration nginx refused in words (a fatal diagnostic)
