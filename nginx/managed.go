@@ -14,6 +14,7 @@ import (
 
 	"github.com/streamconductor/stream-conductor/internal/procfs"
 	"github.com/streamconductor/stream-conductor/internal/safefile"
+	"github.com/streamconductor/stream-conductor/nginxconf"
 )
 
 // ManagedConfig places managed mode's files.
@@ -191,6 +192,14 @@ func (m *Managed) Start(ctx context.Context) error {
 	os.Remove(m.pidFile) // a stale one would be mistaken for the new master
 	m.removeOddLog()     // nginx would block opening a FIFO there
 	out, err := run(ctx, m.cfg.Bin, m.args()...)
+	if err != nil && bindFailed(out) {
+		// Our own orphans may hold the ports: workers of a master that
+		// died after Recover looked, or that Recover missed. They are
+		// not the streams' fault: retire them and start once more.
+		if n, rerr := m.retireOrphans(ctx); rerr == nil && n > 0 {
+			out, err = run(ctx, m.cfg.Bin, m.args()...)
+		}
+	}
 	if err != nil {
 		return failed("start", out, err)
 	}
@@ -206,6 +215,17 @@ func (m *Managed) Start(ctx context.Context) error {
 	}
 	m.cfg.Log.Info().Int("pid", m.PID()).Msg("nginx started")
 	return nil
+}
+
+// bindFailed reports whether nginx's output says it could not bind a
+// listen address.
+func bindFailed(out string) bool {
+	for _, d := range nginxconf.ParseDiagnostics(out) {
+		if _, ok := d.BindFailure(); ok {
+			return true
+		}
+	}
+	return false
 }
 
 // Test runs `nginx -t` on our configuration.

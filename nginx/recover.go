@@ -18,6 +18,13 @@ import (
 // our error log, and any that is not the live master or its child is an
 // orphan of ours, whatever the pid file says.
 func (m *Managed) Recover(ctx context.Context) error {
+	_, err := m.retireOrphans(ctx)
+	return err
+}
+
+// retireOrphans does Recover's work and returns how many orphans it told
+// to stop.
+func (m *Managed) retireOrphans(ctx context.Context) (int, error) {
 	reapZombies()
 	live := m.PID()
 	orphans := procfs.Scan(func(p procfs.Proc, cmdline []byte) bool {
@@ -30,7 +37,7 @@ func (m *Managed) Recover(ctx context.Context) error {
 		return procfs.HoldsFile(p.PID, m.errorLog)
 	})
 	if len(orphans) == 0 {
-		return nil
+		return 0, nil
 	}
 	for _, pid := range orphans {
 		syscall.Kill(pid, syscall.SIGQUIT)
@@ -38,7 +45,7 @@ func (m *Managed) Recover(ctx context.Context) error {
 	m.cfg.Log.Warn().Ints("processes", orphans).Msg("nginx master died; its workers were told to finish their connections and stop")
 	ctx, cancel := context.WithTimeout(ctx, m.cfg.ApplyTimeout)
 	defer cancel()
-	return m.retire(ctx, orphans, 0)
+	return len(orphans), m.retire(ctx, orphans, 0)
 }
 
 // reapZombies collects the exit status of nginx processes that were
