@@ -58,7 +58,7 @@ func validatePorts(s *stream.Spec, r Rules) error {
 		return fieldErr("port_mode", "must be same or fixed, not %q", truncate(s.PortMode))
 	}
 	if s.Routed() {
-		return fieldErr("routes", "a port range cannot route by server name yet: use one port for routes")
+		return fieldErr("routes", "a port range cannot route by server name: routes share one port, so give them a single-port stream")
 	}
 	return nil
 }
