@@ -2,6 +2,7 @@ package httpapi
 
 import (
 	"net/http/httptest"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -177,5 +178,35 @@ func TestRefusedBackendIs403(t *testing.T) {
 	}
 	if l, _ := st.List(); len(l) != 0 {
 		t.Fatalf("refused backends were stored: %v", l)
+	}
+}
+
+// A stream that would forward to itself (its own port, on an address
+// its listen address takes) is refused with 400 in the backends field,
+// even where BACKEND_ALLOW names the address exactly (the loop rule's
+// exception for a service on the same ports at another address of this
+// host), and nothing is stored; bound to another address it is stored.
+func TestSelfLoopIs400(t *testing.T) {
+	allow := []netip.Prefix{netip.MustParsePrefix("127.0.0.2/32")}
+	srv, st, _ := newTestServerWith(t, &policy.Backends{AllowCIDRs: allow, PortMin: 9000, PortMax: 9009})
+	for _, c := range []call{
+		{method: "PUT", path: "/v1/streams/tcp/9000-9003", body: `{"backend":"127.0.0.2","port_mode":"same"}`},
+		{method: "PUT", path: "/v1/streams/tcp/9000-9003", body: `{"backend":"127.0.0.2","port_mode":"same","bind":"127.0.0.2"}`},
+		{method: "PUT", path: "/v1/streams/tcp/9001", body: `{"backend":"127.0.0.2:9001"}`},
+		{method: "PUT", path: "/v1/streams/tcp/9000-9003", body: `{"backend":"127.0.0.2:9002","bind":"0.0.0.0"}`},
+	} {
+		rec, body := do(t, srv, c)
+		code, field := errorOf(body)
+		if rec.Code != 400 || code != CodeInvalid || field != "backends" ||
+			!strings.Contains(rec.Body.String(), "connect to itself") || !strings.Contains(rec.Body.String(), "rule: loop") {
+			t.Errorf("%s %s: %d %s", c.path, c.body, rec.Code, rec.Body)
+		}
+	}
+	if l, _ := st.List(); len(l) != 0 {
+		t.Fatalf("a stream forwarding to itself was stored: %v", l)
+	}
+	rec, _ := do(t, srv, call{method: "PUT", path: "/v1/streams/tcp/9000-9003", body: `{"backend":"127.0.0.2","port_mode":"same","bind":"127.0.0.1"}`})
+	if rec.Code != 201 {
+		t.Fatalf("the range on another address: %d %s", rec.Code, rec.Body)
 	}
 }

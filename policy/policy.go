@@ -32,6 +32,10 @@ type Backends struct {
 	// PortMin and PortMax are PORT_RANGE: no stream may point at a stream
 	// port of this host (a loop).
 	PortMin, PortMax int
+	// StreamBind is STREAM_BIND_ADDRESS, the listen address of streams
+	// that name none (empty: every IPv4 address); CheckLoop judges a
+	// stream's backends against it.
+	StreamBind string
 	// Lookup resolves host names (default: Go's resolver, 2s at most).
 	Lookup func(ctx context.Context, host string) ([]netip.Addr, error)
 	// LocalAddrs lists this host's addresses (default: its interfaces,
@@ -173,6 +177,71 @@ func (p *Backends) checkAddr(backend string, a netip.Addr, port int) error {
 		return violation("loop", "%s (%s) is a stream port of this node (PORT_RANGE %d-%d): a stream may not point at another stream", backend, a, p.PortMin, p.PortMax)
 	}
 	return nil
+}
+
+// CheckLoop returns a *Violation (rule "loop") when one of backends
+// (canonical host:port, of stream sp) is sp itself: one of sp's own
+// ports on an address sp's listen address accepts on (with port_mode
+// same, each port forwards to itself there). nginx would connect to
+// itself, each connection opening another, until it runs out of files;
+// no BACKEND_ALLOW entry lifts it. A name is judged by what it resolves
+// to; one that does not resolve passes (Check, and the reconciler, fail
+// it).
+func (p *Backends) CheckLoop(ctx context.Context, sp stream.Spec, backends []string) error {
+	listen := sp.ListenAddr(p.StreamBind).Addr()
+	for _, s := range backends {
+		b, err := stream.ParseBackend(s)
+		if err != nil || !sp.Covers(b.Port) {
+			continue // Check refuses what does not parse
+		}
+		addrs := []netip.Addr{b.Addr}
+		if !b.IsIP() {
+			if addrs, err = p.lookup(ctx, strings.TrimSuffix(b.Host, ".")); err != nil {
+				continue
+			}
+		}
+		for _, a := range addrs {
+			if p.accepts(listen, a.Unmap()) {
+				return loopViolation(sp, b, a, listen)
+			}
+		}
+	}
+	return nil
+}
+
+// loopViolation says that sp, listening on listen, forwards to itself
+// through backend b at address a.
+func loopViolation(sp stream.Spec, b stream.Backend, a, listen netip.Addr) *Violation {
+	what := fmt.Sprintf("%s (%s) is this stream's own port %d", b, a, b.Port)
+	if sp.SamePort() {
+		what = fmt.Sprintf("with port_mode same each port forwards to the same port on %s (%s), where this stream listens on ports %s", b.Host, a, sp.Ports())
+	}
+	where := listen.String()
+	switch {
+	case listen.IsUnspecified() && listen.Is4():
+		where += ", every local IPv4 address"
+	case listen.IsUnspecified():
+		where += ", every local IPv6 address"
+	}
+	return violation("loop", "%s: it listens on %s, so nginx would connect to itself; listen on another address (bind, or STREAM_BIND_ADDRESS) or forward elsewhere", what, where)
+}
+
+// accepts reports whether a socket listening on address listen takes
+// the connections nginx makes to address a: a wildcard (0.0.0.0, ::)
+// takes every local address of its family (nginx listens on :: with
+// ipv6only on), any other address only itself. A connection to 0.0.0.0
+// or :: goes to the loopback address.
+func (p *Backends) accepts(listen, a netip.Addr) bool {
+	switch {
+	case a.IsUnspecified() && a.Is4():
+		a = netip.AddrFrom4([4]byte{127, 0, 0, 1})
+	case a.IsUnspecified():
+		a = netip.IPv6Loopback()
+	}
+	if listen.IsUnspecified() {
+		return a.Is4() == listen.Is4() && p.isLocal(a)
+	}
+	return a == listen
 }
 
 func (p *Backends) lookup(ctx context.Context, host string) ([]netip.Addr, error) {

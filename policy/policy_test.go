@@ -6,6 +6,8 @@ import (
 	"net/netip"
 	"strings"
 	"testing"
+
+	"github.com/streamconductor/stream-conductor/stream"
 )
 
 func TestBackendPolicy(t *testing.T) {
@@ -81,5 +83,70 @@ func TestBackendPolicy(t *testing.T) {
 		case tc.rule != "" && (!errors.As(err, &v) || v.Rule != tc.rule || !strings.Contains(err.Error(), "rule: "+tc.rule)):
 			t.Errorf("%s: %v, want a refusal by rule %s", tc.backend, err, tc.rule)
 		}
+	}
+}
+
+// A stream may not forward to itself: one of its own ports on an
+// address its listen address accepts on (a wildcard takes every local
+// address of its family, another address only itself). BACKEND_ALLOW
+// naming the address exactly lifts the loop rule for a service on the
+// same ports at another address, not this.
+func TestCheckLoop(t *testing.T) {
+	lookup := func(_ context.Context, h string) ([]netip.Addr, error) {
+		if h == "self.example" {
+			return []netip.Addr{netip.MustParseAddr("127.0.0.2")}, nil
+		}
+		return nil, errors.New("no such host")
+	}
+	local := func() []netip.Addr {
+		return []netip.Addr{netip.MustParseAddr("192.0.2.10"), netip.MustParseAddr("2001:db8::10")}
+	}
+	allow := []netip.Prefix{netip.MustParsePrefix("127.0.0.2/32"), netip.MustParsePrefix("192.0.2.10/32")}
+	p := &Backends{AllowCIDRs: allow, PortMin: 20000, PortMax: 20999, Lookup: lookup, LocalAddrs: local}
+	onLo := &Backends{AllowCIDRs: allow, PortMin: 20000, PortMax: 20999, StreamBind: "127.0.0.1", Lookup: lookup, LocalAddrs: local}
+	same := func(bind string) stream.Spec {
+		return stream.Spec{Protocol: stream.TCP, Listen: 20000, ListenEnd: 20099, PortMode: stream.PortModeSame, Bind: bind, Backends: []string{"127.0.0.2:20000"}}
+	}
+	single := func(bind, backend string) stream.Spec {
+		return stream.Spec{Protocol: stream.TCP, Listen: 20000, Bind: bind, Backends: []string{backend}}
+	}
+	fixed := stream.Spec{Protocol: stream.TCP, Listen: 20000, ListenEnd: 20099, PortMode: stream.PortModeFixed, Backends: []string{"127.0.0.2:20050"}}
+	for _, tc := range []struct {
+		name string
+		p    *Backends
+		sp   stream.Spec
+		loop bool
+	}{
+		{"same range, default bind every IPv4 address", p, same(""), true},
+		{"same range bound to 0.0.0.0", onLo, same("0.0.0.0"), true},
+		{"same range bound to the backend's address", p, same("127.0.0.2"), true},
+		{"same range bound to another address", p, same("127.0.0.1"), false},
+		{"same range, default bind another address", onLo, same(""), false},
+		{"same range to a name of the stream's address", p, stream.Spec{Protocol: stream.TCP, Listen: 20000, ListenEnd: 20099, PortMode: stream.PortModeSame, Backends: []string{"self.example:20000"}}, true},
+		{"fixed range to one of its own ports", p, fixed, true},
+		{"single to its own port on an interface address", p, single("", "192.0.2.10:20000"), true},
+		{"single to its own port at 0.0.0.0", onLo, single("", "0.0.0.0:20000"), true},
+		{"single to another port", p, single("", "127.0.0.2:20001"), false},
+		{"single to a remote address", p, single("", "10.0.0.5:20000"), false},
+		{"IPv4 wildcard, IPv6 backend", p, single("", "[2001:db8::10]:20000"), false},
+		{"IPv6 wildcard, IPv6 local backend", p, single("::", "[2001:db8::10]:20000"), true},
+		{"a name that does not resolve", p, single("", "nowhere.example:20000"), false},
+	} {
+		err := tc.p.CheckLoop(context.Background(), tc.sp, tc.sp.Backends)
+		var v *Violation
+		if tc.loop != (err != nil) || (err != nil && (!errors.As(err, &v) || v.Rule != "loop" || !strings.Contains(err.Error(), "connect to itself"))) {
+			t.Errorf("%s: %v, want a loop: %v", tc.name, err, tc.loop)
+		}
+	}
+	// The message says what to change.
+	err := p.CheckLoop(context.Background(), same(""), []string{"127.0.0.2:20000"})
+	want := "with port_mode same each port forwards to the same port on 127.0.0.2 (127.0.0.2), where this stream listens on ports 20000-20099: " +
+		"it listens on 0.0.0.0, every local IPv4 address, so nginx would connect to itself; listen on another address (bind, or STREAM_BIND_ADDRESS) or forward elsewhere (rule: loop)"
+	if err == nil || err.Error() != want {
+		t.Errorf("message:\n%v\nwant\n%s", err, want)
+	}
+	// The same spec passes Check: BACKEND_ALLOW names 127.0.0.2 exactly.
+	if err := p.Check(context.Background(), same("").Backends); err != nil {
+		t.Errorf("Check: %v", err)
 	}
 }

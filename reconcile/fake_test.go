@@ -114,8 +114,10 @@ func (f *fakeNginx) load(op string) error {
 				{Level: "emerg", PID: 1, Message: "still could not bind()"},
 			}}
 		}
-		if !f.deaf[id.Port] {
-			live[id.Protocol][id.Port] = true
+		for port := id.Port; port <= nginxconf.FileLastPort(b, id.Port); port++ {
+			if !f.deaf[port] {
+				live[id.Protocol][port] = true
+			}
 		}
 	}
 	f.live = live

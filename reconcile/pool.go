@@ -59,8 +59,11 @@ type Pool struct {
 	mu        sync.Mutex
 	shards    []*shard // by index; nil: not started
 	place     map[stream.ID]int
-	counts    []int                // streams placed on each shard
+	weight    map[stream.ID]int    // the ports of each placed stream, as last listed
+	counts    []int                // ports placed on each shard (a range counts each)
+	ports     int                  // the ports placed on every shard
 	gone      map[stream.ID]uint64 // deleted at this revision, still placed until applied
+	gonePorts int                  // the ports of gone
 	withheld  map[stream.ID]move   // placed, not yet handed to their shard
 	listedRev uint64               // the revision the shards' lists are of
 	listedTL  uint64
@@ -155,6 +158,7 @@ func NewPool(cfg PoolConfig, st Store) *Pool {
 		turns:    make(chan struct{}, max(2, runtime.NumCPU())),
 		added:    make(chan *Reconciler, 64),
 		place:    map[stream.ID]int{},
+		weight:   map[stream.ID]int{},
 		gone:     map[stream.ID]uint64{},
 		withheld: map[stream.ID]move{},
 		progress: make(chan struct{}),
@@ -262,8 +266,8 @@ func (p *Pool) adopt() (shards []*shard, first error) {
 				p.log.Warn().Stringer("stream", id).Int("shard", prev).Int("also_in", k).Msg("stream found in two shards; keeping the first")
 				continue
 			}
-			p.place[id] = k
-			p.counts[k]++
+			// One port until the first listing says how many it has.
+			p.placeOn(id, k, 1)
 		}
 	}
 	// Streams of shards at or above Shards move to the others once their
@@ -272,9 +276,8 @@ func (p *Pool) adopt() (shards []*shard, first error) {
 		if k < p.cfg.Shards {
 			continue
 		}
-		p.counts[k]--
+		p.unplace(id)
 		p.withheld[id] = move{from: k}
-		delete(p.place, id)
 	}
 	return shards, first
 }

@@ -11,17 +11,18 @@ import (
 // Placement. A master takes one configuration per reload and then sleeps
 // ~100 ms (ReloadSpacing) before it takes the next, so a new stream goes
 // to a shard that is neither passing nor cooling down: the streams new in
-// one listing fill one such shard up to the target size, the emptiest
-// first, or a shard whose pass is due and has not started, which takes it
-// at no cost; a shard is started only when every running one is busy, and when
-// all are started and busy, the one whose cool-down ends first takes it.
+// one listing fill one such shard up to the target size (in ports: a
+// range weighs its ports, pool_weight.go), the emptiest first, or a shard
+// whose pass is due and has not started, which takes it at no cost; a
+// shard is started only when every running one is busy, and when all are
+// started and busy, the one whose cool-down ends first takes it.
 // A hash of the port would send a sequential loop's next stream to the
 // shard that just reloaded for the last one, and wait for its cool-down
 // (docs/nginx-pool-design.md, §3.1). A stream stays where it is placed
 // until it is deleted and its shard has applied the deletion, so a quick
 // delete and create again stays on the same shard.
 
-// minTarget is the fewest streams a shard is filled with before the next
+// minTarget is the fewest ports a shard is filled with before the next
 // idle one is preferred to it: a quiet node keeps few masters.
 const minTarget = 64
 
@@ -43,9 +44,14 @@ func (p *Pool) distribute(ctx context.Context) {
 	present := make(map[stream.ID]bool, len(specs))
 	chosen := -1
 	for _, sp := range specs {
+		// Placed streams first get their weight, so that the new ones are
+		// placed against every shard's ports as listed now.
+		p.reweigh(sp.ID(), sp.PortCount())
+	}
+	for _, sp := range specs {
 		id := sp.ID()
 		present[id] = true
-		delete(p.gone, id)
+		p.unmarkGone(id)
 		if mv, ok := p.withheld[id]; ok {
 			if !p.released(&mv, rev) {
 				p.withheld[id] = mv
@@ -55,18 +61,17 @@ func (p *Pool) distribute(ctx context.Context) {
 		}
 		k, ok := p.place[id]
 		if !ok {
-			if k = p.choose(ctx, &chosen); k < 0 {
+			if k = p.choose(ctx, &chosen, sp.PortCount()); k < 0 {
 				continue // no shard could start: pending, tried again at the next listing
 			}
-			p.place[id] = k
-			p.counts[k]++
+			p.placeOn(id, k, sp.PortCount())
 			p.version++
 		}
 		lists[k] = append(lists[k], sp)
 	}
 	for id := range p.place {
-		if _, g := p.gone[id]; !present[id] && !g {
-			p.gone[id] = rev
+		if !present[id] {
+			p.markGone(id, rev)
 		}
 	}
 	for id := range p.withheld {
@@ -125,14 +130,14 @@ func (p *Pool) released(mv *move, rev uint64) bool {
 	return p.shardApplied(s, mv.until) && p.listedRev >= mv.until
 }
 
-// choose returns the shard for a new stream, starting one if it must; -1
-// when none can take it. chosen is the shard this listing fills.
-func (p *Pool) choose(ctx context.Context, chosen *int) int {
-	// Streams deleted but not yet removed by their shard do not count.
-	target := max(minTarget, (len(p.place)-len(p.gone)+p.cfg.Shards)/p.cfg.Shards)
+// choose returns the shard for a new stream of w ports, starting one if
+// it must; -1 when none can take it. chosen is the shard this listing
+// fills. Sizes are in ports (pool_weight.go).
+func (p *Pool) choose(ctx context.Context, chosen *int, w int) int {
+	target := p.target()
 	usable := func(k int) bool {
 		s := p.shards[k]
-		return s != nil && !s.retiring && !s.draining && p.hasRoom(k)
+		return s != nil && !s.retiring && !s.draining && p.hasRoom(k, w)
 	}
 	if k := *chosen; k >= 0 && usable(k) && p.counts[k] < target {
 		return k
@@ -182,15 +187,29 @@ func (p *Pool) choose(ctx context.Context, chosen *int) int {
 			}
 		}
 	}
+	if best < 0 {
+		best = p.emptiest()
+	}
 	*chosen = best
 	return best
 }
 
-// hasRoom reports whether shard k's master may listen on one more stream
-// within the open-file limit it inherits.
-func (p *Pool) hasRoom(k int) bool {
-	of := p.cfg.OpenFiles
-	return of == nil || p.counts[k] < of.MaxStreams
+// emptiest returns the running shard below Shards with the fewest ports,
+// or -1: for a stream that fits no shard's open-file limit, which that
+// shard then fails with the limit's words (capStreams) rather than
+// leaving it pending.
+func (p *Pool) emptiest() int {
+	best := -1
+	for k := range p.cfg.Shards {
+		s := p.shards[k]
+		if s == nil || s.retiring || s.draining {
+			continue
+		}
+		if best < 0 || p.counts[k] < p.counts[best] {
+			best = k
+		}
+	}
+	return best
 }
 
 // busy reports whether the shard is passing, has a pass coming, or its
@@ -235,9 +254,7 @@ func (p *Pool) collect() {
 		if s := p.shards[k]; s != nil && !p.shardApplied(s, rev) {
 			continue
 		}
-		delete(p.gone, id)
-		delete(p.place, id)
-		p.counts[k]--
+		p.unplace(id)
 		p.version++
 	}
 }

@@ -280,3 +280,62 @@ func TestPoolHandsEachNewListingToOnList(t *testing.T) {
 		t.Fatalf("listings handed to OnList: %v, want %v", l, want)
 	}
 }
+
+// A shard's size is its ports: a 600-port range fills its shard beyond
+// the target size (an even share of the ports, at least 64), so the
+// single streams that follow go to another master even when the range's
+// is idle. Counted by streams, the range's shard held one stream of 64
+// and took them.
+func TestPoolWeighsAStreamByItsPorts(t *testing.T) {
+	h := newPoolHarness(t, 4)
+	h.run()
+	rng, _, err := h.store.Put(stream.Spec{Protocol: stream.TCP, Listen: 10000, ListenEnd: 10599, PortMode: stream.PortModeFixed,
+		Backends: []string{"192.0.2.1:80"}}, store.Match{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.waitActive(rng)
+	k := h.shardOfFile(10000)
+	// The range's master is done with its reload and its cool-down: by
+	// placement's other rules it is the shard to take the next stream.
+	h.pool.mu.Lock()
+	h.pool.shards[k].rec.reloadedAt.Store(time.Now().Add(-time.Minute).UnixNano())
+	h.pool.mu.Unlock()
+	deadline := time.Now().Add(5 * time.Second)
+	for h.shardBusy(k) {
+		if time.Now().After(deadline) {
+			t.Fatalf("shard %d still busy after 5s", k)
+		}
+		time.Sleep(time.Millisecond)
+	}
+	h.put(9000)
+	if got := h.shardOfFile(9000); got == k || got < 0 {
+		t.Fatalf("a single stream went to shard %d, the 600-port range's is %d: want another", got, k)
+	}
+	h.pool.mu.Lock()
+	defer h.pool.mu.Unlock()
+	if h.pool.counts[k] != 600 || h.pool.ports != 601 {
+		t.Fatalf("shard %d counts %d ports, the pool %d: want 600 and 601", k, h.pool.counts[k], h.pool.ports)
+	}
+}
+
+// waitActive waits until the pool applied sp and it is active.
+func (h *poolHarness) waitActive(sp stream.Spec) {
+	h.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := h.pool.WaitApplied(ctx, sp.Revision, []stream.Spec{sp}); err != nil {
+		h.t.Fatalf("WaitApplied %s: %v", sp.ID(), err)
+	}
+	if st := h.pool.Status(sp.ID(), sp.Revision); st.State != stream.Active {
+		h.t.Fatalf("%s is %s after WaitApplied, want active: %s", sp.ID(), st.State, st.Error)
+	}
+}
+
+// shardBusy reports whether shard k is passing, has a pass coming or
+// cools down.
+func (h *poolHarness) shardBusy(k int) bool {
+	h.pool.mu.Lock()
+	defer h.pool.mu.Unlock()
+	return h.pool.shards[k].busy()
+}

@@ -34,12 +34,11 @@ func (c *Collector) PublishEvery(ctx context.Context, pub events.Publisher, ever
 func (c *Collector) sample() map[string]events.StreamTraffic {
 	open := c.active.All() // outside c.mu: it may read the socket table
 	active := map[stream.ID]int{}
-	for port, n := range open {
-		if n == 0 {
-			continue
-		}
-		if id, _, ok := c.resolve(stream.TCP, port); ok { // a local port of a stream, not of a client
-			active[id] += n
+	for port := range open {
+		if id, st, ok := c.resolve(stream.TCP, port); ok { // a local port of a stream, not of a client
+			if n := open.on(port, st.Listen); n > 0 {
+				active[id] += n
+			}
 		}
 	}
 	all := c.All()

@@ -1,6 +1,7 @@
 package traffic
 
 import (
+	"net/netip"
 	"sort"
 	"time"
 
@@ -8,11 +9,16 @@ import (
 )
 
 // A Stream is what the Collector needs to know of a stream: when it was
-// created and the last port it listens on (its id's port, unless it
-// listens on a port range).
+// created, the last port it listens on (its id's port, unless it listens
+// on a port range) and the address it listens on.
 type Stream struct {
 	Created time.Time
 	Last    int
+	// Listen is the address nginx binds the stream's ports on
+	// (stream.Spec.ListenAddr): only sockets on an address it accepts on
+	// are the stream's open sessions. Invalid: not known, every local
+	// address counts.
+	Listen netip.Addr
 }
 
 // PortStats is one port's share of a range stream's traffic.
@@ -94,20 +100,20 @@ func (c *Collector) resolve(p stream.Protocol, port int) (stream.ID, Stream, boo
 	return id, s, true
 }
 
-// activeOn sums the open sessions of open (by local port) on the ports
-// first to last.
-func activeOn(open map[int]int, first, last int) int {
+// activeOn sums the open sessions of open on the ports first to last of
+// a stream that listens on address listen.
+func activeOn(open openSockets, first, last int, listen netip.Addr) int {
 	n := 0
 	if last-first+1 > len(open) {
-		for port, k := range open {
+		for port := range open {
 			if port >= first && port <= last {
-				n += k
+				n += open.on(port, listen)
 			}
 		}
 		return n
 	}
 	for port := first; port <= last; port++ {
-		n += open[port]
+		n += open.on(port, listen)
 	}
 	return n
 }

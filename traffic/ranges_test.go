@@ -3,6 +3,7 @@ package traffic
 import (
 	"encoding/json"
 	"fmt"
+	"net/netip"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -22,7 +23,7 @@ func (s *specs) lookup(id stream.ID) (Stream, bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	sp, ok := s.list[id]
-	return Stream{Created: sp.CreatedAt, Last: sp.LastPort()}, ok
+	return Stream{Created: sp.CreatedAt, Last: sp.LastPort(), Listen: sp.ListenAddr("").Addr()}, ok
 }
 
 // put stores sp and hands the whole list to c, as the daemon does when
@@ -175,11 +176,51 @@ func TestRangeIndexFind(t *testing.T) {
 // The open sessions of a range are those of its ports, however the
 // socket table is spread.
 func TestActiveOnSumsTheRangesPorts(t *testing.T) {
-	open := map[int]int{9999: 5, 10000: 1, 10010: 2, 10019: 3, 10020: 7}
-	if n := activeOn(open, 10000, 10019); n != 6 {
+	lo := netip.MustParseAddr("127.0.0.1")
+	open := openSockets{}
+	for port, n := range map[int]int{9999: 5, 10000: 1, 10010: 2, 10019: 3, 10020: 7} {
+		open[port] = map[netip.Addr]int{lo: n}
+	}
+	if n := activeOn(open, 10000, 10019, lo); n != 6 {
 		t.Fatalf("%d open, want 6", n)
 	}
-	if n := activeOn(open, 10010, 10010); n != 2 {
+	if n := activeOn(open, 10010, 10010, lo); n != 2 {
 		t.Fatalf("%d open on one port, want 2", n)
+	}
+}
+
+// A session through a port_mode same range on 127.0.0.1 to a backend on
+// 127.0.0.2 holds two sockets on the range's port: nginx's accepted one
+// (local 127.0.0.1:P) and the backend's (local 127.0.0.2:P). Only the
+// first is the stream's: each session counts once. A wildcard stream
+// counts every address of its family, not an IPv6 socket on its port.
+func TestActiveCountsOnlyTheStreamsListenAddress(t *testing.T) {
+	c, s := rangeCollector(t)
+	s.put(c, stream.Spec{Protocol: stream.TCP, Listen: 20000, ListenEnd: 20099, Bind: "127.0.0.1", PortMode: stream.PortModeSame,
+		Backends: []string{"127.0.0.2:20000"}, CreatedAt: day})
+	s.put(c, stream.Spec{Protocol: stream.TCP, Listen: 9000, Backends: []string{"10.0.0.5:80"}, CreatedAt: day})
+	ap := netip.MustParseAddrPort
+	table := map[netip.AddrPort]int{
+		ap("127.0.0.1:20000"): 1, ap("127.0.0.2:20000"): 1, // a session on port 20000: nginx's end, the backend's end
+		ap("127.0.0.1:20050"): 2, ap("127.0.0.2:20050"): 2, // two on 20050
+		ap("127.0.0.1:41000"): 1, ap("127.0.0.1:41001"): 1, // clients' and nginx's outgoing ends
+		ap("192.0.2.7:9000"): 1, // a session on the wildcard stream
+		ap("[::1]:9000"):     1, // another process's IPv6 socket: nginx listens on 0.0.0.0 only
+	}
+	c.active.read = func() map[netip.AddrPort]int { return table }
+	rng := stream.ID{Protocol: stream.TCP, Port: 20000}
+	if st := c.Get(rng); st == nil || st.Active != 3 {
+		t.Errorf("the range's open sessions: %+v, want 3", st)
+	}
+	single := stream.ID{Protocol: stream.TCP, Port: 9000}
+	if st := c.Get(single); st == nil || st.Active != 1 {
+		t.Errorf("the wildcard stream's open sessions: %+v, want 1", st)
+	}
+	sample := c.sample()
+	if got := sample[rng.String()].Active; got != 3 {
+		t.Errorf("the range's open sessions in the events' sample: %d, want 3", got)
+	}
+	if got := sample[single.String()].Active; got != 1 {
+		t.Errorf("the wildcard stream's open sessions in the events' sample: %d, want 1", got)
 	}
 }

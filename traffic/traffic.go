@@ -171,7 +171,7 @@ func (c *Collector) Get(id stream.ID) *Stats {
 	st, ok := c.lookup(id)
 	active := 0
 	if id.Protocol == stream.TCP {
-		active = activeOn(c.active.All(), id.Port, max(st.Last, id.Port)) // outside c.mu: it may read the socket table
+		active = activeOn(c.active.All(), id.Port, max(st.Last, id.Port), st.Listen) // outside c.mu: it may read the socket table
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()

@@ -90,13 +90,27 @@ func (f *fakeApplier) BindConflict(s stream.Spec) error {
 // errRefusedBackend is the fake policy's refusal.
 var errRefusedBackend = errors.New("backend refused by the policy")
 
-// fakePolicy refuses the backends it lists.
+// errLoop is the fake policy's refusal of a stream that forwards to
+// itself.
+var errLoop = errors.New("the stream forwards to itself (rule: loop)")
+
+// fakePolicy refuses the backends it lists, and calls those it lists as
+// "loop <backend>" a stream's own address when they are on its own port.
 type fakePolicy map[string]bool
 
 func (p fakePolicy) Check(ctx context.Context, backends []string) error {
 	for _, b := range backends {
 		if p[b] {
 			return errRefusedBackend
+		}
+	}
+	return nil
+}
+
+func (p fakePolicy) CheckLoop(ctx context.Context, sp stream.Spec, backends []string) error {
+	for _, s := range backends {
+		if b, err := stream.ParseBackend(s); err == nil && p["loop "+s] && sp.Covers(b.Port) {
+			return errLoop
 		}
 	}
 	return nil
@@ -128,8 +142,9 @@ type fixture struct {
 }
 
 // newFixture: range 9000-9009, 9005 reserved (the API's port), 9008 held
-// by another process, backend "bad.invalid:1" refused by nginx and
-// "10.0.0.1:22" by the policy.
+// by another process, backend "bad.invalid:1" refused by nginx,
+// "10.0.0.1:22" by the policy, and "127.0.0.9:9001" the policy's loop to
+// a stream's own address when the stream has port 9001.
 func newFixture(t *testing.T) *fixture {
 	t.Helper()
 	return newFixtureWith(t, func(st desired.State) desired.State { return st })
@@ -147,7 +162,7 @@ func newFixtureWith(t *testing.T, wrap func(desired.State) desired.State) *fixtu
 		rejectRev: map[uint64]string{}, busy: map[int]bool{9008: true}}
 	u := &undos{}
 	p := New(Config{PortMin: 9000, PortMax: 9009, Reserved: []int{9005}, ApplyTimeout: time.Second, OnUndo: u.add, Log: zerolog.Nop()},
-		wrap(st), ap, fakePolicy{"10.0.0.1:22": true})
+		wrap(st), ap, fakePolicy{"10.0.0.1:22": true, "loop 127.0.0.9:9001": true})
 	t.Cleanup(p.Close)
 	return &fixture{p: p, st: st, ap: ap, undos: u}
 }

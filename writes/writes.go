@@ -49,6 +49,9 @@ type Policy interface {
 	// Check returns an error for the first backend (canonical host:port)
 	// a rule refuses, or nil.
 	Check(ctx context.Context, backends []string) error
+	// CheckLoop returns an error when one of backends (of stream sp) is
+	// sp itself: one of its own ports on an address it listens on.
+	CheckLoop(ctx context.Context, sp stream.Spec, backends []string) error
 }
 
 // Undo is a write that the path took back because nginx refused it.
@@ -133,7 +136,8 @@ func (p *Path) Rules() nginxconf.Rules {
 
 // Check validates sp against the node's rules and the backend policy,
 // and returns it in canonical form. It changes nothing: writes and dry
-// runs share it. The error is a *nginxconf.FieldError or a *PolicyError.
+// runs share it. The error is a *nginxconf.FieldError (a stream that
+// would forward to itself among them) or a *PolicyError.
 func (p *Path) Check(ctx context.Context, sp stream.Spec) (stream.Spec, error) {
 	sp, err := p.validate(sp)
 	if err != nil {
@@ -158,13 +162,26 @@ func (p *Path) checkPolicy(ctx context.Context, sp stream.Spec) error {
 	if sp.Routed() {
 		field = "default"
 	}
-	if err := p.policy.Check(ctx, sp.Backends); err != nil {
-		return &PolicyError{Field: field, Err: err}
+	if err := p.checkBackends(ctx, sp, field, sp.Backends); err != nil {
+		return err
 	}
 	for i, r := range sp.Routes {
-		if err := p.policy.Check(ctx, r.Backends); err != nil {
-			return &PolicyError{Field: fmt.Sprintf("routes[%d].backends", i), Err: err}
+		if err := p.checkBackends(ctx, sp, fmt.Sprintf("routes[%d].backends", i), r.Backends); err != nil {
+			return err
 		}
+	}
+	return nil
+}
+
+// checkBackends judges backends, those of sp in field: a rule that
+// refuses one is a *PolicyError; a stream that would forward to itself is
+// a *nginxconf.FieldError (400), since no setting makes it work.
+func (p *Path) checkBackends(ctx context.Context, sp stream.Spec, field string, backends []string) error {
+	if err := p.policy.Check(ctx, backends); err != nil {
+		return &PolicyError{Field: field, Err: err}
+	}
+	if err := p.policy.CheckLoop(ctx, sp, backends); err != nil {
+		return &nginxconf.FieldError{Field: field, Message: err.Error()}
 	}
 	return nil
 }

@@ -3,6 +3,7 @@ package writes
 import (
 	"context"
 	"errors"
+	"strings"
 	"testing"
 
 	"github.com/streamconductor/stream-conductor/desired"
@@ -269,5 +270,45 @@ func TestPolicyChecksRouteBackends(t *testing.T) {
 	}
 	if _, err := newFixture(t).p.Check(context.Background(), routed("d:1", "c:1")); err != nil {
 		t.Fatalf("allowed routes refused: %v", err)
+	}
+}
+
+// A stream whose backend is the stream itself (the policy's CheckLoop)
+// is refused as invalid input (400) in the field of that backend list,
+// whatever the operation, and nothing is stored; the same backend from
+// another port is no loop.
+func TestSelfLoopIsInvalidInput(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	routed := stream.Spec{Protocol: stream.TCP, Listen: 9001, Routes: []stream.Route{
+		{ServerName: "a.example", Backends: []string{"a:1", "127.0.0.9:9001"}}}}
+	for _, tc := range []struct {
+		name, field string
+		write       func() error
+	}{
+		{"put", "backends", func() error {
+			_, err := f.p.Put(ctx, tcp(9001, "127.0.0.9:9001"), desired.Match{}, "t")
+			return err
+		}},
+		{"check a route", "routes[0].backends", func() error {
+			_, err := f.p.Check(ctx, routed)
+			return err
+		}},
+		{"range", "backends", func() error {
+			_, err := f.p.Put(ctx, stream.Spec{Protocol: stream.TCP, Listen: 9000, ListenEnd: 9003, Backends: []string{"127.0.0.9:9001"}}, desired.Match{}, "t")
+			return err
+		}},
+	} {
+		err := tc.write()
+		var fe *nginxconf.FieldError
+		if !errors.As(err, &fe) || fe.Field != tc.field || !strings.Contains(fe.Message, errLoop.Error()) {
+			t.Errorf("%s: %v, want a field error in %s saying %q", tc.name, err, tc.field, errLoop)
+		}
+	}
+	if l, _ := f.st.List(); len(l) != 0 {
+		t.Fatalf("a self-loop was stored: %v", l)
+	}
+	if _, err := f.p.Put(ctx, tcp(9002, "127.0.0.9:9001"), desired.Match{}, "t"); err != nil {
+		t.Fatalf("the same backend from another port: %v", err)
 	}
 }

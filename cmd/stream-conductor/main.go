@@ -136,7 +136,7 @@ func run(ctx context.Context, cfg config, log zerolog.Logger) error {
 		Log:      log,
 	})
 	backends := &policy.Backends{AllowCIDRs: cidrs, AllowSuffixes: suffixes, APIPort: cfg.BindPort,
-		PortMin: cfg.PortMin, PortMax: cfg.PortMax, Lookup: resolver.Lookup}
+		PortMin: cfg.PortMin, PortMax: cfg.PortMax, StreamBind: cfg.StreamBindAddress, Lookup: resolver.Lookup}
 	var mx *metrics.Metrics
 	pub := &publisher{}
 	// The node's events (GET /v1/events): every component tells the

@@ -23,7 +23,7 @@ func newNginx(cfg config, st stateStore, of *stream.OpenFiles, log zerolog.Logge
 		x := &nginx.External{Bin: cfg.NginxBin, Timeout: cfg.ApplyTimeout}
 		return func(int) (reconcile.Nginx, string, error) { return x, filepath.Join(cfg.DataDir, "applied"), nil }, nil, nil
 	}
-	tc, err := listenTraffic(cfg.DataDir, cfg.NginxBin, createdAt(localReads(st)), log)
+	tc, err := listenTraffic(cfg.DataDir, cfg.NginxBin, createdAt(localReads(st), cfg.StreamBindAddress), log)
 	if err != nil {
 		return nil, nil, err
 	}

@@ -42,14 +42,16 @@ func listenTraffic(dataDir, nginxBin string, lookup traffic.Lookup, log zerolog.
 }
 
 // createdAt tells the traffic collector whether a stream exists, when it
-// was created (so that a stream created again on a port counts from zero)
-// and its last port (a range's sessions count for it).
+// was created (so that a stream created again on a port counts from zero),
+// its last port (a range's sessions count for it) and the address it
+// listens on, defaultBind for a stream that names none (its open sessions
+// are the sockets on an address it accepts on).
 func createdAt(st interface {
 	Get(id stream.ID) (stream.Spec, error)
-}) traffic.Lookup {
+}, defaultBind string) traffic.Lookup {
 	return func(id stream.ID) (traffic.Stream, bool) {
 		sp, err := st.Get(id)
-		return traffic.Stream{Created: sp.CreatedAt, Last: sp.LastPort()}, err == nil
+		return traffic.Stream{Created: sp.CreatedAt, Last: sp.LastPort(), Listen: sp.ListenAddr(defaultBind).Addr()}, err == nil
 	}
 }
 

@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"net/netip"
 	"strconv"
 	"syscall"
 	"unsafe"
@@ -104,7 +105,19 @@ func diagDump(req inetDiagReq, fn func(Socket)) error {
 			}
 			port := binary.BigEndian.Uint16(m.Data[4:6])
 			inode := binary.NativeEndian.Uint32(m.Data[68:72])
-			fn(Socket{Port: int(port), Inode: strconv.FormatUint(uint64(inode), 10)})
+			fn(Socket{Port: int(port), Inode: strconv.FormatUint(uint64(inode), 10), Addr: diagAddr(m.Data)})
 		}
 	}
+}
+
+// diagAddr is the local address of a struct inet_diag_msg: its family
+// (idiag_family, the first byte), then idiag_src at offset 8 of the
+// socket id, 4 bytes for IPv4 and 16 for IPv6 (IPv4-mapped unmapped).
+func diagAddr(msg []byte) netip.Addr {
+	src := msg[8:24]
+	if msg[0] == syscall.AF_INET {
+		src = src[:4]
+	}
+	a, _ := netip.AddrFromSlice(src)
+	return a.Unmap()
 }

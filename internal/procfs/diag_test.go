@@ -2,6 +2,7 @@ package procfs
 
 import (
 	"net"
+	"net/netip"
 	"slices"
 	"testing"
 )
@@ -25,8 +26,8 @@ func sockets(t testing.TB, fn func(func(Socket)) error) []Socket {
 	return all
 }
 
-// The kernel's sock_diag answer names the same sockets, ports and inodes
-// as its /proc tables, for listening TCP (v4 and v6) and bound UDP.
+// The kernel's sock_diag answer names the same sockets, addresses, ports
+// and inodes as its /proc tables, for listening TCP (v4 and v6) and bound UDP.
 func TestDiagAgreesWithTheProcTables(t *testing.T) {
 	ln4, err := net.Listen("tcp4", "127.0.0.1:0")
 	if err != nil {
@@ -104,7 +105,8 @@ func TestDiagEstablished(t *testing.T) {
 	}
 	proc := map[int]int{}
 	Host.scan(tcpEstablished, func(x Socket) { proc[x.Port]++ }, "tcp", "tcp6")
-	if n != 1 || proc[port] != 1 || Host.Established()[port] != 1 {
+	local := netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), uint16(port))
+	if n != 1 || proc[port] != 1 || Host.Established()[local] != 1 {
 		t.Fatalf("established on %d: sock_diag %d, /proc %d", port, n, proc[port])
 	}
 }

@@ -2,7 +2,10 @@ package procfs
 
 import (
 	"bufio"
+	"encoding/binary"
+	"encoding/hex"
 	"errors"
+	"net/netip"
 	"os"
 	"strconv"
 	"strings"
@@ -22,10 +25,12 @@ const (
 var ErrNoTables = errors.New("read /proc/net: not available")
 
 // Socket is one row of a socket table: its local port and its inode, by
-// which the process holding it is found (Sockets, HoldsSocket).
+// which the process holding it is found (Sockets, HoldsSocket), and its
+// local address (IPv4-mapped IPv6 addresses unmapped).
 type Socket struct {
 	Port  int
 	Inode string
+	Addr  netip.Addr
 }
 
 // Tables are the socket tables of one network namespace.
@@ -66,19 +71,22 @@ func (t Tables) Each(udp bool, fn func(Socket)) error {
 	return t.scan(anyState, fn, "tcp", "tcp6")
 }
 
-// Established counts the established TCP connections by local port. The
-// host's are asked of the kernel (sock_diag) when it answers.
-func (t Tables) Established() map[int]int {
-	counts := map[int]int{}
+// Established counts the established TCP connections by local address
+// and port: a connection between two local sockets is two of them, one
+// on each end's address. The host's are asked of the kernel (sock_diag)
+// when it answers.
+func (t Tables) Established() map[netip.AddrPort]int {
+	counts := map[netip.AddrPort]int{}
+	add := func(s Socket) { counts[netip.AddrPortFrom(s.Addr, uint16(s.Port))]++ }
 	if t == Host {
 		if all, err := diagStates(syscall.IPPROTO_TCP, 1<<stateEstablished); err == nil {
 			for _, s := range all {
-				counts[s.Port]++
+				add(s)
 			}
 			return counts
 		}
 	}
-	t.scan(tcpEstablished, func(s Socket) { counts[s.Port]++ }, "tcp", "tcp6")
+	t.scan(tcpEstablished, add, "tcp", "tcp6")
 	return counts
 }
 
@@ -113,7 +121,7 @@ func parseRow(line, state string) (Socket, bool) {
 	if len(fields) < 10 || (state != anyState && fields[3] != state) {
 		return Socket{}, false
 	}
-	_, hexPort, ok := strings.Cut(fields[1], ":")
+	hexAddr, hexPort, ok := strings.Cut(fields[1], ":")
 	if !ok {
 		return Socket{}, false
 	}
@@ -121,5 +129,20 @@ func parseRow(line, state string) (Socket, bool) {
 	if err != nil {
 		return Socket{}, false
 	}
-	return Socket{Port: int(port), Inode: fields[9]}, true
+	return Socket{Port: int(port), Inode: fields[9], Addr: parseHexAddr(hexAddr)}, true
+}
+
+// parseHexAddr reads an address as the tables print it: 8 or 32 hex
+// digits, each 32-bit word in the host's byte order ("0100007F" is
+// 127.0.0.1 on a little-endian host); invalid if it is neither.
+func parseHexAddr(h string) netip.Addr {
+	b, err := hex.DecodeString(h)
+	if err != nil || len(b) != 4 && len(b) != 16 {
+		return netip.Addr{}
+	}
+	for i := 0; i < len(b); i += 4 {
+		binary.NativeEndian.PutUint32(b[i:], binary.BigEndian.Uint32(b[i:]))
+	}
+	a, _ := netip.AddrFromSlice(b)
+	return a.Unmap()
 }

@@ -2,6 +2,7 @@ package procfs
 
 import (
 	"net"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -25,7 +26,7 @@ func TestParseStatSkipsTheCommandName(t *testing.T) {
 func TestParseRow(t *testing.T) {
 	const row = "   1: 0100007F:2328 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 12345 1 0000000000000000 100 0 0 10 0"
 	s, ok := parseRow(row, tcpListen)
-	if !ok || s != (Socket{Port: 9000, Inode: "12345"}) {
+	if !ok || s != (Socket{Port: 9000, Inode: "12345", Addr: netip.MustParseAddr("127.0.0.1")}) {
 		t.Fatalf("%+v %v", s, ok)
 	}
 	if _, ok := parseRow(row, tcpEstablished); ok {
@@ -123,7 +124,7 @@ func TestSockets(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer s.Close()
-	if n := TablesOf(os.Getpid()).Established()[port]; n != 1 {
+	if n := TablesOf(os.Getpid()).Established()[netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), uint16(port))]; n != 1 {
 		t.Fatalf("%d established on %d, want 1", n, port)
 	}
 	u, err := net.ListenPacket("udp", "127.0.0.1:0")
