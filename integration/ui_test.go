@@ -35,12 +35,12 @@ func TestUI(t *testing.T) {
 		writeTok = "ui-test-write-token-0123456789abcdef"
 		readTok  = "ui-test-read-token-0123456789abcdef"
 	)
-	d := newDaemonWithTokens(t, 12, writeTok, readTok)
+	d := newDaemonWithTokens(t, 13, writeTok, readTok)
 	d.start()
 	be := startEcho(t, "UI-A:")
 	be2 := startEcho(t, "UI-B:")
 	shots := newScreenshots(t)
-	formPort, apiPort := d.portMin, d.portMin+1
+	formPort, apiPort, routedPort := d.portMin, d.portMin+1, d.portMin+12
 	formID, apiID := fmt.Sprintf("tcp/%d", formPort), fmt.Sprintf("tcp/%d", apiPort)
 
 	// One tab for the writer's whole session: the token is in its
@@ -219,7 +219,8 @@ func TestUI(t *testing.T) {
 		ui.goTo("#/streams")
 		ui.waitJS(name+" in the list, active", fmt.Sprintf(`%s && document.querySelector('tr[data-id="%s"] a').textContent === %q`, rowState(id, "active"), id, name))
 		ui.goTo("#/streams/" + id)
-		ui.waitJS("the edit form of "+name, `!!document.querySelector("#edit-form")`)
+		// A range cannot route by server name: its form has no routes.
+		ui.waitJS("the edit form of "+name+", without routes", `!!document.querySelector("#edit-form") && !document.querySelector("#routes-edit")`)
 		ui.fill("#f-backends", be2.addr())
 		ui.fill("#f-description", "edited in the browser, all five ports")
 		ui.click("#preview")
@@ -240,11 +241,16 @@ func TestUI(t *testing.T) {
 		}
 	})
 
+	t.Run("routes by TLS server name", func(t *testing.T) {
+		uiRoutes(t, ui, shots, routedPort)
+	})
+
 	t.Run("accessible basics: labels, words, keyboard", func(t *testing.T) {
 		ui.t = t
 		for _, p := range []struct{ hash, ready string }{
 			{"#/streams", `document.querySelector("#streams tbody")?.dataset.loaded === "true"`},
 			{"#/streams/" + formID, `!!document.querySelector("#edit-form")`},
+			{fmt.Sprintf("#/streams/tcp/%d", routedPort), `document.querySelectorAll("#edit-form .route-row").length === 2`},
 			{"#/new", `!!document.querySelector("#create-form")`},
 			{"#/nodes", `document.querySelectorAll("#nodes tbody tr").length > 0`},
 			{"#/audit", `document.querySelectorAll("#audit tbody tr").length > 0`},
@@ -516,10 +522,15 @@ const a11yProblems = `(() => {
 	return bad.join("\n");
 })()`
 
-// waitJS waits until the predicate js holds in the page.
+// waitJS waits until the predicate js holds in the page. A predicate
+// that throws counts as false: chromedp's poller stops for good at the
+// first exception of a timed poll (the promise is never settled), and
+// a page between two states (the hash changed, the hashchange handler
+// not run yet) lacks the elements a predicate names.
 func (p *uiPage) waitJS(what, js string) {
 	p.t.Helper()
-	p.do(what, chromedp.Poll[chromedp.Void](js, chromedp.WithPollingTimeout(uiTimeout), chromedp.WithPollingInterval(50*time.Millisecond)))
+	safe := fmt.Sprintf("(() => { try { return (%s); } catch (e) { return false; } })()", js)
+	p.do(what, chromedp.Poll[chromedp.Void](safe, chromedp.WithPollingTimeout(uiTimeout), chromedp.WithPollingInterval(50*time.Millisecond)))
 }
 
 // mark sets a flag on the page's window, which a reload would clear.

@@ -662,10 +662,7 @@ function specFields(s) {
   const basic = [];
   const more = [];
   for (const [name, label, kind, hint, advanced] of FIELDS) {
-    // A routed stream's Backends field edits its default.
-    const routedDefault = name === 'backends' && s?.routes?.length;
-    const f = field(name, routedDefault ? 'Default' : label, control(kind, routedDefault ? s.default : s?.[name]),
-      routedDefault ? 'where server names no route matches go; empty: closed (routes are edited through the API)' : hint);
+    const f = field(name, label, control(kind, s?.[name]), hint);
     if (kind === 'check') {
       const c = f.querySelector('input');
       f.querySelector('label').after(h('div', { class: 'check' }, c));
@@ -682,7 +679,7 @@ function readSpec(form) {
     const el = form.elements[name];
     if (kind === 'check') { if (el.checked) out[name] = true; continue; }
     const v = el.value.trim();
-    if (kind === 'lines') { const l = v.split(/[\s,]+/).filter(Boolean); if (l.length || name === 'backends') out[name] = l; continue; }
+    if (kind === 'lines') { const l = splitList(v); if (l.length || name === 'backends') out[name] = l; continue; }
     if (v === '') continue;
     out[name] = kind === 'number' ? Number(v) : v;
   }
@@ -696,16 +693,21 @@ function clearErrors(form) {
 }
 
 // showFieldError puts the API's error next to the field it names, or in
-// the banner when it names none the form has.
+// the banner when it names none the form shows. An error of a group of
+// inputs (such as "routes") goes to the group, and the focus to its first
+// input.
 function showFieldError(form, err) {
-  const name = { backend: 'backends', default: 'backends' }[err.field] || err.field;
-  const slot = name && form.querySelector('#err-' + CSS.escape(name));
-  if (!slot) { showError(err); return; }
+  const slotOf = (name) => name && form.querySelector('#err-' + CSS.escape(name));
+  let name = err.field;
+  if (!slotOf(name)) name = { backend: 'backends', default: 'backends' }[name] || name;
+  const slot = slotOf(name);
+  if (!slot || slot.closest('[hidden]')) { showError(err); return; }
   slot.textContent = err.message;
   const input = form.elements[name];
-  input.setAttribute('aria-invalid', 'true');
-  input.closest('details')?.setAttribute('open', '');
-  input.focus();
+  input?.setAttribute('aria-invalid', 'true');
+  const focus = input || slot.closest('fieldset')?.querySelector('input, select, textarea');
+  focus?.closest('details')?.setAttribute('open', '');
+  focus?.focus();
 }
 
 function pageNew(main) {
@@ -717,12 +719,26 @@ function pageNew(main) {
   const proto = field('protocol', 'Protocol', h('select', {}, h('option', { value: 'tcp' }, 'tcp'), h('option', { value: 'udp' }, 'udp')));
   const listen = field('listen', 'Listen port', h('input', { type: 'number', min: 1, max: 65535, autocomplete: 'off' }), 'empty: the first free port of PORT_RANGE');
   const submit = h('button', { type: 'submit', class: 'primary' }, 'Create stream');
-  const form = h('form', { class: 'spec', id: 'create-form', novalidate: true }, proto, listen, specFields(null),
+  const routed = h('input', { type: 'checkbox' });
+  const routedField = field('routed', 'Route by TLS server name', routed,
+    'share the port among TLS server names (SNI), each to backends of its own (tcp only)');
+  routedField.querySelector('label').after(h('div', { class: 'check' }, routed));
+  const form = h('form', { class: 'spec', id: 'create-form', novalidate: true }, proto, listen, routedField, specFields(null),
     h('div', { class: 'actions' }, submit, h('a', { href: '#/streams' }, 'Cancel')));
+  const routes = routesEditor(null);
+  showRoutes(form, routes, false);
+  routed.addEventListener('change', () => showRoutes(form, routes, routed.checked));
+  // Routes read a TLS ClientHello: UDP has none.
+  form.elements.protocol.addEventListener('change', () => {
+    const udp = form.elements.protocol.value === 'udp';
+    routedField.hidden = udp;
+    if (udp) routed.checked = false;
+    showRoutes(form, routes, routed.checked);
+  });
   form.addEventListener('submit', async (e) => {
     e.preventDefault();
     clearErrors(form);
-    const spec = readSpec(form);
+    const spec = withRoutes(readSpec(form), routes);
     spec.protocol = form.elements.protocol.value;
     const port = form.elements.listen.value.trim();
     submit.disabled = true;
@@ -751,13 +767,17 @@ function editForm(s) {
   const out = h('div', { id: 'dry-run', 'aria-live': 'polite' });
   const form = h('form', { class: 'spec', id: 'edit-form', novalidate: true }, specFields(s),
     h('div', { class: 'actions' }, preview, apply), out);
+  // A routed stream is edited as its routes and default, in place of
+  // its backends.
+  const routes = s.routes?.length ? routesEditor(s) : null;
+  if (routes) showRoutes(form, routes, true);
   let planned = null; // the spec the shown diff is of
   let revision = s.revision;
   // The form edits forwarding and options: where the stream listens (a
   // whole range of ports, and how it maps them) is kept as it is.
   const where = { protocol: s.protocol, listen: s.listen };
   if (s.listen_end) Object.assign(where, { listen_end: s.listen_end, port_mode: s.port_mode });
-  const body = () => keepRoutes(s, Object.assign(readSpec(form), where));
+  const body = () => withRoutes(Object.assign(readSpec(form), where), routes);
   form.addEventListener('input', () => { planned = null; apply.disabled = true; });
   form.addEventListener('submit', async (e) => {
     e.preventDefault();
@@ -794,15 +814,104 @@ function editForm(s) {
   return form;
 }
 
-// keepRoutes makes the edit of a routed stream keep its routes: the
-// form's Backends are then its default (routes are not edited here yet).
-function keepRoutes(s, spec) {
-  if (!s.routes?.length) return spec;
-  spec.routes = s.routes;
-  if (spec.backends?.length) spec.default = spec.backends;
-  delete spec.backends;
-  return spec;
+// ---- routes: a shared TCP port routed by TLS server name (SNI)
+
+const NO_ROUTE = { server_name: '', backends: '', balance: '' };
+
+// routesEditor edits a routed stream's routes, one row each (server
+// name, backends, balance) with buttons to add and remove a row, and
+// its default. Its inputs are named as the API names their fields
+// ("routes[1].server_name", "default"), so that the API's field errors
+// land next to them. read() gives the API's routed shape.
+function routesEditor(s) {
+  const rows = h('div', { class: 'route-rows' });
+  const add = h('button', { type: 'button', id: 'add-route' }, 'Add route');
+  const def = field('default', 'Default', control('lines', s?.default),
+    'host:port, separated by commas or new lines: where connections that match no route, or send no name, go; empty: they are closed');
+  const el = h('fieldset', { class: 'routes-edit', id: 'routes-edit', 'aria-describedby': 'hint-routes err-routes' },
+    h('legend', {}, 'Routes by TLS server name (SNI)'),
+    h('p', { class: 'hint', id: 'hint-routes' }, 'TLS is not terminated: each backend keeps its own certificate. ',
+      'A server name such as db.example.com, or *.example.com for its sub-domains (not the bare name).'),
+    h('div', { class: 'ferr', id: 'err-routes' }),
+    rows, h('div', { class: 'actions' }, add), def);
+  // values are the rows as typed, backends as text.
+  const values = () => [...rows.children].map((row) => ({
+    server_name: row.querySelector('input').value,
+    backends: row.querySelector('textarea').value,
+    balance: row.querySelector('select').value,
+  }));
+  const changed = () => el.dispatchEvent(new Event('input', { bubbles: true }));
+  const draw = (vals) => rows.replaceChildren(...vals.map((v, i) => routeRow(v, i, vals.length, remove)));
+  function remove(i) {
+    const vals = values();
+    vals.splice(i, 1);
+    draw(vals);
+    rows.children[Math.min(i, vals.length - 1)].querySelector('input').focus();
+    changed();
+  }
+  add.addEventListener('click', () => {
+    draw([...values(), NO_ROUTE]);
+    rows.lastElementChild.querySelector('input').focus();
+    changed();
+  });
+  const given = (s?.routes || []).map((r) => ({ server_name: r.server_name, backends: r.backends.join('\n'), balance: r.balance || '' }));
+  draw(given.length ? given : [NO_ROUTE]);
+  return {
+    el,
+    read: () => {
+      const out = {
+        routes: values().map((v) => Object.assign({ server_name: v.server_name.trim(), backends: splitList(v.backends) },
+          v.balance ? { balance: v.balance } : {})),
+      };
+      const d = splitList(def.querySelector('textarea').value);
+      if (d.length) out.default = d;
+      return out;
+    },
+  };
 }
+
+// routeRow is row i of n: route i+1 as people count, its inputs named
+// routes[i].<field> as the API names them.
+function routeRow(v, i, n, remove) {
+  const no = i + 1;
+  const cell = (key, label, ctl) => {
+    const name = `routes[${i}].${key}`;
+    ctl.id = 'f-' + name;
+    ctl.name = name;
+    ctl.setAttribute('aria-describedby', 'err-' + name);
+    return h('div', { class: 'rcell', 'data-field': name },
+      h('label', { for: ctl.id }, label, h('span', { class: 'vh' }, ' of route ' + no)), ctl,
+      h('div', { class: 'ferr', id: 'err-' + name }));
+  };
+  const name = h('input', { type: 'text', autocomplete: 'off', spellcheck: 'false' });
+  name.value = v.server_name;
+  const backends = h('textarea', { rows: 2, spellcheck: 'false' }, v.backends);
+  const balance = control('select:round_robin,least_conn,hash_client_ip', v.balance);
+  const rm = h('button', { type: 'button', class: 'remove-route', 'aria-label': 'Remove route ' + no, disabled: n === 1 }, 'Remove');
+  rm.addEventListener('click', () => remove(i));
+  return h('fieldset', { class: 'route-row', 'data-route': String(i) }, h('legend', {}, 'Route ' + no),
+    cell('server_name', 'Server name', name), cell('backends', 'Backends', backends), cell('balance', 'Balance', balance),
+    h('div', { class: 'rcell rm' }, rm));
+}
+
+// showRoutes shows the routes editor in place of the backends field of
+// form (on), or the backends field again.
+function showRoutes(form, routes, on) {
+  const backends = form.querySelector('[data-field="backends"]');
+  if (!routes.el.isConnected) backends.after(routes.el);
+  backends.hidden = on;
+  routes.el.hidden = !on;
+}
+
+// withRoutes gives spec the routed shape the API takes when routes is
+// shown: its routes and default, and no backends.
+function withRoutes(spec, routes) {
+  if (!routes || routes.el.hidden) return spec;
+  delete spec.backends;
+  return Object.assign(spec, routes.read());
+}
+
+const splitList = (text) => text.split(/[\s,]+/).filter(Boolean);
 
 function diffView(plan) {
   const lines = (plan.diff || '').split('\n').filter((l, i, a) => l !== '' || i < a.length - 1);
