@@ -41,6 +41,9 @@ type Stats struct {
 	// ConnectFailures are sessions nginx could not connect upstream
 	// (status 502).
 	ConnectFailures uint64            `json:"connect_failures"`
+	// Refused are the sessions nginx refused before proxying (among
+	// Sessions), by its own status: see Refused.
+	Refused Refused `json:"refused"`
 	LastSession     time.Time         `json:"last_session"`
 	Backends        map[string]uint64 `json:"backends"` // sessions by upstream address
 	// Ports is a range stream's traffic by port, for the ports that
@@ -149,8 +152,13 @@ func (c *Collector) record(msg []byte, now time.Time) {
 		ps.BytesIn += received
 		s.Ports[port] = ps
 	}
-	if f[7] == "502" {
+	switch f[7] {
+	case "502":
 		s.ConnectFailures++
+	case StatusLimit:
+		s.Refused.Limit++
+	case StatusDenied:
+		s.Refused.Deny++
 	}
 	s.LastSession = now
 	// $upstream_addr lists every address tried, the last one served.
