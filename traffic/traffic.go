@@ -40,16 +40,16 @@ type Stats struct {
 	BytesOut uint64 `json:"bytes_out"`
 	// ConnectFailures are sessions nginx could not connect upstream
 	// (status 502).
-	ConnectFailures uint64 `json:"connect_failures"`
-	// Refused are the sessions nginx refused before proxying (among
-	// Sessions), by its own status: see Refused.
-	Refused     Refused           `json:"refused"`
-	LastSession time.Time         `json:"last_session"`
-	Backends    map[string]uint64 `json:"backends"` // sessions by upstream address
+	ConnectFailures uint64            `json:"connect_failures"`
+	LastSession     time.Time         `json:"last_session"`
+	Backends        map[string]uint64 `json:"backends"` // sessions by upstream address
 	// Ports is a range stream's traffic by port, for the ports that
 	// carried a session (at most the range's, stream.MaxRangePorts); nil
 	// for a single port, whose traffic is the stream's.
 	Ports map[int]PortStats `json:"ports,omitempty"`
+	// Refused are the sessions nginx refused before proxying (among
+	// Sessions), by its own status: see Refused.
+	Refused Refused `json:"refused"`
 }
 
 // Lookup says whether stream id exists, when it was created and its last
