@@ -155,6 +155,12 @@ func writeLimits(b *bytes.Buffer, s stream.Spec) {
 	if s.MaxConnectionsPerClient > 0 {
 		fmt.Fprintf(b, "    limit_conn %s %d;\n", client, s.MaxConnectionsPerClient)
 	}
+	if s.MaxConnections > 0 || s.MaxConnectionsPerClient > 0 {
+		// Each refusal is counted from the session log (status 503); at
+		// nginx's default level (error) a flood of them would also fill
+		// the error log the reconciler reads after every reload.
+		b.WriteString("    limit_conn_log_level info;\n")
+	}
 	if s.UploadRate != "" {
 		fmt.Fprintf(b, "    proxy_upload_rate %s;\n", s.UploadRate)
 	}
