@@ -445,3 +445,47 @@ func TestLimits16HostileInputs(t *testing.T) {
 	}
 	mustEcho(t, d.portMin, "A:")
 }
+
+// In a pool of nginx masters each limited stream is limited by the master
+// that serves it, its zone apart from the others'; and a reload keeps a
+// stream's zone with its count: a session open before a change of the
+// limit still counts against the new one.
+func TestLimits16PoolAndReload(t *testing.T) {
+	t.Parallel()
+	const n = 4
+	d := startDaemon(t, n, "NGINX_SHARDS=4")
+	be := startCountingEcho(t)
+	body := func(limit int) string {
+		return fmt.Sprintf(`{"backend":"%s","max_connections":%d}`, be.addr(), limit)
+	}
+	for i := range n {
+		d.mustPut("tcp", d.portMin+i, body(1))
+	}
+	if len(d.shards()) < 2 {
+		t.Fatalf("the streams are on one master: %v", d.shards())
+	}
+	for i := range n {
+		held := openSession(t, "127.0.0.1", d.portMin+i)
+		defer held.Close()
+		if !sessionOutcome(t, "127.0.0.1", d.portMin+i) {
+			t.Fatalf("tcp/%d (max_connections 1) served a second session", d.portMin+i)
+		}
+	}
+	// Raise one stream's limit to 2: its master reloads; the session held
+	// since before still counts, so one more is served, not two.
+	reloads := d.shards()
+	d.mustPut("tcp", d.portMin, body(2))
+	eventually(t, "a reload for the new limit", 10*time.Second, func() bool {
+		for k, s := range d.shards() {
+			if s.reloads > reloads[k].reloads {
+				return true
+			}
+		}
+		return false
+	})
+	second := openSession(t, "127.0.0.1", d.portMin)
+	defer second.Close()
+	if !sessionOutcome(t, "127.0.0.1", d.portMin) {
+		t.Fatal("after the reload a third session was served with max_connections 2: the zone forgot the session open before the reload")
+	}
+}
