@@ -50,6 +50,12 @@ type specRequest struct {
 	// the names they do not match go (absent: the connection is closed).
 	Routes  []stream.Route `json:"routes,omitempty"`
 	Default backendList    `json:"default,omitempty"`
+	// Limits and deny list (issue 16), as in stream.Spec.
+	MaxConnections          int      `json:"max_connections,omitempty"`
+	MaxConnectionsPerClient int      `json:"max_connections_per_client,omitempty"`
+	UploadRate              string   `json:"upload_rate,omitempty"`
+	DownloadRate            string   `json:"download_rate,omitempty"`
+	Deny                    []string `json:"deny,omitempty"`
 }
 
 // decodeJSON reads exactly one JSON object into v: the body must be JSON
@@ -162,5 +168,7 @@ func (q specRequest) toSpec(p stream.Protocol, port, urlEnd int) (stream.Spec, e
 		MaxFails: q.MaxFails, FailTimeout: q.FailTimeout, ProxyProtocol: q.ProxyProtocol,
 		ConnectTimeout: q.ConnectTimeout, IdleTimeout: q.IdleTimeout, Allow: q.Allow,
 		Description: q.Description, Nodes: q.Nodes, Routes: q.Routes,
+		MaxConnections: q.MaxConnections, MaxConnectionsPerClient: q.MaxConnectionsPerClient,
+		UploadRate: q.UploadRate, DownloadRate: q.DownloadRate, Deny: q.Deny,
 	}, nil
 }

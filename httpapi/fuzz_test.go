@@ -69,6 +69,8 @@ func FuzzStreamBody(f *testing.F) {
 		`{"backend":"a:1","allow":["all; allow all"]}`, `{"listen":9001.5}`, `{"backend":"a:1"} {}`, `[]`, `null`,
 		`{"backend":"a:1","bind":"127.0.0.1; include x"}`, `{"backend":"a:1","max_fails":-1}`, `{"backend":"\u0000"}`,
 		`{"backend":"a:1","connect_timeout":"1s; x"}`, `{"protocol":"udp","backend":"a:1","proxy_protocol":true}`,
+		`{"backend":"a:1","max_connections":10,"max_connections_per_client":2,"upload_rate":"512k","download_rate":"1m","deny":["10.0.0.1"]}`,
+		`{"backend":"a:1","max_connections":65536,"upload_rate":"1m; x","deny":["all; allow all"],"allow":["10.0.0.0/8"]}`,
 	} {
 		f.Add(b)
 	}

@@ -62,7 +62,9 @@ func exportSpec(sp stream.Spec) specRequest {
 	p, l := string(sp.Protocol), listenValue{first: sp.Listen, last: sp.Listen}
 	q := specRequest{Protocol: &p, Listen: &l, PortMode: sp.PortMode, Bind: sp.Bind, Backends: sp.Backends,
 		Balance: sp.Balance, MaxFails: sp.MaxFails, FailTimeout: sp.FailTimeout, ProxyProtocol: sp.ProxyProtocol,
-		ConnectTimeout: sp.ConnectTimeout, IdleTimeout: sp.IdleTimeout, Allow: sp.Allow, Description: sp.Description}
+		ConnectTimeout: sp.ConnectTimeout, IdleTimeout: sp.IdleTimeout, Allow: sp.Allow, Description: sp.Description,
+		MaxConnections: sp.MaxConnections, MaxConnectionsPerClient: sp.MaxConnectionsPerClient,
+		UploadRate: sp.UploadRate, DownloadRate: sp.DownloadRate, Deny: sp.Deny}
 	if sp.IsRange() {
 		end := sp.ListenEnd
 		q.ListenEnd = &end

@@ -128,6 +128,7 @@ var (
 	descBytes    = prometheus.NewDesc("stream_conductor_stream_bytes_total", "Bytes a stream carried, by direction (in: from clients).", []string{"stream", "direction"}, nil)
 	descBackend  = prometheus.NewDesc("stream_conductor_backend_up", "1 when a connect to the backend succeeded at the last probe, 0 when it failed.", []string{"backend"}, nil)
 	descFailures = prometheus.NewDesc("stream_conductor_stream_connect_failures_total", "Sessions nginx could not connect upstream (status 502).", []string{"stream"}, nil)
+	descRefused  = prometheus.NewDesc("stream_conductor_stream_sessions_refused_total", "Sessions nginx refused before proxying, by reason: limit (max_connections or max_connections_per_client, status 503) or deny (deny, or a source outside allow, status 403).", []string{"stream", "reason"}, nil)
 	descHeld     = prometheus.NewDesc("stream_conductor_state_held", "1 while the node holds its copy of the fleet's state until an operator confirms (STATE_STORE=etcd).", nil, nil)
 	descShardUp  = prometheus.NewDesc("stream_conductor_nginx_shard_up", "1 when the nginx master of a shard of the pool (NGINX_SHARDS) runs; only while more than one runs.", []string{"shard"}, nil)
 	descShardN   = prometheus.NewDesc("stream_conductor_nginx_shard_streams", "Streams placed on a shard of the pool.", []string{"shard"}, nil)
@@ -136,7 +137,7 @@ var (
 )
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descStreams, descCounter, descNginxUp, descReady, descDrifted, descRevision, descApplied, descDBBytes, descSessions, descBytes, descFailures, descBackend, descHeld, descStale, descShardUp, descShardN, descShardRel} {
+	for _, d := range []*prometheus.Desc{descStreams, descCounter, descNginxUp, descReady, descDrifted, descRevision, descApplied, descDBBytes, descSessions, descBytes, descFailures, descRefused, descBackend, descHeld, descStale, descShardUp, descShardN, descShardRel} {
 		ch <- d
 	}
 }
@@ -193,6 +194,8 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(descBytes, prometheus.CounterValue, float64(t.BytesIn), id, "in")
 		ch <- prometheus.MustNewConstMetric(descBytes, prometheus.CounterValue, float64(t.BytesOut), id, "out")
 		ch <- prometheus.MustNewConstMetric(descFailures, prometheus.CounterValue, float64(t.ConnectFailures), id)
+		ch <- prometheus.MustNewConstMetric(descRefused, prometheus.CounterValue, float64(t.Refused.Limit), id, "limit")
+		ch <- prometheus.MustNewConstMetric(descRefused, prometheus.CounterValue, float64(t.Refused.Deny), id, "deny")
 	}
 }
 

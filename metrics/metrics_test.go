@@ -8,6 +8,7 @@ import (
 
 	"github.com/streamconductor/stream-conductor/events"
 	"github.com/streamconductor/stream-conductor/stream"
+	"github.com/streamconductor/stream-conductor/traffic"
 )
 
 // fakeSource says every stream is active at its revision.
@@ -89,6 +90,27 @@ func TestEventStreamMetrics(t *testing.T) {
 	} {
 		if !strings.Contains(string(body), want) {
 			t.Errorf("metrics lack %s:\n%s", want, grep(string(body), "stream_conductor_event_stream"))
+		}
+	}
+}
+
+type fakeTraffic map[stream.ID]traffic.Stats
+
+func (f fakeTraffic) All() map[stream.ID]traffic.Stats { return f }
+
+// Sessions nginx refused are counted per stream and reason.
+func TestLimits16RefusedSessions(t *testing.T) {
+	tr := fakeTraffic{stream.MustParseID("tcp/9000"): {Sessions: 9, Refused: traffic.Refused{Limit: 3, Deny: 2}}}
+	m := New(fakeSource{}, fakeStore{}, tr, nil, "")
+	rec := httptest.NewRecorder()
+	m.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+	body, _ := io.ReadAll(rec.Body)
+	for _, want := range []string{
+		`stream_conductor_stream_sessions_refused_total{reason="limit",stream="tcp/9000"} 3`,
+		`stream_conductor_stream_sessions_refused_total{reason="deny",stream="tcp/9000"} 2`,
+	} {
+		if !strings.Contains(string(body), want) {
+			t.Errorf("metrics lack %s:\n%s", want, grep(string(body), "stream_conductor_stream_sessions"))
 		}
 	}
 }

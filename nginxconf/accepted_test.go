@@ -78,6 +78,9 @@ func randomSpecs(n int, seed uint64) []stream.Spec {
 			addRange(rng, &s)
 		}
 		if rng.IntN(2) == 0 {
+			addLimits(rng, &s)
+		}
+		if rng.IntN(2) == 0 {
 			mf := rng.IntN(20)
 			s.MaxFails = &mf
 			s.FailTimeout = pick("", "10s", "1m")
@@ -85,6 +88,22 @@ func randomSpecs(n int, seed uint64) []stream.Spec {
 		specs = append(specs, s)
 	}
 	return specs
+}
+
+// addLimits gives s connection limits, rates and a deny list, mostly
+// valid (a deny entry inside an allowed network among them), rarely not.
+func addLimits(rng *rand.Rand, s *stream.Spec) {
+	pick := func(xs ...string) string { return xs[rng.IntN(len(xs))] }
+	conns := []int{0, 1, 2, 100, 65535, 0, 1, 50, 1000}
+	s.MaxConnections, s.MaxConnectionsPerClient = conns[rng.IntN(len(conns))], conns[rng.IntN(len(conns))]
+	rates := []string{"", "1", "512k", "512K", "1m", "1M", "0064k", "10240m", "", "64k"}
+	s.UploadRate, s.DownloadRate = pick(rates...), pick(rates...)
+	deny := []string{"10.9.8.7", "192.0.2.0/24", "2001:db8:1::/48", "::ffff:10.1.1.1", "198.51.100.1"}
+	rng.Shuffle(len(deny), func(i, j int) { deny[i], deny[j] = deny[j], deny[i] })
+	s.Deny = deny[:rng.IntN(3)]
+	if rng.IntN(40) == 0 { // a few the validator must refuse
+		s.MaxConnections, s.UploadRate = 65536, pick("0", "1g", "1.5m")
+	}
 }
 
 // addRange makes s a range: its ListenEnd is the range's width (ports
@@ -144,18 +163,20 @@ func TestAcceptedSpecsPassNginxTest(t *testing.T) {
 	t.Logf("seed %d", seed)
 	candidates := append(corpusSpecs(t), randomSpecs(1300, seed)...)
 	dir := t.TempDir()
-	accepted, routed, ranges := 0, 0, 0
+	accepted, routed, ranges, limited := 0, 0, 0, 0
 	next := 20000
 	for _, c := range candidates {
 		c.Listen = next
 		if c.ListenEnd > 0 {
 			c.ListenEnd += c.Listen
 		}
-		next = max(c.Listen, c.ListenEnd) + 1
 		s, err := Validate(c, Rules{MapHashBucketSize: ManagedMapHashBucketSize})
 		if err != nil {
 			continue
 		}
+		// Only what is accepted takes ports: refused ranges of 1,000
+		// ports took so many that later candidates fell beyond 65535.
+		next = max(c.Listen, c.ListenEnd) + 1
 		// Names render as the addresses they resolved to: give each an
 		// IPv4 and an IPv6 one.
 		addrs := Addrs{}
@@ -176,6 +197,9 @@ func TestAcceptedSpecsPassNginxTest(t *testing.T) {
 		if s.IsRange() {
 			ranges++
 		}
+		if s.MaxConnections > 0 || s.MaxConnectionsPerClient > 0 || len(s.Deny) > 0 {
+			limited++
+		}
 	}
 	if accepted < 150 {
 		t.Fatalf("only %d of %d candidates accepted: the generator is off", accepted, len(candidates))
@@ -186,8 +210,11 @@ func TestAcceptedSpecsPassNginxTest(t *testing.T) {
 	if ranges < 20 {
 		t.Fatalf("only %d ranges accepted: the generator is off", ranges)
 	}
+	if limited < 20 {
+		t.Fatalf("only %d specs with limits or deny accepted: the generator is off", limited)
+	}
 	if out, err := nginxTest(t, bin, dir); err != nil {
 		t.Fatalf("nginx -t rejects specs the validator accepted (seed %d): %v\n%s", seed, err, out)
 	}
-	t.Logf("nginx -t accepted all %d validated specs (%d routed, %d ranges) of %d candidates", accepted, routed, ranges, len(candidates))
+	t.Logf("nginx -t accepted all %d validated specs (%d routed, %d ranges, %d limited) of %d candidates", accepted, routed, ranges, limited, len(candidates))
 }

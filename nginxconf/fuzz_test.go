@@ -168,7 +168,7 @@ func mapLine(line string, s stream.Spec) bool {
 func allowedLine(line string) bool {
 	for _, p := range []string{"upstream ", "server ", "server {", "listen ", "proxy_pass ", "proxy_connect_timeout ",
 		"proxy_timeout ", "proxy_protocol on;", "allow ", "deny all;", "least_conn;", "hash $remote_addr consistent;",
-		"ssl_preread on;"} {
+		"ssl_preread on;", "limit_conn_zone ", "limit_conn ", "limit_conn_log_level info;", "proxy_upload_rate ", "proxy_download_rate ", "deny "} {
 		if strings.HasPrefix(line, p) {
 			return true
 		}

@@ -144,8 +144,7 @@ func Render(s stream.Spec, addrs Addrs, o RenderOptions) (name string, body []by
 		proxyTo = upstreamName(s)
 		writeUpstream(&b, s, s.Balance, proxyTo, ts)
 	}
-	b.WriteString("server {\n")
-	writeListen(&b, s, o)
+	writeServerHead(&b, s, o)
 	if direct && ts[0].name != "" {
 		fmt.Fprintf(&b, "    # backend %s\n", ts[0].name)
 	}
@@ -177,8 +176,7 @@ func writeHeading(b *bytes.Buffer, s stream.Spec) {
 func renderSamePort(s stream.Spec, t target, o RenderOptions) []byte {
 	var b bytes.Buffer
 	writeHeading(&b, s)
-	b.WriteString("server {\n")
-	writeListen(&b, s, o)
+	writeServerHead(&b, s, o)
 	if t.name != "" {
 		name, _, _ := strings.Cut(t.name, ":") // a name has no colon but its port's
 		fmt.Fprintf(&b, "    # backend %s (each port to the same port)\n", name)
@@ -209,6 +207,15 @@ func listenText(s stream.Spec, defaultBind string) string {
 	return host + ":" + s.Ports()
 }
 
+// writeServerHead writes the zones of s's limits, which nginx takes at
+// stream {} level only, and opens s's server block with its listen
+// directive.
+func writeServerHead(b *bytes.Buffer, s stream.Spec, o RenderOptions) {
+	writeZones(b, s)
+	b.WriteString("server {\n")
+	writeListen(b, s, o)
+}
+
 // writeListen writes s's listen directive.
 func writeListen(b *bytes.Buffer, s stream.Spec, o RenderOptions) {
 	fmt.Fprintf(b, "    listen %s", listenText(s, o.DefaultBind))
@@ -230,12 +237,7 @@ func writeServerTail(b *bytes.Buffer, s stream.Spec) {
 	if s.ProxyProtocol {
 		b.WriteString("    proxy_protocol on;\n")
 	}
-	for _, a := range s.Allow {
-		fmt.Fprintf(b, "    allow %s;\n", a)
-	}
-	if len(s.Allow) > 0 {
-		b.WriteString("    deny all;\n")
-	}
+	writeLimits(b, s)
 	b.WriteString("}\n")
 }
 
@@ -282,8 +284,7 @@ func renderRouted(s stream.Spec, addrs Addrs, o RenderOptions) ([]byte, error) {
 		fmt.Fprintf(&b, "    %s %s_r%d;\n", key, base, i)
 	}
 	fmt.Fprintf(&b, "    default %s;\n}\n", fallback)
-	b.WriteString("server {\n")
-	writeListen(&b, s, o)
+	writeServerHead(&b, s, o)
 	b.WriteString("    ssl_preread on;\n")
 	fmt.Fprintf(&b, "    proxy_pass $%s_route;\n", base)
 	writeServerTail(&b, s)

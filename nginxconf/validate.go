@@ -137,6 +137,9 @@ func Validate(s stream.Spec, r Rules) (stream.Spec, error) {
 	if dup := firstDuplicate(s.Allow); dup != "" {
 		return s, fieldErr("allow", "%q is listed twice", dup)
 	}
+	if err := validateLimits(&s); err != nil {
+		return s, err
+	}
 	if len(s.Description) > MaxDescription {
 		return s, fieldErr("description", "at most %d bytes", MaxDescription)
 	}

@@ -54,6 +54,24 @@ type Spec struct {
 	// connections no route matches).
 	Routes []Route `json:"routes,omitempty"`
 
+	// Limits and deny list (issue 16): what nginx admits before it
+	// proxies, on each node that serves the stream. Zero or empty: none.
+	// MaxConnections bounds the sessions open at once on the whole
+	// stream (all the ports of a range together); MaxConnectionsPerClient
+	// those of one client address. nginx refuses the session beyond
+	// either at once (status 503).
+	MaxConnections          int `json:"max_connections,omitempty"`
+	MaxConnectionsPerClient int `json:"max_connections_per_client,omitempty"`
+	// UploadRate and DownloadRate bound the bytes per second nginx reads
+	// from the client and from the backend, in nginx's size syntax
+	// ("512k", "1m"), for EACH connection: two connections of one client
+	// carry twice as much.
+	UploadRate   string `json:"upload_rate,omitempty"`
+	DownloadRate string `json:"download_rate,omitempty"`
+	// Deny lists source CIDRs refused (status 403), also when an Allow
+	// entry holds them: nginx checks deny before allow.
+	Deny []string `json:"deny,omitempty"`
+
 	// Set by the store on every write.
 	Revision  uint64    `json:"revision"`
 	CreatedAt time.Time `json:"created_at"`
@@ -73,7 +91,7 @@ func (s Spec) SameDesired(o Spec) bool {
 		s.ProxyProtocol == o.ProxyProtocol && s.ConnectTimeout == o.ConnectTimeout &&
 		s.IdleTimeout == o.IdleTimeout && slices.Equal(s.Allow, o.Allow) &&
 		s.Description == o.Description && slices.Equal(s.Nodes, o.Nodes) &&
-		equalRoutes(s.Routes, o.Routes)
+		equalRoutes(s.Routes, o.Routes) && s.sameLimits(o)
 }
 
 // Targets reports whether the node named node serves s: s names no
@@ -89,6 +107,7 @@ func (s Spec) Clone() Spec {
 	c.Allow = slices.Clone(s.Allow)
 	c.Nodes = slices.Clone(s.Nodes)
 	c.Routes = cloneRoutes(s.Routes)
+	c.Deny = slices.Clone(s.Deny)
 	if s.MaxFails != nil {
 		v := *s.MaxFails
 		c.MaxFails = &v

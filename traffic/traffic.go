@@ -47,6 +47,9 @@ type Stats struct {
 	// carried a session (at most the range's, stream.MaxRangePorts); nil
 	// for a single port, whose traffic is the stream's.
 	Ports map[int]PortStats `json:"ports,omitempty"`
+	// Refused are the sessions nginx refused before proxying (among
+	// Sessions), by its own status: see Refused.
+	Refused Refused `json:"refused"`
 }
 
 // Lookup says whether stream id exists, when it was created and its last
@@ -149,8 +152,13 @@ func (c *Collector) record(msg []byte, now time.Time) {
 		ps.BytesIn += received
 		s.Ports[port] = ps
 	}
-	if f[7] == "502" {
+	switch f[7] {
+	case "502":
 		s.ConnectFailures++
+	case StatusLimit:
+		s.Refused.Limit++
+	case StatusDenied:
+		s.Refused.Deny++
 	}
 	s.LastSession = now
 	// $upstream_addr lists every address tried, the last one served.

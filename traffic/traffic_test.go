@@ -189,3 +189,27 @@ func TestSocketIsPrivateAndReplacedAtStart(t *testing.T) {
 		t.Fatalf("too long a path: %v", err)
 	}
 }
+
+// Sessions nginx refused are counted by cause from their status: 503 by
+// a connection limit, 403 by the access rules; they are sessions too, and
+// neither is a connect failure.
+func TestLimits16RefusedByStatus(t *testing.T) {
+	c, conn := listen(t, "tcp/9000", "udp/53")
+	for _, line := range []string{
+		"<190>Nov 24 20:48:00 stream_conductor: 9000 TCP 127.0.0.1 - 0 0 0.000 503",
+		"<190>Nov 24 20:48:00 stream_conductor: 9000 TCP 127.0.0.1 - 0 0 0.000 503",
+		"<190>Nov 24 20:48:01 stream_conductor: 9000 TCP 127.0.0.2 - 0 0 0.000 403",
+		"<190>Nov 24 20:48:02 stream_conductor: 9000 TCP 127.0.0.1 10.0.0.1:2000 10 10 0.010 200",
+		"<190>Nov 24 20:48:03 stream_conductor: 53 UDP 127.0.0.1 - 0 0 0.000 503",
+	} {
+		conn.Write([]byte(line))
+	}
+	waitFor(t, c, "udp/53")
+	tcp := c.Get(stream.MustParseID("tcp/9000"))
+	if tcp == nil || tcp.Refused != (Refused{Limit: 2, Deny: 1}) || tcp.Sessions != 4 || tcp.ConnectFailures != 0 {
+		t.Fatalf("tcp/9000: %+v", tcp)
+	}
+	if udp := c.All()[stream.MustParseID("udp/53")]; udp.Refused != (Refused{Limit: 1}) {
+		t.Fatalf("udp/53: %+v", udp)
+	}
+}

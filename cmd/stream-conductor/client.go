@@ -68,6 +68,11 @@ type opts struct {
 	// defaultBackend is -default.
 	routes         routeFlags
 	defaultBackend string
+	// The limits and deny list (issue 16): -max-connections,
+	// -max-connections-per-client, -upload-rate, -download-rate, -deny.
+	maxConns, maxConnsPerClient int
+	uploadRate, downloadRate    string
+	deny                        string
 }
 
 // routeFlags collects the repeatable -route flag.
@@ -91,7 +96,7 @@ type command struct {
 var subcommands = map[string]command{
 	"ls":  {"ls [-o table|json|yaml]", exactly(0), runLs},
 	"get": {"get ID [-o table|json|yaml]          ID: tcp/9000, udp/53, 9000 or a range tcp/10000-10099", exactly(1), runGet},
-	"create": {"create ID|auto BACKEND[,BACKEND...] [-udp] [-bind ADDR] [-balance M] [-allow CIDR,...] [-proxy-protocol] [-connect-timeout D] [-idle-timeout D] [-description TEXT] [-replace] [-dry-run]\n" +
+	"create": {"create ID|auto BACKEND[,BACKEND...] [-udp] [-bind ADDR] [-balance M] [-allow CIDR,...] [-deny CIDR,...] [-max-connections N] [-max-connections-per-client N] [-upload-rate R] [-download-rate R] [-proxy-protocol] [-connect-timeout D] [-idle-timeout D] [-description TEXT] [-replace] [-dry-run]\n" +
 		"       create ID|auto [DEFAULT[,BACKEND...]|-] -route NAME=BACKEND[,BACKEND...] [-route ...] [-default BACKEND[,BACKEND...]] [flags as above]\n" +
 		"         routes TLS connections by server name (SNI) on one TCP port; NAME may start with *. (sub-domains only); the default (or - for none) takes the rest\n" +
 		"       create tcp/FIRST-LAST HOST -same-port [flags as above]   a port range, each port to the same port on HOST\n" +
@@ -148,6 +153,11 @@ func runClient(name string, args []string, getenv func(string) string, stdout, s
 	fs.StringVar(&o.connectTimeout, "connect-timeout", "", "create: e.g. 5s")
 	fs.StringVar(&o.idleTimeout, "idle-timeout", "", "create: e.g. 10m")
 	fs.StringVar(&o.description, "description", "", "create: free text")
+	fs.IntVar(&o.maxConns, "max-connections", 0, "create: sessions open at once on the whole stream (default: no limit)")
+	fs.IntVar(&o.maxConnsPerClient, "max-connections-per-client", 0, "create: sessions open at once from one client address (default: no limit)")
+	fs.StringVar(&o.uploadRate, "upload-rate", "", "create: bytes per second read from the client, per connection, e.g. 512k or 1m")
+	fs.StringVar(&o.downloadRate, "download-rate", "", "create: bytes per second read from the backend, per connection, e.g. 512k or 1m")
+	fs.StringVar(&o.deny, "deny", "", "create: comma-separated source CIDRs refused (checked before -allow)")
 	fs.Var(&o.routes, "route", "create: NAME=BACKEND[,BACKEND...] routes TLS server name NAME (SNI) to its backends; repeatable")
 	fs.StringVar(&o.defaultBackend, "default", "", "create with -route: where names no route matches go (default: closed)")
 	fs.StringVar(&o.types, "types", "", "watch: comma-separated event types (default: all)")

@@ -162,6 +162,7 @@ func runCreate(c *client, o *opts, args []string, out io.Writer) error {
 	if o.proxyProtocol {
 		body["proxy_protocol"] = true
 	}
+	limitsBody(o, body)
 	if o.samePort {
 		body["port_mode"] = "same"
 	}
@@ -221,6 +222,24 @@ func runCreate(c *client, o *opts, args []string, out io.Writer) error {
 	}
 	printStreams(out, []view{v})
 	return nil
+}
+
+// limitsBody adds the limits and deny list of o to a create's body: only
+// those given, so that the daemon's defaults (no limit) apply to the rest.
+func limitsBody(o *opts, body map[string]any) {
+	for k, v := range map[string]int{"max_connections": o.maxConns, "max_connections_per_client": o.maxConnsPerClient} {
+		if v != 0 {
+			body[k] = v
+		}
+	}
+	for k, v := range map[string]string{"upload_rate": o.uploadRate, "download_rate": o.downloadRate} {
+		if v != "" {
+			body[k] = v
+		}
+	}
+	if o.deny != "" {
+		body["deny"] = strings.Split(o.deny, ",")
+	}
 }
 
 func runRm(c *client, _ *opts, args []string, out io.Writer) error {

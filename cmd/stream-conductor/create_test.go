@@ -115,3 +115,18 @@ func TestWatchDescribesRoutedStream(t *testing.T) {
 		t.Fatalf("describe = %q", got)
 	}
 }
+
+// create sends the limits and deny list it is given, and only those.
+func TestLimits16CreateFlags(t *testing.T) {
+	code, req, body, out := createRequest(t, "tcp/9000", "a:1", "-max-connections", "100", "-max-connections-per-client=4",
+		"-upload-rate", "512k", "-download-rate", "1m", "-deny", "10.0.0.1,192.0.2.0/24", "-allow", "10.0.0.0/8", "-replace")
+	want := map[string]any{"backends": []any{"a:1"}, "max_connections": 100.0, "max_connections_per_client": 4.0,
+		"upload_rate": "512k", "download_rate": "1m", "deny": []any{"10.0.0.1", "192.0.2.0/24"}, "allow": []any{"10.0.0.0/8"}}
+	if code != exitOK || req != "PUT /v1/streams/tcp/9000" || !reflect.DeepEqual(body, want) {
+		t.Fatalf("exit %d, %s, body %v\nwant %v\n%s", code, req, body, want, out)
+	}
+	code, _, body, out = createRequest(t, "tcp/9000", "a:1", "-download-rate", "64k")
+	if code != exitOK || !reflect.DeepEqual(body, map[string]any{"backends": []any{"a:1"}, "download_rate": "64k"}) {
+		t.Fatalf("one limit: %d %v %s", code, body, out)
+	}
+}
