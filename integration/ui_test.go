@@ -35,7 +35,7 @@ func TestUI(t *testing.T) {
 		writeTok = "ui-test-write-token-0123456789abcdef"
 		readTok  = "ui-test-read-token-0123456789abcdef"
 	)
-	d := newDaemonWithTokens(t, 13, writeTok, readTok)
+	d := newDaemonWithTokens(t, 14, writeTok, readTok)
 	d.start()
 	be := startEcho(t, "UI-A:")
 	be2 := startEcho(t, "UI-B:")
@@ -243,6 +243,10 @@ func TestUI(t *testing.T) {
 
 	t.Run("routes by TLS server name", func(t *testing.T) {
 		uiRoutes(t, ui, shots, routedPort)
+	})
+
+	t.Run("an edit keeps the fields the form does not change", func(t *testing.T) {
+		uiKeepsFields(t, ui, d.portMin+13, be.addr())
 	})
 
 	t.Run("accessible basics: labels, words, keyboard", func(t *testing.T) {

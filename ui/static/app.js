@@ -588,6 +588,11 @@ function detailsCard(s) {
   }
   if (s.proxy_protocol) rows.push(['PROXY protocol', 'sent']);
   if (s.allow?.length) rows.push(['Allow', s.allow.join(', ')]);
+  if (s.deny?.length) rows.push(['Deny', s.deny.join(', ')]);
+  for (const [k, label] of [['max_connections', 'Max connections'], ['max_connections_per_client', 'Max connections per client'],
+    ['upload_rate', 'Upload rate (per connection)'], ['download_rate', 'Download rate (per connection)']]) {
+    if (s[k]) rows.push([label, String(s[k])]);
+  }
   if (s.nodes?.length) rows.push(['Nodes', s.nodes.join(', ')]);
   rows.push(['Created', fmtTime(s.created_at)], ['Updated', fmtTime(s.updated_at)]);
   return h('section', { class: 'card', 'aria-label': 'Details' }, h('h2', {}, 'Details'), kv(rows));
@@ -624,6 +629,11 @@ const FIELDS = [
   ['max_fails', 'Max fails', 'number', 'passive health: failures before a backend is skipped', true],
   ['fail_timeout', 'Fail timeout', 'text', 'such as 10s', true],
   ['allow', 'Allow', 'lines', 'source CIDRs, one per line; empty: everyone', true],
+  ['deny', 'Deny', 'lines', 'source CIDRs refused, also inside Allow, one per line', true],
+  ['max_connections', 'Max connections', 'number', 'sessions open at once on the whole stream; empty: no limit', true],
+  ['max_connections_per_client', 'Max connections per client', 'number', 'sessions open at once per client address', true],
+  ['upload_rate', 'Upload rate', 'text', 'bytes per second read from each client connection, such as 512k or 1m', true],
+  ['download_rate', 'Download rate', 'text', 'bytes per second read from the backend, per connection, such as 1m', true],
   ['proxy_protocol', 'PROXY protocol', 'check', 'send a PROXY header to the backend (TCP)', true],
   ['nodes', 'Nodes', 'lines', 'fleet: the nodes that serve it; empty: every node', true],
 ];
@@ -777,7 +787,7 @@ function editForm(s) {
   // whole range of ports, and how it maps them) is kept as it is.
   const where = { protocol: s.protocol, listen: s.listen };
   if (s.listen_end) Object.assign(where, { listen_end: s.listen_end, port_mode: s.port_mode });
-  const body = () => withRoutes(Object.assign(readSpec(form), where), routes);
+  const body = () => withRoutes(Object.assign(kept(s), readSpec(form), where), routes);
   form.addEventListener('input', () => { planned = null; apply.disabled = true; });
   form.addEventListener('submit', async (e) => {
     e.preventDefault();
@@ -905,6 +915,23 @@ function showRoutes(form, routes, on) {
 
 // withRoutes gives spec the routed shape the API takes when routes is
 // shown: its routes and default, and no backends.
+// SERVER_SET are the fields of a stream the daemon sets, which a PUT does
+// not take.
+const SERVER_SET = new Set(['id', 'status', 'traffic', 'health', 'revision', 'created_at', 'updated_at', 'range']);
+
+// kept returns the fields of stream s that the edit form does not show, as
+// s has them: a PUT replaces the whole stream, so a field the form leaves
+// out (a ban policy, an expiry, one the API gains later) must be sent back
+// unchanged rather than dropped.
+function kept(s) {
+  const shown = new Set(FIELDS.map(([name]) => name).concat(['routes', 'default', 'protocol', 'listen', 'listen_end', 'port_mode']));
+  const out = {};
+  for (const [k, v] of Object.entries(s)) {
+    if (!SERVER_SET.has(k) && !shown.has(k)) out[k] = v;
+  }
+  return out;
+}
+
 function withRoutes(spec, routes) {
   if (!routes || routes.el.hidden) return spec;
   delete spec.backends;

@@ -1,0 +1,40 @@
+package integration
+
+import (
+	"fmt"
+	"slices"
+	"testing"
+	"time"
+)
+
+// uiKeepsFields: the edit form of a stream with limits and a deny list
+// shows them, and an edit of another field sends them back unchanged: a
+// PUT replaces the whole stream, so a field the form did not carry would
+// be dropped (and with it the stream's protection).
+func uiKeepsFields(t *testing.T, ui *uiPage, port int, backend string) {
+	ui.t = t
+	id := fmt.Sprintf("tcp/%d", port)
+	body := fmt.Sprintf(`{"backend":%q,"max_connections":7,"max_connections_per_client":2,"upload_rate":"512k","download_rate":"1m","deny":["127.0.0.9"]}`, backend)
+	if code, m := ui.d.api("PUT", "/v1/streams/"+id, body); code != 201 {
+		t.Fatalf("PUT %s: %d %v", id, code, m)
+	}
+	ui.goTo("#/streams/" + id)
+	ui.waitJS("the limits in the details and the form", `document.querySelector("main").textContent.includes("Max connections per client") &&
+		document.querySelector("#f-max_connections")?.value === "7" && document.querySelector("#f-deny")?.value === "127.0.0.9/32"`)
+	ui.fill("#f-description", "edited beside its limits")
+	ui.fill("#f-download_rate", "2m")
+	ui.click("#preview")
+	ui.waitJS("the dry-run diff of the new rate", `!document.querySelector("#apply").disabled && document.querySelector("#dry-run").textContent.includes("proxy_download_rate 2m")`)
+	ui.click("#apply")
+	var m map[string]any
+	eventually(t, "the edit applied", 15*time.Second, func() bool {
+		_, m = ui.d.api("GET", "/v1/streams/"+id, "")
+		st, _ := m["status"].(map[string]any)
+		return m["description"] == "edited beside its limits" && st["state"] == "active" && st["revision"] == m["revision"]
+	})
+	deny, _ := m["deny"].([]any)
+	if m["max_connections"] != float64(7) || m["max_connections_per_client"] != float64(2) || m["upload_rate"] != "512k" ||
+		m["download_rate"] != "2m" || !slices.Equal(deny, []any{"127.0.0.9/32"}) {
+		t.Fatalf("after an edit in the browser: %v; want the limits and the deny list kept, the download rate changed", m)
+	}
+}
