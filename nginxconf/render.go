@@ -19,6 +19,11 @@ type RenderOptions struct {
 	// DefaultBind is the listen address of streams that name none; empty
 	// means every IPv4 address.
 	DefaultBind string
+	// Banned are the source addresses the stream being rendered refuses
+	// (package bans), canonical IP addresses, sorted. They are set per
+	// call, never stored in the spec: a ban changes neither the stream's
+	// revision nor its ETag.
+	Banned []string
 }
 
 // headerMarker starts the first line of every file we render.
@@ -146,6 +151,7 @@ func Render(s stream.Spec, addrs Addrs, o RenderOptions) (name string, body []by
 	}
 	b.WriteString("server {\n")
 	writeListen(&b, s, o)
+	writeBanned(&b, o.Banned)
 	if direct && ts[0].name != "" {
 		fmt.Fprintf(&b, "    # backend %s\n", ts[0].name)
 	}
@@ -179,6 +185,7 @@ func renderSamePort(s stream.Spec, t target, o RenderOptions) []byte {
 	writeHeading(&b, s)
 	b.WriteString("server {\n")
 	writeListen(&b, s, o)
+	writeBanned(&b, o.Banned)
 	if t.name != "" {
 		name, _, _ := strings.Cut(t.name, ":") // a name has no colon but its port's
 		fmt.Fprintf(&b, "    # backend %s (each port to the same port)\n", name)
@@ -284,6 +291,7 @@ func renderRouted(s stream.Spec, addrs Addrs, o RenderOptions) ([]byte, error) {
 	fmt.Fprintf(&b, "    default %s;\n}\n", fallback)
 	b.WriteString("server {\n")
 	writeListen(&b, s, o)
+	writeBanned(&b, o.Banned)
 	b.WriteString("    ssl_preread on;\n")
 	fmt.Fprintf(&b, "    proxy_pass $%s_route;\n", base)
 	writeServerTail(&b, s)
