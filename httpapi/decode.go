@@ -50,6 +50,8 @@ type specRequest struct {
 	// the names they do not match go (absent: the connection is closed).
 	Routes  []stream.Route `json:"routes,omitempty"`
 	Default backendList    `json:"default,omitempty"`
+	// Ban bans source addresses whose sessions keep failing.
+	Ban *stream.BanPolicy `json:"ban,omitempty"`
 }
 
 // decodeJSON reads exactly one JSON object into v: the body must be JSON
@@ -161,6 +163,6 @@ func (q specRequest) toSpec(p stream.Protocol, port, urlEnd int) (stream.Spec, e
 		Protocol: p, Listen: port, ListenEnd: end, PortMode: q.PortMode, Bind: q.Bind, Backends: backends, Balance: q.Balance,
 		MaxFails: q.MaxFails, FailTimeout: q.FailTimeout, ProxyProtocol: q.ProxyProtocol,
 		ConnectTimeout: q.ConnectTimeout, IdleTimeout: q.IdleTimeout, Allow: q.Allow,
-		Description: q.Description, Nodes: q.Nodes, Routes: q.Routes,
+		Description: q.Description, Nodes: q.Nodes, Routes: q.Routes, Ban: q.Ban,
 	}, nil
 }

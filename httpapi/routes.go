@@ -63,6 +63,7 @@ func exportSpec(sp stream.Spec) specRequest {
 	q := specRequest{Protocol: &p, Listen: &l, PortMode: sp.PortMode, Bind: sp.Bind, Backends: sp.Backends,
 		Balance: sp.Balance, MaxFails: sp.MaxFails, FailTimeout: sp.FailTimeout, ProxyProtocol: sp.ProxyProtocol,
 		ConnectTimeout: sp.ConnectTimeout, IdleTimeout: sp.IdleTimeout, Allow: sp.Allow, Description: sp.Description}
+	q.Ban = sp.Ban
 	if sp.IsRange() {
 		end := sp.ListenEnd
 		q.ListenEnd = &end
