@@ -3,11 +3,13 @@ package nginxconf
 import (
 	"bytes"
 	"errors"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/streamconductor/stream-conductor/stream"
 )
@@ -134,4 +136,35 @@ func withBans(i int, s *stream.Spec) []string {
 	}
 	s.Ban = &stream.BanPolicy{After: 1 + i%1000, Within: "1m", For: "1h"}
 	return []string{"127.0.0.3", "192.0.2." + strconv.Itoa(i%250+1), "2001:db8::" + strconv.FormatInt(int64(i), 16)}
+}
+
+// Hostile ban policies are refused with a field error or accepted in
+// canonical form within their bounds; an accepted one renders nothing of
+// its own (the policy is the daemon's, not nginx's).
+func FuzzBanPolicy(f *testing.F) {
+	f.Add(10, "1m", "1h")
+	f.Add(0, "", "")
+	f.Add(1000, "24h", "8760h")
+	f.Add(3, "1m;deny all", "1h\n}")
+	f.Add(-1, "9223372036854775807ns", "-1h")
+	f.Fuzz(func(t *testing.T, after int, within, dur string) {
+		s, err := Validate(banSpec(&stream.BanPolicy{After: after, Within: within, For: dur}), testRules)
+		if err != nil {
+			var fe *FieldError
+			if !errors.As(err, &fe) || !strings.HasPrefix(fe.Field, "ban") {
+				t.Fatalf("error %v names no ban field", err)
+			}
+			return
+		}
+		w, werr := time.ParseDuration(s.Ban.Within)
+		d, derr := time.ParseDuration(s.Ban.For)
+		if werr != nil || derr != nil || w < time.Second || w > maxBanWithin || d < time.Second || d > maxBanFor ||
+			s.Ban.After < 1 || s.Ban.After > MaxBanAfter || w.String() != s.Ban.Within || d.String() != s.Ban.For {
+			t.Fatalf("accepted %+v", *s.Ban)
+		}
+		_, body, err := Render(s, Addrs{"backend": {netip.MustParseAddr("192.0.2.1")}}, RenderOptions{Prefix: "stream-"})
+		if err != nil || strings.Contains(string(body), "deny") {
+			t.Fatalf("render: %v\n%s", err, body)
+		}
+	})
 }
