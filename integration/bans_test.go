@@ -162,6 +162,7 @@ func TestBansBanAFailingSourceUntilItsTimeIsUp(t *testing.T) {
 	if got := bansOf(t, d, id); len(got) != 1 || got[0] != id+" "+attacker {
 		t.Fatalf("GET /v1/bans = %v", got)
 	}
+	requireBanAudited(t, d, id, attacker)
 
 	backend := startCountingBackend(t, bport)
 	eventually(t, "the ban is applied", 5*time.Second, func() bool { return closedAtOnce(attacker, port) })
@@ -308,6 +309,21 @@ func TestBansManySourcesFewReloads(t *testing.T) {
 	if _, err := echoFrom("127.0.1.7", port); err != nil {
 		t.Fatalf("after lifting all: %v", err)
 	}
+}
+
+// requireBanAudited requires an audit entry of the daemon (no token, no
+// request) that banned addr from stream id.
+func requireBanAudited(t *testing.T, d *daemon, id, addr string) {
+	t.Helper()
+	_, m := d.api("GET", "/v1/audit", "")
+	for _, e := range m["entries"].([]any) {
+		e := e.(map[string]any)
+		if e["route"] == "ban" && e["stream"] == id && e["token"] == "" && e["method"] == "" &&
+			strings.HasPrefix(e["result"].(string), "banned "+addr+" until ") {
+			return
+		}
+	}
+	t.Fatalf("no audit entry of the ban of %s from %s: %v", addr, id, m["entries"])
 }
 
 // grepLines keeps the lines of s that contain sub.
