@@ -35,11 +35,12 @@ type banView struct {
 }
 
 // listBans answers GET /v1/bans: this node's bans in force, of one
-// stream with ?stream=tcp/9000.
+// stream with ?stream=tcp/9000 (a range: tcp/10000-10099 or its first
+// port).
 func (s *Server) listBans(w http.ResponseWriter, r *http.Request) error {
 	var filter *stream.ID
 	if v := r.URL.Query().Get("stream"); v != "" {
-		id, err := stream.ParseID(v)
+		id, _, err := stream.ParseRef(v) // a range by its ports too: tcp/10000-10099
 		if err != nil {
 			return errInvalid("stream", "%s", truncate(err.Error()))
 		}

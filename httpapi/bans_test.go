@@ -107,6 +107,10 @@ func TestBansList(t *testing.T) {
 	if list := body["bans"].([]any); len(list) != 1 || list[0].(map[string]any)["address"] != "127.0.0.4" {
 		t.Errorf("filtered: %v", body)
 	}
+	_, body = do(t, srv, call{method: "GET", path: "/v1/bans?stream=tcp/9000-9009"})
+	if list := body["bans"].([]any); len(list) != 2 {
+		t.Errorf("a range's bans by its ports: %v", body)
+	}
 	rec, body = do(t, srv, call{method: "GET", path: "/v1/bans?stream=tcp/x"})
 	if code, field := errorOf(body); rec.Code != 400 || code != CodeInvalid || field != "stream" {
 		t.Errorf("bad filter: %d %s", rec.Code, rec.Body)
