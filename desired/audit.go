@@ -13,6 +13,9 @@ const (
 	OpUndo = "undo"
 	// OpExpired: a stream's time ran out and it was deleted.
 	OpExpired = "expired"
+	// OpBan: the daemon banned source addresses from a stream (package
+	// bans); Result names them, and the node.
+	OpBan = "ban"
 )
 
 // AuditRecord is one entry of the audit log (its JSON is the form the

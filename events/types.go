@@ -42,6 +42,12 @@ const (
 	// Traffic: the sessions and bytes of the streams whose counts moved
 	// since the last one, at most one every TrafficEvery. Data: TrafficSample.
 	Traffic = "traffic"
+	// BanAdded and BanLifted: a source address was banned from a stream
+	// on this node, or its ban ended (Reason: expired, api,
+	// stream_deleted, stream_changed). Data: BanChange; more than
+	// MaxEach of one kind at once make one Bulk ("bans").
+	BanAdded  = "ban.added"
+	BanLifted = "ban.lifted"
 	// Reset is sent by GET /v1/events only: the events a reconnecting
 	// client asked for are no longer kept, so it must list again. Data:
 	// ResetInfo.
@@ -52,6 +58,7 @@ const (
 var Types = []string{
 	StreamCreated, StreamUpdated, StreamDeleted, StreamStatus, Bulk,
 	Reload, DriftDetected, DriftRepaired, BackendHealth, NodeJoined, NodeLeft, Traffic,
+	BanAdded, BanLifted,
 }
 
 // MaxEach is the most events of one kind that one change publishes one
@@ -150,6 +157,19 @@ type StreamTraffic struct {
 	Active   int    `json:"active"`
 	BytesIn  uint64 `json:"bytes_in"`
 	BytesOut uint64 `json:"bytes_out"`
+}
+
+// BanChange is the data of BanAdded and BanLifted.
+type BanChange struct {
+	Stream   stream.ID `json:"stream"`
+	Address  string    `json:"address"`
+	Node     string    `json:"node,omitempty"`
+	Since    time.Time `json:"since"`
+	Until    time.Time `json:"until"`
+	Failures int       `json:"failures"`
+	// Reason is why the ban was made (BanAdded) or why it ended
+	// (BanLifted: expired, api, stream_deleted, stream_changed).
+	Reason string `json:"reason"`
 }
 
 // ResetInfo is the data of Reset.

@@ -56,6 +56,8 @@ type specRequest struct {
 	UploadRate              string   `json:"upload_rate,omitempty"`
 	DownloadRate            string   `json:"download_rate,omitempty"`
 	Deny                    []string `json:"deny,omitempty"`
+	// Ban bans source addresses whose sessions keep failing.
+	Ban *stream.BanPolicy `json:"ban,omitempty"`
 }
 
 // decodeJSON reads exactly one JSON object into v: the body must be JSON
@@ -167,7 +169,7 @@ func (q specRequest) toSpec(p stream.Protocol, port, urlEnd int) (stream.Spec, e
 		Protocol: p, Listen: port, ListenEnd: end, PortMode: q.PortMode, Bind: q.Bind, Backends: backends, Balance: q.Balance,
 		MaxFails: q.MaxFails, FailTimeout: q.FailTimeout, ProxyProtocol: q.ProxyProtocol,
 		ConnectTimeout: q.ConnectTimeout, IdleTimeout: q.IdleTimeout, Allow: q.Allow,
-		Description: q.Description, Nodes: q.Nodes, Routes: q.Routes,
+		Description: q.Description, Nodes: q.Nodes, Routes: q.Routes, Ban: q.Ban,
 		MaxConnections: q.MaxConnections, MaxConnectionsPerClient: q.MaxConnectionsPerClient,
 		UploadRate: q.UploadRate, DownloadRate: q.DownloadRate, Deny: q.Deny,
 	}, nil

@@ -65,6 +65,7 @@ func exportSpec(sp stream.Spec) specRequest {
 		ConnectTimeout: sp.ConnectTimeout, IdleTimeout: sp.IdleTimeout, Allow: sp.Allow, Description: sp.Description,
 		MaxConnections: sp.MaxConnections, MaxConnectionsPerClient: sp.MaxConnectionsPerClient,
 		UploadRate: sp.UploadRate, DownloadRate: sp.DownloadRate, Deny: sp.Deny}
+	q.Ban = sp.Ban
 	if sp.IsRange() {
 		end := sp.ListenEnd
 		q.ListenEnd = &end

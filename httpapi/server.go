@@ -106,6 +106,9 @@ type Config struct {
 	// EventsWriteTimeout bounds each write to an events client, so that
 	// one that stopped reading is let go (default 10s).
 	EventsWriteTimeout time.Duration
+	// Bans, when set, are this node's automatic bans (GET and DELETE
+	// /v1/bans); unset (external mode), there are none.
+	Bans BanSource
 	// OnRequest, when set, is told the route, status and duration of
 	// every request (metrics).
 	OnRequest func(route string, code int, d time.Duration)
@@ -174,6 +177,9 @@ func New(cfg Config, st Store, ap Applier, wp *writes.Path) *Server {
 	route(http.MethodGet, "/v1/events", Read, s.streamEvents)
 	route(http.MethodPost, "/v1/state/confirm", Write, s.confirmState)
 	route(http.MethodGet, "/v1/whoami", Read, s.whoami)
+	route(http.MethodGet, "/v1/bans", Read, s.listBans)
+	route(http.MethodDelete, "/v1/bans/{protocol}/{port}", Write, s.liftBans)
+	route(http.MethodDelete, "/v1/bans/{protocol}/{port}/{address}", Write, s.liftBan)
 	s.mountUI(r)
 	if cfg.Metrics != nil {
 		route(http.MethodGet, "/metrics", Read, func(w http.ResponseWriter, r *http.Request) error {

@@ -77,6 +77,10 @@ func (s *Server) status(w http.ResponseWriter, r *http.Request) error {
 	if s.cfg.Events != nil {
 		out["events"] = s.cfg.Events.Stats()
 	}
+	if s.cfg.Bans != nil {
+		current, total := s.cfg.Bans.Stats()
+		out["bans"] = map[string]any{"current": current, "total": total}
+	}
 	if c := s.condition(); c.Stale != nil || c.Alarm != nil {
 		out["stale"], out["alarm"] = c.Stale, c.Alarm
 	}

@@ -45,11 +45,10 @@ func startCountingEcho(t *testing.T) *countingEcho {
 	return e
 }
 
-// dialFrom connects to 127.0.0.1:port from the loopback address src.
-func dialFrom(t *testing.T, src string, port int) net.Conn {
+// mustDialFrom connects to 127.0.0.1:port from the loopback address src.
+func mustDialFrom(t *testing.T, src string, port int) net.Conn {
 	t.Helper()
-	d := net.Dialer{Timeout: 2 * time.Second, LocalAddr: &net.TCPAddr{IP: net.ParseIP(src)}}
-	c, err := d.Dial("tcp4", "127.0.0.1:"+strconv.Itoa(port))
+	c, err := dialFrom(src, port)
 	if err != nil {
 		t.Fatalf("dial from %s: %v", src, err)
 	}
@@ -60,7 +59,7 @@ func dialFrom(t *testing.T, src string, port int) net.Conn {
 // backend: nginx has then counted the session against its limits.
 func openSession(t *testing.T, src string, port int) net.Conn {
 	t.Helper()
-	c := dialFrom(t, src, port)
+	c := mustDialFrom(t, src, port)
 	msg := fmt.Sprintf("hello from %s\n", src)
 	if got, err := roundTrip(c, msg); err != nil || got != msg {
 		c.Close()
@@ -76,7 +75,7 @@ func openSession(t *testing.T, src string, port int) net.Conn {
 // dial error or no answer within 3 s, fails the test.
 func sessionOutcome(t *testing.T, src string, port int) (refused bool) {
 	t.Helper()
-	c := dialFrom(t, src, port)
+	c := mustDialFrom(t, src, port)
 	defer c.Close()
 	msg := "are you there?\n"
 	got, err := roundTrip(c, msg)

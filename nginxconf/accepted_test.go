@@ -165,7 +165,8 @@ func TestAcceptedSpecsPassNginxTest(t *testing.T) {
 	dir := t.TempDir()
 	accepted, routed, ranges, limited := 0, 0, 0, 0
 	next := 20000
-	for _, c := range candidates {
+	for i, c := range candidates {
+		banned := withBans(i, &c)
 		c.Listen = next
 		if c.ListenEnd > 0 {
 			c.ListenEnd += c.Listen
@@ -183,7 +184,7 @@ func TestAcceptedSpecsPassNginxTest(t *testing.T) {
 		for _, n := range Names(s) {
 			addrs[n] = []netip.Addr{netip.MustParseAddr("127.0.0.1"), netip.MustParseAddr("::1")}
 		}
-		name, body, err := Render(s, addrs, RenderOptions{Prefix: "stream-"})
+		name, body, err := Render(s, addrs, RenderOptions{Prefix: "stream-", Banned: banned})
 		if err != nil {
 			t.Fatal(err)
 		}

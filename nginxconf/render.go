@@ -19,6 +19,11 @@ type RenderOptions struct {
 	// DefaultBind is the listen address of streams that name none; empty
 	// means every IPv4 address.
 	DefaultBind string
+	// Banned are the source addresses the stream being rendered refuses
+	// (package bans), canonical IP addresses, sorted. They are set per
+	// call, never stored in the spec: a ban changes neither the stream's
+	// revision nor its ETag.
+	Banned []string
 }
 
 // headerMarker starts the first line of every file we render.
@@ -214,6 +219,7 @@ func writeServerHead(b *bytes.Buffer, s stream.Spec, o RenderOptions) {
 	writeZones(b, s)
 	b.WriteString("server {\n")
 	writeListen(b, s, o)
+	writeBanned(b, o.Banned)
 }
 
 // writeListen writes s's listen directive.

@@ -43,6 +43,9 @@ type Rules struct {
 	// files are in; it bounds the server names of routes (0: nginx's
 	// default, DefaultMapHashBucketSize).
 	MapHashBucketSize int
+	// NoSessionLog: nginx's session log does not reach the daemon
+	// (external mode), so a ban policy could never trigger.
+	NoSessionLog bool
 }
 
 // map_hash_bucket_size: nginx's default, and what managed mode writes.
@@ -147,6 +150,9 @@ func Validate(s stream.Spec, r Rules) (stream.Spec, error) {
 		return s, fieldErr("description", "must be UTF-8 text without control characters")
 	}
 	if s.Nodes, err = canonicalNodes(s.Nodes); err != nil {
+		return s, err
+	}
+	if err := validateBan(&s, r); err != nil {
 		return s, err
 	}
 	return s, nil

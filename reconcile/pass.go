@@ -73,6 +73,7 @@ func (r *Reconciler) pass(ctx context.Context, log zerolog.Logger) (uint64, erro
 	}
 	r.appliedFiles = applied
 	r.bootFiles = nil
+	r.bansApplied(a.desired)
 	r.finish(specs, a.desired, rev)
 	r.driftRepaired()
 	return rev, nil

@@ -98,6 +98,13 @@ type Config struct {
 	// beyond its MaxStreams is refused (BindConflict) or fails, rather
 	// than failing nginx's reload.
 	OpenFiles *stream.OpenFiles
+	// Bans, when set, says which source addresses stream id refuses
+	// (package bans), rendered as deny lines, and a version that changes
+	// whenever they do: a pass re-renders exactly the streams whose bans
+	// changed. OnBansApplied, when set, is told after a pass that nginx
+	// runs id's file with the bans of version (only versions above 0).
+	Bans          func(id stream.ID) (addrs []string, version uint64)
+	OnBansApplied func(id stream.ID, version uint64)
 	// Node is this node's name (NODE_NAME): the reconciler applies only
 	// the streams that target it (stream.Spec.Targets).
 	Node string

@@ -15,6 +15,7 @@ type rendered struct {
 	revision uint64
 	gen      uint64 // the resolver's generation it was rendered at
 	named    bool   // some backend is a host name
+	bans     uint64 // the version of the bans it was rendered with (Config.Bans)
 	name     string
 	body     []byte
 	// fail, when set, says why the spec cannot be rendered: a name that
@@ -77,7 +78,9 @@ func (r *Reconciler) renderNow(s stream.Spec, gen uint64) rendered {
 			}
 		}
 	}
-	_, body, err := nginxconf.Render(s, addrs, r.cfg.Render)
+	o := r.cfg.Render
+	o.Banned, out.bans = r.banned(s.ID())
+	_, body, err := nginxconf.Render(s, addrs, o)
 	if err != nil {
 		out.fail = err.Error()
 		return out
@@ -89,7 +92,7 @@ func (r *Reconciler) renderNow(s stream.Spec, gen uint64) rendered {
 // cached returns s's cached render and whether it is still current.
 func (r *Reconciler) cached(id stream.ID, s stream.Spec, gen uint64) (rendered, bool) {
 	c, ok := r.renderCache[id]
-	return c, ok && c.revision == s.Revision && (!c.named || c.gen == gen)
+	return c, ok && c.revision == s.Revision && (!c.named || c.gen == gen) && c.bans == r.bansVersion(id)
 }
 
 // prefetch has the resolver look up, in parallel, the names of specs

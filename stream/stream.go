@@ -53,6 +53,9 @@ type Spec struct {
 	// routed stream's Backends are its default (empty: close the
 	// connections no route matches).
 	Routes []Route `json:"routes,omitempty"`
+	// Ban, when set, bans source addresses whose sessions keep failing
+	// (see BanPolicy); the bans themselves are not part of the spec.
+	Ban *BanPolicy `json:"ban,omitempty"`
 
 	// Limits and deny list (issue 16): what nginx admits before it
 	// proxies, on each node that serves the stream. Zero or empty: none.
@@ -91,7 +94,7 @@ func (s Spec) SameDesired(o Spec) bool {
 		s.ProxyProtocol == o.ProxyProtocol && s.ConnectTimeout == o.ConnectTimeout &&
 		s.IdleTimeout == o.IdleTimeout && slices.Equal(s.Allow, o.Allow) &&
 		s.Description == o.Description && slices.Equal(s.Nodes, o.Nodes) &&
-		equalRoutes(s.Routes, o.Routes) && s.sameLimits(o)
+		equalRoutes(s.Routes, o.Routes) && s.sameLimits(o) && equalBan(s.Ban, o.Ban)
 }
 
 // Targets reports whether the node named node serves s: s names no
@@ -108,6 +111,7 @@ func (s Spec) Clone() Spec {
 	c.Nodes = slices.Clone(s.Nodes)
 	c.Routes = cloneRoutes(s.Routes)
 	c.Deny = slices.Clone(s.Deny)
+	c.Ban = cloneBan(s.Ban)
 	if s.MaxFails != nil {
 		v := *s.MaxFails
 		c.MaxFails = &v

@@ -119,3 +119,24 @@ func TestShownJSON(t *testing.T) {
 		t.Errorf("plain stream shown as %s", b)
 	}
 }
+
+func TestBanIsDesiredAndCloned(t *testing.T) {
+	a := Spec{Protocol: TCP, Listen: 9000, Backends: []string{"a:1"}, Ban: &BanPolicy{After: 3, Within: "1m0s", For: "1h0m0s"}}
+	b := a.Clone()
+	b.Ban.After = 4
+	if a.Ban.After != 3 {
+		t.Fatal("Clone shares ban")
+	}
+	if a.SameDesired(b) {
+		t.Error("ban.after ignored")
+	}
+	c := a.Clone()
+	c.Ban = nil
+	if a.SameDesired(c) || !a.SameDesired(a.Clone()) {
+		t.Error("ban presence ignored, or a clone differs")
+	}
+	out, _ := json.Marshal(a.Shown())
+	if !strings.Contains(string(out), `"ban":{"after":3,"within":"1m0s","for":"1h0m0s"}`) {
+		t.Errorf("shown = %s", out)
+	}
+}

@@ -7,6 +7,7 @@ package traffic
 import (
 	"bytes"
 	"net"
+	"net/netip"
 	"strconv"
 	"strings"
 	"sync"
@@ -67,6 +68,11 @@ type Collector struct {
 	mu     sync.Mutex
 	stats  map[stream.ID]*counts
 	lines  uint64
+	// OnSession, when set (before Run), is told of every session of a
+	// stream that exists, as it ends: who it came from and nginx's
+	// status (package bans). It is called on Run's goroutine, outside
+	// the Collector's lock, and must not block.
+	OnSession func(id stream.ID, remote netip.Addr, status int, now time.Time)
 }
 
 // counts are the Stats of the stream created at created.
@@ -133,6 +139,7 @@ func (c *Collector) record(msg []byte, now time.Time) {
 	if !ok {
 		return // no such stream: a stale line, or a forged one
 	}
+	c.session(id, f[2], f[7], now)
 	sent, _ := strconv.ParseUint(f[4], 10, 64)
 	received, _ := strconv.ParseUint(f[5], 10, 64)
 	c.mu.Lock()
@@ -170,6 +177,20 @@ func (c *Collector) record(msg []byte, now time.Time) {
 		}
 		s.Backends[addr]++
 	}
+}
+
+// session tells OnSession, if set, of a session of stream id from the
+// address remote that ended with status.
+func (c *Collector) session(id stream.ID, remote, status string, now time.Time) {
+	if c.OnSession == nil {
+		return
+	}
+	addr, err := netip.ParseAddr(remote)
+	code, cerr := strconv.Atoi(status)
+	if err != nil || cerr != nil {
+		return
+	}
+	c.OnSession(id, addr.Unmap(), code, now)
 }
 
 // Get returns a copy of the stats of stream id, or nil if it carried

@@ -79,6 +79,9 @@ type Config struct {
 	// MapHashBucketSize is nginx's map_hash_bucket_size around our files
 	// (nginxconf.Rules).
 	MapHashBucketSize int
+	// NoSessionLog: nginx's session log does not reach the daemon
+	// (external mode), so ban policies are refused (nginxconf.Rules).
+	NoSessionLog bool
 	// Ephemeral and KernelReserved are the kernel's ephemeral ports and
 	// those reserved from them (see nginxconf.Rules); Hi 0: unknown.
 	Ephemeral      procfs.PortRange
@@ -131,7 +134,8 @@ func (p *Path) Close() {
 // Rules are the node's limits on a spec.
 func (p *Path) Rules() nginxconf.Rules {
 	return nginxconf.Rules{PortMin: p.cfg.PortMin, PortMax: p.cfg.PortMax, Reserved: p.cfg.Reserved,
-		MapHashBucketSize: p.cfg.MapHashBucketSize, Ephemeral: p.cfg.Ephemeral, KernelReserved: p.cfg.KernelReserved}
+		MapHashBucketSize: p.cfg.MapHashBucketSize, Ephemeral: p.cfg.Ephemeral, KernelReserved: p.cfg.KernelReserved,
+		NoSessionLog: p.cfg.NoSessionLog}
 }
 
 // Check validates sp against the node's rules and the backend policy,

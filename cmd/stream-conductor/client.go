@@ -73,6 +73,10 @@ type opts struct {
 	maxConns, maxConnsPerClient int
 	uploadRate, downloadRate    string
 	deny                        string
+	// ban is -ban AFTER/WITHIN/FOR; stream is bans' -stream filter;
+	// all is unban's -all.
+	ban, stream string
+	all         bool
 }
 
 // routeFlags collects the repeatable -route flag.
@@ -96,7 +100,7 @@ type command struct {
 var subcommands = map[string]command{
 	"ls":  {"ls [-o table|json|yaml]", exactly(0), runLs},
 	"get": {"get ID [-o table|json|yaml]          ID: tcp/9000, udp/53, 9000 or a range tcp/10000-10099", exactly(1), runGet},
-	"create": {"create ID|auto BACKEND[,BACKEND...] [-udp] [-bind ADDR] [-balance M] [-allow CIDR,...] [-deny CIDR,...] [-max-connections N] [-max-connections-per-client N] [-upload-rate R] [-download-rate R] [-proxy-protocol] [-connect-timeout D] [-idle-timeout D] [-description TEXT] [-replace] [-dry-run]\n" +
+	"create": {"create ID|auto BACKEND[,BACKEND...] [-udp] [-bind ADDR] [-balance M] [-allow CIDR,...] [-deny CIDR,...] [-max-connections N] [-max-connections-per-client N] [-upload-rate R] [-download-rate R] [-ban AFTER/WITHIN/FOR] [-proxy-protocol] [-connect-timeout D] [-idle-timeout D] [-description TEXT] [-replace] [-dry-run]\n" +
 		"       create ID|auto [DEFAULT[,BACKEND...]|-] -route NAME=BACKEND[,BACKEND...] [-route ...] [-default BACKEND[,BACKEND...]] [flags as above]\n" +
 		"         routes TLS connections by server name (SNI) on one TCP port; NAME may start with *. (sub-domains only); the default (or - for none) takes the rest\n" +
 		"       create tcp/FIRST-LAST HOST -same-port [flags as above]   a port range, each port to the same port on HOST\n" +
@@ -110,6 +114,8 @@ var subcommands = map[string]command{
 	"import":  {"import [-dry-run] [-prune] FILE|-", exactly(1), runImport},
 	"healthz": {"healthz                              exit 0 if the daemon answers (for health checks)", exactly(0), runHealthz},
 	"watch":   {"watch [-types T,T...] [-n N] [-o table|json]   follow the daemon's events (GET /v1/events) until Ctrl-C or N events", exactly(0), runWatch},
+	"bans":    {"bans [-stream ID] [-o table|json|yaml]   this node's automatic bans", exactly(0), runBans},
+	"unban":   {"unban ID ADDRESS | unban ID -all     lift a ban (or every ban of the stream); answers once nginx lets it in", between(1, 2), runUnban},
 	"confirm": {"confirm [-o table|json|yaml]         apply the fleet's state in etcd as it is on every node that holds (see status)", exactly(0), runConfirm},
 }
 
@@ -160,6 +166,9 @@ func runClient(name string, args []string, getenv func(string) string, stdout, s
 	fs.StringVar(&o.deny, "deny", "", "create: comma-separated source CIDRs refused (checked before -allow)")
 	fs.Var(&o.routes, "route", "create: NAME=BACKEND[,BACKEND...] routes TLS server name NAME (SNI) to its backends; repeatable")
 	fs.StringVar(&o.defaultBackend, "default", "", "create with -route: where names no route matches go (default: closed)")
+	fs.StringVar(&o.ban, "ban", "", "create: AFTER/WITHIN/FOR, e.g. 10/1m/1h: ban a source for FOR once AFTER of its sessions failed within WITHIN")
+	fs.StringVar(&o.stream, "stream", "", "bans: only this stream's (tcp/9000)")
+	fs.BoolVar(&o.all, "all", false, "unban: every ban of the stream")
 	fs.StringVar(&o.types, "types", "", "watch: comma-separated event types (default: all)")
 	fs.IntVar(&o.count, "n", 0, "watch: stop after N events (default: follow until interrupted)")
 	fs.Usage = func() {
@@ -222,7 +231,7 @@ func interleave(args []string) []string {
 
 func takesValue(name string) bool {
 	switch name {
-	case "dry-run", "prune", "replace", "proxy-protocol", "udp", "same-port", "h", "help":
+	case "dry-run", "prune", "replace", "proxy-protocol", "udp", "same-port", "all", "h", "help":
 		return false
 	}
 	return true

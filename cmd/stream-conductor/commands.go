@@ -166,6 +166,13 @@ func runCreate(c *client, o *opts, args []string, out io.Writer) error {
 	if o.samePort {
 		body["port_mode"] = "same"
 	}
+	if o.ban != "" {
+		b, err := banPolicy(o.ban)
+		if err != nil {
+			return err
+		}
+		body["ban"] = b
+	}
 	method, path, header := "POST", "/v1/streams", map[string]string{}
 	if args[0] != "auto" && o.ports != 0 {
 		return &cliError{exitUsage, fmt.Errorf("-ports allocates a range: use it with create auto (or name the range: tcp/10000-10099)")}

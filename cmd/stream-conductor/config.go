@@ -51,6 +51,7 @@ type config struct {
 	ReadTokenFile   string
 	AllowInsecure   bool
 	BackendAllow    string
+	BanExempt       []netip.Prefix // BAN_EXEMPT
 	AuditRetention  int
 	AuditMaxBytes   int64
 	AllowEmptyState bool
@@ -98,6 +99,7 @@ var settings = []setting{
 	{"api-read-token-file", "API_READ_TOKEN_FILE", "", "file holding API_READ_TOKEN, re-read on SIGHUP"},
 	{"allow-insecure-remote", "ALLOW_INSECURE_REMOTE", "false", "let the API listen beyond loopback without a token (an open relay: never on a network you do not trust)"},
 	{"backend-allow", "BACKEND_ALLOW", "", "comma-separated CIDRs and DNS suffixes (.internal) that backends must be in; empty: anywhere but this host's API, its stream ports and link-local addresses"},
+	{"ban-exempt", "BAN_EXEMPT", "", "comma-separated CIDRs that automatic bans never ban (127.0.0.1 and ::1 never are)"},
 	{"audit-retention", "AUDIT_RETENTION", "10000", "how many entries the audit log keeps (oldest dropped first)"},
 	{"audit-max-bytes", "AUDIT_MAX_BYTES", "16MiB", "how much the audit log's entries may take in all, such as 16MiB or 1GiB (oldest dropped first)"},
 	{"allow-empty-state", "ALLOW_EMPTY_STATE", "false", "start even when the state database holds no stream but STREAM_CONFIG_PATH holds stream files of ours, and remove them (a lost or replaced state.db is otherwise refused)"},
@@ -232,6 +234,9 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 	}
 	if wst > 0 {
 		c.WorkerShutdownTimeout = strconv.FormatInt(int64(wst/time.Second), 10) + "s"
+	}
+	if c.BanExempt, err = parseBanExempt(v("ban-exempt")); err != nil {
+		return c, err
 	}
 	if c.AllowInsecure, err = strconv.ParseBool(v("allow-insecure-remote")); err != nil {
 		return c, fmt.Errorf("ALLOW_INSECURE_REMOTE must be true or false, not %q", v("allow-insecure-remote"))

@@ -23,6 +23,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/streamconductor/stream-conductor/bans"
 	"github.com/streamconductor/stream-conductor/events"
 	"github.com/streamconductor/stream-conductor/health"
 	"github.com/streamconductor/stream-conductor/httpapi"
@@ -122,6 +123,11 @@ func run(ctx context.Context, cfg config, log zerolog.Logger) error {
 	if err != nil {
 		return err
 	}
+	// The node's events (GET /v1/events): every component tells the
+	// one bus what happens.
+	bus := events.New(eventsWindow)
+	var rec *reconcile.Pool
+	bm := newBans(cfg, st, tc, bus, func() { rec.Trigger() }, log) // before tc runs: it feeds the bans
 	if tc != nil {
 		defer tc.Close()
 		go tc.Run()
@@ -129,7 +135,6 @@ func run(ctx context.Context, cfg config, log zerolog.Logger) error {
 
 	// Backend names are resolved here, never by nginx: the API's check,
 	// the rules and the rendered files all see the same addresses.
-	var rec *reconcile.Pool
 	resolver := resolve.New(resolve.Config{
 		Timeout: cfg.ResolveTimeout, Interval: cfg.ResolveInterval,
 		OnChange: func() { rec.Trigger() },
@@ -139,10 +144,7 @@ func run(ctx context.Context, cfg config, log zerolog.Logger) error {
 		PortMin: cfg.PortMin, PortMax: cfg.PortMax, StreamBind: cfg.StreamBindAddress, Lookup: resolver.Lookup}
 	var mx *metrics.Metrics
 	pub := &publisher{}
-	// The node's events (GET /v1/events): every component tells the
-	// one bus what happens.
-	bus := events.New(eventsWindow)
-	rec = newReconciler(cfg, st, ngx, resolver, backends, &mx, pub.Publish, bus, of, tc, log)
+	rec = newReconciler(cfg, st, ngx, resolver, backends, &mx, pub.Publish, bus, of, tc, bm, log)
 	var prober *health.Prober
 	if cfg.HealthInterval > 0 {
 		prober = health.New(st)
@@ -151,6 +153,9 @@ func run(ctx context.Context, cfg config, log zerolog.Logger) error {
 	}
 	mx = metrics.New(rec, st, tc, prober, cfg.State.NodeName)
 	mx.WatchEvents(bus.Stats)
+	if bm != nil {
+		mx.WatchBans(bm.Stats)
+	}
 
 	addr := net.JoinHostPort(cfg.BindAddress, strconv.Itoa(cfg.BindPort))
 	nodes, node, err := registerNode(ctx, cfg, st, func() stream.NodeInfo {
@@ -178,7 +183,7 @@ func run(ctx context.Context, cfg config, log zerolog.Logger) error {
 	}
 	wp := writes.New(writes.Config{
 		PortMin: cfg.PortMin, PortMax: cfg.PortMax, Reserved: []int{cfg.BindPort}, MapHashBucketSize: cfg.MapHashBucketSize,
-		Ephemeral: ephemeral, KernelReserved: kernelReserved,
+		NoSessionLog: tc == nil, Ephemeral: ephemeral, KernelReserved: kernelReserved,
 		ApplyTimeout: cfg.ApplyTimeout, OnUndo: httpapi.AuditUndos(st, log), Log: log,
 	}, st, fl, backends)
 	defer wp.Close()
@@ -195,11 +200,13 @@ func run(ctx context.Context, cfg config, log zerolog.Logger) error {
 		NodeName:   cfg.State.NodeName,
 		APIAddress: cfg.NodeAPIURL,
 		Events:     bus,
+		Bans:       banSource(bm),
 		Log:        log,
 	}, st, rec, wp)
 	defer reloadTokensOnHUP(tokens, log)()
 
 	defer startBackground(rec, resolver, prober, tc, bus)()
+	defer startBans(bm)()
 	log.Info().Str("api", "http://"+addr).Str("port_range", cfg.PortRange).Str("nginx_mode", cfg.NginxMode).
 		Str("data_dir", cfg.DataDir).Str("stream_config_path", cfg.StreamConfigPath).Str("version", version).
 		Bool("auth", tokens.Enabled()).Str("backend_allow", cfg.BackendAllow).Msg("stream-conductor started")
@@ -274,11 +281,8 @@ func openState(cfg config, log zerolog.Logger) (stateStore, error) {
 // newReconciler builds the pool of reconcilers; its metrics hooks read
 // *mx, which is set once the metrics exist (they need the reconciler).
 // After every pass, passed is called (the fleet's node registry).
-func newReconciler(cfg config, st stateStore, driver func(k int) (reconcile.Nginx, string, error), resolver *resolve.Resolver, backends *policy.Backends, mx **metrics.Metrics, passed func(), pub events.Publisher, of *stream.OpenFiles, tc *traffic.Collector, log zerolog.Logger) *reconcile.Pool {
-	var onList func([]stream.Spec)
-	if tc != nil {
-		onList = tc.SetStreams // the traffic log's index of port ranges
-	}
+func newReconciler(cfg config, st stateStore, driver func(k int) (reconcile.Nginx, string, error), resolver *resolve.Resolver, backends *policy.Backends, mx **metrics.Metrics, passed func(), pub events.Publisher, of *stream.OpenFiles, tc *traffic.Collector, bm *bans.Manager, log zerolog.Logger) *reconcile.Pool {
+	banned, bansApplied := banHooks(bm)
 	return reconcile.NewPool(reconcile.PoolConfig{
 		Config: reconcile.Config{
 			Dir:            cfg.StreamConfigPath,
@@ -300,11 +304,12 @@ func newReconciler(cfg config, st stateStore, driver func(k int) (reconcile.Ngin
 			OpenFiles: of,
 			Events:    pub,
 			Log:       log,
+			Bans:      banned, OnBansApplied: bansApplied,
 		},
 		Shards: cfg.Shards,
 		Driver: driver,
 		Found:  foundShards(cfg),
-		OnList: onList,
+		OnList: listHook(tc, bm),
 	}, st)
 }
 

@@ -1,0 +1,28 @@
+package stream
+
+// BanPolicy bans a source address from a stream for For once After of its
+// sessions failed or were refused within Within (as nginx's session log
+// tells: a status of 400 or above). Durations are Go durations in
+// canonical form ("1m0s" once validated).
+type BanPolicy struct {
+	After  int    `json:"after"`
+	Within string `json:"within"`
+	For    string `json:"for"`
+}
+
+// equalBan reports whether a and b ask for the same policy (nil: none).
+func equalBan(a, b *BanPolicy) bool {
+	if a == nil || b == nil {
+		return a == b
+	}
+	return *a == *b
+}
+
+// cloneBan returns a copy of b (nil for nil).
+func cloneBan(b *BanPolicy) *BanPolicy {
+	if b == nil {
+		return nil
+	}
+	c := *b
+	return &c
+}
