@@ -3,6 +3,7 @@ package httpapi
 import (
 	"bytes"
 	"encoding/json"
+	"time"
 
 	"github.com/streamconductor/stream-conductor/stream"
 )
@@ -69,6 +70,10 @@ func exportSpec(sp stream.Spec) specRequest {
 	}
 	if sp.Routed() {
 		q.Backends, q.Default, q.Routes = nil, sp.Backends, sp.Routes
+	}
+	q.TTL = sp.TTL
+	if sp.ExpiresAt != nil {
+		q.ExpiresAt = sp.ExpiresAt.UTC().Format(time.RFC3339Nano)
 	}
 	return q
 }
