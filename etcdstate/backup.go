@@ -113,11 +113,11 @@ func Restore(ctx context.Context, cli *clientv3.Client, prefix string, b []byte)
 	ops := []clientv3.Op{clientv3.OpDelete(scratch), clientv3.OpPut(s.marker, "")}
 	for _, sp := range doc.Streams {
 		sp.Revision = 0
-		op, err := s.putOp(sp)
+		op, err := s.putOp(sp, 0) // no lease: the daemon's timer expires what has a deadline
 		if err != nil {
 			return 0, fmt.Errorf("restore %s: %w", sp.ID(), err)
 		}
-		ops = append(append(ops, op), s.indexOps(sp.ID(), &sp, nil)...)
+		ops = append(append(ops, op), s.indexOps(sp.ID(), &sp, nil, 0)...)
 	}
 	resp, err := cli.Txn(ctx).If(clientv3.Compare(clientv3.CreateRevision(s.marker), "=", 0)).Then(ops...).Commit()
 	switch {
