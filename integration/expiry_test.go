@@ -1,12 +1,15 @@
 package integration
 
 import (
+	"context"
 	"fmt"
 	"net"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"go.etcd.io/etcd/api/v3/mvccpb"
 )
 
 // Expiring streams: a stream given a ttl forwards until its deadline and
@@ -183,4 +186,79 @@ func TestExpiryWhileStoppedIsAppliedAtStart(t *testing.T) {
 		t.Fatal("no audit entry of the expiry")
 	}
 	mustEcho(t, keep, "S:") // the stream with time left stays
+}
+
+// A fleet on etcd: a stream with a deadline expires even when every node
+// is stopped then: etcd's lease deletes its key. A node started again
+// (with its local copy) applies the deletion, closes the port its nginx
+// kept open and records the audit entry; a node started afresh sees no
+// stream.
+func TestExpiryFleetLeaseWithEveryNodeStopped(t *testing.T) {
+	t.Parallel()
+	c := sharedCluster(t)
+	f := startFleet(t, c, fleetOptions{nodes: 2, ports: 1})
+	be := startEcho(t, "F:")
+	port := f.portMin()
+	id := fmt.Sprintf("tcp/%d", port)
+	code, m := f.nodes[0].api("PUT", "/v1/streams/"+id, `{"backend":"`+be.addr()+`","ttl":"6s"}`)
+	if code != 201 {
+		t.Fatalf("PUT: %d %v", code, m)
+	}
+	at := deadlineOf(t, m)
+	f.waitForwards(port, "F:", 5*time.Second)
+	cli, err := c.Client()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cli.Close()
+	key := f.prefix + "/streams/" + id
+	get := func() []*mvccpb.KeyValue {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		resp, err := cli.Get(ctx, key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return resp.Kvs
+	}
+	if kvs := get(); len(kvs) != 1 || kvs[0].Lease == 0 {
+		t.Fatalf("the stream's key in etcd: %v, want it under a lease", kvs)
+	}
+
+	for _, d := range f.nodes {
+		d.stop() // nginx keeps running
+	}
+	if !time.Now().Before(at) {
+		t.Fatal("the nodes stopped after the deadline: a node may have expired the stream, the test proves nothing")
+	}
+	eventually(t, "etcd deleting the expired stream's key", time.Until(at)+10*time.Second, func() bool { return len(get()) == 0 })
+	if time.Now().Before(at) {
+		t.Fatalf("the key was deleted before the deadline %s", at)
+	}
+	if !f.forwards(0, port, "F:") {
+		t.Fatal("edge-1's nginx stopped forwarding while its daemon was down: the restart below proves nothing")
+	}
+
+	f.nodes[0].start()
+	if !f.refuses(0, port) {
+		t.Fatalf("edge-1 forwards port %d after its start, though etcd deleted the stream", port)
+	}
+	if code, _ := f.nodes[0].api("GET", "/v1/streams/"+id, ""); code != 404 {
+		t.Fatalf("GET on edge-1 after the start: %d, want 404", code)
+	}
+	var entry map[string]any
+	eventually(t, "the audit entry of the expiry by etcd's lease", 10*time.Second, func() bool {
+		entry = expiredEntry(f.nodes[0], id)
+		return entry != nil
+	})
+	if r, _ := entry["result"].(string); !strings.Contains(r, "lease") {
+		t.Fatalf("audit entry %v: want the expiry by etcd's lease", entry)
+	}
+
+	fresh := newDaemon(t, 0, "STATE_STORE=etcd", "ETCD_ENDPOINTS="+strings.Join(c.Endpoints(), ","), "ETCD_PREFIX="+f.prefix,
+		"NODE_NAME=edge-9", "NODE_TTL="+fleetNodeTTL, "STREAM_BIND_ADDRESS=127.0.0.19", fmt.Sprintf("PORT_RANGE=%d-%d", port, port))
+	fresh.start()
+	if _, m := fresh.api("GET", "/v1/streams", ""); len(m["streams"].([]any)) != 0 {
+		t.Fatalf("a node started afresh lists %v", m["streams"])
+	}
 }

@@ -184,10 +184,19 @@ func (p *Path) Expire(sp stream.Spec) (bool, error) {
 // earliest deadline still ahead (zero: none) and the first error of a
 // delete the desired state refused (those streams are tried again).
 func (p *Path) ExpireDue() (time.Time, error) {
+	next, _, err := p.expireDue()
+	return next, err
+}
+
+// expireDue is ExpireDue that also counts the streams listed whose
+// deadline passed and that it did not delete (gone or changed meanwhile,
+// or refused).
+func (p *Path) expireDue() (time.Time, int, error) {
 	specs, _ := p.st.List()
 	now := p.now()
 	var next time.Time
 	var first error
+	left := 0
 	for _, sp := range specs {
 		if !sp.Expires() {
 			continue
@@ -198,12 +207,47 @@ func (p *Path) ExpireDue() (time.Time, error) {
 			}
 			continue
 		}
-		if _, err := p.Expire(sp); err != nil && first == nil {
+		done, err := p.Expire(sp)
+		if err != nil && first == nil {
 			first = err
 		}
+		if !done {
+			left++
+		}
 	}
-	return next, first
+	return next, left, first
 }
+
+// ExpireAtStart expires the streams whose deadline passed while the
+// daemon was down, before nginx serves anything: it returns once the
+// desired state lists none of them, or after within (the error then says
+// how many are left, and why). A stream another writer already removed
+// may still be listed for a moment (in a fleet, a node's copy of etcd's
+// state catches up with a deletion by etcd's lease): it waits for the
+// state's next change.
+func (p *Path) ExpireAtStart(within time.Duration) error {
+	deadline := time.NewTimer(within)
+	defer deadline.Stop()
+	for {
+		changed := p.st.Updated()
+		_, left, err := p.expireDue()
+		if left == 0 {
+			return err
+		}
+		select {
+		case <-changed:
+		case <-time.After(startRetry):
+		case <-deadline.C:
+			if err == nil {
+				err = errors.New("the desired state still lists them")
+			}
+			return fmt.Errorf("%d streams whose time ran out are not deleted after %v: %w", left, within, err)
+		}
+	}
+}
+
+// startRetry is how often ExpireAtStart tries again a delete that failed.
+const startRetry = 200 * time.Millisecond
 
 // RunExpiry expires streams at their deadlines until ctx ends: one timer
 // on the next deadline, set again whenever the desired state changes
