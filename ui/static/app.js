@@ -754,9 +754,11 @@ function editForm(s) {
   let planned = null; // the spec the shown diff is of
   let revision = s.revision;
   // The form edits forwarding and options: where the stream listens (a
-  // whole range of ports, and how it maps them) is kept as it is.
+  // whole range of ports, and how it maps them) and when it expires are
+  // kept as they are.
   const where = { protocol: s.protocol, listen: s.listen };
   if (s.listen_end) Object.assign(where, { listen_end: s.listen_end, port_mode: s.port_mode });
+  if (s.expires_at) Object.assign(where, { expires_at: s.expires_at, ttl: s.ttl });
   const body = () => keepRoutes(s, Object.assign(readSpec(form), where));
   form.addEventListener('input', () => { planned = null; apply.disabled = true; });
   form.addEventListener('submit', async (e) => {
