@@ -25,9 +25,13 @@ import (
 // at every change of the desired state; ExpireDue applies every deadline
 // that passed, which start-up does before nginx serves anything.
 
-// expiryRetry is how long RunExpiry waits before it tries again a delete
-// the desired state refused (unavailable, held).
-const expiryRetry = 2 * time.Second
+// expiryRetry is how long RunExpiry first waits before it tries again a
+// delete the desired state refused (unavailable, held); the wait doubles
+// up to maxExpiryRetry while it keeps refusing.
+const (
+	expiryRetry    = 2 * time.Second
+	maxExpiryRetry = time.Minute
+)
 
 // now is the path's clock.
 func (p *Path) now() time.Time {
@@ -224,7 +228,8 @@ func (p *Path) expireDue() (time.Time, int, error) {
 // how many are left, and why). A stream another writer already removed
 // may still be listed for a moment (in a fleet, a node's copy of etcd's
 // state catches up with a deletion by etcd's lease): it waits for the
-// state's next change.
+// state's next change. It returns at once when the state takes no
+// writes (desired.ErrUnavailable): RunExpiry tries again.
 func (p *Path) ExpireAtStart(within time.Duration) error {
 	deadline := time.NewTimer(within)
 	defer deadline.Stop()
@@ -233,6 +238,11 @@ func (p *Path) ExpireAtStart(within time.Duration) error {
 		_, left, err := p.expireDue()
 		if left == 0 {
 			return err
+		}
+		if errors.Is(err, desired.ErrUnavailable) {
+			// No write goes through now (etcd unreachable, a held copy):
+			// waiting would only delay the start; RunExpiry tries again.
+			return fmt.Errorf("%d streams whose time ran out are not deleted: %w", left, err)
 		}
 		select {
 		case <-changed:
@@ -256,6 +266,7 @@ const startRetry = 200 * time.Millisecond
 func (p *Path) RunExpiry(ctx context.Context) {
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
+	retry := expiryRetry
 	for {
 		changed := p.st.Updated()
 		next, err := p.ExpireDue()
@@ -263,11 +274,14 @@ func (p *Path) RunExpiry(ctx context.Context) {
 		if !next.IsZero() {
 			wait = max(0, next.Sub(p.now()))
 		}
-		if err != nil {
-			p.log.Warn().Err(err).Dur("retry_in", expiryRetry).Msg("a stream's time ran out but it could not be deleted; trying again")
-			if wait < 0 || wait > expiryRetry {
-				wait = expiryRetry
+		if err == nil {
+			retry = expiryRetry
+		} else {
+			p.log.Warn().Err(err).Dur("retry_in", retry).Msg("a stream's time ran out but it could not be deleted; trying again")
+			if wait < 0 || wait > retry {
+				wait = retry
 			}
+			retry = min(2*retry, maxExpiryRetry)
 		}
 		timer.Stop()
 		var fire <-chan time.Time
