@@ -79,6 +79,7 @@ func TestExpiryStopsForwardingWithinASecond(t *testing.T) {
 		refusedAt = time.Now()
 		return true
 	})
+	t.Logf("port refused %v after expires_at", refusedAt.Sub(at))
 	if late := refusedAt.Sub(at); late > time.Second {
 		t.Fatalf("port %d refused %v after expires_at, want within 1s", port, late)
 	}
