@@ -201,3 +201,42 @@ func TestExpiryDryRun(t *testing.T) {
 		t.Fatal("a dry run stored the stream")
 	}
 }
+
+// FuzzExpiryBodies drives PUT and renew with arbitrary ttl and expires_at
+// values: never a 5xx, always JSON, and every stored deadline is in UTC,
+// whole milliseconds, at most stream.MaxTTL ahead.
+func FuzzExpiryBodies(f *testing.F) {
+	for _, s := range []struct{ ttl, at string }{
+		{"2h", ""}, {"", "2030-01-01T00:00:00Z"}, {"-1s", ""}, {"0", ""}, {"1e9h", ""}, {"1h", "2030-01-01T00:00:00+14:00"},
+		{"", "2030-01-01T00:00:00.123456789-12:00"}, {"", "0001-01-01T00:00:00Z"}, {"", "9999-12-31T23:59:59Z"},
+		{"\x00", ""}, {"", "2030-02-30T00:00:00Z"}, {"1h\";", ""}, {"", "2030-01-01T25:00:00Z"},
+	} {
+		f.Add(s.ttl, s.at)
+	}
+	srv, st, _ := newTestServer(f)
+	f.Fuzz(func(t *testing.T, ttl, at string) {
+		fields := map[string]any{"backend": "a:1"}
+		if ttl != "" {
+			fields["ttl"] = ttl
+		}
+		if at != "" {
+			fields["expires_at"] = at
+		}
+		body, _ := json.Marshal(fields)
+		rec, _ := do(t, srv, call{method: "PUT", path: "/v1/streams/tcp/9001", body: string(body)})
+		checkAnswer(t, srv, rec.Code, rec.Body.Bytes())
+		delete(fields, "backend")
+		body, _ = json.Marshal(fields)
+		rec, _ = do(t, srv, call{method: "POST", path: "/v1/streams/tcp/9001/renew", body: string(body)})
+		checkAnswer(t, srv, rec.Code, rec.Body.Bytes())
+		list, _ := st.List()
+		for _, sp := range list {
+			if sp.ExpiresAt == nil {
+				continue
+			}
+			if d := *sp.ExpiresAt; d.Location() != time.UTC || d.Nanosecond()%int(time.Millisecond) != 0 || d.Sub(time.Now()) > stream.MaxTTL {
+				t.Fatalf("stored deadline %s", d)
+			}
+		}
+	})
+}
