@@ -1,6 +1,7 @@
 package etcdstate
 
 import (
+	"bytes"
 	"context"
 	"path/filepath"
 	"strings"
@@ -183,5 +184,34 @@ func TestExpiryLeaseDeletesWithNoNodeRunning(t *testing.T) {
 	// The other node's claim lost: still one record once both have seen it.
 	if recs, _ := b.Audit(0, 10); len(recs) != 1 {
 		t.Fatalf("%d audit records, want 1", len(recs))
+	}
+}
+
+// A restored stream with a deadline is put under a lease of its own, as a
+// write would put it.
+func TestExpiryRestoredUnderALease(t *testing.T) {
+	needEtcd(t)
+	st := openState(t, sharedClient, newPrefix(), Options{})
+	if _, _, err := st.Put(expiring(9000, time.Hour), desired.Match{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := st.Put(stream.Spec{Protocol: stream.TCP, Listen: 9001, Backends: []string{"10.0.0.1:1"}}, desired.Match{}); err != nil {
+		t.Fatal(err)
+	}
+	var buf bytes.Buffer
+	if err := st.Backup(&buf, func(desired.BackupInfo) {}); err != nil {
+		t.Fatal(err)
+	}
+	prefix := newPrefix()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := Restore(ctx, sharedClient, prefix, buf.Bytes()); err != nil {
+		t.Fatal(err)
+	}
+	if l := leaseOf(t, prefix+"/streams/tcp/9000"); l == 0 || !leaseAlive(t, l) {
+		t.Fatalf("the restored stream with a deadline is under lease %x", l)
+	}
+	if l := leaseOf(t, prefix+"/streams/tcp/9001"); l != 0 {
+		t.Fatalf("the restored stream without a deadline is under lease %x", l)
 	}
 }
