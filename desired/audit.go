@@ -18,6 +18,21 @@ const (
 	OpBan = "ban"
 )
 
+// ExpiredResult begins the Result of an OpExpired record.
+const ExpiredResult = "expired"
+
+// ExpiredRecord is the audit record of sp's expiry, noticed at now; how
+// says what deleted it (this node's timer, etcd's lease).
+func ExpiredRecord(sp stream.Spec, now time.Time, how string) AuditRecord {
+	before := sp.Clone()
+	at := "?"
+	if sp.ExpiresAt != nil {
+		at = sp.ExpiresAt.UTC().Format(time.RFC3339Nano)
+	}
+	return AuditRecord{Time: now.UTC(), Operation: OpExpired, Stream: sp.ID().String(), Before: &before,
+		Result: ExpiredResult + ": its time ran out at " + at + " (" + how + ")"}
+}
+
 // AuditRecord is one entry of the audit log (its JSON is the form the
 // implementations store; the API shows its own): a request that asked for a
 // change (granted or refused), or a change the daemon made of itself (an

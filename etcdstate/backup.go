@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"sync"
+	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
@@ -113,11 +114,15 @@ func Restore(ctx context.Context, cli *clientv3.Client, prefix string, b []byte)
 	ops := []clientv3.Op{clientv3.OpDelete(scratch), clientv3.OpPut(s.marker, "")}
 	for _, sp := range doc.Streams {
 		sp.Revision = 0
-		op, err := s.putOp(sp)
+		lease, err := restoreLease(ctx, cli, sp)
 		if err != nil {
 			return 0, fmt.Errorf("restore %s: %w", sp.ID(), err)
 		}
-		ops = append(append(ops, op), s.indexOps(sp.ID(), &sp, nil)...)
+		op, err := s.putOp(sp, lease)
+		if err != nil {
+			return 0, fmt.Errorf("restore %s: %w", sp.ID(), err)
+		}
+		ops = append(append(ops, op), s.indexOps(sp.ID(), &sp, nil, lease)...)
 	}
 	resp, err := cli.Txn(ctx).If(clientv3.Compare(clientv3.CreateRevision(s.marker), "=", 0)).Then(ops...).Commit()
 	switch {
@@ -127,6 +132,21 @@ func Restore(ctx context.Context, cli *clientv3.Client, prefix string, b []byte)
 		return 0, fmt.Errorf("restore under %s: streams were written meanwhile: %w", s.prefix, ErrNotEmpty)
 	}
 	return uint64(resp.Header.Revision), nil
+}
+
+// restoreLease is the lease of a restored stream with a deadline (see
+// expiry.go; one whose deadline passed is deleted by etcd right after the
+// restore), 0 for one without. Leases of a restore that fails run out by
+// themselves.
+func restoreLease(ctx context.Context, cli *clientv3.Client, sp stream.Spec) (clientv3.LeaseID, error) {
+	if !sp.Expires() {
+		return 0, nil
+	}
+	resp, err := cli.Grant(ctx, leaseTTL(*sp.ExpiresAt, time.Now()))
+	if err != nil {
+		return 0, unavailable("grant a lease", err)
+	}
+	return resp.ID, nil
 }
 
 func (s *State) restoreAudit(ctx context.Context, entries []desired.AuditRecord) error {

@@ -233,11 +233,12 @@ func (s *State) deletesOf(ctx context.Context) int {
 			in[id] = true
 		}
 	}
+	lapsed := s.lapsed()
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	n := 0
 	for id, sp := range s.local {
-		if !in[id] && s.mine(sp) {
+		if !in[id] && s.mine(sp) && !lapsed[id] {
 			n++
 		}
 	}
@@ -247,9 +248,10 @@ func (s *State) deletesOf(ctx context.Context) int {
 // massDeletion returns the events up to the first revision that deletes
 // more than half of the node's streams of the copy (those that target it)
 // without rewriting the marker, and the alarm for that revision (nil:
-// none does).
+// none does). A stream whose deadline passed is not counted: etcd's
+// lease deletes it so (expiry.go).
 func (s *State) massDeletion(events []*clientv3.Event) ([]*clientv3.Event, *desired.Alarm) {
-	ours := s.ours()
+	ours, lapsed := s.ours(), s.lapsed()
 	n := len(ours)
 	for i := 0; i < len(events); {
 		rev := events[i].Kv.ModRevision
@@ -262,7 +264,7 @@ func (s *State) massDeletion(events []*clientv3.Event) ([]*clientv3.Event, *desi
 				marker = true
 			case !isStream:
 			case ev.Type == clientv3.EventTypeDelete:
-				if ours[id] {
+				if ours[id] && !lapsed[id] {
 					deletes++
 				}
 			case ev.Kv.CreateRevision == ev.Kv.ModRevision && s.putMine(ev):
@@ -332,6 +334,7 @@ func (s *State) relistDeletes(list []stream.Spec, hdr header) *desired.Alarm {
 	for _, sp := range list {
 		in[sp.ID()] = true
 	}
+	lapsed := s.lapsed()
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	n, missing := 0, 0
@@ -340,7 +343,7 @@ func (s *State) relistDeletes(list []stream.Spec, hdr header) *desired.Alarm {
 			continue
 		}
 		n++
-		if !in[id] {
+		if !in[id] && !lapsed[id] {
 			missing++
 		}
 	}

@@ -155,11 +155,12 @@ func (s *State) indexed(kvs []*mvccpb.KeyValue, index bool) []stream.Spec {
 }
 
 // indexOps are the operations that keep the range index right when sp
-// (nil: deleted) replaces cur (nil: none) for id.
-func (s *State) indexOps(id stream.ID, sp, cur *stream.Spec) []clientv3.Op {
+// (nil: deleted) replaces cur (nil: none) for id; an index entry goes
+// under the stream's lease (0: none), so that etcd deletes both at once.
+func (s *State) indexOps(id stream.ID, sp, cur *stream.Spec, lease clientv3.LeaseID) []clientv3.Op {
 	switch {
 	case sp != nil && sp.IsRange():
-		return []clientv3.Op{clientv3.OpPut(s.rangeKey(id), strconv.Itoa(sp.ListenEnd))}
+		return []clientv3.Op{clientv3.OpPut(s.rangeKey(id), strconv.Itoa(sp.ListenEnd), clientv3.WithLease(lease))}
 	case cur != nil && cur.IsRange():
 		return []clientv3.Op{clientv3.OpDelete(s.rangeKey(id))}
 	}

@@ -317,6 +317,11 @@ func (s *State) load(ctx context.Context) (int64, error) {
 		s.raise(a)
 		return hdr.rev, nil
 	}
+	if s.deletesPending(list) {
+		// etcd's lease deletes without rewriting the marker (expiry.go):
+		// the read's revision, not the marker's, is the new state's.
+		rev = max(rev, uint64(hdr.rev))
+	}
 	s.applyMu.Lock()
 	defer s.applyMu.Unlock()
 	s.gen.Add(1) // deliveries of a watch from an older revision are dropped

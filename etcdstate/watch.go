@@ -9,6 +9,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/streamconductor/stream-conductor/desired"
+	"github.com/streamconductor/stream-conductor/stream"
 )
 
 // history is the changes the watch delivered (see desired.History), and
@@ -161,9 +162,11 @@ func (s *State) follow(ctx context.Context, from int64, gen uint64) (int64, erro
 		if s.rechecking() {
 			return from, errNotVetted
 		}
-		if err := s.deliver(resp.Events, gen); err != nil {
+		gone, err := s.deliver(resp.Events, gen)
+		if err != nil {
 			return from, err
 		}
+		s.recordLeaseExpiries(ctx, gone)
 		from = resp.Events[len(resp.Events)-1].Kv.ModRevision + 1
 	}
 	return from, ctx.Err()
@@ -172,23 +175,26 @@ func (s *State) follow(ctx context.Context, from int64, gen uint64) (int64, erro
 // deliver applies events to the local copy and its file, then tells
 // consumers; a revision that deletes more than half of the streams
 // without rewriting the marker (not a write of this API) is held, not
-// applied, and nothing after it either.
-func (s *State) deliver(events []*clientv3.Event, gen uint64) error {
+// applied, and nothing after it either. It returns the streams it
+// applied the deletion of by etcd's lease (expiry.go).
+func (s *State) deliver(events []*clientv3.Event, gen uint64) ([]stream.Spec, error) {
 	s.applyMu.Lock()
 	defer s.applyMu.Unlock()
 	if s.gen.Load() != gen || s.held() {
-		return nil
+		return nil, nil
 	}
 	keep, alarm := s.massDeletion(events)
+	var gone []stream.Spec
 	if len(keep) > 0 {
+		gone = s.leaseExpired(keep)
 		if err := s.applyEvents(keep); err != nil {
-			return err
+			return nil, err
 		}
 	}
 	if alarm != nil {
 		s.raise(alarm)
 	}
-	return nil
+	return gone, nil
 }
 
 // applyEvents records events in the file, then in memory, then tells
@@ -203,8 +209,14 @@ func (s *State) applyEvents(events []*clientv3.Event) error {
 	stateRev, cluster := s.stateRev, s.cluster
 	s.mu.RUnlock()
 	for _, ev := range events {
-		if string(ev.Kv.Key) == s.marker && ev.Type == clientv3.EventTypePut {
+		_, isStream := s.idOf(ev.Kv.Key)
+		switch {
+		case string(ev.Kv.Key) == s.marker && ev.Type == clientv3.EventTypePut:
 			stateRev = uint64(ev.Kv.ModRevision)
+		case isStream && ev.Type == clientv3.EventTypeDelete:
+			// etcd's lease (expiry.go) deletes without the marker: the
+			// state changed all the same.
+			stateRev = max(stateRev, uint64(ev.Kv.ModRevision))
 		}
 	}
 	if s.cache != nil {

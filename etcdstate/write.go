@@ -28,30 +28,32 @@ func (s *State) stamp(sp stream.Spec, cur *stream.Spec) stream.Spec {
 	return sp
 }
 
-// putOp is the operation that stores sp.
-func (s *State) putOp(sp stream.Spec) (clientv3.Op, error) {
+// putOp is the operation that stores sp under lease (0: none; see
+// expiry.go), returning the key's previous value (its lease).
+func (s *State) putOp(sp stream.Spec, lease clientv3.LeaseID) (clientv3.Op, error) {
 	v, err := json.Marshal(sp)
 	if err != nil {
 		return clientv3.Op{}, err
 	}
-	return clientv3.OpPut(s.key(sp.ID()), string(v)), nil
+	return clientv3.OpPut(s.key(sp.ID()), string(v), clientv3.WithLease(lease), clientv3.WithPrevKV()), nil
 }
 
 // commit runs ops and the marker's rewrite if cmps hold, and returns
-// whether they held and the revision of the write.
-func (s *State) commit(ctx context.Context, cmps []clientv3.Cmp, ops ...clientv3.Op) (bool, int64, error) {
+// whether they held, the revision of the write and the leases of the
+// keys it replaced or deleted.
+func (s *State) commit(ctx context.Context, cmps []clientv3.Cmp, ops ...clientv3.Op) (bool, int64, []clientv3.LeaseID, error) {
 	ops = append(ops, clientv3.OpPut(s.marker, ""))
 	resp, err := s.cli.Txn(ctx).If(cmps...).Then(ops...).Commit()
 	switch {
 	case errors.Is(err, rpctypes.ErrTooManyOps):
-		return false, 0, fmt.Errorf("a transaction of %d operations: raise etcd's --max-txn-ops: %w", len(ops), err)
+		return false, 0, nil, fmt.Errorf("a transaction of %d operations: raise etcd's --max-txn-ops: %w", len(ops), err)
 	case err != nil:
-		return false, 0, unavailable("write", err)
+		return false, 0, nil, unavailable("write", err)
 	case !resp.Succeeded:
-		return false, 0, nil
+		return false, 0, nil, nil
 	}
 	s.wrote(resp.Header.Revision)
-	return true, resp.Header.Revision, nil
+	return true, resp.Header.Revision, prevLeases(resp), nil
 }
 
 // Put creates or replaces sp if m holds. It checks m against the stream
@@ -66,6 +68,16 @@ func (s *State) Put(sp stream.Spec, m desired.Match) (stream.Spec, *stream.Spec,
 	}
 	ctx, cancel := s.ctx()
 	defer cancel()
+	lease, err := s.grant(ctx, sp)
+	if err != nil {
+		return stream.Spec{}, nil, fmt.Errorf("put %s: %w", id, err)
+	}
+	used := false
+	defer func() {
+		if !used {
+			s.revoke(lease)
+		}
+	}()
 	cur := s.localCurrent(id)
 	for attempt := range maxAttempts {
 		err := m.Check(cur.spec)
@@ -85,16 +97,18 @@ func (s *State) Put(sp stream.Spec, m desired.Match) (stream.Spec, *stream.Spec,
 			}
 		}
 		stored := s.stamp(sp, cur.spec)
-		op, err := s.putOp(stored)
+		op, err := s.putOp(stored, lease)
 		if err != nil {
 			return stream.Spec{}, nil, fmt.Errorf("put %s: %w", id, err)
 		}
-		ops := append([]clientv3.Op{op}, s.indexOps(id, &stored, cur.spec)...)
-		ok, rev, now, err := s.commitIfUnmodified(ctx, id, cur.modRev, check.cmps(), ops...)
+		ops := append([]clientv3.Op{op}, s.indexOps(id, &stored, cur.spec, lease)...)
+		ok, rev, now, prev, err := s.commitIfUnmodified(ctx, id, cur.modRev, check.cmps(), ops...)
 		if err != nil {
 			return stream.Spec{}, nil, fmt.Errorf("put %s: %w", id, err)
 		}
 		if ok {
+			used = true
+			s.revoke(prev...)
 			stored.Revision = uint64(rev)
 			return stored, cur.spec, nil
 		}
@@ -126,12 +140,13 @@ func (s *State) Delete(id stream.ID, m desired.Match) (stream.Spec, uint64, erro
 			}
 			return stream.Spec{}, 0, fmt.Errorf("delete %s: %w", id, err)
 		}
-		ops := append([]clientv3.Op{clientv3.OpDelete(s.key(id))}, s.indexOps(id, nil, cur.spec)...)
-		ok, rev, now, err := s.commitIfUnmodified(ctx, id, cur.modRev, nil, ops...)
+		ops := append([]clientv3.Op{clientv3.OpDelete(s.key(id), clientv3.WithPrevKV())}, s.indexOps(id, nil, cur.spec, 0)...)
+		ok, rev, now, prev, err := s.commitIfUnmodified(ctx, id, cur.modRev, nil, ops...)
 		if err != nil {
 			return stream.Spec{}, 0, fmt.Errorf("delete %s: %w", id, err)
 		}
 		if ok {
+			s.revoke(prev...)
 			return *cur.spec, uint64(rev), nil
 		}
 		cur = now
@@ -165,29 +180,30 @@ func (s *State) current(ctx context.Context, id stream.ID) (currentSpec, error) 
 
 // commitIfUnmodified commits ops (and the marker's rewrite) if the key of
 // id is at modification revision modRev (0: absent) and the comparisons
-// extra hold; otherwise it returns the stream as etcd has it now, read in
-// the same transaction.
-func (s *State) commitIfUnmodified(ctx context.Context, id stream.ID, modRev int64, extra []clientv3.Cmp, ops ...clientv3.Op) (bool, int64, currentSpec, error) {
+// extra hold, and returns the leases of the keys it replaced or deleted;
+// otherwise it returns the stream as etcd has it now, read in the same
+// transaction.
+func (s *State) commitIfUnmodified(ctx context.Context, id stream.ID, modRev int64, extra []clientv3.Cmp, ops ...clientv3.Op) (bool, int64, currentSpec, []clientv3.LeaseID, error) {
 	key := s.key(id)
 	cmps := append([]clientv3.Cmp{clientv3.Compare(clientv3.ModRevision(key), "=", modRev)}, extra...)
 	resp, err := s.cli.Txn(ctx).If(cmps...).
 		Then(append(ops, clientv3.OpPut(s.marker, ""))...).Else(clientv3.OpGet(key)).Commit()
 	if err != nil {
-		return false, 0, currentSpec{}, unavailable("write", err)
+		return false, 0, currentSpec{}, nil, unavailable("write", err)
 	}
 	if resp.Succeeded {
 		s.wrote(resp.Header.Revision)
-		return true, resp.Header.Revision, currentSpec{}, nil
+		return true, resp.Header.Revision, currentSpec{}, prevLeases(resp), nil
 	}
 	now := currentSpec{fromEtcd: true}
 	if kvs := resp.Responses[0].GetResponseRange().Kvs; len(kvs) == 1 {
 		sp, err := decode(kvs[0].Key, kvs[0].Value, kvs[0].ModRevision)
 		if err != nil {
-			return false, 0, currentSpec{}, err
+			return false, 0, currentSpec{}, nil, err
 		}
 		now.spec, now.modRev = &sp, kvs[0].ModRevision
 	}
-	return false, 0, now, nil
+	return false, 0, now, nil, nil
 }
 
 // Allocate stores sp on a port in [lo, hi] that has no stream of sp's
@@ -212,6 +228,16 @@ func (s *State) Allocate(sp stream.Spec, lo, hi int, busy func(port int) bool) (
 	if err != nil {
 		return stream.Spec{}, fmt.Errorf("allocate %s port in %d-%d: %w", sp.Protocol, lo, hi, err)
 	}
+	lease, err := s.grant(ctx, sp)
+	if err != nil {
+		return stream.Spec{}, fmt.Errorf("allocate %s port in %d-%d: %w", sp.Protocol, lo, hi, err)
+	}
+	used := false
+	defer func() {
+		if !used {
+			s.revoke(lease)
+		}
+	}()
 	s.allocating.Add(1)
 	defer s.allocating.Add(-1)
 	for losses := range maxAttempts {
@@ -220,11 +246,12 @@ func (s *State) Allocate(sp stream.Spec, lo, hi int, busy func(port int) bool) (
 			return stream.Spec{}, fmt.Errorf("allocate %s port in %d-%d: %w", sp.Protocol, lo, hi, desired.ErrNoFreePort)
 		}
 		sp.Listen = port
-		stored, won, now, nowRev, err := s.claimPort(ctx, sp, rev)
+		stored, won, now, nowRev, err := s.claimPort(ctx, sp, rev, lease)
 		if err != nil {
 			return stream.Spec{}, fmt.Errorf("allocate %s (after %d ports went to concurrent allocators): %w", sp.ID(), losses, err)
 		}
 		if won {
+			used = true
 			return stored, nil
 		}
 		taken, rev = now, nowRev
@@ -233,13 +260,13 @@ func (s *State) Allocate(sp stream.Spec, lo, hi int, busy func(port int) bool) (
 	return stream.Spec{}, fmt.Errorf("allocate %s port in %d-%d: %w", sp.Protocol, lo, hi, errContention)
 }
 
-// claimPort stores sp if its key does not exist and no range took its
-// port since revision rev (when taken was read); otherwise it returns the
-// ports of sp's protocol taken now, read in the same transaction, and the
-// revision of that read.
-func (s *State) claimPort(ctx context.Context, sp stream.Spec, rev int64) (stream.Spec, bool, map[int]bool, int64, error) {
+// claimPort stores sp (under lease, 0: none) if its key does not exist
+// and no range took its port since revision rev (when taken was read);
+// otherwise it returns the ports of sp's protocol taken now, read in the
+// same transaction, and the revision of that read.
+func (s *State) claimPort(ctx context.Context, sp stream.Spec, rev int64, lease clientv3.LeaseID) (stream.Spec, bool, map[int]bool, int64, error) {
 	stored := s.stamp(sp, nil)
-	op, err := s.putOp(stored)
+	op, err := s.putOp(stored, lease)
 	if err != nil {
 		return stream.Spec{}, false, nil, 0, err
 	}
@@ -381,26 +408,40 @@ func (s *State) importOnce(ctx context.Context, byID map[stream.ID]stream.Spec, 
 		return desired.ImportResult{}, false, err
 	}
 	var ops []clientv3.Op
+	var leases []clientv3.LeaseID
+	committed := false
+	defer func() {
+		if !committed {
+			s.revoke(leases...)
+		}
+	}()
 	for _, id := range slices.Concat(res.Create, res.Update) {
 		var old *stream.Spec
 		if c, ok := cur[id]; ok {
 			old = &c
 		}
 		sp := byID[id]
-		op, err := s.putOp(s.stamp(sp, old))
+		lease, err := s.grant(ctx, sp) // one per stream: revoking it never touches another
 		if err != nil {
 			return desired.ImportResult{}, false, err
 		}
-		ops = append(append(ops, op), s.indexOps(id, &sp, old)...)
+		leases = append(leases, lease)
+		op, err := s.putOp(s.stamp(sp, old), lease)
+		if err != nil {
+			return desired.ImportResult{}, false, err
+		}
+		ops = append(append(ops, op), s.indexOps(id, &sp, old, lease)...)
 	}
 	for _, id := range res.Delete {
 		old := cur[id]
-		ops = append(append(ops, clientv3.OpDelete(s.key(id))), s.indexOps(id, nil, &old)...)
+		ops = append(append(ops, clientv3.OpDelete(s.key(id), clientv3.WithPrevKV())), s.indexOps(id, nil, &old, 0)...)
 	}
-	ok, newRev, err := s.commit(ctx, []clientv3.Cmp{clientv3.Compare(clientv3.ModRevision(s.marker), "=", int64(rev))}, ops...)
+	ok, newRev, prev, err := s.commit(ctx, []clientv3.Cmp{clientv3.Compare(clientv3.ModRevision(s.marker), "=", int64(rev))}, ops...)
 	if err != nil || !ok {
 		return desired.ImportResult{}, false, err
 	}
+	committed = true
+	s.revoke(prev...)
 	res.Revision = uint64(newRev)
 	return res, true, nil
 }

@@ -19,9 +19,10 @@ const (
 	// active, failed), with nginx's words when it failed. Data:
 	// StatusChange.
 	StreamStatus = "stream.status"
-	// StreamExpired: a stream was deleted because its time ran out.
-	// Data: StreamChange. Not in Types, and never published, until the
-	// daemon can expire streams; clients already know it.
+	// StreamExpired: a stream was deleted because its time ran out
+	// (its expires_at had passed when the node saw it go, whichever node
+	// or etcd lease removed it); published instead of StreamDeleted.
+	// Data: StreamChange.
 	StreamExpired = "stream.expired"
 	// Bulk: more changed at once than are worth an event each (an import,
 	// a restore); a client that keeps a copy lists again. Data: BulkChange.
@@ -56,7 +57,7 @@ const (
 
 // Types lists every type a client may ask for with ?types=.
 var Types = []string{
-	StreamCreated, StreamUpdated, StreamDeleted, StreamStatus, Bulk,
+	StreamCreated, StreamUpdated, StreamDeleted, StreamExpired, StreamStatus, Bulk,
 	Reload, DriftDetected, DriftRepaired, BackendHealth, NodeJoined, NodeLeft, Traffic,
 	BanAdded, BanLifted,
 }

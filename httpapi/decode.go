@@ -9,6 +9,7 @@ import (
 	"mime"
 	"net/http"
 	"strings"
+	"time"
 
 	"github.com/streamconductor/stream-conductor/stream"
 )
@@ -58,6 +59,13 @@ type specRequest struct {
 	Deny                    []string `json:"deny,omitempty"`
 	// Ban bans source addresses whose sessions keep failing.
 	Ban *stream.BanPolicy `json:"ban,omitempty"`
+
+	// Expiry (see writes/expiry.go): a lifetime from now, or a deadline
+	// (RFC 3339); expires_in_seconds, as GET shows it, is accepted back
+	// and ignored.
+	TTL       string `json:"ttl,omitempty"`
+	ExpiresAt string `json:"expires_at,omitempty"`
+	ExpiresIn *int64 `json:"expires_in_seconds,omitempty"`
 }
 
 // decodeJSON reads exactly one JSON object into v: the body must be JSON
@@ -69,10 +77,23 @@ func decodeJSON(w http.ResponseWriter, r *http.Request, v any) error {
 
 // decodeJSONLimit is decodeJSON with another size limit.
 func decodeJSONLimit(w http.ResponseWriter, r *http.Request, v any, limit int64) error {
+	body, err := readJSONBody(w, r, limit)
+	if err != nil {
+		return err
+	}
+	if len(bytes.TrimSpace(body)) == 0 {
+		return &Error{Status: http.StatusBadRequest, Code: CodeMalformed, Message: "the body is empty; send a JSON object"}
+	}
+	return decodeBody(body, v)
+}
+
+// readJSONBody reads a body sent as JSON (by Content-Type, when it has
+// one) of at most limit bytes.
+func readJSONBody(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, error) {
 	if ct := r.Header.Get("Content-Type"); ct != "" {
 		mt, _, err := mime.ParseMediaType(ct)
 		if err != nil || (mt != "application/json" && !strings.HasSuffix(mt, "+json")) {
-			return &Error{Status: http.StatusUnsupportedMediaType, Code: CodeMediaType,
+			return nil, &Error{Status: http.StatusUnsupportedMediaType, Code: CodeMediaType,
 				Message: fmt.Sprintf("the body must be JSON, not %q: send Content-Type: application/json (curl --json)", ct)}
 		}
 	}
@@ -80,13 +101,16 @@ func decodeJSONLimit(w http.ResponseWriter, r *http.Request, v any, limit int64)
 	if err != nil {
 		var tooBig *http.MaxBytesError
 		if errors.As(err, &tooBig) {
-			return &Error{Status: http.StatusRequestEntityTooLarge, Code: CodeTooLarge, Message: fmt.Sprintf("the body is larger than %d bytes", limit)}
+			return nil, &Error{Status: http.StatusRequestEntityTooLarge, Code: CodeTooLarge, Message: fmt.Sprintf("the body is larger than %d bytes", limit)}
 		}
-		return &Error{Status: http.StatusBadRequest, Code: CodeMalformed, Message: "could not read the body", Cause: err}
+		return nil, &Error{Status: http.StatusBadRequest, Code: CodeMalformed, Message: "could not read the body", Cause: err}
 	}
-	if len(bytes.TrimSpace(body)) == 0 {
-		return &Error{Status: http.StatusBadRequest, Code: CodeMalformed, Message: "the body is empty; send a JSON object"}
-	}
+	return body, nil
+}
+
+// decodeBody decodes exactly one JSON object into v, with no unknown
+// fields and nothing after it.
+func decodeBody(body []byte, v any) error {
 	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
@@ -165,6 +189,10 @@ func (q specRequest) toSpec(p stream.Protocol, port, urlEnd int) (stream.Spec, e
 	if err != nil {
 		return stream.Spec{}, err
 	}
+	expiresAt, err := parseDeadline(q.ExpiresAt)
+	if err != nil {
+		return stream.Spec{}, err
+	}
 	return stream.Spec{
 		Protocol: p, Listen: port, ListenEnd: end, PortMode: q.PortMode, Bind: q.Bind, Backends: backends, Balance: q.Balance,
 		MaxFails: q.MaxFails, FailTimeout: q.FailTimeout, ProxyProtocol: q.ProxyProtocol,
@@ -172,5 +200,20 @@ func (q specRequest) toSpec(p stream.Protocol, port, urlEnd int) (stream.Spec, e
 		Description: q.Description, Nodes: q.Nodes, Routes: q.Routes, Ban: q.Ban,
 		MaxConnections: q.MaxConnections, MaxConnectionsPerClient: q.MaxConnectionsPerClient,
 		UploadRate: q.UploadRate, DownloadRate: q.DownloadRate, Deny: q.Deny,
+		TTL: q.TTL, ExpiresAt: expiresAt,
 	}, nil
+}
+
+// parseDeadline reads an expires_at: RFC 3339 with a time zone ("" is
+// none). Whether it is in the future, and not too far, is the write
+// path's check.
+func parseDeadline(v string) (*time.Time, error) {
+	if v == "" {
+		return nil, nil
+	}
+	t, err := time.Parse(time.RFC3339Nano, v)
+	if err != nil {
+		return nil, errInvalid("expires_at", "%q is not an RFC 3339 time such as 2026-12-01T15:00:00Z", truncate(v))
+	}
+	return &t, nil
 }

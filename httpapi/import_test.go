@@ -7,7 +7,7 @@ import (
 
 func TestExportImportRoundTrip(t *testing.T) {
 	srv, st, _ := newTestServer(t)
-	do(t, srv, call{method: "PUT", path: "/v1/streams/tcp/9001", body: `{"backends":["a:1","b:2"],"balance":"least_conn","allow":["10.0.0.0/8"],"description":"x"}`})
+	do(t, srv, call{method: "PUT", path: "/v1/streams/tcp/9001", body: `{"backends":["a:1","b:2"],"balance":"least_conn","allow":["10.0.0.0/8"],"description":"x","nodes":["edge-1","edge-2"]}`})
 	do(t, srv, call{method: "PUT", path: "/v1/streams/udp/9002", body: `{"backend":"dns:53","idle_timeout":"30s"}`})
 	rec, _ := do(t, srv, call{method: "GET", path: "/v1/export"})
 	if rec.Code != 200 || strings.Contains(rec.Body.String(), "revision") || strings.Contains(rec.Body.String(), "status") {

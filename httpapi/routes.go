@@ -3,6 +3,7 @@ package httpapi
 import (
 	"bytes"
 	"encoding/json"
+	"time"
 
 	"github.com/streamconductor/stream-conductor/stream"
 )
@@ -62,7 +63,7 @@ func exportSpec(sp stream.Spec) specRequest {
 	p, l := string(sp.Protocol), listenValue{first: sp.Listen, last: sp.Listen}
 	q := specRequest{Protocol: &p, Listen: &l, PortMode: sp.PortMode, Bind: sp.Bind, Backends: sp.Backends,
 		Balance: sp.Balance, MaxFails: sp.MaxFails, FailTimeout: sp.FailTimeout, ProxyProtocol: sp.ProxyProtocol,
-		ConnectTimeout: sp.ConnectTimeout, IdleTimeout: sp.IdleTimeout, Allow: sp.Allow, Description: sp.Description,
+		ConnectTimeout: sp.ConnectTimeout, IdleTimeout: sp.IdleTimeout, Allow: sp.Allow, Description: sp.Description, Nodes: sp.Nodes,
 		MaxConnections: sp.MaxConnections, MaxConnectionsPerClient: sp.MaxConnectionsPerClient,
 		UploadRate: sp.UploadRate, DownloadRate: sp.DownloadRate, Deny: sp.Deny}
 	q.Ban = sp.Ban
@@ -72,6 +73,10 @@ func exportSpec(sp stream.Spec) specRequest {
 	}
 	if sp.Routed() {
 		q.Backends, q.Default, q.Routes = nil, sp.Backends, sp.Routes
+	}
+	q.TTL = sp.TTL
+	if sp.ExpiresAt != nil {
+		q.ExpiresAt = sp.ExpiresAt.UTC().Format(time.RFC3339Nano)
 	}
 	return q
 }

@@ -169,6 +169,7 @@ func New(cfg Config, st Store, ap Applier, wp *writes.Path) *Server {
 	route(http.MethodGet, "/v1/streams/{protocol}/{port}", Read, s.getStream)
 	route(http.MethodPut, "/v1/streams/{protocol}/{port}", Write, s.putStream)
 	route(http.MethodDelete, "/v1/streams/{protocol}/{port}", Write, s.deleteStream)
+	route(http.MethodPost, "/v1/streams/{protocol}/{port}/renew", Write, s.renewStream)
 	route(http.MethodGet, "/v1/backup", Read, s.backup)
 	route(http.MethodGet, "/v1/export", Read, s.export)
 	route(http.MethodPost, "/v1/import", Write, s.importStreams)

@@ -91,8 +91,8 @@ func (s *Server) listStreams(w http.ResponseWriter, r *http.Request) error {
 	ver := s.applier.StatusVersion()
 	specs, rev := s.store.List()
 	key := [4]uint64{rev, ver, 0, 0}
-	if s.cfg.Traffic != nil || s.cfg.Health != nil {
-		key[2] = uint64(time.Now().Unix()) // traffic and health at most a second old
+	if s.cfg.Traffic != nil || s.cfg.Health != nil || anyExpires(specs) {
+		key[2] = uint64(time.Now().Unix()) // traffic, health and expires_in_seconds at most a second old
 	}
 	if s.cfg.Fleet != nil {
 		key[3] = s.cfg.Fleet.Generation()
@@ -120,6 +120,17 @@ func (s *Server) listStreams(w http.ResponseWriter, r *http.Request) error {
 	w.Header().Set("Content-Length", strconv.Itoa(len(c.body)))
 	w.Write(c.body)
 	return nil
+}
+
+// anyExpires says whether one of specs has a deadline (its
+// expires_in_seconds changes every second).
+func anyExpires(specs []stream.Spec) bool {
+	for _, sp := range specs {
+		if sp.Expires() {
+			return true
+		}
+	}
+	return false
 }
 
 func (s *Server) getStream(w http.ResponseWriter, r *http.Request) error {

@@ -8,15 +8,17 @@ import (
 )
 
 // uiKeepsFields: the edit form of a stream with limits and a deny list
-// shows them, and an edit of another field sends them back unchanged: a
+// shows them, and an edit of another field sends them back unchanged, as
+// well as the ban policy and the deadline, which the form does not show: a
 // PUT replaces the whole stream, so a field the form did not carry would
-// be dropped (and with it the stream's protection).
+// be dropped (and with it the stream's protection or its expiry).
 func uiKeepsFields(t *testing.T, ui *uiPage, port int, backend string) {
 	ui.t = t
 	id := fmt.Sprintf("tcp/%d", port)
-	body := fmt.Sprintf(`{"backend":%q,"max_connections":7,"max_connections_per_client":2,"upload_rate":"512k","download_rate":"1m","deny":["127.0.0.9"]}`, backend)
-	if code, m := ui.d.api("PUT", "/v1/streams/"+id, body); code != 201 {
-		t.Fatalf("PUT %s: %d %v", id, code, m)
+	body := fmt.Sprintf(`{"backend":%q,"max_connections":7,"max_connections_per_client":2,"upload_rate":"512k","download_rate":"1m","deny":["127.0.0.9"],"ban":{"after":5,"within":"1m","for":"10m"},"ttl":"2h"}`, backend)
+	code, before := ui.d.api("PUT", "/v1/streams/"+id, body)
+	if code != 201 {
+		t.Fatalf("PUT %s: %d %v", id, code, before)
 	}
 	ui.goTo("#/streams/" + id)
 	ui.waitJS("the limits in the details and the form", `document.querySelector("main").textContent.includes("Max connections per client") &&
@@ -36,5 +38,8 @@ func uiKeepsFields(t *testing.T, ui *uiPage, port int, backend string) {
 	if m["max_connections"] != float64(7) || m["max_connections_per_client"] != float64(2) || m["upload_rate"] != "512k" ||
 		m["download_rate"] != "2m" || !slices.Equal(deny, []any{"127.0.0.9/32"}) {
 		t.Fatalf("after an edit in the browser: %v; want the limits and the deny list kept, the download rate changed", m)
+	}
+	if fmt.Sprint(m["ban"]) != fmt.Sprint(before["ban"]) || m["expires_at"] != before["expires_at"] || m["ttl"] != before["ttl"] {
+		t.Fatalf("after an edit in the browser: ban %v, expires_at %v, ttl %v; want %v, %v, %v kept", m["ban"], m["expires_at"], m["ttl"], before["ban"], before["expires_at"], before["ttl"])
 	}
 }

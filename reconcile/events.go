@@ -3,6 +3,7 @@ package reconcile
 import (
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/streamconductor/stream-conductor/events"
 	"github.com/streamconductor/stream-conductor/nginxconf"
@@ -83,10 +84,11 @@ func (d *specDiff) next(pub events.Publisher, specs []stream.Spec, rev, tl uint6
 		k.seen = d.listed
 	}
 	if len(d.known) > len(specs) { // every listed stream is known: the others are deleted
+		now := time.Now()
 		for id, k := range d.known {
 			if k.seen != d.listed {
 				delete(d.known, id)
-				add(events.StreamDeleted, events.StreamChange{ID: id, Revision: rev, Spec: k.spec.Shown()})
+				add(deletedType(k.spec, now), events.StreamChange{ID: id, Revision: rev, Spec: k.spec.ShownAt(now)})
 			}
 		}
 	}
@@ -100,6 +102,17 @@ func (d *specDiff) next(pub events.Publisher, specs []stream.Spec, rev, tl uint6
 	for _, c := range changes {
 		pub.Publish(c.typ, c.data)
 	}
+}
+
+// deletedType is the event of sp's deletion noticed at now:
+// events.StreamExpired when its deadline had passed (whether this
+// node's timer, another node's or etcd's lease removed it), else
+// events.StreamDeleted.
+func deletedType(sp stream.Spec, now time.Time) string {
+	if sp.Expired(now) {
+		return events.StreamExpired
+	}
+	return events.StreamDeleted
 }
 
 // changed is one event of a listing.

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"time"
 )
 
 // Route sends the TLS connections of a shared port whose ClientHello names
@@ -114,22 +115,30 @@ type Shown struct {
 	Default  []string  `json:"default,omitempty"`
 	// Range is a range's ports as text ("10000-10099"), for people.
 	Range string `json:"range,omitempty"`
+	// ExpiresIn is the whole seconds left until ExpiresAt, rounded up,
+	// when the spec was shown (absent: the stream does not expire).
+	ExpiresIn *int64 `json:"expires_in_seconds,omitempty"`
 }
 
-// Shown returns s as the API shows it.
-func (s Spec) Shown() Shown {
+// Shown returns s as the API shows it now.
+func (s Spec) Shown() Shown { return s.ShownAt(time.Now()) }
+
+// ShownAt returns s as the API shows it at now (which expires_in_seconds
+// counts from).
+func (s Spec) ShownAt(now time.Time) Shown {
 	var rng string
 	if s.IsRange() {
 		rng = s.Ports()
 	}
+	left := secondsLeft(s, now)
 	if s.Routed() {
-		return Shown{Spec: s, Default: s.Backends, Range: rng}
+		return Shown{Spec: s, Default: s.Backends, Range: rng, ExpiresIn: left}
 	}
 	b := s.Backends
 	if b == nil {
 		b = []string{}
 	}
-	return Shown{Spec: s, Backends: &b, Range: rng}
+	return Shown{Spec: s, Backends: &b, Range: rng, ExpiresIn: left}
 }
 
 // Forwarding is where a shown spec forwards: its backends, or a routed

@@ -75,6 +75,14 @@ type Spec struct {
 	// entry holds them: nginx checks deny before allow.
 	Deny []string `json:"deny,omitempty"`
 
+	// Expiry (expiry.go): ExpiresAt, when set, is when the stream is
+	// deleted (UTC, whole milliseconds); TTL is the lifetime it was last
+	// given ("2h0m0s"), which a renew without a body gives again. The
+	// write path turns a TTL into ExpiresAt when it writes, so that the
+	// stored spec (and an export of it) keeps the same deadline.
+	ExpiresAt *time.Time `json:"expires_at,omitempty"`
+	TTL       string     `json:"ttl,omitempty"`
+
 	// Set by the store on every write.
 	Revision  uint64    `json:"revision"`
 	CreatedAt time.Time `json:"created_at"`
@@ -94,7 +102,8 @@ func (s Spec) SameDesired(o Spec) bool {
 		s.ProxyProtocol == o.ProxyProtocol && s.ConnectTimeout == o.ConnectTimeout &&
 		s.IdleTimeout == o.IdleTimeout && slices.Equal(s.Allow, o.Allow) &&
 		s.Description == o.Description && slices.Equal(s.Nodes, o.Nodes) &&
-		equalRoutes(s.Routes, o.Routes) && s.sameLimits(o) && equalBan(s.Ban, o.Ban)
+		equalRoutes(s.Routes, o.Routes) && s.sameLimits(o) && equalBan(s.Ban, o.Ban) &&
+		s.sameExpiry(o)
 }
 
 // Targets reports whether the node named node serves s: s names no
@@ -115,6 +124,10 @@ func (s Spec) Clone() Spec {
 	if s.MaxFails != nil {
 		v := *s.MaxFails
 		c.MaxFails = &v
+	}
+	if s.ExpiresAt != nil {
+		v := *s.ExpiresAt
+		c.ExpiresAt = &v
 	}
 	return c
 }

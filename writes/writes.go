@@ -1,6 +1,6 @@
 // Package writes is the one path every change of the desired state takes,
 // whoever asks: the v1 routes, the seed routes, imports, POST allocation
-// (and later expiry and the fleet). It validates a spec, applies the
+// expiry (expiry.go) and the fleet. It validates a spec, applies the
 // backend policy, checks the listen port, commits with a precondition,
 // waits for the reconciler to apply the revision and undoes what nginx
 // refused — whether or not anyone is still waiting for the answer. It
@@ -95,7 +95,9 @@ type Config struct {
 	UndoWindow time.Duration
 	// OnUndo, when set, is told of every undo (the audit log).
 	OnUndo func(Undo)
-	Log    zerolog.Logger
+	// Now is the clock of deadlines (expiry.go); default time.Now.
+	Now func() time.Time
+	Log zerolog.Logger
 }
 
 // Path is the write path.
@@ -153,9 +155,14 @@ func (p *Path) Check(ctx context.Context, sp stream.Spec) (stream.Spec, error) {
 	return sp, nil
 }
 
-// validate is nginxconf.Validate with the node's rules.
+// validate is nginxconf.Validate with the node's rules, and sets the
+// deadline of an expiring stream (resolveExpiry).
 func (p *Path) validate(sp stream.Spec) (stream.Spec, error) {
-	return nginxconf.Validate(sp, p.Rules())
+	sp, err := nginxconf.Validate(sp, p.Rules())
+	if err != nil {
+		return sp, err
+	}
+	return p.resolveExpiry(sp)
 }
 
 func (p *Path) checkPolicy(ctx context.Context, sp stream.Spec) error {

@@ -62,8 +62,10 @@ type opts struct {
 	ports                                   int
 	file, bind, balance, allow, description string
 	connectTimeout, idleTimeout             string
-	types                                   string
-	count                                   int
+	// ttl and expiresAt are -ttl and -expires-at (create, renew).
+	ttl, expiresAt string
+	types          string
+	count          int
 	// routes are the -route NAME=BACKEND[,BACKEND...] flags, in order;
 	// defaultBackend is -default.
 	routes         routeFlags
@@ -100,13 +102,14 @@ type command struct {
 var subcommands = map[string]command{
 	"ls":  {"ls [-o table|json|yaml]", exactly(0), runLs},
 	"get": {"get ID [-o table|json|yaml]          ID: tcp/9000, udp/53, 9000 or a range tcp/10000-10099", exactly(1), runGet},
-	"create": {"create ID|auto BACKEND[,BACKEND...] [-udp] [-bind ADDR] [-balance M] [-allow CIDR,...] [-deny CIDR,...] [-max-connections N] [-max-connections-per-client N] [-upload-rate R] [-download-rate R] [-ban AFTER/WITHIN/FOR] [-proxy-protocol] [-connect-timeout D] [-idle-timeout D] [-description TEXT] [-replace] [-dry-run]\n" +
+	"create": {"create ID|auto BACKEND[,BACKEND...] [-udp] [-bind ADDR] [-balance M] [-allow CIDR,...] [-deny CIDR,...] [-max-connections N] [-max-connections-per-client N] [-upload-rate R] [-download-rate R] [-ban AFTER/WITHIN/FOR] [-proxy-protocol] [-connect-timeout D] [-idle-timeout D] [-description TEXT] [-ttl D|-expires-at T] [-replace] [-dry-run]\n" +
 		"       create ID|auto [DEFAULT[,BACKEND...]|-] -route NAME=BACKEND[,BACKEND...] [-route ...] [-default BACKEND[,BACKEND...]] [flags as above]\n" +
 		"         routes TLS connections by server name (SNI) on one TCP port; NAME may start with *. (sub-domains only); the default (or - for none) takes the rest\n" +
 		"       create tcp/FIRST-LAST HOST -same-port [flags as above]   a port range, each port to the same port on HOST\n" +
 		"       create tcp/FIRST-LAST BACKEND[,BACKEND...] [flags as above]   a port range, every port to the backends\n" +
 		"       create auto HOST -ports N -same-port [flags as above]   a range of N ports on the first free run of PORT_RANGE", between(1, 2), runCreate},
 	"rm":      {"rm ID", exactly(1), runRm},
+	"renew":   {"renew ID [-ttl D|-expires-at T] [-dry-run]   a new deadline for the stream (neither: its own ttl again, from now)", exactly(1), runRenew},
 	"status":  {"status [-o table|json|yaml]", exactly(0), runStatus},
 	"nodes":   {"nodes [-o table|json|yaml]          the fleet's nodes (this node alone without etcd)", exactly(0), runNodes},
 	"apply":   {"apply -f FILE [-prune] [-dry-run]   FILE: YAML or JSON list of streams (- for stdin)", exactly(0), runApply},
@@ -164,6 +167,8 @@ func runClient(name string, args []string, getenv func(string) string, stdout, s
 	fs.StringVar(&o.uploadRate, "upload-rate", "", "create: bytes per second read from the client, per connection, e.g. 512k or 1m")
 	fs.StringVar(&o.downloadRate, "download-rate", "", "create: bytes per second read from the backend, per connection, e.g. 512k or 1m")
 	fs.StringVar(&o.deny, "deny", "", "create: comma-separated source CIDRs refused (checked before -allow)")
+	fs.StringVar(&o.ttl, "ttl", "", "create, renew: the stream expires this long from now (e.g. 2h; 1s to 8760h)")
+	fs.StringVar(&o.expiresAt, "expires-at", "", "create, renew: the stream expires at this time (RFC 3339, e.g. 2026-12-01T15:00:00Z)")
 	fs.Var(&o.routes, "route", "create: NAME=BACKEND[,BACKEND...] routes TLS server name NAME (SNI) to its backends; repeatable")
 	fs.StringVar(&o.defaultBackend, "default", "", "create with -route: where names no route matches go (default: closed)")
 	fs.StringVar(&o.ban, "ban", "", "create: AFTER/WITHIN/FOR, e.g. 10/1m/1h: ban a source for FOR once AFTER of its sessions failed within WITHIN")

@@ -6,8 +6,10 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"strings"
 	"text/tabwriter"
+	"time"
 
 	yaml "go.yaml.in/yaml/v3"
 )
@@ -32,11 +34,19 @@ type view struct {
 		State string `json:"state"`
 		Error string `json:"error,omitempty"`
 	} `json:"status"`
+	// ExpiresIn is the whole seconds left to an expiring stream (nil: it
+	// does not expire).
+	ExpiresIn *int64 `json:"expires_in_seconds,omitempty"`
 }
 
 func printStreams(out io.Writer, streams []view) {
 	w := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(w, "ID\tLISTEN\tBACKENDS\tSTATE\tNOTE")
+	expiring := slices.ContainsFunc(streams, func(s view) bool { return s.ExpiresIn != nil })
+	if expiring {
+		fmt.Fprintln(w, "ID\tLISTEN\tBACKENDS\tSTATE\tEXPIRES\tNOTE")
+	} else {
+		fmt.Fprintln(w, "ID\tLISTEN\tBACKENDS\tSTATE\tNOTE")
+	}
 	for _, s := range streams {
 		listen := fmt.Sprint(s.Listen)
 		if s.Range != "" {
@@ -49,9 +59,33 @@ func printStreams(out io.Writer, streams []view) {
 		if s.Status.Error != "" {
 			note = s.Status.Error
 		}
-		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\n", s.ID, listen, backendsColumn(s), s.Status.State, note)
+		state := s.Status.State
+		if expiring {
+			state += "\t" + timeLeft(s.ExpiresIn)
+		}
+		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\n", s.ID, listen, backendsColumn(s), state, note)
 	}
 	w.Flush()
+}
+
+// timeLeft is what ls shows in EXPIRES: the time left to the stream
+// ("1h59m", "45s", "3d4h"), "-" when it does not expire.
+func timeLeft(seconds *int64) string {
+	if seconds == nil {
+		return "-"
+	}
+	d := time.Duration(*seconds) * time.Second
+	switch {
+	case d <= 0:
+		return "now"
+	case d >= 48*time.Hour:
+		return fmt.Sprintf("%dd%dh", d/(24*time.Hour), d%(24*time.Hour)/time.Hour)
+	case d >= time.Hour:
+		return fmt.Sprintf("%dh%dm", d/time.Hour, d%time.Hour/time.Minute)
+	case d >= time.Minute:
+		return fmt.Sprintf("%dm%ds", d/time.Minute, d%time.Minute/time.Second)
+	}
+	return fmt.Sprintf("%ds", d/time.Second)
 }
 
 // backendsColumn is what ls shows in BACKENDS: the backends, or for a
@@ -151,7 +185,7 @@ func runCreate(c *client, o *opts, args []string, out io.Writer) error {
 		return err
 	}
 	for k, v := range map[string]string{"bind": o.bind, "balance": o.balance, "description": o.description,
-		"connect_timeout": o.connectTimeout, "idle_timeout": o.idleTimeout} {
+		"connect_timeout": o.connectTimeout, "idle_timeout": o.idleTimeout, "ttl": o.ttl, "expires_at": o.expiresAt} {
 		if v != "" {
 			body[k] = v
 		}
@@ -247,6 +281,51 @@ func limitsBody(o *opts, body map[string]any) {
 	if o.deny != "" {
 		body["deny"] = strings.Split(o.deny, ",")
 	}
+}
+
+// runRenew gives a stream a new deadline: -ttl, -expires-at, or neither
+// (the stream's own ttl again).
+func runRenew(c *client, o *opts, args []string, out io.Writer) error {
+	id, err := streamID(args[0])
+	if err != nil {
+		return err
+	}
+	if o.ttl != "" && o.expiresAt != "" {
+		return &cliError{exitUsage, errors.New("give -ttl or -expires-at, not both")}
+	}
+	var b []byte
+	switch {
+	case o.ttl != "":
+		b, _ = json.Marshal(map[string]string{"ttl": o.ttl})
+	case o.expiresAt != "":
+		b, _ = json.Marshal(map[string]string{"expires_at": o.expiresAt})
+	}
+	path := "/v1/streams/" + id + "/renew"
+	if o.dryRun {
+		path += "?dry_run=true"
+	}
+	var raw json.RawMessage
+	if err := c.do("POST", path, b, nil, &raw); err != nil {
+		return err
+	}
+	var v view
+	if o.dryRun {
+		var d struct {
+			Stream view `json:"stream"`
+		}
+		json.Unmarshal(raw, &d)
+		v = d.Stream
+		fmt.Fprint(out, "dry run: would renew\n")
+	} else {
+		json.Unmarshal(raw, &v)
+	}
+	if o.output != "table" {
+		var generic any
+		json.Unmarshal(raw, &generic)
+		return emit(out, o.output, generic)
+	}
+	printStreams(out, []view{v})
+	return nil
 }
 
 func runRm(c *client, _ *opts, args []string, out io.Writer) error {

@@ -187,6 +187,7 @@ func run(ctx context.Context, cfg config, log zerolog.Logger) error {
 		ApplyTimeout: cfg.ApplyTimeout, OnUndo: httpapi.AuditUndos(st, log), Log: log,
 	}, st, fl, backends)
 	defer wp.Close()
+	defer startExpiry(wp, log)()
 	api := httpapi.New(httpapi.Config{
 		PortMin: cfg.PortMin, PortMax: cfg.PortMax,
 		ApplyTimeout: cfg.ApplyTimeout, Version: version, NginxMode: cfg.NginxMode,

@@ -784,7 +784,8 @@ function editForm(s) {
   let planned = null; // the spec the shown diff is of
   let revision = s.revision;
   // The form edits forwarding and options: where the stream listens (a
-  // whole range of ports, and how it maps them) is kept as it is.
+  // whole range of ports, and how it maps them) and when it expires are
+  // kept as they are.
   const where = { protocol: s.protocol, listen: s.listen };
   if (s.listen_end) Object.assign(where, { listen_end: s.listen_end, port_mode: s.port_mode });
   const body = () => withRoutes(Object.assign(kept(s), readSpec(form), where), routes);
@@ -917,7 +918,7 @@ function showRoutes(form, routes, on) {
 // shown: its routes and default, and no backends.
 // SERVER_SET are the fields of a stream the daemon sets, which a PUT does
 // not take.
-const SERVER_SET = new Set(['id', 'status', 'traffic', 'health', 'revision', 'created_at', 'updated_at', 'range']);
+const SERVER_SET = new Set(['id', 'status', 'traffic', 'health', 'revision', 'created_at', 'updated_at', 'range', 'expires_in_seconds']);
 
 // kept returns the fields of stream s that the edit form does not show, as
 // s has them: a PUT replaces the whole stream, so a field the form leaves
