@@ -21,7 +21,8 @@ func uiKeepsFields(t *testing.T, ui *uiPage, port int, backend string) {
 		t.Fatalf("PUT %s: %d %v", id, code, before)
 	}
 	ui.goTo("#/streams/" + id)
-	ui.waitJS("the limits in the details and the form", `document.querySelector("main").textContent.includes("Max connections per client") &&
+	ui.waitJS("the limits, the ban policy and the time left in the details, the limits in the form", `document.querySelector("main").textContent.includes("Max connections per client") &&
+		document.querySelector("main").textContent.includes("5 sessions fail within 1m0s, for 10m0s") && /^in [12] h/.test(document.querySelector("#expires")?.textContent || "") &&
 		document.querySelector("#f-max_connections")?.value === "7" && document.querySelector("#f-deny")?.value === "127.0.0.9/32"`)
 	ui.fill("#f-description", "edited beside its limits")
 	ui.fill("#f-download_rate", "2m")

@@ -61,6 +61,18 @@ function fmtBytes(n) {
   return (i === 0 ? String(n) : n.toFixed(n < 10 ? 1 : 0)) + ' ' + units[i];
 }
 
+// fmtLeft says how long until iso: "in 1 h 59 min", "in 42 s".
+function fmtLeft(iso) {
+  const d = new Date(iso);
+  const s = Math.max(0, Math.round((d.getTime() - Date.now()) / 1000));
+  let left;
+  if (s < 90) left = s + ' s';
+  else if (s < 5400) left = Math.round(s / 60) + ' min';
+  else if (s < 172800) { const m = Math.round(s / 60); left = Math.floor(m / 60) + ' h ' + (m % 60) + ' min'; }
+  else left = Math.round(s / 86400) + ' days';
+  return h('time', { datetime: iso, title: d.toISOString() }, 'in ' + left);
+}
+
 function fmtTime(iso) {
   if (!iso || iso.startsWith('0001-')) return h('span', { class: 'muted' }, '—');
   const d = new Date(iso);
@@ -594,6 +606,8 @@ function detailsCard(s) {
     if (s[k]) rows.push([label, String(s[k])]);
   }
   if (s.nodes?.length) rows.push(['Nodes', s.nodes.join(', ')]);
+  if (s.ban) rows.push(['Ban', `a source whose ${s.ban.after} sessions fail within ${s.ban.within}, for ${s.ban.for}`]);
+  if (s.expires_at) rows.push(['Expires', h('span', { id: 'expires' }, fmtLeft(s.expires_at), s.ttl ? ` (renewed by ${s.ttl})` : '')]);
   rows.push(['Created', fmtTime(s.created_at)], ['Updated', fmtTime(s.updated_at)]);
   return h('section', { class: 'card', 'aria-label': 'Details' }, h('h2', {}, 'Details'), kv(rows));
 }
