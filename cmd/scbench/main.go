@@ -4,7 +4,7 @@
 // reloads drop connections, and how much memory the daemon uses. It runs
 // its own echo backend and prints a table and JSON lines.
 //
-//	scbench -url http://127.0.0.1:8080 -ports 9000-9999 [-token-file F] [-only raw,nginxrss,seq,latency,bulk,list,reload,spread,datapath,rss]
+//	scbench -url http://127.0.0.1:8080 -ports 9000-9999 [-token-file F] [-only raw,nginxrss,seq,latency,bulk,list,reload,spread,datapath,rss,expiry,bans]
 //
 // With -fleet it starts what it measures itself, on loopback: a 3-member
 // etcd cluster, three STATE_STORE=etcd nodes and a single bbolt node, and
@@ -34,7 +34,7 @@ func main() {
 	url := flag.String("url", "http://127.0.0.1:8080", "the daemon's API")
 	ports := flag.String("ports", "9000-9009", "ports of the daemon's PORT_RANGE the tool may use (they must be free of streams)")
 	tokenFile := flag.String("token-file", "", "file with the API token")
-	only := flag.String("only", "raw,nginxrss,seq,events,latency,bulk,ranges,list,reload,spread,datapath,rss", "measurements to run, in this order whatever the order given: raw (stock nginx floor), nginxrss (the daemon's nginx: RSS and PSS of every master of its pool and their workers, per -preload, fresh), seq (-seq sequential creates then deletes), events (seq alone, then again with -watchers clients on GET /v1/events and one that never reads), latency (create→ready and delete→refused, per -preload), bulk, ranges (create→ready of one stream on -range-ports ports against as many single streams imported at once), list, reload (one stream churning under traffic), spread (-changes over the shards under traffic), datapath, rss (the daemon, per -preload)")
+	only := flag.String("only", "raw,nginxrss,seq,events,latency,bulk,ranges,list,reload,spread,datapath,rss,expiry,bans", "measurements to run, in this order whatever the order given: raw (stock nginx floor), nginxrss (the daemon's nginx: RSS and PSS of every master of its pool and their workers, per -preload, fresh), seq (-seq sequential creates then deletes), events (seq alone, then again with -watchers clients on GET /v1/events and one that never reads), latency (create→ready and delete→refused, per -preload), bulk, ranges (create→ready of one stream on -range-ports ports against as many single streams imported at once), list, reload (one stream churning under traffic), spread (-changes over the shards under traffic), datapath, rss (the daemon, per -preload), expiry (-expiry-streams expiring at one moment: deadline → refused, against a prune import and DELETEs), bans (-ban-sources failing at once: last failure → refused, and the lift)")
 	seqN := flag.Int("seq", 200, "streams for the sequential create-then-delete measurement")
 	dataDir := flag.String("data-dir", "", "nginxrss: the daemon's DATA_DIR (default: read from the daemon's environment)")
 	samples := flag.Int("samples", 20, "create→ready samples")
@@ -55,6 +55,8 @@ func main() {
 	flag.IntVar(&rawConns, "raw-conns", 0, "worker_connections of the raw-nginx baseline (default: stock, or just enough for its streams)")
 	rawBase := flag.Int("raw-base", 30000, "first port the raw-nginx baseline may use (it needs raw-streams + samples + 1 ports)")
 	fleet := flag.Bool("fleet", false, "start a 3-member etcd cluster, 3 STATE_STORE=etcd nodes (streams on 127.0.0.11-13) and a single bbolt node (127.0.0.1), all on -ports, and compare them in one run: write → applied on all nodes, -bulk creates from -clients spread over the nodes, memory per node; ignores -url and -only")
+	expiryN := flag.Int("expiry-streams", 100, "expiry: streams created with the same expires_at, then deleted by the client")
+	banSources := flag.Int("ban-sources", 50, "bans: source addresses (127.0.2.1 …) that fail at once (at most 254)")
 	daemonBin := flag.String("daemon", "./bin/stream-conductor", "-fleet: the stream-conductor binary to start")
 	etcdBin := flag.String("etcd", "etcd", "-fleet: the etcd binary")
 	flag.Parse()
@@ -149,6 +151,8 @@ func main() {
 	for _, count := range preloads {
 		run("rss", func() (map[string]any, error) { return b.rss(count) })
 	}
+	run("expiry", func() (map[string]any, error) { return b.expiry(*expiryN) })
+	run("bans", func() (map[string]any, error) { return b.bans(*banSources) })
 	b.print()
 }
 
@@ -371,17 +375,20 @@ func startEcho() (string, error) {
 	if err != nil {
 		return "", err
 	}
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				io.Copy(c, c)
-			}()
-		}
-	}()
+	go serveEcho(ln)
 	return ln.Addr().String(), nil
+}
+
+// serveEcho echoes every connection of ln until ln is closed.
+func serveEcho(ln net.Listener) {
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		go func() {
+			defer c.Close()
+			io.Copy(c, c)
+		}()
+	}
 }

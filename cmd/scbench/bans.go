@@ -1,0 +1,356 @@
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"strconv"
+	"sync"
+	"time"
+)
+
+// banPolicy is the ban policy of the bans measurement's stream, and
+// banFailures its "after": the failing sessions each source makes.
+const (
+	banPolicy   = `{"after":3,"within":"1m","for":"1h"}`
+	banFailures = 3
+	banRounds   = 5
+)
+
+// bans measures automatic bans: one stream with a ban policy, to an echo
+// backend the tool stops while n sources (127.0.2.1 …) each make
+// banFailures sessions at once, all at the same time (nginx ends them
+// with 502), and starts again right after. A source is banned once its
+// session is closed without an echo while 127.0.0.1's still gets one. It
+// reports the time from each source's last failure until it is refused,
+// and from the end of the first failures until the last source is
+// refused, the reloads that took, and the lift: DELETE
+// /v1/bans/tcp/PORT → every source echoes again. A source not refused
+// 5 s after its failures (nginx's session log lost its lines: the kernel
+// queues net.unix.max_dgram_qlen of them) fails again, alone with the
+// others left, for banRounds rounds at most; the sources that needed
+// more than one round are reported.
+func (b *bench) bans(n int) (map[string]any, error) {
+	srcs, err := sourceAddrs(n)
+	if err != nil {
+		return nil, err
+	}
+	backend, err := newSwitchEcho()
+	if err != nil {
+		return nil, err
+	}
+	defer backend.stop()
+	port := b.lo
+	id := "tcp/" + strconv.Itoa(port)
+	body := fmt.Sprintf(`{"backend":%q,"ban":%s}`, backend.addr, banPolicy)
+	if code, raw, err := b.do("PUT", "/v1/streams/"+id, body); err != nil || code >= 300 {
+		return nil, fmt.Errorf("PUT %s: %d %s %v", id, code, raw, err)
+	}
+	if _, ok := waitEcho(port); !ok {
+		return nil, fmt.Errorf("%s does not forward", id)
+	}
+	before, _, err := b.counters()
+	if err != nil {
+		return nil, err
+	}
+	r, err := banUntilRefused(srcs, port, backend)
+	if err != nil {
+		return nil, err
+	}
+	control := echoAt("127.0.0.1", port)
+	after, _, err := b.counters()
+	if err != nil {
+		return nil, err
+	}
+	listed, err := b.listedBans(id)
+	if err != nil {
+		return nil, err
+	}
+	ds, never := between(r.lastFail, r.refusedAt)
+	res := map[string]any{"sources": n, "policy": banPolicy, "rounds": r.rounds, "retried": r.retried,
+		"poll_ms": ms(pollEvery), "listed": len(listed), "never_refused": never, "loopback_echoes": control,
+		"reloads": after["nginx_reloads"] - before["nginx_reloads"]}
+	merge(res, "banned_", durationStats(ds))
+	if never == 0 {
+		res["all_banned_ms"] = ms(latest(r.refusedAt).Sub(r.firstEnd))
+	}
+	lift, err := b.liftAll(srcs, port, id)
+	if err != nil {
+		return nil, err
+	}
+	merge(res, "lift_", lift)
+	return res, nil
+}
+
+// banRun is what banUntilRefused saw: per source, when its last failing
+// session ended and when it was refused (zero: never); when the first
+// round's failures ended; the rounds, and the sources failed again.
+type banRun struct {
+	lastFail, refusedAt []time.Time
+	firstEnd            time.Time
+	rounds, retried     int
+}
+
+// banUntilRefused runs rounds: the backend stopped, banFailures failing
+// sessions at once from every source not refused yet, the backend
+// started, and each of them polled for 5 s until it is refused; at most
+// banRounds rounds.
+func banUntilRefused(srcs []string, port int, backend *switchEcho) (banRun, error) {
+	r := banRun{lastFail: make([]time.Time, len(srcs)), refusedAt: make([]time.Time, len(srcs))}
+	pending := make([]int, len(srcs))
+	for i := range pending {
+		pending[i] = i
+	}
+	for ; r.rounds < banRounds && len(pending) > 0; r.rounds++ {
+		if r.rounds > 0 {
+			r.retried += len(pending)
+		}
+		backend.stop()
+		var subset []string
+		for _, i := range pending {
+			subset = append(subset, srcs[i])
+		}
+		ends, err := failAtOnce(subset, port)
+		if err != nil {
+			return r, err
+		}
+		if err := backend.start(); err != nil {
+			return r, fmt.Errorf("restart the echo backend: %w", err)
+		}
+		if r.rounds == 0 {
+			r.firstEnd = latest(ends)
+		}
+		refused := pollSources(subset, port, true, 5*time.Second)
+		var left []int
+		for k, i := range pending {
+			r.lastFail[i], r.refusedAt[i] = ends[k], refused[k]
+			if refused[k].IsZero() {
+				left = append(left, i)
+			}
+		}
+		pending = left
+	}
+	return r, nil
+}
+
+// failAtOnce makes banFailures sessions from each of srcs through port,
+// all at once, each of which must be closed without an echo (the backend
+// is stopped), and returns when each source's last one ended.
+func failAtOnce(srcs []string, port int) ([]time.Time, error) {
+	ends := make([]time.Time, len(srcs))
+	errs := make(chan error, len(srcs)*banFailures)
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	for i, src := range srcs {
+		for range banFailures {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				closed, err := sessionFrom(src, port)
+				if err == nil && !closed {
+					err = fmt.Errorf("a session from %s got an echo from a stopped backend", src)
+				}
+				errs <- err
+				mu.Lock()
+				ends[i] = latest([]time.Time{ends[i], time.Now()})
+				mu.Unlock()
+			}()
+		}
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			return nil, err
+		}
+	}
+	return ends, nil
+}
+
+// listedBans is the set of addresses GET /v1/bans lists as banned from id.
+func (b *bench) listedBans(id string) (map[string]bool, error) {
+	code, raw, err := b.do("GET", "/v1/bans?stream="+id, "")
+	if err != nil || code != 200 {
+		return nil, fmt.Errorf("GET /v1/bans: %d %s %v", code, raw, err)
+	}
+	var doc struct {
+		Bans []struct {
+			Address string `json:"address"`
+		} `json:"bans"`
+	}
+	if err := json.Unmarshal(raw, &doc); err != nil {
+		return nil, err
+	}
+	out := map[string]bool{}
+	for _, ban := range doc.Bans {
+		out[ban.Address] = true
+	}
+	return out, nil
+}
+
+// liftAll lifts every ban of id with one DELETE and times, from the
+// request, its reply and until every source gets an echo again.
+func (b *bench) liftAll(srcs []string, port int, id string) (map[string]any, error) {
+	before, _, err := b.counters()
+	if err != nil {
+		return nil, err
+	}
+	t0 := time.Now()
+	code, raw, err := b.do("DELETE", "/v1/bans/"+id, "")
+	reply := time.Since(t0)
+	if err != nil || code != 200 {
+		return nil, fmt.Errorf("DELETE /v1/bans/%s: %d %s %v", id, code, raw, err)
+	}
+	var doc struct {
+		Lifted  []string `json:"lifted"`
+		Applied bool     `json:"applied"`
+	}
+	if err := json.Unmarshal(raw, &doc); err != nil {
+		return nil, err
+	}
+	echoed := pollSources(srcs, port, false, 10*time.Second)
+	after, _, err := b.counters()
+	if err != nil {
+		return nil, err
+	}
+	origin := make([]time.Time, len(srcs))
+	for i := range origin {
+		origin[i] = t0
+	}
+	ds, never := between(origin, echoed)
+	res := durationStats(ds)
+	res["reply_ms"], res["lifted"], res["applied"], res["never_echoed"] = ms(reply), len(doc.Lifted), doc.Applied, never
+	res["reloads"] = after["nginx_reloads"] - before["nginx_reloads"]
+	return res, nil
+}
+
+// pollSources tries a session from each of srcs through port every
+// pollEvery, for d at most, until it is closed without an echo
+// (wantClosed) or gets one (!wantClosed), and returns when that
+// happened to each (zero: never).
+func pollSources(srcs []string, port int, wantClosed bool, d time.Duration) []time.Time {
+	at := make([]time.Time, len(srcs))
+	giveUp := time.Now().Add(d)
+	var wg sync.WaitGroup
+	for i, src := range srcs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for time.Now().Before(giveUp) {
+				if closed, err := sessionFrom(src, port); err == nil && closed == wantClosed {
+					at[i] = time.Now()
+					return
+				}
+				time.Sleep(pollEvery)
+			}
+		}()
+	}
+	wg.Wait()
+	return at
+}
+
+// sessionFrom makes one session from src through port on 127.0.0.1 and
+// reports whether nginx closed it without an echo (true) or echoed
+// (false), having waited for its end so that nginx has logged it; an
+// error when it could not connect, or got neither within 2 s.
+func sessionFrom(src string, port int) (bool, error) {
+	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(src)}, Timeout: 2 * time.Second}
+	c, err := d.Dial("tcp", "127.0.0.1:"+strconv.Itoa(port))
+	if err != nil {
+		return false, err
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(2 * time.Second))
+	if _, err := c.Write([]byte("ping\n")); err != nil {
+		return true, nil // reset before the write: closed
+	}
+	buf := make([]byte, 5)
+	n, err := io.ReadFull(c, buf)
+	var ne net.Error
+	switch {
+	case err == nil && string(buf) == "ping\n":
+		return false, nil
+	case n == 0 && !(errors.As(err, &ne) && ne.Timeout()):
+		return true, nil
+	}
+	return false, fmt.Errorf("session from %s through %d: %d bytes, %v", src, port, n, err)
+}
+
+// sourceAddrs is n source addresses 127.0.2.1 … 127.0.2.n (not
+// 127.0.0.1, which is never banned).
+func sourceAddrs(n int) ([]string, error) {
+	if n < 1 || n > 254 {
+		return nil, fmt.Errorf("-ban-sources must be 1 to 254, not %d", n)
+	}
+	out := make([]string, n)
+	for i := range out {
+		out[i] = fmt.Sprintf("127.0.2.%d", i+1)
+	}
+	return out, nil
+}
+
+// between is to[i]-from[i] for each i whose to is set, and how many are
+// not (never).
+func between(from, to []time.Time) (ds []time.Duration, never int) {
+	for i, t := range to {
+		if t.IsZero() {
+			never++
+			continue
+		}
+		ds = append(ds, t.Sub(from[i]))
+	}
+	return ds, never
+}
+
+// latest is the latest of ts.
+func latest(ts []time.Time) time.Time {
+	var out time.Time
+	for _, t := range ts {
+		if t.After(out) {
+			out = t
+		}
+	}
+	return out
+}
+
+// switchEcho is an echo backend on a fixed address that can be stopped
+// (connects to it are refused) and started again.
+type switchEcho struct {
+	addr string
+	mu   sync.Mutex
+	ln   net.Listener
+}
+
+func newSwitchEcho() (*switchEcho, error) {
+	ln, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	go serveEcho(ln)
+	return &switchEcho{addr: ln.Addr().String(), ln: ln}, nil
+}
+
+// start listens on its address again.
+func (e *switchEcho) start() error {
+	ln, err := net.Listen("tcp4", e.addr)
+	if err != nil {
+		return err
+	}
+	e.mu.Lock()
+	e.ln = ln
+	e.mu.Unlock()
+	go serveEcho(ln)
+	return nil
+}
+
+// stop closes its listener; sessions already accepted go on.
+func (e *switchEcho) stop() {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.ln != nil {
+		e.ln.Close()
+		e.ln = nil
+	}
+}
