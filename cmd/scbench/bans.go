@@ -1,11 +1,14 @@
 package main
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net"
+	"os"
+	"path/filepath"
 	"strconv"
 	"sync"
 	"time"
@@ -29,9 +32,9 @@ const (
 // refused, the reloads that took, and the lift: DELETE
 // /v1/bans/tcp/PORT → every source echoes again. A source not refused
 // 5 s after its failures (nginx's session log lost its lines: the kernel
-// queues net.unix.max_dgram_qlen of them) fails again, alone with the
-// others left, for banRounds rounds at most; the sources that needed
-// more than one round are reported.
+// queues net.unix.max_dgram_qlen of them) fails again, with the others
+// left, for banRounds rounds at most: how many the first round banned,
+// and the lines nginx could not send, are reported.
 func (b *bench) bans(n int) (map[string]any, error) {
 	srcs, err := sourceAddrs(n)
 	if err != nil {
@@ -51,10 +54,11 @@ func (b *bench) bans(n int) (map[string]any, error) {
 	if _, ok := waitEcho(port); !ok {
 		return nil, fmt.Errorf("%s does not forward", id)
 	}
-	before, _, err := b.counters()
+	before, pid, err := b.counters()
 	if err != nil {
 		return nil, err
 	}
+	lostBefore := syslogLost(pid)
 	r, err := banUntilRefused(srcs, port, backend)
 	if err != nil {
 		return nil, err
@@ -69,12 +73,16 @@ func (b *bench) bans(n int) (map[string]any, error) {
 		return nil, err
 	}
 	ds, never := between(r.lastFail, r.refusedAt)
-	res := map[string]any{"sources": n, "policy": banPolicy, "rounds": r.rounds, "retried": r.retried,
-		"poll_ms": ms(pollEvery), "listed": len(listed), "never_refused": never, "loopback_echoes": control,
+	res := map[string]any{"sources": n, "policy": banPolicy, "rounds": r.rounds, "first_round_banned": r.firstBanned,
+		"first_round_all_banned_ms": ms(r.firstLast.Sub(r.firstEnd)),
+		"poll_ms":                   ms(pollEvery), "listed": len(listed), "never_refused": never, "loopback_echoes": control,
 		"reloads": after["nginx_reloads"] - before["nginx_reloads"]}
 	merge(res, "banned_", durationStats(ds))
 	if never == 0 {
 		res["all_banned_ms"] = ms(latest(r.refusedAt).Sub(r.firstEnd))
+	}
+	if lostAfter := syslogLost(pid); lostBefore >= 0 && lostAfter >= 0 {
+		res["syslog_lost"] = lostAfter - lostBefore
 	}
 	lift, err := b.liftAll(srcs, port, id)
 	if err != nil {
@@ -86,11 +94,12 @@ func (b *bench) bans(n int) (map[string]any, error) {
 
 // banRun is what banUntilRefused saw: per source, when its last failing
 // session ended and when it was refused (zero: never); when the first
-// round's failures ended; the rounds, and the sources failed again.
+// round's failures ended, how many sources that round banned and when
+// the last of them was refused; the rounds.
 type banRun struct {
 	lastFail, refusedAt []time.Time
-	firstEnd            time.Time
-	rounds, retried     int
+	firstEnd, firstLast time.Time
+	firstBanned, rounds int
 }
 
 // banUntilRefused runs rounds: the backend stopped, banFailures failing
@@ -104,9 +113,6 @@ func banUntilRefused(srcs []string, port int, backend *switchEcho) (banRun, erro
 		pending[i] = i
 	}
 	for ; r.rounds < banRounds && len(pending) > 0; r.rounds++ {
-		if r.rounds > 0 {
-			r.retried += len(pending)
-		}
 		backend.stop()
 		var subset []string
 		for _, i := range pending {
@@ -119,10 +125,12 @@ func banUntilRefused(srcs []string, port int, backend *switchEcho) (banRun, erro
 		if err := backend.start(); err != nil {
 			return r, fmt.Errorf("restart the echo backend: %w", err)
 		}
-		if r.rounds == 0 {
-			r.firstEnd = latest(ends)
-		}
 		refused := pollSources(subset, port, true, 5*time.Second)
+		if r.rounds == 0 {
+			r.firstEnd, r.firstLast = latest(ends), latest(refused)
+			_, never := between(ends, refused)
+			r.firstBanned = len(subset) - never
+		}
 		var left []int
 		for k, i := range pending {
 			r.lastFail[i], r.refusedAt[i] = ends[k], refused[k]
@@ -353,4 +361,25 @@ func (e *switchEcho) stop() {
 		e.ln.Close()
 		e.ln = nil
 	}
+}
+
+// syslogLost counts the lines "send() to syslog failed" in the error logs
+// of the nginx pool of the daemon pid (this host only): session log lines
+// the kernel dropped (its queue holds net.unix.max_dgram_qlen), each a
+// session the daemon did not see. -1: the logs cannot be read.
+func syslogLost(pid int) int {
+	dataDir, err := envOf(pid, "DATA_DIR")
+	if err != nil {
+		return -1
+	}
+	shards, _ := filepath.Glob(filepath.Join(dataDir, "nginx", "shard-*", "error.log"))
+	n := 0
+	for _, f := range append([]string{filepath.Join(dataDir, "nginx", "error.log")}, shards...) {
+		raw, err := os.ReadFile(f)
+		if err != nil && !errors.Is(err, os.ErrNotExist) {
+			return -1
+		}
+		n += bytes.Count(raw, []byte("send() to syslog failed"))
+	}
+	return n
 }
