@@ -150,6 +150,9 @@ type Manager struct {
 	lifted     []ended
 	saveFailed bool
 	lastFlush  time.Time
+	// lifting: an operator lifted a ban, which is flushed at once rather
+	// than at the next FlushInterval (bans, made by traffic, are batched).
+	lifting bool
 	// What the reconciler renders, and what it applied.
 	pub       map[stream.ID]published
 	version   uint64

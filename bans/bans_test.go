@@ -186,6 +186,25 @@ func TestBanFlushesAreBatched(t *testing.T) {
 	}
 }
 
+// A lift by the operator is flushed at once, even right after a flush of
+// bans: the DELETE waits for it.
+func TestLiftIsFlushedAtOnce(t *testing.T) {
+	h := newHarness(t, Config{})
+	h.fail(tcp9000, attacker, 3)
+	h.step(h.now)
+	if h.rec.triggers != 1 {
+		t.Fatalf("%d triggers after the ban", h.rec.triggers)
+	}
+	h.now = h.now.Add(100 * time.Millisecond)
+	if _, err := h.Lift(tcp9000, attacker); err != nil {
+		t.Fatal(err)
+	}
+	h.step(h.now)
+	if h.rec.triggers != 2 || len(h.banned(tcp9000)) != 0 {
+		t.Fatalf("a lift 100 ms after a flush: %d triggers, %d banned; want it flushed at once", h.rec.triggers, len(h.banned(tcp9000)))
+	}
+}
+
 // A ban ends by itself at its Until: step says to run then, and not
 // before.
 func TestBanExpiresAtItsTime(t *testing.T) {

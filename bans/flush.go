@@ -51,11 +51,11 @@ func (m *Manager) step(now time.Time) (next time.Time) {
 		defer m.mu.Unlock()
 		return m.earliest
 	}
-	if due := m.lastFlush.Add(FlushInterval); now.Before(due) {
+	if due := m.lastFlush.Add(FlushInterval); now.Before(due) && !m.lifting {
 		defer m.mu.Unlock()
 		return earlier(due, m.earliest)
 	}
-	m.lastFlush = now
+	m.lastFlush, m.lifting = now, false
 	added, lifted, changed := m.added, m.lifted, m.publish()
 	m.added, m.lifted = nil, nil
 	next = m.earliest

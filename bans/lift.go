@@ -8,8 +8,9 @@ import (
 )
 
 // Lift ends the ban of addr from stream id (ErrNotFound if there is
-// none). It is applied at the next flush; the returned version is the
-// one to WaitApplied for.
+// none). It is flushed at once, not at the next FlushInterval: the
+// operator waits for it. The returned version is the one to WaitApplied
+// for.
 func (m *Manager) Lift(id stream.ID, addr netip.Addr) (version uint64, err error) {
 	addr = addr.Unmap()
 	m.mu.Lock()
@@ -18,6 +19,7 @@ func (m *Manager) Lift(id stream.ID, addr netip.Addr) (version uint64, err error
 		return 0, ErrNotFound
 	}
 	m.end(id, addr, ReasonAPI)
+	m.lifting = true
 	return m.version + 1, nil
 }
 
@@ -30,6 +32,7 @@ func (m *Manager) LiftAll(id stream.ID) (n int, version uint64) {
 		m.end(id, addr, ReasonAPI)
 		n++
 	}
+	m.lifting = m.lifting || n > 0
 	return n, m.version + 1
 }
 
