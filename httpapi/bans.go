@@ -6,6 +6,7 @@ import (
 	"math"
 	"net/http"
 	"net/netip"
+	"slices"
 	"time"
 
 	"github.com/gorilla/mux"
@@ -40,9 +41,12 @@ type banView struct {
 func (s *Server) listBans(w http.ResponseWriter, r *http.Request) error {
 	var filter *stream.ID
 	if v := r.URL.Query().Get("stream"); v != "" {
-		id, _, err := stream.ParseRef(v) // a range by its ports too: tcp/10000-10099
+		id, last, err := stream.ParseRef(v) // a range by its ports too: tcp/10000-10099
 		if err != nil {
 			return errInvalid("stream", "%s", truncate(err.Error()))
+		}
+		if _, err := s.lookup(id, last); err != nil {
+			return err // no such stream, or a port inside a range (named)
 		}
 		filter = &id
 	}
@@ -59,9 +63,10 @@ func (s *Server) listBans(w http.ResponseWriter, r *http.Request) error {
 }
 
 // liftBan answers DELETE /v1/bans/{protocol}/{port}/{address}: the ban
-// ends, and the answer comes once nginx lets the address in again.
+// ends, and the answer comes once nginx lets the address in again. A dry
+// run says what would be lifted and changes nothing.
 func (s *Server) liftBan(w http.ResponseWriter, r *http.Request) error {
-	id, _, err := pathRef(r)
+	id, err := s.banStream(r)
 	if err != nil {
 		return err
 	}
@@ -71,8 +76,12 @@ func (s *Server) liftBan(w http.ResponseWriter, r *http.Request) error {
 		return errInvalid("address", "%q is not an IPv4 or IPv6 address", truncate(text))
 	}
 	addr = addr.Unmap()
-	if s.cfg.Bans == nil {
+	if s.cfg.Bans == nil || !slices.ContainsFunc(s.cfg.Bans.List(&id), func(b bans.Ban) bool { return b.Address == addr }) {
 		return errNotFound("%s is not banned from %s", addr, id)
+	}
+	if isDryRun(r) {
+		writeJSON(w, http.StatusOK, map[string]any{"stream": id, "lifted": []string{addr.String()}, "applied": false, "dry_run": true})
+		return nil
 	}
 	version, err := s.cfg.Bans.Lift(id, addr)
 	if errors.Is(err, bans.ErrNotFound) {
@@ -86,9 +95,9 @@ func (s *Server) liftBan(w http.ResponseWriter, r *http.Request) error {
 }
 
 // liftBans answers DELETE /v1/bans/{protocol}/{port}: every ban of the
-// stream ends.
+// stream ends (a dry run: says which would).
 func (s *Server) liftBans(w http.ResponseWriter, r *http.Request) error {
-	id, _, err := pathRef(r)
+	id, err := s.banStream(r)
 	if err != nil {
 		return err
 	}
@@ -98,13 +107,34 @@ func (s *Server) liftBans(w http.ResponseWriter, r *http.Request) error {
 			lifted = append(lifted, b.Address.String())
 		}
 	}
+	if lifted == nil {
+		lifted = []string{}
+	}
+	if isDryRun(r) {
+		writeJSON(w, http.StatusOK, map[string]any{"stream": id, "lifted": lifted, "applied": false, "dry_run": true})
+		return nil
+	}
 	if len(lifted) == 0 {
-		writeJSON(w, http.StatusOK, map[string]any{"stream": id, "lifted": []string{}, "applied": true})
+		writeJSON(w, http.StatusOK, map[string]any{"stream": id, "lifted": lifted, "applied": true})
 		return nil
 	}
 	_, version := s.cfg.Bans.LiftAll(id)
 	noteChange(r, id.String(), nil, nil)
 	return s.awaitLift(w, r, id, version, lifted)
+}
+
+// banStream returns the stream a ban route names: 404 when there is
+// none, or when the port is inside a range (the error names the range), as
+// for the stream's own routes.
+func (s *Server) banStream(r *http.Request) (stream.ID, error) {
+	id, last, err := pathRef(r)
+	if err != nil {
+		return stream.ID{}, err
+	}
+	if _, err := s.lookup(id, last); err != nil {
+		return stream.ID{}, err
+	}
+	return id, nil
 }
 
 // awaitLift answers once nginx applied the bans of version for id: 200;

@@ -78,7 +78,15 @@ func (f *fakeBans) WaitApplied(ctx context.Context, _ stream.ID, _ uint64) error
 
 func newBanServer(t *testing.T) (*Server, *fakeBans) {
 	t.Helper()
-	srv, _, _ := newTestServer(t)
+	srv, st, _ := newTestServer(t)
+	for _, sp := range []stream.Spec{
+		{Protocol: stream.TCP, Listen: 9000, ListenEnd: 9009, PortMode: stream.PortModeFixed, Backends: []string{"127.0.0.1:2000"}},
+		{Protocol: stream.UDP, Listen: 53, Backends: []string{"127.0.0.1:5353"}},
+	} {
+		if _, _, err := st.Put(sp, store.Match{}); err != nil {
+			t.Fatal(err)
+		}
+	}
 	now := time.Now()
 	fb := &fakeBans{bans: []bans.Ban{
 		{Stream: stream.MustParseID("tcp/9000"), Address: netip.MustParseAddr("127.0.0.3"), Since: now, Until: now.Add(90 * time.Second), Failures: 3},
@@ -111,6 +119,13 @@ func TestBansList(t *testing.T) {
 	if list := body["bans"].([]any); len(list) != 2 {
 		t.Errorf("a range's bans by its ports: %v", body)
 	}
+	// A stream that does not exist, a range's wrong end, a port inside a
+	// range: 404, as for the stream's own routes.
+	for _, ref := range []string{"tcp/9500", "tcp/9000-9004", "tcp/9003"} {
+		if rec, _ := do(t, srv, call{method: "GET", path: "/v1/bans?stream=" + ref}); rec.Code != 404 {
+			t.Errorf("bans of %s: %d %s; want 404", ref, rec.Code, rec.Body)
+		}
+	}
 	rec, body = do(t, srv, call{method: "GET", path: "/v1/bans?stream=tcp/x"})
 	if code, field := errorOf(body); rec.Code != 400 || code != CodeInvalid || field != "stream" {
 		t.Errorf("bad filter: %d %s", rec.Code, rec.Body)
@@ -134,7 +149,10 @@ func TestBansLift(t *testing.T) {
 		{"bad protocol", "/v1/bans/sctp/9000/127.0.0.3", 400, "protocol"},
 		{"bad port", "/v1/bans/tcp/0/127.0.0.3", 400, "listen"},
 		{"not banned", "/v1/bans/tcp/9000/127.0.0.9", 404, ""},
-		{"other stream", "/v1/bans/tcp/9001/127.0.0.3", 404, ""},
+		{"a port inside the range", "/v1/bans/tcp/9001/127.0.0.3", 404, ""},
+		{"no such stream", "/v1/bans/tcp/9500/127.0.0.3", 404, ""},
+		{"the range's wrong end", "/v1/bans/tcp/9000-9004/127.0.0.3", 404, ""},
+		{"all of no such stream", "/v1/bans/tcp/9500", 404, ""},
 	} {
 		rec, body := do(t, srv, call{method: "DELETE", path: tc.path})
 		if _, field := errorOf(body); rec.Code != tc.status || field != tc.field {
@@ -143,6 +161,13 @@ func TestBansLift(t *testing.T) {
 	}
 	if len(fb.bans) != 3 {
 		t.Fatal("a refused lift lifted")
+	}
+	// A dry run says what would be lifted, and lifts nothing.
+	for _, path := range []string{"/v1/bans/tcp/9000-9009/127.0.0.3?dry_run=true", "/v1/bans/tcp/9000?dry_run=true"} {
+		rec, body := do(t, srv, call{method: "DELETE", path: path})
+		if rec.Code != 200 || body["dry_run"] != true || len(body["lifted"].([]any)) == 0 || len(fb.bans) != 3 {
+			t.Fatalf("dry run %s: %d %s, %d bans left", path, rec.Code, rec.Body, len(fb.bans))
+		}
 	}
 	rec, body := do(t, srv, call{method: "DELETE", path: "/v1/bans/tcp/9000/::ffff:127.0.0.3"})
 	if rec.Code != 200 || body["applied"] != true || body["lifted"].([]any)[0] != "127.0.0.3" || len(fb.bans) != 2 {
