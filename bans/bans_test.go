@@ -288,6 +288,32 @@ func TestBanFileRoundTrip(t *testing.T) {
 	}
 }
 
+// A bans file edited by hand may hold addresses nginx's deny would not
+// take (an IPv6 zone, the unspecified address): they are dropped when it
+// is loaded, so that they never reach a stream's file and fail it.
+func TestBanFileDropsWhatNginxCannotDeny(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "bans.json")
+	until := t0.Add(time.Hour).Format(time.RFC3339)
+	body := `{"version":1,"bans":[` +
+		`{"stream":"tcp/9000","address":"fe80::1%eth0","until":"` + until + `"},` +
+		`{"stream":"tcp/9000","address":"0.0.0.0","until":"` + until + `"},` +
+		`{"stream":"tcp/9000","address":"::","until":"` + until + `"},` +
+		`{"stream":"tcp/9000","address":"198.51.100.7","until":"` + until + `"}]}`
+	if err := os.WriteFile(file, []byte(body), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	h := newHarness(t, Config{File: file})
+	if got := h.banned(tcp9000); !slices.Equal(got, []string{"198.51.100.7"}) {
+		t.Fatalf("loaded %v; want only 198.51.100.7", got)
+	}
+	h.Observe(tcp9000, netip.MustParseAddr("fe80::2%eth0"), 502, h.now)
+	h.Observe(tcp9000, netip.MustParseAddr("fe80::2%eth0"), 502, h.now)
+	h.Observe(tcp9000, netip.MustParseAddr("fe80::2%eth0"), 502, h.now)
+	if got := h.banned(tcp9000); len(got) != 1 {
+		t.Fatalf("a zoned source was banned: %v", got)
+	}
+}
+
 // A deleted stream's bans end (also one deleted and created again), and
 // so do those of a stream whose policy was removed.
 func TestBanEndsWithItsStream(t *testing.T) {

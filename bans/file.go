@@ -42,10 +42,10 @@ func (m *Manager) load() {
 	now := m.cfg.Now()
 	kept := 0
 	for _, b := range bans {
-		if !now.Before(b.Until) || m.Exempt(b.Address) || !b.Address.IsValid() || len(m.bans[b.Stream]) >= m.cfg.MaxPerStream {
+		b.Address = b.Address.Unmap()
+		if !now.Before(b.Until) || !Bannable(b.Address) || m.Exempt(b.Address) || len(m.bans[b.Stream]) >= m.cfg.MaxPerStream {
 			continue
 		}
-		b.Address = b.Address.Unmap()
 		if m.bans[b.Stream] == nil {
 			m.bans[b.Stream] = map[netip.Addr]*Ban{}
 		}

@@ -23,6 +23,14 @@ type track struct {
 // deny list), and banning again adds nothing.
 func Counts(status int) bool { return status >= 400 && status != 403 }
 
+// Bannable reports whether addr can be written as a source in nginx's
+// deny directive: a valid address, without an IPv6 zone, not 0.0.0.0 or
+// :: (which nginx would take as no address at all). A bans file edited by
+// hand may hold others; they are dropped when it is loaded.
+func Bannable(addr netip.Addr) bool {
+	return addr.IsValid() && addr.Zone() == "" && !addr.IsUnspecified()
+}
+
 // Observe is told of a session of stream id from addr that ended with
 // status at now (traffic.Collector.OnSession). Once the stream's policy
 // says enough of addr's sessions failed, addr is banned at the next
@@ -31,7 +39,7 @@ func Counts(status int) bool { return status >= 400 && status != 403 }
 // the others already).
 func (m *Manager) Observe(id stream.ID, addr netip.Addr, status int, now time.Time) {
 	addr = addr.Unmap()
-	if !Counts(status) || m.Exempt(addr) {
+	if !Counts(status) || !Bannable(addr) || m.Exempt(addr) {
 		return
 	}
 	m.mu.Lock()
