@@ -219,7 +219,21 @@ func TestBansKeptAcrossRestartLiftedByAPINeverLoopbackOrAllowed(t *testing.T) {
 		t.Fatalf("127.0.0.1 after the restart: %v", err)
 	}
 
-	code, m := d.api("DELETE", "/v1/bans/"+id+"/"+attacker, "")
+	// Dry runs change nothing: a lift's, and a PUT's without the policy,
+	// whose preview shows the deny line going.
+	if code, m := d.api("DELETE", "/v1/bans/"+id+"/"+attacker+"?dry_run=true", ""); code != 200 || m["dry_run"] != true {
+		t.Fatalf("DELETE dry run: %d %v", code, m)
+	}
+	code, m := d.api("PUT", "/v1/streams/"+id+"?dry_run=true", fmt.Sprintf(`{"backend":"127.0.0.1:%d"}`, bport))
+	if diff, _ := m["diff"].(string); code != 200 || !strings.Contains(diff, "-    deny "+attacker+";") {
+		t.Fatalf("PUT dry run without the policy: %d %v; want the deny line removed in the diff", code, m)
+	}
+	if got := bansOf(t, d, id); len(got) != 1 {
+		t.Fatalf("after dry runs, bans = %v", got)
+	}
+	refusedNotForwarded(t, attacker, port, backend)
+
+	code, m = d.api("DELETE", "/v1/bans/"+id+"/"+attacker, "")
 	if code != 200 || m["applied"] != true {
 		t.Fatalf("DELETE: %d %v", code, m)
 	}

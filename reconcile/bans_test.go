@@ -10,6 +10,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/streamconductor/stream-conductor/nginxconf"
+	"github.com/streamconductor/stream-conductor/store"
 	"github.com/streamconductor/stream-conductor/stream"
 )
 
@@ -51,7 +52,11 @@ func TestBansRenderOnlyTheStreamsWhoseBansChanged(t *testing.T) {
 		VerifyTimeout: 50 * time.Millisecond, Ports: h.ports, Resolver: h.resolver, Log: zerolog.Nop(),
 		Bans: bans.banned, OnBansApplied: bans.onApplied,
 	}, h.store, h.nginx)
-	a := h.put(9000, "127.0.0.1:1")
+	a, _, err := h.store.Put(stream.Spec{Protocol: stream.TCP, Listen: 9000, Backends: []string{"127.0.0.1:1"},
+		Ban: &stream.BanPolicy{After: 3, Within: "1m0s", For: "1h0m0s"}}, store.Match{})
+	if err != nil {
+		t.Fatal(err)
+	}
 	h.put(9001, "127.0.0.1:2")
 	h.mustPass("test", "start")
 	before := h.files()
@@ -80,5 +85,14 @@ func TestBansRenderOnlyTheStreamsWhoseBansChanged(t *testing.T) {
 	h.mustPass("test", "reload")
 	if strings.Contains(h.files()["stream-tcp-9000.conf"], "deny") || bans.applied[id] != 2 {
 		t.Errorf("not lifted: %s, applied %v", h.files()["stream-tcp-9000.conf"], bans.applied)
+	}
+	// Bans still listed for a stream without a policy (removed, and the
+	// bans' flush not yet come) are not rendered: its file, and a dry
+	// run's preview of it, has none.
+	other := stream.ID{Protocol: stream.TCP, Port: 9001}
+	bans.set(other, "127.0.0.9")
+	h.mustPass()
+	if strings.Contains(h.files()["stream-tcp-9001.conf"], "deny") {
+		t.Errorf("bans rendered for a stream without a policy:\n%s", h.files()["stream-tcp-9001.conf"])
 	}
 }

@@ -80,6 +80,12 @@ func (r *Reconciler) renderNow(s stream.Spec, gen uint64) rendered {
 	}
 	o := r.cfg.Render
 	o.Banned, out.bans = r.banned(s.ID())
+	if !s.Bans() {
+		// The bans of a stream whose policy went, or that gained an allow
+		// list, end at the bans' next flush; its file (and a dry run's
+		// preview of it) has none from now on.
+		o.Banned = nil
+	}
 	_, body, err := nginxconf.Render(s, addrs, o)
 	if err != nil {
 		out.fail = err.Error()

@@ -26,3 +26,8 @@ func cloneBan(b *BanPolicy) *BanPolicy {
 	c := *b
 	return &c
 }
+
+// Bans reports whether s bans anyone: it has a ban policy and no allow
+// list (a stream with one trusts the addresses it allows, and nginx
+// refuses the others already).
+func (s Spec) Bans() bool { return s.Ban != nil && len(s.Allow) == 0 }
