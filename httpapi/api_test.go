@@ -456,6 +456,13 @@ func TestDryRunChangesNothing(t *testing.T) {
 	if _, err := st.Get(stream.MustParseID("tcp/9003")); err != nil {
 		t.Fatal("a DELETE dry run deleted the stream")
 	}
+	// Preconditions hold for a dry run: it answers what the write would.
+	for _, h := range []map[string]string{{"If-None-Match": "*"}, {"If-Match": `"999"`}} {
+		rec, _ = do(t, srv, call{method: "PUT", path: "/v1/streams/tcp/9003?dry_run=true", body: `{"backend":"c:4"}`, header: h})
+		if rec.Code != 412 {
+			t.Fatalf("dry run with %v on a stream that exists: %d %s; want 412 as the write", h, rec.Code, rec.Body)
+		}
+	}
 	rec, body = do(t, srv, call{method: "POST", path: "/v1/streams?dry_run=true", body: `{"backend":"a:1"}`})
 	if rec.Code != 200 || body["file"] != "stream-tcp-9000.conf" {
 		t.Fatalf("POST dry run: %d %s", rec.Code, rec.Body)

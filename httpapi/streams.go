@@ -165,6 +165,15 @@ func (s *Server) putStream(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	if isDryRun(r) {
+		// The preconditions hold for a dry run too: it answers what the
+		// write would (412 for If-None-Match: * on a stream that exists).
+		var cur *stream.Spec
+		if c, err := s.store.Get(sp.ID()); err == nil {
+			cur = &c
+		}
+		if err := m.Check(cur); err != nil {
+			return storeError(err, sp.ID().String())
+		}
 		if sp, err = s.writes.Check(r.Context(), sp); err != nil {
 			return writesError(err, sp.ID().String())
 		}

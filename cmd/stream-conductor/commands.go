@@ -251,7 +251,11 @@ func runCreate(c *client, o *opts, args []string, out io.Writer) error {
 			Change, File, Diff string
 		}
 		json.Unmarshal(raw, &d)
-		fmt.Fprintf(out, "dry run: would %s %s\n%s", d.Change, d.File, d.Diff)
+		if d.Change == "none" {
+			fmt.Fprintf(out, "dry run: nginx file %s would not change\n%s", d.File, d.Diff)
+		} else {
+			fmt.Fprintf(out, "dry run: would %s %s\n%s", d.Change, d.File, d.Diff)
+		}
 		return nil
 	}
 	var v view
