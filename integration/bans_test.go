@@ -35,28 +35,19 @@ func startCountingBackend(t *testing.T, port int) *countingBackend {
 	}
 	b := &countingBackend{ln: ln}
 	t.Cleanup(func() { ln.Close() })
-	go func() {
+	acceptEach(ln, &b.accepted, func(c net.Conn) {
+		defer c.Close()
+		buf := make([]byte, 4096)
 		for {
-			c, err := ln.Accept()
+			n, err := c.Read(buf)
+			if n > 0 {
+				c.Write(append([]byte("ok:"), buf[:n]...))
+			}
 			if err != nil {
 				return
 			}
-			b.accepted.Add(1)
-			go func() {
-				defer c.Close()
-				buf := make([]byte, 4096)
-				for {
-					n, err := c.Read(buf)
-					if n > 0 {
-						c.Write(append([]byte("ok:"), buf[:n]...))
-					}
-					if err != nil {
-						return
-					}
-				}
-			}()
 		}
-	}()
+	})
 	return b
 }
 

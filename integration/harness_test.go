@@ -15,6 +15,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -582,4 +583,19 @@ func newRequest(method, url, body string) (*http.Request, error) {
 		req.Header.Set("Content-Type", "application/json")
 	}
 	return req, err
+}
+
+// acceptEach accepts connections on ln until it is closed, counts each in
+// n and serves it with serve on a goroutine of its own.
+func acceptEach(ln net.Listener, n *atomic.Int64, serve func(net.Conn)) {
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			n.Add(1)
+			go serve(c)
+		}
+	}()
 }

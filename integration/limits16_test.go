@@ -32,16 +32,7 @@ func startCountingEcho(t *testing.T) *countingEcho {
 	}
 	t.Cleanup(func() { ln.Close() })
 	e := &countingEcho{echoServer: &echoServer{ln: ln}}
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			e.accepted.Add(1)
-			go e.serve(c)
-		}
-	}()
+	acceptEach(ln, &e.accepted, e.serve)
 	return e
 }
 

@@ -84,16 +84,7 @@ func startTLSBackend(t *testing.T, name string, proxy bool) *tlsBackend {
 	}
 	b := &tlsBackend{name: name, ln: ln, cert: selfSigned(t, name), proxy: proxy}
 	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			b.conns.Add(1)
-			go b.serve(c)
-		}
-	}()
+	acceptEach(ln, &b.conns, b.serve)
 	return b
 }
 
