@@ -3,11 +3,13 @@ package etcdstate
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/streamconductor/stream-conductor/desired"
@@ -213,5 +215,23 @@ func TestExpiryRestoredUnderALease(t *testing.T) {
 	}
 	if l := leaseOf(t, prefix+"/streams/tcp/9001"); l != 0 {
 		t.Fatalf("the restored stream without a deadline is under lease %x", l)
+	}
+}
+
+// A write whose answer was lost (a timeout) may have been applied: its
+// lease must not be revoked, which would delete the stream it wrote. One
+// etcd refused outright (too many operations) was not.
+func TestLeaseKeptWhenTheWriteMayHaveApplied(t *testing.T) {
+	for _, tc := range []struct {
+		err  error
+		want bool
+	}{
+		{nil, false},
+		{unavailable("write", context.DeadlineExceeded), true},
+		{fmt.Errorf("a transaction of 9 operations: %w", rpctypes.ErrTooManyOps), false},
+	} {
+		if got := mayHaveApplied(tc.err); got != tc.want {
+			t.Errorf("mayHaveApplied(%v) = %v, want %v", tc.err, got, tc.want)
+		}
 	}
 }

@@ -38,6 +38,15 @@ func (s *State) putOp(sp stream.Spec, lease clientv3.LeaseID) (clientv3.Op, erro
 	return clientv3.OpPut(s.key(sp.ID()), string(v), clientv3.WithLease(lease), clientv3.WithPrevKV()), nil
 }
 
+// mayHaveApplied reports whether a transaction that failed with err may
+// still have been applied by etcd: it was sent and its answer lost (a
+// timeout, a connection cut). Its leases must not be revoked then, which
+// would delete the keys it wrote: each runs out by itself a second after
+// its stream's deadline.
+func mayHaveApplied(err error) bool {
+	return err != nil && !errors.Is(err, rpctypes.ErrTooManyOps)
+}
+
 // commit runs ops and the marker's rewrite if cmps hold, and returns
 // whether they held, the revision of the write and the leases of the
 // keys it replaced or deleted.
@@ -104,6 +113,7 @@ func (s *State) Put(sp stream.Spec, m desired.Match) (stream.Spec, *stream.Spec,
 		ops := append([]clientv3.Op{op}, s.indexOps(id, &stored, cur.spec, lease)...)
 		ok, rev, now, prev, err := s.commitIfUnmodified(ctx, id, cur.modRev, check.cmps(), ops...)
 		if err != nil {
+			used = mayHaveApplied(err)
 			return stream.Spec{}, nil, fmt.Errorf("put %s: %w", id, err)
 		}
 		if ok {
@@ -248,6 +258,7 @@ func (s *State) Allocate(sp stream.Spec, lo, hi int, busy func(port int) bool) (
 		sp.Listen = port
 		stored, won, now, nowRev, err := s.claimPort(ctx, sp, rev, lease)
 		if err != nil {
+			used = mayHaveApplied(err)
 			return stream.Spec{}, fmt.Errorf("allocate %s (after %d ports went to concurrent allocators): %w", sp.ID(), losses, err)
 		}
 		if won {
@@ -438,6 +449,7 @@ func (s *State) importOnce(ctx context.Context, byID map[stream.ID]stream.Spec, 
 	}
 	ok, newRev, prev, err := s.commit(ctx, []clientv3.Cmp{clientv3.Compare(clientv3.ModRevision(s.marker), "=", int64(rev))}, ops...)
 	if err != nil || !ok {
+		committed = mayHaveApplied(err)
 		return desired.ImportResult{}, false, err
 	}
 	committed = true
