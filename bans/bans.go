@@ -150,9 +150,9 @@ type Manager struct {
 	lifted     []ended
 	saveFailed bool
 	lastFlush  time.Time
-	// lifting: an operator lifted a ban, which is flushed at once rather
-	// than at the next FlushInterval (bans, made by traffic, are batched).
-	lifting bool
+	// flushNow: the next step flushes whatever the interval: an operator
+	// lifted a ban (bans, made by traffic, are batched), or Run ends.
+	flushNow bool
 	// What the reconciler renders, and what it applied.
 	pub       map[stream.ID]published
 	version   uint64

@@ -406,3 +406,32 @@ func (m *Manager) banned(id stream.ID) []string {
 	a, _ := m.Banned(id)
 	return a
 }
+
+// A ban made within the flush interval before Run ends (the daemon
+// stops) is flushed by Run's last step: written, audited and published,
+// not only written.
+func TestRunFlushesWhatIsLeftWhenItEnds(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "bans.json")
+	h := newHarness(t, Config{File: file})
+	h.fail(tcp9000, attacker, 3)
+	h.step(h.now) // the first ban: flushed at once
+	other := netip.MustParseAddr("198.51.100.8")
+	for range 3 { // at the same moment: within the interval, so it waits for the next flush
+		h.Observe(tcp9000, other, 502, h.now)
+	}
+	if len(h.banned(tcp9000)) != 1 {
+		t.Fatal("the second ban was flushed within the interval")
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	h.Run(ctx)
+	if got := h.banned(tcp9000); len(got) != 2 {
+		t.Fatalf("after Run ended, banned %v; want both", got)
+	}
+	if len(h.rec.audits) != 2 {
+		t.Fatalf("%d audit entries; want one per flush with a new ban, 2", len(h.rec.audits))
+	}
+	if again := New(Config{File: file, Now: func() time.Time { return h.now }}); len(again.List(nil)) != 2 {
+		t.Fatalf("the file holds %d bans; want 2", len(again.List(nil)))
+	}
+}

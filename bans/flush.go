@@ -14,7 +14,7 @@ import (
 
 // Run flushes and expires bans until ctx ends: a flush when bans changed,
 // at most one per FlushInterval, and a timer at the earliest end of a
-// ban (not a poll). At the end it writes what is not written yet.
+// ban (not a poll). At the end it flushes what is not flushed yet.
 func (m *Manager) Run(ctx context.Context) {
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
@@ -28,12 +28,12 @@ func (m *Manager) Run(ctx context.Context) {
 		}
 		select {
 		case <-ctx.Done():
+			// A last flush, whatever the interval: the bans made since
+			// the last one are written, audited and published.
 			m.mu.Lock()
-			pending := len(m.dirty) > 0 || m.saveFailed
+			m.flushNow = true
 			m.mu.Unlock()
-			if pending {
-				m.save()
-			}
+			m.step(m.cfg.Now())
 			return
 		case <-m.wake:
 		case <-fire:
@@ -51,11 +51,11 @@ func (m *Manager) step(now time.Time) (next time.Time) {
 		defer m.mu.Unlock()
 		return m.earliest
 	}
-	if due := m.lastFlush.Add(FlushInterval); now.Before(due) && !m.lifting {
+	if due := m.lastFlush.Add(FlushInterval); now.Before(due) && !m.flushNow {
 		defer m.mu.Unlock()
 		return earlier(due, m.earliest)
 	}
-	m.lastFlush, m.lifting = now, false
+	m.lastFlush, m.flushNow = now, false
 	added, lifted, changed := m.added, m.lifted, m.publish()
 	m.added, m.lifted = nil, nil
 	next = m.earliest

@@ -19,12 +19,13 @@ func (m *Manager) Lift(id stream.ID, addr netip.Addr) (version uint64, err error
 		return 0, ErrNotFound
 	}
 	m.end(id, addr, ReasonAPI)
-	m.lifting = true
+	m.flushNow = true
 	return m.version + 1, nil
 }
 
 // LiftAll ends every ban of stream id and returns how many there were,
-// and the version to WaitApplied for.
+// and the version to WaitApplied for (0 when there were none: the bans
+// may have ended by themselves since the caller listed them).
 func (m *Manager) LiftAll(id stream.ID) (n int, version uint64) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -32,7 +33,10 @@ func (m *Manager) LiftAll(id stream.ID) (n int, version uint64) {
 		m.end(id, addr, ReasonAPI)
 		n++
 	}
-	m.lifting = m.lifting || n > 0
+	if n == 0 {
+		return 0, 0 // nothing to wait for: a version never published would never come
+	}
+	m.flushNow = true
 	return n, m.version + 1
 }
 

@@ -118,7 +118,11 @@ func (s *Server) liftBans(w http.ResponseWriter, r *http.Request) error {
 		writeJSON(w, http.StatusOK, map[string]any{"stream": id, "lifted": lifted, "applied": true})
 		return nil
 	}
-	_, version := s.cfg.Bans.LiftAll(id)
+	n, version := s.cfg.Bans.LiftAll(id)
+	if n == 0 { // they ended by themselves since they were listed
+		writeJSON(w, http.StatusOK, map[string]any{"stream": id, "lifted": []string{}, "applied": true})
+		return nil
+	}
 	noteChange(r, id.String(), nil, nil)
 	return s.awaitLift(w, r, id, version, lifted)
 }

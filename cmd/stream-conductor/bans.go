@@ -54,9 +54,9 @@ func newBans(cfg config, st stateStore, tc *traffic.Collector, bus events.Publis
 	return m
 }
 
-// startBans runs m (if any) until the returned stop, which waits for its
-// last write.
-func startBans(m *bans.Manager) (stop func()) {
+// startBans runs m (if any) until the returned stop, which closes the
+// session log (tc) first and waits for the bans' last flush.
+func startBans(m *bans.Manager, tc *traffic.Collector) (stop func()) {
 	if m == nil {
 		return func() {}
 	}
@@ -67,6 +67,11 @@ func startBans(m *bans.Manager) (stop func()) {
 		m.Run(ctx)
 	}()
 	return func() {
+		// The session log feeds the bans: it stops first, so that no ban
+		// is made after their last flush.
+		if tc != nil {
+			tc.Close()
+		}
 		cancel()
 		<-done
 	}

@@ -207,7 +207,7 @@ func run(ctx context.Context, cfg config, log zerolog.Logger) error {
 	defer reloadTokensOnHUP(tokens, log)()
 
 	defer startBackground(rec, resolver, prober, tc, bus)()
-	defer startBans(bm)()
+	defer startBans(bm, tc)()
 	log.Info().Str("api", "http://"+addr).Str("port_range", cfg.PortRange).Str("nginx_mode", cfg.NginxMode).
 		Str("data_dir", cfg.DataDir).Str("stream_config_path", cfg.StreamConfigPath).Str("version", version).
 		Bool("auth", tokens.Enabled()).Str("backend_allow", cfg.BackendAllow).Msg("stream-conductor started")
