@@ -218,8 +218,15 @@ func (m *Manager) SetStreams(specs []stream.Spec) {
 	for _, s := range specs {
 		p := policy{ban: s.Ban, trusted: len(s.Allow) > 0, created: s.CreatedAt}
 		if s.Ban != nil {
-			p.within, _ = time.ParseDuration(s.Ban.Within)
-			p.dur, _ = time.ParseDuration(s.Ban.For)
+			var errW, errF error
+			p.within, errW = time.ParseDuration(s.Ban.Within)
+			p.dur, errF = time.ParseDuration(s.Ban.For)
+			if errW != nil || errF != nil || p.within <= 0 || p.dur <= 0 || s.Ban.After < 1 {
+				// Validation refuses such a policy; a state restored
+				// from elsewhere may still hold one. It bans nobody.
+				m.log.Warn().Stringer("stream", s.ID()).Interface("ban", s.Ban).Msg("the stream's ban policy is not valid: it bans nobody")
+				p.ban = nil
+			}
 		}
 		idx[s.ID()] = p
 	}

@@ -435,3 +435,15 @@ func TestRunFlushesWhatIsLeftWhenItEnds(t *testing.T) {
 		t.Fatalf("the file holds %d bans; want 2", len(again.List(nil)))
 	}
 }
+
+// A policy that validation would refuse (a state restored from
+// elsewhere) bans nobody, rather than bans that end at once and come back
+// at every flush.
+func TestInvalidPolicyBansNobody(t *testing.T) {
+	h := newHarness(t, Config{}, spec(tcp9000, &stream.BanPolicy{After: 1, Within: "1m0s", For: "0s"}))
+	h.fail(tcp9000, attacker, 3)
+	h.step(h.now)
+	if got := h.List(nil); len(got) != 0 {
+		t.Fatalf("bans %v from a policy with for 0s", got)
+	}
+}
