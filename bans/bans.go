@@ -104,6 +104,9 @@ type policy struct {
 	within  time.Duration
 	dur     time.Duration
 	trusted bool // an allow list: nginx trusts or refuses every address
+	// perClient: the stream limits each client's sessions, so a 503 is
+	// the client's own doing (see Counts).
+	perClient bool
 	created time.Time
 }
 
@@ -216,7 +219,7 @@ func (m *Manager) Exempt(addr netip.Addr) bool {
 func (m *Manager) SetStreams(specs []stream.Spec) {
 	idx := make(map[stream.ID]policy, len(specs))
 	for _, s := range specs {
-		p := policy{ban: s.Ban, trusted: len(s.Allow) > 0, created: s.CreatedAt}
+		p := policy{ban: s.Ban, trusted: len(s.Allow) > 0, perClient: s.MaxConnectionsPerClient > 0, created: s.CreatedAt}
 		if s.Ban != nil {
 			var errW, errF error
 			p.within, errW = time.ParseDuration(s.Ban.Within)

@@ -74,7 +74,7 @@ func newHarness(t *testing.T, cfg Config, specs ...stream.Spec) *harness {
 // fail makes n failed sessions of addr on id, one a second.
 func (h *harness) fail(id stream.ID, addr netip.Addr, n int) {
 	for range n {
-		h.Observe(id, addr, 502, h.now)
+		h.Observe(id, addr, 400, h.now)
 		h.now = h.now.Add(time.Second)
 	}
 }
@@ -120,18 +120,28 @@ func TestBanAfterThresholdWithinWindow(t *testing.T) {
 // Only failures and refusals count, and not 403: nginx's access rules
 // refused that session already (the ban itself, or an allow list).
 func TestBanCountsOnlyFailures(t *testing.T) {
-	h := newHarness(t, Config{})
-	for _, st := range []int{200, 200, 403, 403, 403, 399} {
+	limited := stream.MustParseID("tcp/9001")
+	perClient := spec(limited, policy3)
+	perClient.MaxConnectionsPerClient = 1
+	wide := spec(tcp9000, policy3)
+	wide.MaxConnections = 10
+	h := newHarness(t, Config{}, wide, perClient)
+	// A stream-wide limit, nginx's or the backend's failures, access
+	// rules: none is the source's doing.
+	for _, st := range []int{200, 200, 403, 403, 403, 399, 500, 500, 502, 502, 502, 503, 503, 503, 504} {
 		h.Observe(tcp9000, attacker, st, h.now)
 	}
 	if len(h.List(nil)) != 0 {
-		t.Fatal("successes or 403s counted")
+		t.Fatalf("banned for sessions that were not its failures: %v", h.List(nil))
 	}
-	for _, st := range []int{400, 503, 500} {
+	for _, st := range []int{400, 400, 400} {
 		h.Observe(tcp9000, attacker, st, h.now)
 	}
-	if len(h.List(nil)) != 1 {
-		t.Fatal("400, 503 and 500 did not count")
+	for _, st := range []int{503, 503, 503} { // the per-client limit refused it
+		h.Observe(limited, attacker, st, h.now)
+	}
+	if len(h.List(nil)) != 2 {
+		t.Fatalf("bans %v; want the source banned from both streams: 400s, and 503s of a per-client limit", h.List(nil))
 	}
 }
 
@@ -163,9 +173,9 @@ func TestBanNeverExempt(t *testing.T) {
 func TestBanFlushesAreBatched(t *testing.T) {
 	h := newHarness(t, Config{})
 	for i := range 70 { // more than events.MaxEach
-		h.Observe(tcp9000, netip.AddrFrom4([4]byte{127, 0, 1, byte(i + 1)}), 502, h.now)
-		h.Observe(tcp9000, netip.AddrFrom4([4]byte{127, 0, 1, byte(i + 1)}), 502, h.now)
-		h.Observe(tcp9000, netip.AddrFrom4([4]byte{127, 0, 1, byte(i + 1)}), 502, h.now)
+		h.Observe(tcp9000, netip.AddrFrom4([4]byte{127, 0, 1, byte(i + 1)}), 400, h.now)
+		h.Observe(tcp9000, netip.AddrFrom4([4]byte{127, 0, 1, byte(i + 1)}), 400, h.now)
+		h.Observe(tcp9000, netip.AddrFrom4([4]byte{127, 0, 1, byte(i + 1)}), 400, h.now)
 	}
 	h.step(h.now)
 	if got := h.banned(tcp9000); len(got) != 70 || h.rec.triggers != 1 {
@@ -210,7 +220,7 @@ func TestLiftIsFlushedAtOnce(t *testing.T) {
 func TestBanExpiresAtItsTime(t *testing.T) {
 	short := &stream.BanPolicy{After: 1, Within: "1m0s", For: "2s"}
 	h := newHarness(t, Config{}, spec(tcp9000, short))
-	h.Observe(tcp9000, attacker, 502, h.now)
+	h.Observe(tcp9000, attacker, 400, h.now)
 	until := h.List(nil)[0].Until
 	next := h.step(h.now)
 	if !next.Equal(until) {
@@ -234,8 +244,8 @@ func TestBanBounds(t *testing.T) {
 		spec(tcp9000, &stream.BanPolicy{After: 1000, Within: "24h0m0s", For: "1h0m0s"}))
 	for i := range 5000 {
 		a := netip.AddrFrom16([16]byte{0x20, 0x01, 0x0d, 0xb8, 14: byte(i >> 8), 15: byte(i)})
-		h.Observe(tcp9000, a, 502, h.now)
-		h.Observe(tcp9000, a, 502, h.now)
+		h.Observe(tcp9000, a, 400, h.now)
+		h.Observe(tcp9000, a, 400, h.now)
 	}
 	if len(h.tracks) > 100 || h.times > 150 || h.lru.Len() != len(h.tracks) {
 		t.Fatalf("%d tracks, %d times", len(h.tracks), h.times)
@@ -306,9 +316,9 @@ func TestBanFileDropsWhatNginxCannotDeny(t *testing.T) {
 	if got := h.banned(tcp9000); !slices.Equal(got, []string{"198.51.100.7"}) {
 		t.Fatalf("loaded %v; want only 198.51.100.7", got)
 	}
-	h.Observe(tcp9000, netip.MustParseAddr("fe80::2%eth0"), 502, h.now)
-	h.Observe(tcp9000, netip.MustParseAddr("fe80::2%eth0"), 502, h.now)
-	h.Observe(tcp9000, netip.MustParseAddr("fe80::2%eth0"), 502, h.now)
+	h.Observe(tcp9000, netip.MustParseAddr("fe80::2%eth0"), 400, h.now)
+	h.Observe(tcp9000, netip.MustParseAddr("fe80::2%eth0"), 400, h.now)
+	h.Observe(tcp9000, netip.MustParseAddr("fe80::2%eth0"), 400, h.now)
 	if got := h.banned(tcp9000); len(got) != 1 {
 		t.Fatalf("a zoned source was banned: %v", got)
 	}
@@ -392,7 +402,7 @@ func TestRunFlushes(t *testing.T) {
 	done := make(chan struct{})
 	go func() { defer close(done); m.Run(ctx) }()
 	defer func() { cancel(); <-done }()
-	m.Observe(tcp9000, attacker, 502, time.Now())
+	m.Observe(tcp9000, attacker, 400, time.Now())
 	deadline := time.Now().Add(5 * time.Second)
 	for len(m.banned(tcp9000)) == 0 {
 		if time.Now().After(deadline) {
@@ -417,7 +427,7 @@ func TestRunFlushesWhatIsLeftWhenItEnds(t *testing.T) {
 	h.step(h.now) // the first ban: flushed at once
 	other := netip.MustParseAddr("198.51.100.8")
 	for range 3 { // at the same moment: within the interval, so it waits for the next flush
-		h.Observe(tcp9000, other, 502, h.now)
+		h.Observe(tcp9000, other, 400, h.now)
 	}
 	if len(h.banned(tcp9000)) != 1 {
 		t.Fatal("the second ban was flushed within the interval")

@@ -38,7 +38,7 @@ func BenchmarkObserveFailuresManySources(b *testing.B) {
 	b.ReportAllocs()
 	i := 0
 	for b.Loop() {
-		m.Observe(tcp9000, addrs[i%len(addrs)], 502, now)
+		m.Observe(tcp9000, addrs[i%len(addrs)], 400, now)
 		i++
 		now = now.Add(time.Microsecond)
 	}

@@ -17,11 +17,21 @@ type track struct {
 }
 
 // Counts reports whether a session that ended with status counts
-// against its source: it failed or was refused (400 bad client data,
-// 500, 502 upstream unreachable, 503 a connection limit), but not 403:
-// that is nginx's access rules refusing it already (a ban, an allow or
-// deny list), and banning again adds nothing.
-func Counts(status int) bool { return status >= 400 && status != 403 }
+// against its source, on a stream that limits each client's sessions
+// (perClient) or not: the source did something wrong, not the backend
+// or another client.
+//   - 400: nginx could not make sense of what the client sent.
+//   - 503: a connection limit refused it. That is the source's doing only
+//     when the stream has a per-client limit; a stream-wide limit alone
+//     is filled by everyone (an attacker holding every slot would get the
+//     others banned).
+//
+// Not counted: 403 (nginx's access rules refused it already: a ban, an
+// allow or deny list), and 500 and 502 (nginx or the backend failed:
+// clients retrying through a backend's restart are not attackers).
+func Counts(status int, perClient bool) bool {
+	return status == 400 || status == 503 && perClient
+}
 
 // Bannable reports whether addr can be written as a source in nginx's
 // deny directive: a valid address, without an IPv6 zone, not 0.0.0.0 or
@@ -39,13 +49,13 @@ func Bannable(addr netip.Addr) bool {
 // the others already).
 func (m *Manager) Observe(id stream.ID, addr netip.Addr, status int, now time.Time) {
 	addr = addr.Unmap()
-	if !Counts(status) || !Bannable(addr) || m.Exempt(addr) {
-		return
+	if status != 400 && status != 503 || !Bannable(addr) || m.Exempt(addr) {
+		return // the common case, without the lock: a session that went well
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	p, ok := m.streams[id]
-	if !ok || p.ban == nil || p.trusted || m.bans[id][addr] != nil {
+	if !ok || p.ban == nil || p.trusted || !Counts(status, p.perClient) || m.bans[id][addr] != nil {
 		return
 	}
 	k := key{id, addr}

@@ -74,8 +74,9 @@ func echoFrom(src string, port int) (string, error) {
 }
 
 // closedAtOnce reports whether a session from src on port is closed by
-// nginx without a byte back (its backend down: 502; or the source
-// refused: 403), and waits for it to end, so that nginx has logged it.
+// nginx without a byte back (over the stream's per-client limit: 503; or
+// the source refused: 403), and waits for it to end, so that nginx has
+// logged it.
 func closedAtOnce(src string, port int) bool {
 	c, err := dialFrom(src, port)
 	if err != nil {
@@ -92,16 +93,44 @@ func closedAtOnce(src string, port int) bool {
 	return true
 }
 
-// failSessions makes n sessions from src that fail (the backend is down),
-// one after another.
+// failSessions makes n sessions from src that fail, one after another: the
+// stream limits each client to one session (max_connections_per_client
+// 1) and src holds one open meanwhile, so nginx refuses each with 503, as
+// it does a client that opens connection after connection.
 func failSessions(t *testing.T, src string, port, n int) {
 	t.Helper()
+	hold, err := holdSession(src, port)
+	if err != nil {
+		t.Fatalf("the session %s holds on %d: %v", src, port, err)
+	}
+	defer hold.Close()
 	for i := range n {
 		if !closedAtOnce(src, port) {
 			t.Fatalf("session %d from %s to %d did not fail", i+1, src, port)
 		}
 	}
 }
+
+// holdSession opens a session from src through port and makes one round
+// trip through it, so that nginx counts it against src's limit.
+func holdSession(src string, port int) (net.Conn, error) {
+	c, err := dialFrom(src, port)
+	if err != nil {
+		return nil, err
+	}
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	msg := fmt.Sprintf("hold %s\n", src)
+	if got, err := roundTrip(c, msg); err != nil || got != "ok:"+msg {
+		c.Close()
+		return nil, fmt.Errorf("no round trip: %q %v", got, err)
+	}
+	c.SetDeadline(time.Time{})
+	return c, nil
+}
+
+// limited is the part of a stream's body that makes a second session of
+// a client fail (see failSessions).
+const limited = `"max_connections_per_client":1`
 
 // bansOf lists GET /v1/bans of stream id ("" for all) as "stream address".
 func bansOf(t *testing.T, d *daemon, id string) []string {
@@ -141,9 +170,10 @@ func refusedNotForwarded(t *testing.T, src string, port int, backend *countingBa
 func TestBansBanAFailingSourceUntilItsTimeIsUp(t *testing.T) {
 	d := startDaemon(t, 2)
 	events := watchEvents(t, d, "types=ban.added,ban.lifted")
-	bport := reservePorts(t, 1) // nothing listens: sessions fail with 502
+	bport := reservePorts(t, 1)
+	backend := startCountingBackend(t, bport)
 	port := d.portMin
-	d.mustPut("tcp", port, fmt.Sprintf(`{"backend":"127.0.0.1:%d","ban":{"after":3,"within":"1m","for":"4s"}}`, bport))
+	d.mustPut("tcp", port, fmt.Sprintf(`{"backend":"127.0.0.1:%d",%s,"ban":{"after":3,"within":"1m","for":"4s"}}`, bport, limited))
 	id := fmt.Sprintf("tcp/%d", port)
 
 	failSessions(t, attacker, port, 3)
@@ -155,7 +185,6 @@ func TestBansBanAFailingSourceUntilItsTimeIsUp(t *testing.T) {
 	}
 	requireBanAudited(t, d, id, attacker)
 
-	backend := startCountingBackend(t, bport)
 	eventually(t, "the ban is applied", 5*time.Second, func() bool { return closedAtOnce(attacker, port) })
 	refusedNotForwarded(t, attacker, port, backend)
 	if _, err := echoFrom("127.0.0.1", port); err != nil {
@@ -180,7 +209,8 @@ func TestBansKeptAcrossRestartLiftedByAPINeverLoopbackOrAllowed(t *testing.T) {
 	d := startDaemon(t, 2)
 	bport := reservePorts(t, 1)
 	port, allowed := d.portMin, d.portMin+1
-	ban := `"ban":{"after":3,"within":"1m","for":"1h"}`
+	backend := startCountingBackend(t, bport)
+	ban := limited + `,"ban":{"after":3,"within":"1m","for":"1h"}`
 	d.mustPut("tcp", port, fmt.Sprintf(`{"backend":"127.0.0.1:%d",%s}`, bport, ban))
 	d.mustPut("tcp", allowed, fmt.Sprintf(`{"backend":"127.0.0.1:%d","allow":["127.0.0.1","127.0.0.3"],%s}`, bport, ban))
 	id := fmt.Sprintf("tcp/%d", port)
@@ -194,7 +224,6 @@ func TestBansKeptAcrossRestartLiftedByAPINeverLoopbackOrAllowed(t *testing.T) {
 	if got := bansOf(t, d, ""); len(got) != 1 || got[0] != id+" "+attacker {
 		t.Fatalf("bans = %v; want only %s on %s", got, attacker, id)
 	}
-	backend := startCountingBackend(t, bport)
 	eventually(t, "the ban is applied", 5*time.Second, func() bool { return closedAtOnce(attacker, port) })
 	if _, err := echoFrom(attacker, allowed); err != nil {
 		t.Fatalf("allowed %s refused on %d: %v", attacker, allowed, err)
@@ -249,7 +278,8 @@ func TestBansManySourcesFewReloads(t *testing.T) {
 	d := startDaemon(t, 1)
 	bport := reservePorts(t, 1)
 	port := d.portMin
-	d.mustPut("tcp", port, fmt.Sprintf(`{"backend":"127.0.0.1:%d","ban":{"after":3,"within":"1m","for":"1h"}}`, bport))
+	backend := startCountingBackend(t, bport)
+	d.mustPut("tcp", port, fmt.Sprintf(`{"backend":"127.0.0.1:%d",%s,"ban":{"after":3,"within":"1m","for":"1h"}}`, bport, limited))
 	before := d.counters()["nginx_reloads"]
 
 	const sources = 50
@@ -278,13 +308,15 @@ func TestBansManySourcesFewReloads(t *testing.T) {
 				defer wg.Done()
 				sem <- struct{}{}
 				defer func() { <-sem }()
+				if hold, err := holdSession(src, port); err == nil { // not banned yet
+					defer hold.Close()
+				}
 				closedAtOnce(src, port)
 			}()
 		}
 		wg.Wait()
 	}
 	t.Logf("%d sources banned in %v", sources, time.Since(start).Round(time.Millisecond))
-	backend := startCountingBackend(t, bport)
 	refused := map[int]bool{}
 	eventually(t, "every ban applied", 10*time.Second, func() bool {
 		for i := 1; i <= sources; i++ {
@@ -340,4 +372,40 @@ func grepLines(s, sub string) string {
 		}
 	}
 	return strings.Join(out, "\n")
+}
+
+// Clients retrying through a backend's outage (502), or refused by a
+// stream-wide limit another client fills (503 without a per-client
+// limit), are not attackers: they are never banned.
+func TestBansNeverForTheBackendsOrAnotherClientsDoing(t *testing.T) {
+	d := startDaemon(t, 2)
+	down, full := d.portMin, d.portMin+1
+	ports := reservePorts(t, 2) // nothing listens on the first: sessions to down fail with 502
+	startCountingBackend(t, ports+1)
+	ban := `"ban":{"after":3,"within":"1m","for":"1h"}`
+	d.mustPut("tcp", down, fmt.Sprintf(`{"backend":"127.0.0.1:%d",%s}`, ports, ban))
+	d.mustPut("tcp", full, fmt.Sprintf(`{"backend":"127.0.0.1:%d","max_connections":1,%s}`, ports+1, ban))
+
+	hold, err := holdSession("127.0.0.5", full) // fills the stream
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer hold.Close()
+	for range 6 {
+		if !closedAtOnce(attacker, down) || !closedAtOnce(attacker, full) {
+			t.Fatal("a session that should fail got through")
+		}
+	}
+	// Every session is read (counted in traffic) before the check.
+	for _, port := range []int{down, full} {
+		eventually(t, fmt.Sprintf("the sessions on %d counted", port), 10*time.Second, func() bool {
+			_, m := d.api("GET", fmt.Sprintf("/v1/streams/tcp/%d", port), "")
+			tr, _ := m["traffic"].(map[string]any)
+			n, _ := tr["sessions"].(float64)
+			return n >= 6
+		})
+	}
+	if got := bansOf(t, d, ""); len(got) != 0 {
+		t.Fatalf("bans %v: a backend's outage or a full stream banned a client", got)
+	}
 }

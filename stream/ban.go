@@ -1,8 +1,8 @@
 package stream
 
 // BanPolicy bans a source address from a stream for For once After of its
-// sessions failed or were refused within Within (as nginx's session log
-// tells: a status of 400 or above). Durations are Go durations in
+// sessions failed through its own doing within Within (as nginx's session
+// log tells; see bans.Counts). Durations are Go durations in
 // canonical form ("1m0s" once validated).
 type BanPolicy struct {
 	After  int    `json:"after"`

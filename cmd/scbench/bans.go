@@ -22,10 +22,11 @@ const (
 	banRounds   = 5
 )
 
-// bans measures automatic bans: one stream with a ban policy, to an echo
-// backend the tool stops while n sources (127.0.2.1 …) each make
-// banFailures sessions at once, all at the same time (nginx ends them
-// with 502), and starts again right after. A source is banned once its
+// bans measures automatic bans: one stream with a ban policy and a limit
+// of one session per client, to an echo backend; n sources (127.0.2.1 …)
+// each hold one session open and make banFailures more at once, all at the
+// same time (nginx refuses them with 503: the failures a ban counts), then
+// close the one they held. A source is banned once its
 // session is closed without an echo while 127.0.0.1's still gets one. It
 // reports the time from each source's last failure until it is refused,
 // and from the end of the first failures until the last source is
@@ -47,7 +48,7 @@ func (b *bench) bans(n int) (map[string]any, error) {
 	defer backend.stop()
 	port := b.lo
 	id := "tcp/" + strconv.Itoa(port)
-	body := fmt.Sprintf(`{"backend":%q,"ban":%s}`, backend.addr, banPolicy)
+	body := fmt.Sprintf(`{"backend":%q,"max_connections_per_client":1,"ban":%s}`, backend.addr, banPolicy)
 	if code, raw, err := b.do("PUT", "/v1/streams/"+id, body); err != nil || code >= 300 {
 		return nil, fmt.Errorf("PUT %s: %d %s %v", id, code, raw, err)
 	}
@@ -59,7 +60,7 @@ func (b *bench) bans(n int) (map[string]any, error) {
 		return nil, err
 	}
 	lostBefore := syslogLost(pid)
-	r, err := banUntilRefused(srcs, port, backend)
+	r, err := banUntilRefused(srcs, port)
 	if err != nil {
 		return nil, err
 	}
@@ -102,28 +103,28 @@ type banRun struct {
 	firstBanned, rounds int
 }
 
-// banUntilRefused runs rounds: the backend stopped, banFailures failing
-// sessions at once from every source not refused yet, the backend
-// started, and each of them polled for 5 s until it is refused; at most
+// banUntilRefused runs rounds: every source not refused yet holds a
+// session and makes banFailures failing sessions at once, lets go of the
+// one it held, and is polled for 5 s until it is refused; at most
 // banRounds rounds.
-func banUntilRefused(srcs []string, port int, backend *switchEcho) (banRun, error) {
+func banUntilRefused(srcs []string, port int) (banRun, error) {
 	r := banRun{lastFail: make([]time.Time, len(srcs)), refusedAt: make([]time.Time, len(srcs))}
 	pending := make([]int, len(srcs))
 	for i := range pending {
 		pending[i] = i
 	}
 	for ; r.rounds < banRounds && len(pending) > 0; r.rounds++ {
-		backend.stop()
 		var subset []string
 		for _, i := range pending {
 			subset = append(subset, srcs[i])
 		}
+		held := holdAll(subset, port)
 		ends, err := failAtOnce(subset, port)
+		for _, c := range held {
+			c.Close()
+		}
 		if err != nil {
 			return r, err
-		}
-		if err := backend.start(); err != nil {
-			return r, fmt.Errorf("restart the echo backend: %w", err)
 		}
 		refused := pollSources(subset, port, true, 5*time.Second)
 		if r.rounds == 0 {
@@ -144,8 +145,9 @@ func banUntilRefused(srcs []string, port int, backend *switchEcho) (banRun, erro
 }
 
 // failAtOnce makes banFailures sessions from each of srcs through port,
-// all at once, each of which must be closed without an echo (the backend
-// is stopped), and returns when each source's last one ended.
+// all at once, each of which must be closed without an echo (its source
+// holds the one session it may have), and returns when each source's
+// last one ended.
 func failAtOnce(srcs []string, port int) ([]time.Time, error) {
 	ends := make([]time.Time, len(srcs))
 	errs := make(chan error, len(srcs)*banFailures)
@@ -158,7 +160,7 @@ func failAtOnce(srcs []string, port int) ([]time.Time, error) {
 				defer wg.Done()
 				closed, err := sessionFrom(src, port)
 				if err == nil && !closed {
-					err = fmt.Errorf("a session from %s got an echo from a stopped backend", src)
+					err = fmt.Errorf("a session from %s got an echo past its limit of one", src)
 				}
 				errs <- err
 				mu.Lock()
@@ -284,6 +286,33 @@ func sessionFrom(src string, port int) (bool, error) {
 		return true, nil
 	}
 	return false, fmt.Errorf("session from %s through %d: %d bytes, %v", src, port, n, err)
+}
+
+// holdAll opens a session from each of srcs through port and makes a
+// round trip through it, so that nginx counts it against the source's
+// limit (a source refused meanwhile holds none); the caller closes them.
+func holdAll(srcs []string, port int) []net.Conn {
+	var held []net.Conn
+	for _, src := range srcs {
+		d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(src)}, Timeout: 2 * time.Second}
+		c, err := d.Dial("tcp", "127.0.0.1:"+strconv.Itoa(port))
+		if err == nil {
+			c.SetDeadline(time.Now().Add(2 * time.Second))
+			buf := make([]byte, 5)
+			if _, err = c.Write([]byte("ping\n")); err == nil {
+				_, err = io.ReadFull(c, buf)
+			}
+			c.SetDeadline(time.Time{})
+		}
+		if err != nil { // refused: banned since it was last polled
+			if c != nil {
+				c.Close()
+			}
+			continue
+		}
+		held = append(held, c)
+	}
+	return held
 }
 
 // sourceAddrs is n source addresses 127.0.2.1 … 127.0.2.n (not
