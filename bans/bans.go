@@ -107,7 +107,7 @@ type policy struct {
 	// perClient: the stream limits each client's sessions, so a 503 is
 	// the client's own doing (see Counts).
 	perClient bool
-	created time.Time
+	created   time.Time
 }
 
 // key is a (stream, address) pair.
