@@ -10,7 +10,11 @@
 // bans from becoming a flood of reloads, new bans and ends of bans are
 // collected and flushed at most once per FlushInterval: one write of the
 // bans file, then one trigger of the reconciler, which re-renders only
-// the streams whose bans changed (Banned's version).
+// the streams whose bans changed (Banned's version). While bans keep
+// coming, the interval doubles at each flush up to MaxFlushInterval, so
+// that a steady trickle of bans does not reload a master every second
+// (each reload leaves old workers serving their open sessions); it is
+// back to FlushInterval after a quiet MaxFlushInterval.
 //
 // Bans are node-local, also in a fleet: they come from this node's own
 // session log, and are kept in a file of this node's data directory.
@@ -57,6 +61,9 @@ const (
 	DefaultMaxPerStream = 10000
 	// FlushInterval is the most often bans are written and applied.
 	FlushInterval = time.Second
+	// MaxFlushInterval is the longest a new ban waits for its flush
+	// while bans keep coming.
+	MaxFlushInterval = 30 * time.Second
 )
 
 // ErrNotFound means there is no such ban.
@@ -153,6 +160,7 @@ type Manager struct {
 	lifted     []ended
 	saveFailed bool
 	lastFlush  time.Time
+	interval   time.Duration // from lastFlush to the next flush (see FlushInterval)
 	// flushNow: the next step flushes whatever the interval: an operator
 	// lifted a ban (bans, made by traffic, are batched), or Run ends.
 	flushNow bool

@@ -457,3 +457,32 @@ func TestInvalidPolicyBansNobody(t *testing.T) {
 		t.Fatalf("bans %v from a policy with for 0s", got)
 	}
 }
+
+// A steady trickle of bans (a new source every second) does not reload a
+// master every second: the flush interval doubles while bans keep coming,
+// up to MaxFlushInterval, and a ban after a quiet spell is applied at
+// once again.
+func TestTrickleOfBansBacksOff(t *testing.T) {
+	h := newHarness(t, Config{}, spec(tcp9000, &stream.BanPolicy{After: 1, Within: "1m0s", For: "1h0m0s"}))
+	const seconds = 120
+	for i := range seconds {
+		h.Observe(tcp9000, netip.AddrFrom4([4]byte{198, 51, 100, byte(i + 1)}), 400, h.now)
+		h.step(h.now)
+		h.now = h.now.Add(time.Second)
+	}
+	h.step(h.now.Add(MaxFlushInterval)) // the last ones' flush
+	if got := len(h.banned(tcp9000)); got != seconds {
+		t.Fatalf("%d of %d bans applied", got, seconds)
+	}
+	// 1, 2, 4, 8, 16, then every 30 s: 0 s, 1, 3, 7, 15, 31, 61, 91, and the last.
+	if h.rec.triggers > 9 {
+		t.Fatalf("%d flushes for a ban a second over %d s; want them spaced out", h.rec.triggers, seconds)
+	}
+	before := h.rec.triggers
+	h.now = h.now.Add(2 * MaxFlushInterval) // quiet
+	h.Observe(tcp9000, netip.MustParseAddr("203.0.113.9"), 400, h.now)
+	h.step(h.now)
+	if h.rec.triggers != before+1 {
+		t.Fatal("a ban after a quiet spell waited for a flush")
+	}
+}

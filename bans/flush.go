@@ -51,10 +51,11 @@ func (m *Manager) step(now time.Time) (next time.Time) {
 		defer m.mu.Unlock()
 		return m.earliest
 	}
-	if due := m.lastFlush.Add(FlushInterval); now.Before(due) && !m.flushNow {
+	if due := m.lastFlush.Add(m.interval); now.Before(due) && !m.flushNow {
 		defer m.mu.Unlock()
 		return earlier(due, m.earliest)
 	}
+	m.interval = nextInterval(m.interval, now.Sub(m.lastFlush))
 	m.lastFlush, m.flushNow = now, false
 	added, lifted, changed := m.added, m.lifted, m.publish()
 	m.added, m.lifted = nil, nil
@@ -67,6 +68,16 @@ func (m *Manager) step(now time.Time) (next time.Time) {
 	}
 	m.report(added, lifted)
 	return next
+}
+
+// nextInterval is the wait after a flush that came since after the one
+// before: doubled (up to MaxFlushInterval) when that one was due as soon
+// as it could be, back to FlushInterval after a quiet MaxFlushInterval.
+func nextInterval(cur, since time.Duration) time.Duration {
+	if cur == 0 || since >= MaxFlushInterval+cur {
+		return FlushInterval
+	}
+	return min(2*cur, MaxFlushInterval)
 }
 
 // earlier is the earlier of a and b, a zero time being none.
