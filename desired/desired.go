@@ -60,6 +60,13 @@ func (m Match) Check(cur *stream.Spec) error {
 	return nil
 }
 
+// Conditional is one stream of a DeleteMany: its id and the revision it
+// must still be at to be deleted (0: any).
+type Conditional struct {
+	ID       stream.ID
+	Revision uint64
+}
+
 // Change is one stream's change at one revision: Spec is what it became,
 // nil when it was deleted. One revision may carry several changes (an
 // import).
@@ -96,6 +103,13 @@ type State interface {
 	// Delete removes the stream with id if m holds, and returns it with
 	// the revision of the delete.
 	Delete(id stream.ID, m Match) (stream.Spec, uint64, error)
+	// DeleteMany removes, in one revision where it can (see the
+	// implementation for its limits), every stream of items still at
+	// its item's revision, and returns them and the revision of the
+	// delete. An item whose stream is gone or at another revision is
+	// skipped, not an error; when none is left it returns no stream,
+	// revision 0 and no error, and takes no revision.
+	DeleteMany(items []Conditional) ([]stream.Spec, uint64, error)
 	// Allocate stores sp on the first port in [lo, hi] that has no stream
 	// of sp's protocol and for which busy (if not nil) is false,
 	// atomically: two concurrent calls never get the same port.

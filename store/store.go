@@ -325,6 +325,51 @@ func (s *Store) Delete(id stream.ID, m Match) (prev stream.Spec, rev uint64, err
 	return prev, rev, nil
 }
 
+// DeleteMany removes every stream of items still at its item's revision
+// in one transaction (one revision, one fsync), and returns them and the
+// store revision of the delete. Items whose stream is gone or changed are
+// skipped; when none is left nothing is written and the revision is 0.
+func (s *Store) DeleteMany(items []desired.Conditional) (deleted []stream.Spec, rev uint64, err error) {
+	err = s.update(func(tx *bolt.Tx, r uint64) error {
+		deleted = deleted[:0] // a batch that failed to commit may run fn again
+		seen := make(map[stream.ID]bool, len(items))
+		for _, it := range items {
+			cur, err := get(tx, it.ID)
+			if err != nil {
+				return err
+			}
+			if cur == nil || seen[it.ID] || (desired.Match{Revision: it.Revision}).Check(cur) != nil {
+				continue
+			}
+			seen[it.ID] = true
+			if err := tx.Bucket(bucketStreams).Delete([]byte(it.ID.String())); err != nil {
+				return err
+			}
+			deleted = append(deleted, *cur)
+		}
+		if len(deleted) == 0 {
+			return errNothingToDelete // takes no revision, wakes nobody
+		}
+		rev = r
+		return nil
+	}, func() {
+		for _, sp := range deleted {
+			delete(s.specs, sp.ID())
+			s.history.Add(desired.Change{Revision: rev, ID: sp.ID()})
+		}
+	})
+	if errors.Is(err, errNothingToDelete) {
+		return nil, 0, nil
+	}
+	if err != nil {
+		return nil, 0, fmt.Errorf("delete %d streams: %w", len(items), err)
+	}
+	return deleted, rev, nil
+}
+
+// errNothingToDelete ends a DeleteMany that finds no stream to delete.
+var errNothingToDelete = errors.New("nothing to delete")
+
 // Allocate stores sp on the first port in [lo, hi] that has no stream of
 // sp's protocol and for which busy returns false, all in one transaction,
 // so that two concurrent calls never get the same port.

@@ -17,10 +17,10 @@ import (
 // given (a GET answer or an export sent back), expires_at is the deadline
 // and ttl only the length a renew without a body gives again.
 //
-// At its deadline the stream is deleted here, through Delete like a
-// client's delete, on the condition that it is still at the revision
-// whose deadline passed (a renew or a replace meanwhile wins), and an
-// audit record desired.OpExpired is appended by the node whose delete
+// At its deadline the stream is deleted here, through DeleteMany with
+// every other stream due at the same moment (one revision, one commit),
+// on the condition that it is still at the revision whose deadline
+// passed (a renew or a replace meanwhile wins), and an audit record desired.OpExpired is appended by the node whose delete
 // went through. RunExpiry keeps one timer on the next deadline, set again
 // at every change of the desired state; ExpireDue applies every deadline
 // that passed, which start-up does before nginx serves anything.
@@ -176,17 +176,23 @@ func (p *Path) Expire(sp stream.Spec) (bool, error) {
 	case err != nil:
 		return false, fmt.Errorf("expire %s: %w", id, err)
 	}
-	p.log.Info().Stringer("stream", id).Time("expires_at", *prev.ExpiresAt).Uint64("revision", pending.Revision()).
-		Dur("late", now.Sub(*prev.ExpiresAt)).Msg("expired")
-	if err := p.st.AppendAudit(desired.ExpiredRecord(prev, now, "deleted by this node")); err != nil {
-		p.log.Error().Err(err).Stringer("stream", id).Msg("audit log: an expiry")
-	}
+	p.expired(prev, pending.Revision(), now)
 	return true, nil
 }
 
+// expired logs and records in the audit log that this node deleted sp,
+// whose deadline had passed at now, at revision rev.
+func (p *Path) expired(sp stream.Spec, rev uint64, now time.Time) {
+	p.log.Info().Stringer("stream", sp.ID()).Time("expires_at", *sp.ExpiresAt).Uint64("revision", rev).
+		Dur("late", now.Sub(*sp.ExpiresAt)).Msg("expired")
+	if err := p.st.AppendAudit(desired.ExpiredRecord(sp, now, "deleted by this node")); err != nil {
+		p.log.Error().Err(err).Stringer("stream", sp.ID()).Msg("audit log: an expiry")
+	}
+}
+
 // ExpireDue expires every stream whose deadline passed, and returns the
-// earliest deadline still ahead (zero: none) and the first error of a
-// delete the desired state refused (those streams are tried again).
+// earliest deadline still ahead (zero: none) and the error of the delete
+// if the desired state refused it (those streams are tried again).
 func (p *Path) ExpireDue() (time.Time, error) {
 	next, _, err := p.expireDue()
 	return next, err
@@ -194,13 +200,14 @@ func (p *Path) ExpireDue() (time.Time, error) {
 
 // expireDue is ExpireDue that also counts the streams listed whose
 // deadline passed and that it did not delete (gone or changed meanwhile,
-// or refused).
+// or refused). Every stream due is deleted by one DeleteMany (one
+// revision, one commit), each on the condition that it is still at the
+// revision listed: a renew or replace that came first wins.
 func (p *Path) expireDue() (time.Time, int, error) {
 	specs, _ := p.st.List()
 	now := p.now()
 	var next time.Time
-	var first error
-	left := 0
+	var due []desired.Conditional
 	for _, sp := range specs {
 		if !sp.Expires() {
 			continue
@@ -211,15 +218,19 @@ func (p *Path) expireDue() (time.Time, int, error) {
 			}
 			continue
 		}
-		done, err := p.Expire(sp)
-		if err != nil && first == nil {
-			first = err
-		}
-		if !done {
-			left++
-		}
+		due = append(due, desired.Conditional{ID: sp.ID(), Revision: sp.Revision})
 	}
-	return next, left, first
+	if len(due) == 0 {
+		return next, 0, nil
+	}
+	deleted, rev, err := p.DeleteMany(due)
+	for _, sp := range deleted {
+		p.expired(sp, rev, now)
+	}
+	if err != nil {
+		err = fmt.Errorf("expire %d streams: %w", len(due)-len(deleted), err)
+	}
+	return next, len(due) - len(deleted), err
 }
 
 // ExpireAtStart expires the streams whose deadline passed while the

@@ -253,3 +253,92 @@ func TestExpireAtStart(t *testing.T) {
 		t.Fatalf("the stream with time left: %v", err)
 	}
 }
+
+// renewFirst is a desired state on which another writer renews a stream
+// (gives it a new deadline) just before the first delete reaches it: the
+// renew that lands first.
+type renewFirst struct {
+	desired.State
+	once  sync.Once
+	renew func()
+}
+
+func (r *renewFirst) Delete(id stream.ID, m desired.Match) (stream.Spec, uint64, error) {
+	r.once.Do(r.renew)
+	return r.State.Delete(id, m)
+}
+
+func (r *renewFirst) DeleteMany(items []desired.Conditional) ([]stream.Spec, uint64, error) {
+	r.once.Do(r.renew)
+	return r.State.DeleteMany(items)
+}
+
+// Every stream due at one moment is deleted in one revision of the
+// desired state (one commit), with one audit record each; one renewed
+// after the list and before the delete survives, and one not due stays.
+func TestExpireDueDeletesAllDueInOneRevision(t *testing.T) {
+	c := &clock{t: time.Date(2026, 11, 30, 9, 0, 0, 0, time.UTC)}
+	var f *fixture
+	var renewedRev uint64
+	f = newFixtureWith(t, func(st desired.State) desired.State {
+		return &renewFirst{State: st, renew: func() {
+			sp, err := f.st.Get(stream.MustParseID("tcp/9002"))
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			sp.ExpiresAt = at(c.now().Add(time.Hour))
+			stored, _, err := f.st.Put(sp, desired.Match{Revision: sp.Revision})
+			if err != nil {
+				t.Error(err)
+			}
+			renewedRev = stored.Revision
+		}}
+	})
+	f.p.cfg.Now = c.now
+	ctx := context.Background()
+	for _, port := range []int{9001, 9002, 9003, 9004, 9006} {
+		sp := tcp(port, "good:1")
+		sp.TTL = "10s"
+		if port == 9006 {
+			sp.TTL = "1h"
+		}
+		if _, err := f.p.Put(ctx, sp, desired.Match{}, "r"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_, before := f.st.List()
+	c.add(11 * time.Second)
+	next, err := f.p.ExpireDue()
+	if err != nil || !next.Equal(c.now().Add(-11*time.Second+time.Hour)) {
+		t.Fatalf("ExpireDue: next %v, %v", next, err)
+	}
+	changes, err := f.st.Since(before)
+	if err != nil {
+		t.Fatal(err)
+	}
+	revs := map[uint64][]string{}
+	for _, ch := range changes {
+		if ch.Spec == nil {
+			revs[ch.Revision] = append(revs[ch.Revision], ch.ID.String())
+		}
+	}
+	if len(revs) != 1 || len(changes) != 4 { // the renew, and 3 deletions in one revision
+		t.Fatalf("deletions by revision %v (of %d changes), want tcp/9001, 9003, 9004 in one", revs, len(changes))
+	}
+	if got, err := f.st.Get(stream.MustParseID("tcp/9002")); err != nil || got.Revision != renewedRev {
+		t.Fatalf("the stream renewed before the delete: %+v, %v", got, err)
+	}
+	if _, err := f.st.Get(stream.MustParseID("tcp/9006")); err != nil {
+		t.Fatalf("the stream not due: %v", err)
+	}
+	recs, err := f.st.Audit(0, 10)
+	if err != nil || len(recs) != 3 {
+		t.Fatalf("audit: %+v %v; want 3 expiries", recs, err)
+	}
+	for _, r := range recs {
+		if r.Operation != desired.OpExpired || r.Before == nil || r.Stream == "tcp/9002" {
+			t.Fatalf("audit record %+v", r)
+		}
+	}
+}

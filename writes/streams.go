@@ -158,6 +158,18 @@ func (p *Path) Delete(id stream.ID, m desired.Match) (stream.Spec, *Pending, err
 	return prev, w, nil
 }
 
+// DeleteMany removes, in one revision of the desired state where it can
+// (see desired.State), every stream of items still at its item's
+// revision, and returns them and the revision of the delete (0: none
+// deleted). Items whose stream is gone or changed are skipped.
+func (p *Path) DeleteMany(items []desired.Conditional) ([]stream.Spec, uint64, error) {
+	deleted, rev, err := p.st.DeleteMany(items)
+	for _, sp := range deleted {
+		p.log.Info().Stringer("stream", sp.ID()).Uint64("revision", rev).Msg("deleted")
+	}
+	return deleted, rev, err
+}
+
 // PlanDelete is Delete changing nothing: the stream a delete with m would
 // remove.
 func (p *Path) PlanDelete(id stream.ID, m desired.Match) (stream.Spec, error) {

@@ -47,6 +47,8 @@ func Run(t *testing.T, impl Impl) {
 		{"AllocateSkipsBusyPorts", allocateSkipsBusy},
 		{"ChangesInOrderWithoutLoss", changesInOrder},
 		{"WatcherSeesEveryChange", watcherSeesEveryChange},
+		{"DeleteManyInOneRevision", deleteManyInOneRevision},
+		{"DeleteManyOfNothingTakesNoRevision", deleteManyOfNothing},
 		{"ImportAllOrNothing", importAllOrNothing},
 		{"ImportNeverSeenHalfDone", importNeverHalfDone},
 		{"ImportOfNothingTakesNoRevision", importOfNothing},
