@@ -44,3 +44,31 @@ func uiKeepsFields(t *testing.T, ui *uiPage, port int, backend string) {
 		t.Fatalf("after an edit in the browser: ban %v, expires_at %v, ttl %v; want %v, %v, %v kept", m["ban"], m["expires_at"], m["ttl"], before["ban"], before["expires_at"], before["ttl"])
 	}
 }
+
+// uiBans: a stream's page lists its bans as they are made (the ban.added
+// event), and a write token lifts one with its Lift button: the answer
+// comes once nginx lets the address in again.
+func uiBans(t *testing.T, ui *uiPage, port int) {
+	ui.t = t
+	bport := reservePorts(t, 1)
+	startCountingBackend(t, bport)
+	id := fmt.Sprintf("tcp/%d", port)
+	body := fmt.Sprintf(`{"backend":"127.0.0.1:%d",%s,"ban":{"after":3,"within":"1m","for":"1h"}}`, bport, limited)
+	if code, m := ui.d.api("PUT", "/v1/streams/"+id, body); code != 201 {
+		t.Fatalf("PUT %s: %d %v", id, code, m)
+	}
+	ui.goTo("#/streams/" + id)
+	ui.waitJS("the stream's bans, none yet", `document.querySelector("#stream-bans")?.textContent.includes("No source is banned.")`)
+	failSessions(t, attacker, port, 3)
+	row := fmt.Sprintf(`document.querySelector('#stream-bans tr[data-address="%s"]')`, attacker)
+	ui.waitJS("the ban listed without reloading the page", fmt.Sprintf(`!!%s && %s.textContent.includes("in ")`, row, row))
+	ui.click(fmt.Sprintf(`#stream-bans button[aria-label="Lift the ban of %s"]`, attacker))
+	ui.waitJS("the lift applied", fmt.Sprintf(`document.querySelector("#notice").textContent.includes("Lifted the ban of %s") && !%s`, attacker, row))
+	if got := bansOf(t, ui.d, id); len(got) != 0 {
+		t.Fatalf("after the lift in the browser, bans %v", got)
+	}
+	if _, err := echoFrom(attacker, port); err != nil {
+		t.Fatalf("%s after the lift: %v", attacker, err)
+	}
+	ui.notReloaded()
+}

@@ -35,7 +35,7 @@ func TestUI(t *testing.T) {
 		writeTok = "ui-test-write-token-0123456789abcdef"
 		readTok  = "ui-test-read-token-0123456789abcdef"
 	)
-	d := newDaemonWithTokens(t, 14, writeTok, readTok)
+	d := newDaemonWithTokens(t, 15, writeTok, readTok)
 	d.start()
 	be := startEcho(t, "UI-A:")
 	be2 := startEcho(t, "UI-B:")
@@ -247,6 +247,10 @@ func TestUI(t *testing.T) {
 
 	t.Run("an edit keeps the fields the form does not change", func(t *testing.T) {
 		uiKeepsFields(t, ui, d.portMin+13, be.addr())
+	})
+
+	t.Run("bans are listed live and lifted", func(t *testing.T) {
+		uiBans(t, ui, d.portMin+14)
 	})
 
 	t.Run("accessible basics: labels, words, keyboard", func(t *testing.T) {

@@ -531,6 +531,7 @@ function pageStream(main, proto, port) {
   const head = title(id);
   const summary = h('div', { class: 'grid' });
   const auditBody = h('tbody');
+  const bansBody = h('tbody');
   main.append(head, summary);
   const draw = () => {
     const s = app.streams.get(id);
@@ -552,6 +553,12 @@ function pageStream(main, proto, port) {
       form = editForm(s);
       main.append(h('h2', {}, 'Edit'), form, deleteBox(s));
     }
+    if (s.ban) {
+      main.append(h('h2', {}, 'Bans'), h('table', { id: 'stream-bans' },
+        h('thead', {}, h('tr', {}, ['Address', 'Ends', 'Failures', ...(canWrite() ? ['Lift'] : [])].map((c) => h('th', { scope: 'col' }, c)))),
+        bansBody));
+      loadBans(bansBody, id);
+    }
     main.append(h('h2', {}, 'Audit entries'), h('table', { id: 'stream-audit' }, auditHead(), auditBody));
     loadAudit(auditBody, id);
   })();
@@ -562,6 +569,9 @@ function pageStream(main, proto, port) {
     onEvent: (type, d) => {
       draw();
       if ((type === 'stream.updated' || type === 'stream.created') && d.id === id) loadAudit(auditBody, id);
+      if ((type === 'ban.added' || type === 'ban.lifted') && d.stream === id || type === 'bulk' && d.what === 'bans') {
+        if (bansBody.isConnected) loadBans(bansBody, id);
+      }
     },
   };
 }
@@ -1011,6 +1021,37 @@ function auditRow(e) {
     h('td', {}, e.stream ? h('a', { href: '#/streams/' + e.stream, class: 'mono' }, e.stream) : ''),
     h('td', {}, change), h('td', { class: 'num' }, String(e.status)),
     h('td', {}, yesNo(ok, e.result, e.result)));
+}
+
+// loadBans lists the bans of stream id in tbody (GET /v1/bans), each with
+// a Lift button for a write token.
+async function loadBans(tbody, id) {
+  try {
+    const ans = await api('GET', '/v1/bans?stream=' + encodeURIComponent(id));
+    const rows = (ans.bans || []).map((b) => h('tr', { 'data-address': b.address },
+      h('td', { class: 'mono' }, b.address), h('td', {}, fmtLeft(b.until)), h('td', {}, String(b.failures)),
+      canWrite() ? h('td', {}, liftButton(tbody, id, b.address)) : null));
+    tbody.replaceChildren(...(rows.length ? rows : [h('tr', {}, h('td', { colspan: 4, class: 'empty' }, 'No source is banned.'))]));
+  } catch (err) {
+    if (err.status !== 401) showError(err);
+  }
+}
+
+// liftButton lifts the ban of addr from stream id; the answer comes once
+// nginx lets the address in again.
+function liftButton(tbody, id, addr) {
+  const b = h('button', { type: 'button', 'aria-label': 'Lift the ban of ' + addr }, 'Lift');
+  b.addEventListener('click', async () => {
+    b.disabled = true;
+    try {
+      await api('DELETE', '/v1/bans/' + id + '/' + encodeURIComponent(addr));
+      notify('Lifted the ban of ' + addr + ' from ' + id + '.');
+    } catch (err) {
+      showError(err);
+    }
+    loadBans(tbody, id);
+  });
+  return b;
 }
 
 async function loadAudit(tbody, id) {
