@@ -18,12 +18,6 @@ type fileFormat struct {
 	Bans    []Ban `json:"bans"`
 }
 
-// mustAddr parses a canonical address text (one the manager made).
-func mustAddr(s string) netip.Addr {
-	a, _ := netip.ParseAddr(s)
-	return a
-}
-
 // load reads the bans of cfg.File that have not expired, as the first
 // published version; an unreadable file is set aside and logged.
 func (m *Manager) load() {

@@ -3,6 +3,8 @@ package bans
 import (
 	"context"
 	"fmt"
+	"maps"
+	"net/netip"
 	"slices"
 	"strings"
 	"time"
@@ -105,20 +107,15 @@ func (m *Manager) publish() []stream.ID {
 			delete(m.applied, id)
 			continue
 		}
-		addrs := make([]string, 0, len(bs))
-		for _, b := range bs {
-			addrs = append(addrs, b.Address.String())
+		sorted := slices.SortedFunc(maps.Keys(bs), netip.Addr.Compare)
+		addrs := make([]string, len(sorted))
+		for i, a := range sorted {
+			addrs[i] = a.String()
 		}
-		slices.SortFunc(addrs, compareAddrText)
 		m.pub[id] = published{addrs: addrs, version: m.version}
 	}
 	clear(m.dirty)
 	return changed
-}
-
-// compareAddrText orders canonical address texts as addresses.
-func compareAddrText(a, b string) int {
-	return mustAddr(a).Compare(mustAddr(b))
 }
 
 // report audits the bans made, logs and publishes the events of what a

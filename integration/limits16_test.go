@@ -329,15 +329,7 @@ func startBulkSender(t *testing.T) net.Addr {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go sendBulk(c)
-		}
-	}()
+	acceptEach(ln, nil, sendBulk)
 	return ln.Addr()
 }
 
@@ -367,19 +359,13 @@ func newBulkReceiver(t *testing.T) *bulkReceiver {
 	}
 	t.Cleanup(func() { ln.Close() })
 	b := &bulkReceiver{ln: ln, conns: make(chan net.Conn, 1)}
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			select {
-			case b.conns <- c:
-			default:
-				c.Close()
-			}
+	acceptEach(ln, nil, func(c net.Conn) {
+		select {
+		case b.conns <- c:
+		default:
+			c.Close()
 		}
-	}()
+	})
 	return b
 }
 

@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"syscall"
 	"testing"
 	"time"
@@ -23,6 +24,7 @@ import (
 // bind()'s "Address already in use". A session open through an orphan
 // keeps flowing meanwhile.
 func TestStartRetiresOrphansThatHoldItsPorts(t *testing.T) {
+	const listenAddr = "127.81.47.10"
 	bin, err := exec.LookPath("nginx")
 	if err != nil {
 		if os.Getenv("CI") == "true" {
@@ -58,13 +60,16 @@ func TestStartRetiresOrphansThatHoldItsPorts(t *testing.T) {
 			go func() { defer c.Close(); buf := make([]byte, 64); n, _ := c.Read(buf); c.Write(buf[:n]) }()
 		}
 	}()
-	probe, err := net.Listen("tcp4", "127.0.0.1:0")
+	// The stream's port is on a loopback address of this test's own: a
+	// port of 127.0.0.1 found free could be given meanwhile to an outgoing
+	// connection of a test running beside it.
+	probe, err := net.Listen("tcp4", listenAddr+":0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	port := probe.Addr().(*net.TCPAddr).Port
 	probe.Close()
-	conf := fmt.Sprintf("server {\n    listen 127.0.0.1:%d;\n    proxy_pass %s;\n}\n", port, backend.Addr())
+	conf := fmt.Sprintf("server {\n    listen %s:%d;\n    proxy_pass %s;\n}\n", listenAddr, port, backend.Addr())
 	if err := os.WriteFile(filepath.Join(include, fmt.Sprintf("stream-tcp-%d.conf", port)), []byte(conf), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -79,7 +84,7 @@ func TestStartRetiresOrphansThatHoldItsPorts(t *testing.T) {
 			syscall.Kill(pid, syscall.SIGKILL)
 		}
 	})
-	open, err := net.Dial("tcp4", fmt.Sprintf("127.0.0.1:%d", port))
+	open, err := net.Dial("tcp4", net.JoinHostPort(listenAddr, strconv.Itoa(port)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -101,7 +106,7 @@ func TestStartRetiresOrphansThatHoldItsPorts(t *testing.T) {
 	}
 	// The new master serves the port, and the session opened through an
 	// orphan still flows.
-	for _, c := range []net.Conn{mustDial(t, port), open} {
+	for _, c := range []net.Conn{mustDial(t, listenAddr, port), open} {
 		c.SetDeadline(time.Now().Add(5 * time.Second))
 		if _, err := c.Write([]byte("ping")); err != nil {
 			t.Fatal(err)
@@ -113,9 +118,9 @@ func TestStartRetiresOrphansThatHoldItsPorts(t *testing.T) {
 	}
 }
 
-func mustDial(t *testing.T, port int) net.Conn {
+func mustDial(t *testing.T, addr string, port int) net.Conn {
 	t.Helper()
-	c, err := net.Dial("tcp4", fmt.Sprintf("127.0.0.1:%d", port))
+	c, err := net.Dial("tcp4", net.JoinHostPort(addr, strconv.Itoa(port)))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -260,6 +260,12 @@ func runCreate(c *client, o *opts, args []string, out io.Writer) error {
 	}
 	var v view
 	json.Unmarshal(raw, &v)
+	return printStream(out, o, raw, v)
+}
+
+// printStream prints the stream v of the daemon's answer raw: as a table
+// row, or raw itself in o's -o format.
+func printStream(out io.Writer, o *opts, raw json.RawMessage, v view) error {
 	if o.output != "table" {
 		var generic any
 		json.Unmarshal(raw, &generic)
@@ -323,13 +329,7 @@ func runRenew(c *client, o *opts, args []string, out io.Writer) error {
 	} else {
 		json.Unmarshal(raw, &v)
 	}
-	if o.output != "table" {
-		var generic any
-		json.Unmarshal(raw, &generic)
-		return emit(out, o.output, generic)
-	}
-	printStreams(out, []view{v})
-	return nil
+	return printStream(out, o, raw, v)
 }
 
 func runRm(c *client, _ *opts, args []string, out io.Writer) error {
